@@ -1,0 +1,142 @@
+"""The analysis pipeline: config -> data -> network -> gradient -> decomposition -> metrics.
+
+Every command (analyze, decompose, train, sweep) goes through `analyze_state`, so the math
+lives in one place.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gradrank import data as data_mod
+from gradrank import metrics as metrics_mod
+from gradrank import network, regularizers
+from gradrank.config import Config
+from gradrank.data import Dataset
+from gradrank.decompose import compute_mu, decompose
+from gradrank.errors import InputError
+from gradrank.gradient import gradient
+from gradrank.network import Network
+from gradrank.spectral import spectrum
+
+
+@dataclass
+class Result:
+    config: Config
+    metrics: dict
+    arrays: dict[str, np.ndarray]
+    timings: dict = field(default_factory=dict)
+
+
+def device_and_dtype(cfg: Config) -> tuple[torch.device, torch.dtype]:
+    if cfg.compute.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("config key 'compute.device' = cuda, but no CUDA device is available")
+    return torch.device(cfg.compute.device), getattr(torch, cfg.compute.dtype)
+
+
+def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None = None) -> Result:
+    """Decompose the gradient at (data, weights) already on the compute device."""
+    timings = {} if timings is None else timings
+    clock = time.perf_counter()
+
+    def lap(name):
+        nonlocal clock
+        if ds.X.is_cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - clock
+        clock = now
+
+    acfg = cfg.analysis
+    grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
+    reg = regularizers.penalty_gradient(cfg, net, ds.X)
+    lap("gradient")
+    mu, mu_err = compute_mu(acfg.mu, grad, ds, net, acfg.quadrature)
+    dec = decompose(grad, ds, net, mu, mu_err)
+    G_loss = grad.dense()
+    terms = dec.E_dense(ds.X_B) + dec.S1.dense() + dec.S12.dense() + dec.S2.dense()
+    identity_error = float((G_loss - terms).norm() / G_loss.norm().clamp_min(1e-300))
+    G = G_loss if reg is None else G_loss + reg
+    lap("decomposition")
+    spec_G = spectrum(ds.X, grad.D, grad.coef, acfg.top_k, dense_add=reg)
+    spec_E = spectrum(ds.X_B, dec.D_perp, dec.coef, acfg.top_k)
+    lap("spectrum")
+    m = metrics_mod.compute(spec_G, spec_E, dec, G, ds.q, net.a, None if reg is None else float(torch.linalg.matrix_norm(reg, 2)),
+                            identity_error, acfg)
+    m["loss"] = grad.loss + regularizers.penalty_value(cfg, net, ds.X)
+    m["trust"] = trust(cfg, m, mu_err, ds)
+    lap("metrics")
+    arrays = {
+        "singular_values": spec_G.values, "E_singular_values": spec_E.values, "U": spec_G.U, "V": spec_G.V,
+        "residue_dir": dec.S1.left, "q": ds.q, "mu": mu, "a": net.a, "spike_right": dec.S2.right,
+        "bulk_eigenvalues": ds.eigenvalues,
+    }
+    arrays = {k: v.detach().cpu().double().numpy() for k, v in arrays.items()}
+    return Result(cfg, m, arrays, timings)
+
+
+def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset) -> dict:
+    """Flags that say when a number should not be believed (reported, never hidden)."""
+    tol = cfg.analysis.identity_tol if cfg.compute.dtype == "float64" else max(cfg.analysis.identity_tol, 1e-4)
+    finite = all(np.isfinite(v) for v in m["norms"].values()) and bool(np.isfinite(m["singular_values"]).all())
+    checks = {"finite": finite, "identity": m["identity_error"] <= tol, "quadrature": mu_err <= 1e-6}
+    warnings = []
+    if not finite:
+        warnings.append("non-finite values in the gradient or its spectrum")
+    if not checks["identity"]:
+        warnings.append(f"decomposition identity error {m['identity_error']:.2e} exceeds {tol:.0e}")
+    if not checks["quadrature"]:
+        warnings.append(f"Gauss-Hermite quadrature for mu not converged (change {mu_err:.1e}); raise analysis.quadrature")
+    return {"ok": all(checks.values()), "checks": checks, "warnings": warnings}
+
+
+def prepare(cfg: Config, weights_path=None) -> tuple[Config, Dataset, Network]:
+    """Data and initial network for a config (or given weights), on its device and dtype."""
+    device, dtype = device_and_dtype(cfg)
+    ds = data_mod.load(cfg)
+    if weights_path is None:
+        net = network.init(cfg, ds)
+    else:
+        net = load_weights(cfg, weights_path, ds.d)
+        cfg = cfg.replace(**{"model.width": net.m})
+    return cfg, ds.to(device, dtype), net.to(device, dtype)
+
+
+def load_weights(cfg: Config, path, d: int) -> Network:
+    """W (m x d) and a (m) from an .npz file."""
+    from gradrank.activations import get
+    from gradrank.io import load_arrays
+
+    arrays = load_arrays(path, required=("W", "a"))
+    W, a = arrays["W"], arrays["a"]
+    if W.ndim != 2 or W.shape[1] != d:
+        raise InputError(f"{path}: W must have shape (m, {d}) to match the data, got {W.shape}")
+    if a.shape != (W.shape[0],):
+        raise InputError(f"{path}: a must have shape ({W.shape[0]},), got {a.shape}")
+    m = W.shape[0]
+    return Network(torch.as_tensor(W), torch.as_tensor(a), network.gamma_m(cfg, m), get(cfg.model.activation, cfg.model.leaky_slope))
+
+
+def analyze(cfg: Config, weights_path=None) -> Result:
+    timings: dict = {}
+    t = time.perf_counter()
+    cfg, ds, net = prepare(cfg, weights_path)
+    timings["setup"] = time.perf_counter() - t
+    result = analyze_state(cfg, ds, net, timings)
+    finish(result, ds, net)
+    return result
+
+
+def finish(result: Result, ds: Dataset, net: Network) -> None:
+    """Add sizes, data facts and the config hash to the metrics."""
+    result.metrics = {
+        "sizes": {"n": ds.n, "d": ds.d, "m": net.m},
+        "data": {"source": result.config.data.source, "zeta": ds.zeta, "nu": ds.info.get("nu"),
+                 "alpha_fit": ds.info.get("alpha_fit"), "alpha_fit_r2": ds.info.get("alpha_fit_r2")},
+        **result.metrics,
+        "config_hash": result.config.hash(),
+    }

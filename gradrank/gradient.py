@@ -1,0 +1,47 @@
+"""The closed-form first-layer gradient G = (gamma_m/n) X^T [(r a^T) o sigma'(X W^T)] (Prop. 2.1).
+
+G is kept factored as coef * X^T D with D = (r a^T) o Sigma' (n x m): the exact spectrum and
+every decomposition term reuse the factors, and the dense d x m matrix is formed only on demand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gradrank.network import Network
+
+
+def loss_and_residue(kind: str, f: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample loss l(f, y) and residue r = dl/df, in numerically stable forms."""
+    if kind == "mse":
+        r = f - y
+        return 0.5 * r * r, r
+    # logistic, y in {+-1}: l = log(1 + e^{-yf}) = softplus(-yf); r = -y sigmoid(-yf)
+    return F.softplus(-y * f), -y * torch.sigmoid(-y * f)
+
+
+@dataclass
+class Gradient:
+    """The loss part of G in factored form, plus what the decomposition needs."""
+
+    X: torch.Tensor  # n x d, the inputs the gradient was taken at
+    r: torch.Tensor  # residue, n
+    Sp: torch.Tensor  # Sigma' = sigma'(X W^T), n x m
+    D: torch.Tensor  # (r a^T) o Sigma', n x m
+    coef: float  # gamma_m / n
+    loss: float  # data loss (1/n) sum l
+
+    def dense(self) -> torch.Tensor:
+        return self.coef * (self.X.T @ self.D)
+
+
+def gradient(net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> Gradient:
+    Z = X @ net.W.T  # pre-activations, n x m
+    f = net.gamma * (net.act.f(Z) @ net.a)
+    ell, r = loss_and_residue(loss_kind, f, y)
+    Sp = net.act.d1(Z)
+    D = r[:, None] * net.a[None, :] * Sp
+    return Gradient(X, r, Sp, D, net.gamma / X.shape[0], float(ell.mean()))

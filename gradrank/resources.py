@@ -1,0 +1,37 @@
+"""Resource guard: estimate a run's peak memory before starting it."""
+
+from __future__ import annotations
+
+import os
+
+from gradrank.config import Config
+from gradrank.errors import InputError
+
+
+def estimate_bytes(n: int, d: int, m: int, dtype: str) -> int:
+    """Peak working set of one analysis: X, X_B (n x d, twice for casts), five n x m factors
+    (pre-activations, sigma, Sigma', D, D_perp) and four d x m matrices (G, E, their sum, a copy)."""
+    item = 8 if dtype == "float64" else 4
+    return item * (4 * n * d + 5 * n * m + 4 * d * m + 2 * min(n, d) ** 2) + 8 * 2 * n * d
+
+
+def available_bytes() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int | None = None) -> int:
+    """Refuse (InputError) a run estimated above compute.max_memory_gb (default: 80% of free RAM)."""
+    n = n or cfg.data.n
+    d = d or cfg.data.d
+    m = m or cfg.model.width
+    need = estimate_bytes(n, d, m, cfg.compute.dtype)
+    limit = cfg.compute.max_memory_gb * 2**30 if cfg.compute.max_memory_gb else 0.8 * available_bytes()
+    if need > limit:
+        raise InputError(
+            f"config keys 'data.n', 'data.d', 'model.width' = {n}, {d}, {m} need about {need / 2**30:.1f} GiB, "
+            f"more than the {limit / 2**30:.1f} GiB allowed (raise compute.max_memory_gb to force)"
+        )
+    return need

@@ -1,0 +1,1 @@
+"""Jinja2 templates of gradrank's reports (installed as gradrank.templates)."""
