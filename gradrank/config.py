@@ -122,6 +122,7 @@ class OutputConfig:
     name: str = _f("", doc="run name shown in reports")
     report: bool = _f(True, doc="write report.html")
     pdf: bool = _f(False, doc="also write report.pdf")
+    paper: str = _f("a4", choices=("a4", "letter"), doc="PDF page size")
 
 
 @dataclass
@@ -304,8 +305,12 @@ def read_toml(path: str | Path) -> dict:
 
 
 def load(path: str | Path | None = None, sets: list[str] = (), seed: int | None = None) -> Config:
-    """The one way to build a config: file (or defaults) + --set overrides + --seed, resolved."""
+    """The one way to build a config: file (or defaults) + --set overrides + --seed, resolved.
+
+    A top-level [sweep] table (the grid read by `gradrank sweep`, see gradrank.sweep) is not
+    part of the config and is ignored here, so a sweep file also works with `gradrank analyze`."""
     raw = read_toml(path) if path else {}
+    raw.pop("sweep", None)
     raw = apply_sets(raw, list(sets))
     if seed is not None:
         raw["seed"] = seed
