@@ -17,11 +17,13 @@ from gradrank.config import Config, DataConfig
 from gradrank.errors import InputError
 
 # Independent random streams derived from the one seed: changing the width never changes the data.
-STREAMS = {"bulk": 1, "spike": 2, "target": 3, "weights": 4, "outer": 5, "test": 6, "noise": 7, "embed": 8, "train": 9}
+STREAMS = {"bulk": 1, "spike": 2, "target": 3, "weights": 4, "outer": 5, "test": 6, "noise": 7, "embed": 8, "train": 9,
+           "input_noise": 10}
 
 
-def generator(seed: int, stream: str) -> torch.Generator:
-    state = np.random.SeedSequence([seed, STREAMS[stream]]).generate_state(2, dtype=np.uint64)
+def generator(seed: int, stream: str, *index: int) -> torch.Generator:
+    """A generator for one stream (and optional sub-indices, e.g. a noise draw) of the one seed."""
+    state = np.random.SeedSequence([seed, STREAMS[stream], *index]).generate_state(2, dtype=np.uint64)
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
