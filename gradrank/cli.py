@@ -20,6 +20,7 @@ SetOpt = typer.Option(None, "--set", help="override a config key: KEY=VALUE (rep
 SeedOpt = typer.Option(None, "--seed", help="seed for everything (overrides the config)")
 OutOpt = typer.Option(None, "-o", "--out", help="output directory")
 DeviceOpt = typer.Option(None, "--device", help="cpu or cuda")
+ForceOpt = typer.Option(False, "--force", help="run even when the memory estimate exceeds the limit")
 
 
 @app.callback()
@@ -72,6 +73,7 @@ def analyze(
     pdf: bool = typer.Option(False, "--pdf", help="also write report.pdf"),
     no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the run directory"),
+    force: bool = ForceOpt,
 ):
     """Data -> network -> gradient -> decomposition: summary, run directory and report."""
 
@@ -82,7 +84,8 @@ def analyze(
         from gradrank import analysis, outputs
         from gradrank.resources import check_memory
 
-        check_memory(cfg)
+        if not force:
+            check_memory(cfg)
         result = analysis.analyze(cfg)
         target = out or default_out(cfg, "analyze")
         outputs.write_run(target, result)
@@ -136,17 +139,152 @@ def decompose(
     out: Optional[Path] = OutOpt,
     device: Optional[str] = DeviceOpt,
     quiet: bool = typer.Option(False, "-q", "--quiet"),
+    force: bool = ForceOpt,
 ):
     """Decompose the gradient for given data (and weights, else initialised from the config)."""
 
     def go():
         cfg = load_config(config, [*(set_ or []), "data.source=file", f"data.path={_toml_str(data)}"], seed, device)
         from gradrank import analysis, outputs
+        from gradrank.resources import check_files
+
+        if not force:
+            check_files(cfg, data, weights)
 
         result = analysis.analyze(cfg, weights_path=weights)
         target = out or default_out(cfg, "decompose")
         outputs.write_run(target, result)
         outputs.print_summary(result, target) if not quiet else typer.echo(str(target))
+
+    run_guarded(go)
+
+
+class _SweepProgress:
+    """A rich progress bar on a terminal; plain log lines every `every` seconds otherwise."""
+
+    def __init__(self, label: str, every: float = 10.0):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.label, self.every, self.last = label, every, 0.0
+        self.bar = None
+
+    def __enter__(self):
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[failed]} failed, {task.fields[running]} running, ETA"),
+                                TimeRemainingColumn(), console=self.console)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, p) -> None:
+        if self.bar is not None:
+            if not self.bar.tasks:
+                self.task = self.bar.add_task(self.label, total=p.total, completed=p.done, failed=0, running=0)
+            self.bar.update(self.task, completed=p.done + p.failed, failed=p.failed, running=p.running)
+            return
+        if p.done + p.failed < p.total and p.elapsed > 0 and p.elapsed - self.last < self.every:
+            return
+        self.last = p.elapsed
+        ran = p.done + p.failed - (p.total - p.to_run)
+        eta = f"{p.elapsed / ran * (p.total - p.done - p.failed):.0f} s" if ran else "?"
+        typer.echo(f"{self.label}: {p.done}/{p.total} done, {p.failed} failed, {p.running} running, "
+                   f"{p.elapsed:.0f} s elapsed, ETA {eta}", err=True)
+
+
+def _sweep_status(root: Path) -> int:
+    from gradrank import executors
+    from gradrank import sweep as sw
+
+    store = sw.Store(root)
+    s = sw.summary(store)
+    m = s["manifest"]
+    typer.echo(f"sweep {root}: {s['total']} points, {s['done']} done, {s['failed']} failed, {s['pending']} pending "
+               f"(command {m['command']}, executor {m['executor'].get('name')})")
+    latest = executors.latest_slurm_tasks(m)
+    if latest:
+        states = executors.slurm_states([t.split("_")[0] for t in latest.values()])
+        pending = [h for h in latest if store.state(h) == "pending"]
+        counts: dict[str, int] = {}
+        for h in pending:
+            state = states.get(latest[h], "UNKNOWN")
+            counts[state] = counts.get(state, 0) + 1
+        jobs = ", ".join(j["job_id"] for j in m["slurm_jobs"])
+        typer.echo(f"slurm jobs {jobs}: " + (", ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items())) or "nothing queued"))
+    for f in s["failed_points"]:
+        typer.echo(f"  failed {f['hash']}  {sw.describe(f['values'])}: {f['error'].splitlines()[0] if f['error'] else ''}")
+    return 0
+
+
+@app.command()
+def sweep(
+    config: Optional[Path] = typer.Argument(None, help="TOML config, optionally with a [sweep] grid", show_default=False),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", help="an axis KEY=a,b,c or KEY=start:stop:num (repeatable)"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="N seeds (seed .. seed+N-1) as an axis"),
+    zip_: bool = typer.Option(False, "--zip", help="zip the axes instead of their cartesian product"),
+    executor: str = typer.Option("local", "--executor", help="local, dask or slurm"),
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="parallel workers (default: number of cores)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask: existing scheduler tcp://HOST:PORT"),
+    partition: Optional[str] = typer.Option(None, "--partition", help="slurm partition"),
+    time_limit: Optional[str] = typer.Option(None, "--time", help="slurm time limit per point (minutes or HH:MM:SS)"),
+    mem: Optional[str] = typer.Option(None, "--mem", help="slurm memory per point, e.g. 4G"),
+    array_parallelism: Optional[int] = typer.Option(None, "--array-parallelism", help="slurm: array tasks at once"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="slurm: GPUs per point"),
+    status: Optional[Path] = typer.Option(None, "--status", help="show the state of the sweep in DIR and exit"),
+    set_: Optional[List[str]] = SetOpt,
+    seed: Optional[int] = SeedOpt,
+    out: Optional[Path] = OutOpt,
+    device: Optional[str] = DeviceOpt,
+    pdf: bool = typer.Option(False, "--pdf", help="also write report.pdf"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip the sweep report"),
+):
+    """Many analyze (or train) runs over a grid, locally, on Dask or on SLURM; resumable."""
+
+    def go():
+        if status is not None:
+            return _sweep_status(status)
+        import signal
+
+        from gradrank import executors
+        from gradrank import sweep as sw
+        from gradrank.io import safe_name
+
+        sets = [*(set_ or []), *([f"compute.device={device}"] if device else [])]
+        base, spec = sw.load(config, sets, seed, grid or [], seeds, zip_)
+        if scheduler and executor != "dask":
+            raise InputError("--scheduler needs --executor dask")
+        pts = sw.points(base, spec)
+        target = out or Path("runs") / f"{safe_name(base.output.name, 'sweep')}-{sw.sweep_id(base, spec)}"
+        flags = {"partition": partition, "time": time_limit, "mem": mem, "array_parallelism": array_parallelism, "gpus": gpus}
+        ex = executors.make(executor, jobs=jobs, scheduler=scheduler, folder=target / "slurm",
+                            slurm={**spec.slurm, **{k: v for k, v in flags.items() if v is not None}}, dask=spec.dask)
+        store = sw.open_store(target, base, spec, pts, ex.info())
+
+        def terminate(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+        try:
+            with _SweepProgress(f"sweep {target.name}") as progress:
+                failed = sw.run(store, pts, spec.command, ex, progress, ex.threads)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if not no_report or pdf:
+            from gradrank import report
+
+            report.render_dir(target, (["html"] if not no_report else []) + (["pdf"] if pdf else []))
+        typer.echo(f"sweep {target}: {len(pts) - len(failed)} of {len(pts)} points done; table {target / sw.TABLE}")
+        if failed:
+            typer.echo(f"{len(failed)} point(s) failed:", err=True)
+            for p in failed:
+                typer.echo(f"  {p.hash}  {sw.describe(p.values)}: {store.failure(p.hash).splitlines()[0]}", err=True)
+            return 3
 
     run_guarded(go)
 

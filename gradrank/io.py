@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import re
 import shutil
 import tempfile
+import warnings
 import zipfile
+import zlib
+from io import BytesIO
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from gradrank.errors import InputError
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -32,15 +39,17 @@ def _numeric(name: str, key: str, arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def load_arrays(path: Path, required=(), optional=()) -> dict[str, np.ndarray]:
-    """Numeric, finite float64 arrays from .npz/.npy/.csv, with pickling disabled."""
+def load_arrays(path: Path, required=(), optional=(), max_bytes: float | None = None) -> dict[str, np.ndarray]:
+    """Numeric, finite float64 arrays from .npz/.npy/.csv, with pickling disabled.
+
+    Array headers are read first: object dtypes, shapes larger than the file holds, or
+    sizes above max_bytes (default 80% of free memory) are refused before anything is allocated."""
     path = Path(path)
     name = str(path)
-    if not path.is_file():
-        raise InputError(f"{name}: no such file")
     suffix = path.suffix.lower()
     out: dict[str, np.ndarray] = {}
-    try:
+    with _reading(path):
+        declared_shapes(path, (*required, *optional), max_bytes)
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 for key in (*required, *optional):
@@ -48,30 +57,97 @@ def load_arrays(path: Path, required=(), optional=()) -> dict[str, np.ndarray]:
                         out[key] = _numeric(name, key, z[key])
         elif suffix == ".npy":
             out["X"] = _numeric(name, "X", np.load(path, allow_pickle=False))
-        elif suffix == ".csv":
-            out["X"] = _numeric(name, "X", _read_csv(path))
         else:
-            raise InputError(f"{name}: unsupported file type '{suffix}' (use .npz, .npy or .csv)")
-    except InputError:
-        raise
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise InputError(f"{name}: contains object arrays, which would need unpickling (refused)") from None
-        raise InputError(f"{name}: unreadable array file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, MemoryError) as exc:
-        raise InputError(f"{name}: unreadable or corrupt file ({exc.__class__.__name__})") from None
+            out["X"] = _numeric(name, "X", _read_csv(path))
     missing = [k for k in required if k not in out]
     if missing:
         raise InputError(f"{name}: missing array '{missing[0]}'")
     return out
 
 
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+def _check_header(name: str, key: str, fh, total: int, max_bytes: float) -> tuple:
+    """Refuse an .npy stream whose header declares a non-numeric dtype or more data than fits."""
+    from numpy.lib import format as npf
+
+    readers = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0}
+    version = npf.read_magic(fh)
+    if version not in readers:
+        raise InputError(f"{name}: array '{key}' has unsupported .npy format version {version}")
+    shape, _, dtype = readers[version](fh)
+    if dtype.hasobject:
+        raise InputError(f"{name}: array '{key}' is an object array, which would need unpickling (refused)")
+    if dtype.kind not in "biuf":
+        raise InputError(f"{name}: array '{key}' must be numeric, got dtype {dtype}")
+    if any(k < 0 for k in shape):
+        raise InputError(f"{name}: array '{key}' declares a negative shape {shape}")
+    declared, stored = math.prod(shape) * dtype.itemsize, total - fh.tell()
+    if declared > stored:
+        raise InputError(f"{name}: array '{key}' declares shape {shape} ({declared} bytes) but the file holds "
+                         f"{stored} bytes (truncated or corrupt)")
+    if 2 * declared > max_bytes:  # the float64 copy doubles it
+        raise InputError(f"{name}: array '{key}' of shape {shape} needs {declared / 2**30:.1f} GiB, "
+                         f"more than the {max_bytes / 2**30:.1f} GiB allowed")
+    return shape
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn every way a user file can be missing, corrupt or unsafe into one InputError line."""
+    name = str(path)
+    if not path.is_file():
+        raise InputError(f"{name}: no such file")
+    if path.suffix.lower() not in (".npz", ".npy", ".csv"):
+        raise InputError(f"{name}: unsupported file type '{path.suffix}' (use .npz, .npy or .csv)")
+    try:
+        yield
+    except InputError:
+        raise
+    except (zipfile.BadZipFile, zlib.error):
+        raise InputError(f"{name}: not a valid .npz (zip) archive, or truncated or corrupt") from None
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise InputError(f"{name}: contains object arrays, which would need unpickling (refused)") from None
+        raise InputError(f"{name}: unreadable array file ({_one_line(exc)})") from None
+    except (OSError, EOFError, KeyError, MemoryError, NotImplementedError) as exc:
+        raise InputError(f"{name}: unreadable or corrupt file ({exc.__class__.__name__})") from None
+
+
+def declared_shapes(path: Path, keys=("X",), max_bytes: float | None = None) -> dict[str, tuple]:
+    """Shapes the .npy/.npz headers declare for `keys`, checked (see load_arrays) without loading."""
+    path = Path(path)
+    if max_bytes is None:
+        from gradrank.resources import available_bytes
+
+        max_bytes = 0.8 * available_bytes()
+    name, suffix, shapes = str(path), path.suffix.lower(), {}
+    with _reading(path):
+        if suffix == ".npy":
+            with open(path, "rb") as fh:
+                shapes["X"] = _check_header(name, "X", fh, path.stat().st_size, max_bytes)
+        elif suffix == ".npz":
+            with zipfile.ZipFile(path) as zf:
+                members = {i.filename: i for i in zf.infolist()}
+                for key in keys:
+                    if f"{key}.npy" in members:
+                        with zf.open(members[f"{key}.npy"]) as fh:
+                            shapes[key] = _check_header(name, key, fh, members[f"{key}.npy"].file_size, max_bytes)
+        elif 4 * path.stat().st_size > max_bytes:
+            raise InputError(f"{name}: {path.stat().st_size / 2**30:.1f} GiB of CSV is more than fits in memory")
+    return shapes
+
+
 def _read_csv(path: Path) -> np.ndarray:
     """Comma-separated numbers; one header row is skipped when present."""
     for skip in (0, 1):
         try:
-            arr = np.loadtxt(path, delimiter=",", ndmin=2, skiprows=skip, dtype=np.float64)
-            return arr
+            with warnings.catch_warnings():  # an empty file warns; it is reported as empty instead
+                warnings.simplefilter("ignore")
+                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=skip, dtype=np.float64)
         except ValueError:
             continue
     raise InputError(f"{path}: not a numeric CSV file")
@@ -89,6 +165,7 @@ def write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are shared like any file
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -113,18 +190,9 @@ def _json_default(o):
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    buf = BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    write_bytes(path, buf.getvalue())
 
 
 @contextlib.contextmanager
@@ -132,10 +200,16 @@ def staged_dir(final: Path) -> Iterator[Path]:
     """Build a directory under a temporary sibling name and rename it into place at the end.
 
     On any error (or interrupt) the temporary directory is removed and `final` is untouched."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    final = Path(final).absolute()
+    if final.exists() and not _replaceable(final):
+        raise InputError(f"{final}: exists and is not a gradrank output directory (refusing to replace it)")
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    except OSError as exc:
+        raise InputError(f"{final}: cannot create the output directory ({exc.strerror or exc.__class__.__name__})") from None
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)
         yield tmp
         if final.exists():
             old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
@@ -147,6 +221,14 @@ def staged_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _replaceable(path: Path) -> bool:
+    """An empty directory or an earlier gradrank output (run or sweep) may be replaced; nothing else."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    names = {p.name for p in path.iterdir()}
+    return not names or bool(names & {"metrics.json", "config.toml", "results.csv"})
 
 
 def safe_name(text: str, fallback: str = "run") -> str:

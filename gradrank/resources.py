@@ -32,6 +32,16 @@ def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int
     if need > limit:
         raise InputError(
             f"config keys 'data.n', 'data.d', 'model.width' = {n}, {d}, {m} need about {need / 2**30:.1f} GiB, "
-            f"more than the {limit / 2**30:.1f} GiB allowed (raise compute.max_memory_gb to force)"
+            f"more than the {limit / 2**30:.1f} GiB allowed (pass --force or raise compute.max_memory_gb)"
         )
     return need
+
+
+def check_files(cfg: Config, data_path, weights_path=None) -> int:
+    """check_memory for sizes read from the array headers of a data file (and weights file)."""
+    from gradrank.io import declared_shapes
+
+    X = declared_shapes(data_path, ("X",)).get("X", ())
+    W = declared_shapes(weights_path, ("W",)).get("W", ()) if weights_path else ()
+    n, d = X if len(X) == 2 else (None, None)
+    return check_memory(cfg, n, d, W[0] if len(W) == 2 else None)
