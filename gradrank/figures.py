@@ -45,7 +45,7 @@ def _pyplot():
 def _svg(fig, key: str, label: str) -> str:
     """The figure as inline SVG with every id prefixed by `key` (unique within a document)."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.04, metadata={"Date": None})
+    fig.savefig(buf, format="svg", metadata={"Date": None})
     _pyplot().close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg"):]
@@ -78,9 +78,9 @@ def spectrum(values: np.ndarray, e_values: np.ndarray | None, norms: dict, edge:
     out = s > edge if edge is not None else np.zeros(s.size, bool)
     hi = max(s.max(initial=0), *(norms.get(k, 0) for k in ("S1", "S12", "S2", "E"))) * 1.06
     bins = np.linspace(0, hi or 1, 121)
-    ax.hist(s[~out], bins=bins, color="#9aa8b8", label="bulk")
+    ax.stairs(np.histogram(s[~out], bins)[0], bins, fill=True, color="#9aa8b8", label="bulk")
     if out.any():
-        ax.hist(s[out], bins=bins, color=COLORS["G"], label=f"outliers ({int(out.sum())})")
+        ax.stairs(np.histogram(s[out], bins)[0], bins, fill=True, color=COLORS["G"], label=f"outliers ({int(out.sum())})")
         ax.plot(s[out], np.zeros(int(out.sum())), "v", color=COLORS["G"], ms=5, clip_on=False, transform=ax.get_xaxis_transform())
     _term_lines(ax, norms)
     ax.set(xlabel="singular value of G", ylabel="count (log scale)", xlim=(0, bins[-1]))
@@ -130,7 +130,8 @@ def alignment(align: dict, n_outliers: int) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(WIDTH * 0.72, 0.55 + 0.23 * k))
     for ax, cols, title in ((axes[0], left, "left vectors u_k"), (axes[1], right, "right vectors v_k")):
         M = np.array([np.pad(np.asarray(v, float), (0, k - len(v)), constant_values=np.nan) for _, v in cols]).T.reshape(k, len(cols))
-        ax.imshow(M, vmin=0, vmax=1, cmap="Blues", aspect="auto")
+        _mesh(ax, M, cmap="Blues", vmin=0, vmax=1)
+        ax.invert_yaxis()
         for (i, j), v in np.ndenumerate(M):
             if np.isfinite(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5, color="white" if v > 0.6 else "#222")
@@ -226,8 +227,7 @@ def regime_map(xkey: str, xs: list, ykey: str | None, ys: list, regimes: list[li
     names = list(REGIME_COLORS)
     M = np.array([[names.index(r) if r in names else np.nan for r in row] for row in regimes], float)
     fig, ax = plt.subplots(figsize=(min(WIDTH, 1.6 + 0.42 * len(xs)), 0.9 + 0.3 * len(ys)))
-    ax.imshow(np.ma.masked_invalid(M), cmap=ListedColormap(list(REGIME_COLORS.values())), vmin=-0.5, vmax=len(names) - 0.5,
-              aspect="auto", origin="lower", interpolation="nearest")
+    _mesh(ax, M, cmap=ListedColormap(list(REGIME_COLORS.values())), vmin=-0.5, vmax=len(names) - 0.5)
     _grid_axes(ax, xkey, xs, ykey, ys)
     present = [n for n in names if n in {r for row in regimes for r in row}]
     ax.legend(handles=[Patch(color=REGIME_COLORS[n], label=n) for n in present], loc="center left", bbox_to_anchor=(1.02, 0.5))
@@ -245,7 +245,7 @@ def ratio_map(xkey: str, xs: list, ykey: str | None, ys: list, ratio: np.ndarray
     pos = R[np.isfinite(R) & (R > 0)]
     norm = LogNorm(pos.min(), pos.max()) if pos.size and pos.max() > 10 * pos.min() else None
     fig, ax = plt.subplots(figsize=(min(WIDTH, 1.9 + 0.42 * len(xs)), 0.9 + 0.3 * len(ys)))
-    im = ax.imshow(np.ma.masked_invalid(R), cmap="viridis", norm=norm, aspect="auto", origin="lower", interpolation="nearest")
+    im = _mesh(ax, R, cmap="viridis", norm=norm)
     if R.size <= 150:
         for (i, j), v in np.ndenumerate(R):
             if np.isfinite(v):
@@ -255,6 +255,13 @@ def ratio_map(xkey: str, xs: list, ykey: str | None, ys: list, ratio: np.ndarray
     ax.set_title("‖S2‖ / ‖S1‖ (mean over seeds)")
     fig.tight_layout()
     return _svg(fig, "fig-ratio", "S2 to S1 ratio map")
+
+
+def _mesh(ax, M: np.ndarray, **kw):
+    """A heatmap of cells centred on integer coordinates, drawn as vector quads (no embedded raster image)."""
+    rows, cols = M.shape
+    return ax.pcolormesh(np.arange(cols + 1) - 0.5, np.arange(rows + 1) - 0.5, np.ma.masked_invalid(M), edgecolors="white",
+                         linewidth=0.5, **kw)
 
 
 def _grid_axes(ax, xkey, xs, ykey, ys) -> None:
