@@ -38,8 +38,12 @@ def device_and_dtype(cfg: Config) -> tuple[torch.device, torch.dtype]:
     return torch.device(cfg.compute.device), getattr(torch, cfg.compute.dtype)
 
 
-def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None = None) -> Result:
-    """Decompose the gradient at (data, weights) already on the compute device."""
+def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None = None, noise_draw: int = 0) -> Result:
+    """Decompose the gradient at (data, weights) already on the compute device.
+
+    Input noise (single/average) changes the data the loss gradient is taken at, the noise joining
+    the bulk (regularizers.noisy_data, draw `noise_draw`); the dense regularisers (weight decay,
+    Jacobian, noise surrogate) are taken at the clean data and reported as the term "reg"."""
     timings = {} if timings is None else timings
     clock = time.perf_counter()
 
@@ -52,8 +56,9 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
         clock = now
 
     acfg = cfg.analysis
+    clean, ds = ds, regularizers.noisy_data(cfg, ds, noise_draw)
     grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
-    reg = regularizers.penalty_gradient(cfg, net, ds.X)
+    reg = regularizers.penalty_gradient(cfg, net, clean.X, clean.y, cfg.loss.kind)
     lap("gradient")
     mu, mu_err = compute_mu(acfg.mu, grad, ds, net, acfg.quadrature)
     dec = decompose(grad, ds, net, mu, mu_err)
@@ -65,9 +70,13 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     spec_G = spectrum(ds.X, grad.D, grad.coef, acfg.top_k, dense_add=reg)
     spec_E = spectrum(ds.X_B, dec.D_perp, dec.coef, acfg.top_k)
     lap("spectrum")
-    m = metrics_mod.compute(spec_G, spec_E, dec, G, ds.q, net.a, None if reg is None else float(torch.linalg.matrix_norm(reg, 2)),
-                            identity_error, acfg)
-    m["loss"] = grad.loss + regularizers.penalty_value(cfg, net, ds.X)
+    reg_m = None if reg is None else reg_metrics(reg, dec.S1.left, ds.q, spec_G.fro2)
+    m = metrics_mod.compute(spec_G, spec_E, dec, G, ds.q, net.a, None if reg is None else reg_m["norm"], identity_error, acfg)
+    if reg is not None:
+        m["reg"] = reg_m
+        m["shares"]["reg"] = reg_m["share"]
+    m["loss"] = grad.loss + regularizers.penalty_value(cfg, net, clean.X, clean.y, cfg.loss.kind)
+    m["spectral_residual"] = spectral_residual(G, spec_G, m["norms"]["E"])
     m["trust"] = trust(cfg, m, mu_err, ds)
     lap("metrics")
     arrays = {
@@ -79,11 +88,26 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     return Result(cfg, m, arrays, timings)
 
 
+def reg_metrics(reg: torch.Tensor, residue_dir: torch.Tensor, q: torch.Tensor, G_fro2: float) -> dict:
+    """The regulariser's own term: its size, its share of ||G||_F^2, and the fraction of its Frobenius
+    norm along the residue direction X_B^T r and along the spike q (||u^T reg|| / ||reg||_F)."""
+    fro = float(reg.norm())
+
+    def along(v: torch.Tensor) -> float:
+        nv = float(v.norm())
+        return float((v @ reg).norm()) / (nv * fro) if fro > 0 and nv > 0 else 0.0
+
+    return {"norm": float(torch.linalg.matrix_norm(reg, 2)), "fro": fro, "share": fro**2 / max(G_fro2, 1e-300),
+            "residue": along(residue_dir), "spike": along(q)}
+
+
 def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset) -> dict:
     """Flags that say when a number should not be believed (reported, never hidden)."""
     tol = cfg.analysis.identity_tol if cfg.compute.dtype == "float64" else max(cfg.analysis.identity_tol, 1e-4)
     finite = all(np.isfinite(v) for v in m["norms"].values()) and bool(np.isfinite(m["singular_values"]).all())
-    checks = {"finite": finite, "identity": m["identity_error"] <= tol, "quadrature": mu_err <= 1e-6}
+    spec_tol = 1e-6 if cfg.compute.dtype == "float64" else 1e-2
+    checks = {"finite": finite, "identity": m["identity_error"] <= tol, "quadrature": mu_err <= 1e-6,
+              "spectrum": m.get("spectral_residual", 0.0) <= spec_tol}
     warnings = []
     if not finite:
         warnings.append("non-finite values in the gradient or its spectrum")
@@ -91,7 +115,19 @@ def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset) -> dict:
         warnings.append(f"decomposition identity error {m['identity_error']:.2e} exceeds {tol:.0e}")
     if not checks["quadrature"]:
         warnings.append(f"Gauss-Hermite quadrature for mu not converged (change {mu_err:.1e}); raise analysis.quadrature")
+    if not checks["spectrum"]:
+        warnings.append(f"top singular triplets not converged (residual {m['spectral_residual']:.1e} > {spec_tol:.0e}): "
+                        "singular values, outlier count and regime are unreliable")
     return {"ok": all(checks.values()), "checks": checks, "warnings": warnings}
+
+
+def spectral_residual(G: torch.Tensor, spec, scale: float) -> float:
+    """max_k max(||G v_k - s_k u_k||, ||G^T u_k - s_k v_k||) / max(s_k, scale) over the top-k
+    triplets: an independent check of the Gram-based spectrum, whose error grows like
+    eps (s_1 / s_k)^2 (scale = ||E||, the bulk edge the outlier count is measured against)."""
+    s = spec.s
+    res = torch.maximum((G @ spec.V - spec.U * s).norm(dim=0), (G.T @ spec.U - spec.V * s).norm(dim=0))
+    return float((res / s.clamp_min(max(scale, torch.finfo(G.dtype).tiny))).max()) if s.numel() else 0.0
 
 
 def prepare(cfg: Config, weights_path=None) -> tuple[Config, Dataset, Network]:
