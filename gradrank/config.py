@@ -90,7 +90,7 @@ class RegularizerConfig:
 class AnalysisConfig:
     mu: str = _f("auto", choices=("auto", "population", "empirical"), doc="auto: population for spiked data")
     top_k: int = _f(8, lo=1, doc="singular triplets reported")
-    quadrature: int = _f(96, lo=4, hi=400, doc="Gauss-Hermite points for population mu")
+    quadrature: int = _f(64, lo=4, hi=128, doc="Gauss-Hermite points for population mu")
     edge_margin: float = _f(0.05, lo=0.0, doc="outliers: singular values above (1 + margin) ||E||")
     align_threshold: float = _f(0.5, lo=0.0, hi=1.0, doc="|cos| that counts as aligned")
     dominance: float = _f(5.0, lo=1.0, doc="ratio of the two spikes above which one dominates")
