@@ -209,7 +209,7 @@ def _sweep_status(root: Path) -> int:
                f"(command {m['command']}, executor {m['executor'].get('name')})")
     latest = executors.latest_slurm_tasks(m)
     if latest:
-        states = executors.slurm_states([t.split("_")[0] for t in latest.values()])
+        states = executors.slurm_states(list(latest.values()))
         pending = [h for h in latest if store.state(h) == "pending"]
         counts: dict[str, int] = {}
         for h in pending:
@@ -285,6 +285,28 @@ def sweep(
             for p in failed:
                 typer.echo(f"  {p.hash}  {sw.describe(p.values)}: {store.failure(p.hash).splitlines()[0]}", err=True)
             return 3
+
+    run_guarded(go)
+
+
+@app.command()
+def report(
+    directory: Path = typer.Argument(..., help="a run directory (metrics.json) or a sweep directory (sweep.json)",
+                                     show_default=False),
+    format_: str = typer.Option("html", "--format", help="html, pdf or html,pdf"),
+    paper: Optional[str] = typer.Option(None, "--paper", help="PDF page size: a4 or letter (default: the run's output.paper)"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="directory for the report files (default: DIRECTORY)"),
+):
+    """(Re)render the HTML/PDF report of a run, training run or sweep directory."""
+
+    def go():
+        from gradrank import report as report_mod
+
+        formats = report_mod.parse_formats(format_)
+        if paper is not None and paper not in report_mod.PAPERS:
+            raise InputError(f"option --paper: must be a4 or letter, got {paper!r}")
+        for path in report_mod.render_dir(directory, formats, out, paper):
+            typer.echo(f"wrote {path}")
 
     run_guarded(go)
 

@@ -283,7 +283,7 @@ def seed_bands(xkey: str, xs: list, series: dict[str, list[tuple[str, np.ndarray
     fig, axes = plt.subplots(1, len(series), figsize=(WIDTH, 2.2), squeeze=False)
     for ax, (title, lines) in zip(axes[0], series.items()):
         for i, (label, mean, sd) in enumerate(lines):
-            color = COLORS.get(label, plt.cm.viridis(i / max(1, len(lines) - 1)) if len(lines) > 1 else "#222")
+            color = COLORS.get(label, plt.cm.tab10(i % 10) if len(lines) > 1 else "#222")
             ax.plot(x, mean, "o-", ms=2.5, color=color, label=label)
             ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
         if not numeric:

@@ -54,7 +54,7 @@ def render_sweep(sweep_dir: Path, formats=("html",), out_dir: Path | None = None
     rows = _read_csv(sweep_dir / "results.csv")
     if rows is None:
         raise InputError(f"{sweep_dir / 'results.csv'}: missing or unreadable (not a finished sweep directory)")
-    paper = paper or ((manifest.get("config") or {}).get("output") or {}).get("paper", "a4")
+    paper = paper or _get(_base_config(manifest), "output.paper", "a4")
     html = _env().get_template("sweep.html.j2").render(**sweep_context(sweep_dir, manifest, rows), paper=PAPERS[paper])
     return _write(html, formats, Path(out_dir or sweep_dir), paper)
 
@@ -289,6 +289,10 @@ def _axes(manifest: dict, rows: list[dict[str, str]]) -> dict[str, list]:
     return out
 
 
+def _base_config(manifest: dict) -> dict:
+    return manifest.get("base_config") or manifest.get("config") or {}
+
+
 def _match(cell: str | None, values: list) -> int | None:
     """Index of the axis value a CSV cell holds (numbers compared as floats)."""
     for i, v in enumerate(values):
@@ -305,13 +309,15 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]]) -
     from gradrank import figures
 
     axes = _axes(manifest, rows)
-    keys = list(axes)
-    ok = [r for r in rows if r.get("status", "ok") in ("ok", "done", "")]
-    failed = [r for r in rows if r not in ok]
-    ctx = {"title": manifest.get("name") or f"sweep {sweep_dir.name}", "axes": axes, "n_rows": len(rows), "n_ok": len(ok),
-           "failed": [{k: r.get(k, "") for k in (*keys, "seed", "status", "error") if k in r} for r in failed],
-           "seeds": manifest.get("seeds"), "manifest_points": manifest.get("points"), "figures": {},
-           "config_sections": _config_sections(manifest.get("config") or {}), "provenance": manifest.get("provenance") or {},
+    keys = list(axes)[:1] if manifest.get("mode") == "zip" else list(axes)  # zipped axes move together: one x axis
+    ok = [r for r in rows if r.get("status", "done") in ("ok", "done", "")]
+    failed = [r for r in rows if r.get("status") == "failed"]
+    base = _base_config(manifest)
+    prov = manifest.get("provenance") or {"versions": manifest.get("versions") or {}, "config_hash": manifest.get("base_hash", "")}
+    ctx = {"title": _get(base, "output.name") or f"sweep {sweep_dir.name}", "axes": axes, "n_rows": len(rows), "n_ok": len(ok),
+           "n_pending": len(rows) - len(ok) - len(failed), "mode": manifest.get("mode", "product"),
+           "failed": [{k: r.get(k, "") for k in (*axes, "seed", "error") if k in r} for r in failed],
+           "seeds": manifest.get("seeds"), "figures": {}, "config_sections": _config_sections(base), "provenance": prov,
            "columns": list(rows[0]) if rows else [], "regime_counts": [], "table": [], "table_keys": [], "more_axes": []}
     if not keys or not ok:
         return ctx
