@@ -57,6 +57,7 @@ class DataConfig:
     standardize: bool = _f(False, doc="real/file data: unit variance per column")
     embed_dim: int = _f(0, lo=0, doc="real/file data: random-feature embedding dimension (0 = off)")
     digits_class: int = _f(-1, lo=-1, hi=9, doc="real data: target = 1[label == class] (-1: label parity)")
+    patch_size: int = _f(8, lo=2, hi=64, doc="patches: side p of the gray p x p patches (d = p^2)")
 
 
 @dataclass
