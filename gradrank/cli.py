@@ -305,6 +305,10 @@ def report(
         formats = report_mod.parse_formats(format_)
         if paper is not None and paper not in report_mod.PAPERS:
             raise InputError(f"option --paper: must be a4 or letter, got {paper!r}")
+        if (directory / "sweep.json").is_file():  # a sweep's table is rebuilt from its store first
+            from gradrank import sweep as sw
+
+            sw.write_table(sw.Store(directory))
         for path in report_mod.render_dir(directory, formats, out, paper):
             typer.echo(f"wrote {path}")
 

@@ -233,23 +233,29 @@ def _run(cmd: list[str]) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
-def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """State of each array task ("123_4" -> "RUNNING"): squeue for queued and running tasks,
-    sacct (accounting) for finished ones. Empty when SLURM cannot be reached."""
-    if not job_ids:
+def slurm_states(tasks: list[str]) -> dict[str, str]:
+    """State of each array task ("123_4" -> "RUNNING"). squeue -t all knows queued, running and
+    recently ended tasks; sacct (accounting) older ones. A task that neither knows while squeue
+    still answers for its array was cancelled while pending: "GONE". Absent when unreachable."""
+    jobs = sorted({t.split("_")[0] for t in tasks})
+    if not jobs:
         return {}
-    ids = ",".join(sorted(set(job_ids)))
     states: dict[str, str] = {}
-    for line in (_run(["sacct", "-n", "-P", "-X", "-j", ids, "-o", "JobID,State"]) or "").splitlines():
+    for line in (_run(["sacct", "-n", "-P", "-X", "-j", ",".join(jobs), "-o", "JobID,State"]) or "").splitlines():
         task, _, state = line.partition("|")
         if "[" not in task and state:
             states[task.strip()] = state.split()[0]
-    for job in sorted(set(job_ids)):  # one call each: squeue fails on a job it no longer knows
-        for line in (_run(["squeue", "-h", "-r", "-j", job, "-o", "%i|%T"]) or "").splitlines():
+    answered = set()
+    for job in jobs:  # one call each: squeue fails for a job it no longer knows
+        out = _run(["squeue", "-h", "-r", "-t", "all", "-j", job, "-o", "%i|%T"])
+        if out:
+            answered.add(job)
+        for line in (out or "").splitlines():
             task, _, state = line.partition("|")
             if state:
                 states[task.strip()] = state.strip()
-    return states
+    return {t: states.get(t, "GONE" if t.split("_")[0] in answered else None) for t in tasks
+            if t in states or t.split("_")[0] in answered}
 
 
 def _minutes(text: str | int) -> int:
@@ -304,21 +310,21 @@ class SlurmExecutor:
 
         ex = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
         ex.update_parameters(**self._parameters())
-        jobs = ex.map_array(fn, tasks)
-        job_id = jobs[0].job_id.split("_")[0]
-        store.add_slurm_job(job_id, [t.hash for t in tasks])
-        return {t.hash: f"{job_id}_{i}" for i, t in enumerate(tasks)}
+        jobs = ex.map_array(fn, tasks)  # ids "123_4"; a single task is a plain job "123"
+        ids = [j.job_id for j in jobs]
+        store.add_slurm_job(ids[0].split("_")[0], [t.hash for t in tasks], ids)
+        return {t.hash: i for t, i in zip(tasks, ids)}
 
     def run(self, fn, tasks, store):
         earlier = latest_slurm_tasks(store.manifest())
-        states = slurm_states([tid.split("_")[0] for tid in earlier.values()])
+        states = slurm_states(list(earlier.values()))
         watch = {t.hash: earlier[t.hash] for t in tasks if states.get(earlier.get(t.hash, "")) in ACTIVE}
         submit = [t for t in tasks if t.hash not in watch]
         if submit:
             watch |= self._submit(fn, submit, store)
         gone: dict[str, int] = {}
         while watch:
-            states = slurm_states([tid.split("_")[0] for tid in watch.values()])
+            states = slurm_states(list(watch.values()))
             self.running = sum(1 for tid in watch.values() if states.get(tid) == "RUNNING")
             for h, tid in list(watch.items()):
                 stored = store.outcome(h)
@@ -326,9 +332,11 @@ class SlurmExecutor:
                 if stored is None and state not in ACTIVE:  # ended without a result, or not visible yet
                     gone[h] = gone.get(h, 0) + 1
                     if (state and state != "COMPLETED") or gone[h] * self.poll >= LOST_AFTER_S:
-                        stored = Outcome(h, "failed", f"slurm task {tid} ended {state or 'out of sight'} without a result")
+                        why = {"GONE": "was cancelled before it started", None: "left the queue"}.get(state, f"ended {state}")
+                        stored = Outcome(h, "failed", f"slurm task {tid} {why} without a result")
                 if stored is not None:
                     del watch[h]
+                    self.running -= state == "RUNNING"
                     yield stored
             if watch:
                 yield None
@@ -343,8 +351,7 @@ def latest_slurm_tasks(manifest: dict) -> dict[str, str]:
     """point hash -> its array task in the latest submission that included it."""
     out = {}
     for job in manifest.get("slurm_jobs", []):
-        for i, h in enumerate(job["points"]):
-            out[h] = f"{job['job_id']}_{i}"
+        out |= dict(zip(job["points"], job["tasks"]))
     return out
 
 

@@ -293,10 +293,10 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         io.write_json(self.root / MANIFEST, m)
 
-    def add_slurm_job(self, job_id: str, hashes: list[str]) -> None:
-        """Record a submitted array (task i runs hashes[i]) so other shells can follow it."""
+    def add_slurm_job(self, job_id: str, hashes: list[str], tasks: list[str]) -> None:
+        """Record a submitted array (tasks[i] runs hashes[i]) so other shells can follow it."""
         m = self.manifest()
-        m.setdefault("slurm_jobs", []).append({"job_id": job_id, "points": hashes,
+        m.setdefault("slurm_jobs", []).append({"job_id": job_id, "points": hashes, "tasks": tasks,
                                                "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         self.write_manifest(m)
 
