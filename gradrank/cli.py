@@ -4,6 +4,7 @@ so `gradrank --help` never imports torch."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -311,6 +312,96 @@ def report(
             sw.write_table(sw.Store(directory))
         for path in report_mod.render_dir(directory, formats, out, paper):
             typer.echo(f"wrote {path}")
+
+    run_guarded(go)
+
+
+@app.command()
+def theory(
+    config: Optional[Path] = ConfigArg,
+    set_: Optional[List[str]] = SetOpt,
+    seed: Optional[int] = SeedOpt,
+    as_json: bool = typer.Option(False, "--json", help="print the prediction as JSON"),
+):
+    """Predicted regime and growth exponents in n of ||S1||, ||S12||, ||S2||, ||E|| (docs/theory.md)."""
+
+    def go():
+        import json
+
+        from gradrank import theory as th
+
+        cfg = load_config(config, set_, seed)
+        if cfg.data.source != "spiked":
+            raise InputError("config key 'data.source' must be spiked: the theory is for the spiked model")
+        pred = th.predict(cfg)
+        if as_json:
+            typer.echo(json.dumps(pred.to_dict(), indent=2))
+            return
+        from rich.console import Console
+        from rich.markup import escape
+        from rich.table import Table
+
+        con = Console()
+        i = pred.inputs
+        con.print(f"[bold]gradrank theory[/]  nu={i['nu']:g} alpha={i['alpha']:g} {i['activation']}, {i['scaling']}, "
+                  f"{i['loss']}{', planted W' if i['planted'] else ''}  (n, d, m grow at fixed ratios; zeta = n^nu)")
+        table = Table(title="predicted growth exponents: ||term|| ~ n^e", title_justify="left", box=None)
+        for col in ("term", "e", "from (max of the parts)"):
+            table.add_column(col, justify="left" if col.startswith("from") else "right")
+        for t in th.TERMS:
+            e = pred.exponents[t]
+            parts = "; ".join(f"{escape(k)}: {v:+.3g}" for k, v in pred.parts[t].items()) or "vanishes identically"
+            table.add_row(t, "-" if e is None else f"{e:+.3g}", parts)
+        con.print(table)
+        con.print("ratio exponents: " + ", ".join(f"{k} ~ n^{'-' if v is None else f'{v:+.3g}'}" for k, v in pred.ratios.items()))
+        con.print(f"predicted regime: [bold]{pred.regime}[/]" + ("" if pred.valid else "  [yellow](outside the heuristic's validity)[/]"))
+        for note in pred.notes:
+            con.print(f"note: {note}", markup=False)
+
+    run_guarded(go)
+
+
+@app.command()
+def scaling(
+    config: Optional[Path] = ConfigArg,
+    n: str = typer.Option("200,400,800", "--n", help="comma-separated sample sizes; d and m follow at the config's ratios"),
+    seeds: int = typer.Option(5, "--seeds", help="seeds per size (seed .. seed+N-1)"),
+    set_: Optional[List[str]] = SetOpt,
+    seed: Optional[int] = SeedOpt,
+    out: Optional[Path] = OutOpt,
+    device: Optional[str] = DeviceOpt,
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the run directory"),
+):
+    """Scaling study: analyses over n at fixed d/n, m/n; log-log slopes with CIs beside the predictions."""
+
+    def go():
+        try:
+            ns = sorted({int(v) for v in n.split(",") if v.strip()})
+        except ValueError:
+            raise InputError(f"option --n: expected comma-separated integers, got {n!r}") from None
+        if not ns or min(ns) < 2:
+            raise InputError("option --n: sizes must be integers >= 2")
+        cfg = load_config(config, set_, seed, device)
+        from gradrank import theory as th
+        from gradrank.resources import check_memory
+        from gradrank.sweep import Progress
+
+        check_memory(th.sized(cfg, ns[-1]))
+        t0 = time.perf_counter()
+        with _SweepProgress("scaling") as bar:
+            result = th.study(cfg, ns, seeds, lambda i, total, label: bar(
+                Progress(total, i, 0, 0, None, time.perf_counter() - t0, total)))
+        target = out or default_out(cfg, "scaling")
+        th.write_scaling(target, result)
+        if quiet:
+            typer.echo(str(target))
+            return
+        for c in result.comparison:
+            pred = "-" if c["predicted"] is None else f"{c['predicted']:+.3f}"
+            fit = "no fit" if c["slope"] is None else f"{c['slope']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+            verdict = {None: "", True: "agrees", False: "DISAGREES"}[c["agree"]]
+            typer.echo(f"{c['quantity']:>5}  predicted {pred:>7}  fitted {fit:<28} {verdict}")
+        typer.echo(f"wrote {target}")
 
     run_guarded(go)
 
