@@ -250,7 +250,7 @@ def _spike_facts(m: dict) -> dict:
 
 def _training_facts(cols: dict[str, np.ndarray]) -> dict:
     """First/last values of the tracked quantities, and where the outlier count changes."""
-    facts = {"columns": list(cols)}
+    facts = dict.fromkeys(("steps", "records", "train_loss", "test_loss", "outliers", "stable_rank", "S1", "S2")) | {"changes": []}
     if "step" in cols and cols["step"].size:
         facts["steps"] = _g(float(cols["step"][-1]))
         facts["records"] = int(cols["step"].size)
