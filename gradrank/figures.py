@@ -190,7 +190,11 @@ def trajectory(cols: dict[str, np.ndarray]) -> str | None:
     plt = _pyplot()
     fig, axes = plt.subplots(len(panels), 1, figsize=(WIDTH, 0.4 + 1.25 * len(panels)), sharex=True, squeeze=False)
     step = cols["step"]
+    o = cols.get("outliers")
+    jumps = [] if o is None else [step[i] for i in range(1, o.size) if o[i] != o[i - 1] and np.isfinite(o[i - 1:i + 1]).all()]
     for ax, (title, names, logy) in zip(axes[:, 0], panels):
+        for x in jumps[:8]:  # where the outlier count changes
+            ax.axvline(x, color="#a33", lw=0.7, ls=":")
         for name in names:
             y = cols[name]
             color = COLORS.get(name, "#555" if name == "outliers" else None)
