@@ -36,15 +36,30 @@ class Outcome:
 # ---------------------------------------------------------------------------- local
 
 
-def _init_local_worker(threads: int) -> None:
-    """Exit when the sweep process dies (its pool would otherwise leave orphans computing)."""
+def _alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie (a dead parent may wait a while to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return "\nState:\tZ" not in fh.read()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+
+def _init_local_worker(threads: int, owner: int) -> None:
+    """Set torch threads; exit when the sweep process dies (no orphan keeps computing). The
+    owner is watched, not the parent: forkserver workers are children of the fork server."""
     import torch
 
     torch.set_num_threads(threads)
-    parent = os.getppid()
 
     def watch():
-        while os.getppid() == parent:
+        while _alive(owner):
             time.sleep(0.5)
         os._exit(1)
 
@@ -75,7 +90,7 @@ class LocalExecutor:
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["gradrank.analysis", "gradrank.outputs", "gradrank.sweep"])
         self._pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_local_worker,
-                                         initargs=(self.threads,))
+                                         initargs=(self.threads, os.getpid()))
         return self._pool
 
     def run(self, fn, tasks, store):
