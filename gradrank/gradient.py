@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from gradrank.errors import InputError
 from gradrank.network import Network
 
 
@@ -44,4 +47,24 @@ def gradient(net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> 
     ell, r = loss_and_residue(loss_kind, f, y)
     Sp = net.act.d1(Z)
     D = r[:, None] * net.a[None, :] * Sp
-    return Gradient(X, r, Sp, D, net.gamma / X.shape[0], float(ell.mean()))
+    coef = net.gamma / X.shape[0]
+    _check_range(coef * _fro(X) * _fro(D), X)
+    return Gradient(X, r, Sp, D, coef, float(ell.mean()))
+
+
+def _fro(A: torch.Tensor) -> float:
+    """Frobenius norm as a Python float, without overflow in the dtype."""
+    top = float(A.abs().max()) if A.numel() else 0.0
+    return top * float((A / top).norm()) if 0 < top < math.inf else top
+
+
+def _check_range(bound: float, X: torch.Tensor) -> None:
+    """Refuse a gradient whose norm bound ||G||_F <= coef ||X||_F ||D||_F is non-finite or so large
+    that its Gram matrix (the spectrum's route) would overflow: an error, not a NaN spectrum."""
+    limit = 1e-2 * math.sqrt(torch.finfo(X.dtype).max)
+    if not bound < limit:
+        dtype = str(X.dtype).removeprefix("torch.")
+        raise InputError(
+            f"the gradient is too large for compute.dtype = {dtype} (||G|| up to {bound:.1e}, "
+            f"max |X| = {float(X.abs().max()):.1e}): reduce data.zeta or data.nu"
+            + (", or use float64" if dtype != "float64" else ""))

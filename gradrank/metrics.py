@@ -1,7 +1,7 @@
 """What is measured (spec section 4): norms, spectra, alignments, energies, ranks and a regime.
 
 Regime rules (analysis.* thresholds): an outlier is a singular value of G above
-(1 + edge_margin) * ||E|| (by Weyl's inequality at most two can be, since S1 + S12 + S2 has
+(1 + edge_margin) * ||E|| and above the numerical floor s_1 sqrt(eps) (by Weyl's inequality at most two can be, since S1 + S12 + S2 has
 rank two). An outlier is *residue*-aligned when |cos(u_k, X_B^T r)| >= align_threshold and
 exceeds |cos(u_k, q)|, *spike*-aligned in the symmetric case, else *mixed*. Then
   no-structure       no outlier;
@@ -92,7 +92,7 @@ def compute(spec_G: Spectrum, spec_E: Spectrum, dec: Decomposition, G: torch.Ten
     pred = float((P.T @ G).pow(2).sum())
     fro2 = max(spec_G.fro2, 1e-300)
     top = spec_G.s.double()
-    edge = (1 + acfg.edge_margin) * norms["E"]
+    edge = max((1 + acfg.edge_margin) * norms["E"], norm_G * torch.finfo(spec_G.s.dtype).eps ** 0.5)  # not below the noise floor
     s_list = [float(v) for v in top]
     n_out = sum(1 for v in s_list if v > edge)
     U_out = spec_G.U[:, :n_out]
