@@ -307,3 +307,15 @@ def test_sweep_report_from_real_analyses(tmp_path):
     (tmp_path / "sweep.json").write_text(json.dumps({"axes": {"data.nu": nus}, "seeds": 2}))
     page = Page(report.render_sweep(tmp_path)[0].read_text())
     assert page.svgs == 3 and page.text["h1"] == [f"sweep {tmp_path.name}"]
+
+
+def test_figure_size_bounded_for_large_dimensions():
+    """Spectrum and data figures stay small however large d is (lines, not per-point markers)."""
+    from gradrank import figures
+
+    rng = np.random.default_rng(0)
+    s = np.sort(rng.random(20000))[::-1]
+    svg = figures.spectrum(np.r_[5.0, s], s, {"S1": 4.0, "S12": 1.0, "S2": 2.0, "E": 1.0}, 1.05)
+    assert len(svg) < 300_000 and svg.count("<path") > 10
+    lam = np.arange(1, 20001, dtype=float) ** -0.5
+    assert len(figures.data_diagnostics(lam, 0.5, 10.0, 1000)) < 200_000
