@@ -109,7 +109,7 @@ def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset) -> dict:
     floor = m["singular_values"][0] * np.finfo(cfg.compute.dtype).eps ** 0.5
     checks = {"finite": finite, "identity": m["identity_error"] <= tol, "quadrature": mu_err <= 1e-6,
               "spectrum": m.get("spectral_residual", 0.0) <= spec_tol,
-              "resolution": (1 + cfg.analysis.edge_margin) * m["norms"]["E"] >= floor or m["norms"]["E"] == 0}
+              "resolution": bool((1 + cfg.analysis.edge_margin) * m["norms"]["E"] >= floor or m["norms"]["E"] == 0)}
     warnings = []
     if not finite:
         warnings.append("non-finite values in the gradient or its spectrum")
