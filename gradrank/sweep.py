@@ -198,23 +198,24 @@ class PointTask:
     threads: int = 0  # torch threads in the worker (0 = leave as is)
 
 
-def _run_analyze(cfg: Config):
-    from gradrank import analysis
+def _run_analyze(cfg: Config, target: Path) -> None:
+    from gradrank import analysis, outputs
     from gradrank.resources import check_memory
 
     check_memory(cfg)
-    return analysis.analyze(cfg)
+    outputs.write_run(target, analysis.analyze(cfg))
 
 
-def _run_train(cfg: Config):
+def _run_train(cfg: Config, target: Path) -> None:
     try:
         from gradrank import train
     except ImportError:
         raise InputError("sweep.command = train needs gradrank.train, which is not installed") from None
-    return train.train(cfg)
+    train.run(cfg, target)
 
 
-RUNNERS: dict[str, Callable[[Config], Any]] = {"analyze": _run_analyze, "train": _run_train}
+RUNNERS: dict[str, Callable[[Config, Path], None]] = {"analyze": _run_analyze, "train": _run_train}
+"""command -> runner that writes one point's run directory (atomically) at target."""
 
 
 def run_point(task: PointTask) -> Outcome:
@@ -228,10 +229,7 @@ def run_point(task: PointTask) -> Outcome:
 
         torch.set_num_threads(task.threads)
     try:
-        from gradrank import outputs
-
-        cfg = config_mod.from_dict(task.config)
-        outputs.write_run(store.point_dir(task.hash), RUNNERS[task.command](cfg))
+        RUNNERS[task.command](config_mod.from_dict(task.config), store.point_dir(task.hash))
         store.failed_path(task.hash).unlink(missing_ok=True)
         return Outcome(task.hash, "done", seconds=time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 - a failed point is recorded, never stops the sweep

@@ -28,7 +28,7 @@ def stored_points(root):
 
 def test_killed_worker_mid_sweep_every_point_once(cluster, tmp_path):
     c, client = cluster
-    base, spec = sweep.load(None, ["data.n=150", "data.d=200", "model.width=250"], grid=["data.nu=0:0.6:4"], seeds=2)
+    base, spec = sweep.load(None, ["data.n=150", "data.d=200", "model.width=250"], grid=["data.nu=0:0.6:3"], seeds=2)
     pts = sweep.points(base, spec)
     ex = DaskExecutor(scheduler=c.scheduler_address)
     store = sweep.open_store(tmp_path / "sw", base, spec, pts, ex.info())
