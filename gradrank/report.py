@@ -190,7 +190,7 @@ def run_context(run_dir: Path, metrics: dict) -> dict:
     arrays = _read_arrays(run_dir / "arrays.npz")
     cfg = metrics.get("config") or {}
     m = metrics
-    has_analysis = all(k in m for k in ("norms", "rank", "alignment", "regime", "bulk_edge"))
+    has_analysis = all(k in m for k in ("norms", "rank", "alignment", "regime", "bulk_edge", "singular_values"))
     ctx = {
         "title": _get(cfg, "output.name") or f"{'training run' if m.get('kind') == 'train' else 'run'} {m.get('config_hash', '')}",
         "kind": m.get("kind", "analyze"),

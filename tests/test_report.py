@@ -319,3 +319,14 @@ def test_figure_size_bounded_for_large_dimensions():
     assert len(svg) < 300_000 and svg.count("<path") > 10
     lam = np.arange(1, 20001, dtype=float) ** -0.5
     assert len(figures.data_diagnostics(lam, 0.5, 10.0, 1000)) < 200_000
+
+
+def test_analyze_report_flags(tmp_path):
+    """analyze writes report.html by default, report.pdf with --pdf, neither with --no-report."""
+    small = ["--set", "data.n=40", "--set", "data.d=50", "--set", "model.width=60", "-q"]
+    runner = CliRunner()
+    for flags, expect in (([], {"report.html"}), (["--pdf", "--no-report"], {"report.pdf"}), (["--no-report"], set())):
+        out = tmp_path / "_".join(flags or ["default"])
+        res = runner.invoke(app, ["analyze", *small, *flags, "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        assert {p.name for p in out.glob("report.*")} == expect
