@@ -63,12 +63,11 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     mu, mu_err = compute_mu(acfg.mu, grad, ds, net, acfg.quadrature)
     dec = decompose(grad, ds, net, mu, mu_err)
     G_loss = grad.dense()
-    terms = dec.E_dense(ds.X_B) + dec.S1.dense() + dec.S12.dense() + dec.S2.dense()
-    identity_error = float((G_loss - terms).norm() / G_loss.norm().clamp_min(1e-300))
+    identity_error = identity_residual(G_loss, dec, ds.X_B)
     G = G_loss if reg is None else G_loss + reg
     lap("decomposition")
     spec_G = spectrum(ds.X, grad.D, grad.coef, acfg.top_k, dense_add=reg)
-    spec_E = spectrum(ds.X_B, dec.D_perp, dec.coef, acfg.top_k)
+    spec_E = spectrum(ds.X_B, dec.D_perp, dec.coef, 0)  # the metrics use E's values only
     lap("spectrum")
     reg_m = None if reg is None else reg_metrics(reg, dec.S1.left, ds.q, spec_G.fro2)
     m = metrics_mod.compute(spec_G, spec_E, dec, G, ds.q, net.a, None if reg is None else reg_m["norm"], identity_error, acfg)
@@ -86,6 +85,21 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     }
     arrays = {k: v.detach().cpu().double().numpy() for k, v in arrays.items()}
     return Result(cfg, m, arrays, timings)
+
+
+def identity_residual(G_loss: torch.Tensor, dec, X_B: torch.Tensor, block_bytes: int = 1 << 25) -> float:
+    """||G_loss - (S1 + S12 + S2 + E)||_F / ||G_loss||_F, every term dense: E = coef X_B^T D_perp
+    by a GEMM and the rank-one terms by one rank-3 update, over column blocks of ~block_bytes."""
+    terms = (dec.S1, dec.S12, dec.S2)
+    left = torch.stack([t.scale * t.left for t in terms], 1)  # d x 3
+    right = torch.stack([t.right for t in terms])  # 3 x m
+    step = max(1, block_bytes // (G_loss.element_size() * G_loss.shape[0]))
+    diff2 = 0.0
+    for j in range(0, G_loss.shape[1], step):
+        cols = slice(j, j + step)
+        diff = torch.addmm(G_loss[:, cols], X_B.T, dec.D_perp[:, cols], alpha=-dec.coef)
+        diff2 += float(diff.addmm_(left, right[:, cols], alpha=-1).pow(2).sum())
+    return diff2**0.5 / max(float(G_loss.norm()), 1e-300)
 
 
 def reg_metrics(reg: torch.Tensor, residue_dir: torch.Tensor, q: torch.Tensor, G_fro2: float) -> dict:
