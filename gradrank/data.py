@@ -173,7 +173,10 @@ def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, t
 
 
 def _index_scale(ds: Dataset, B: torch.Tensor, sees_spike: bool) -> torch.Tensor:
-    """Population std of each index beta^T x (or beta^T x_B)."""
+    """Population std of each index beta^T x (or beta^T x_B); for given data, where only the
+    empirical spectrum is known (not its basis), the empirical std over the training rows."""
+    if not ds.population:
+        return ((ds.X if sees_spike else ds.X_B) @ B.T).pow(2).mean(0).clamp_min(1e-300).sqrt()
     var = ds.bulk_quadratic(B)
     if sees_spike:
         var = var + ds.zeta**2 * (B @ ds.q) ** 2
