@@ -10,6 +10,8 @@ Labels are +-1: 1[label == data.digits_class], else label parity (digits, mnist1
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from gradrank.config import Config
@@ -41,8 +43,9 @@ def digits(cfg: Config):
     return _split(cfg, bunch.data.astype(np.float64), _labels(cfg, bunch.target))
 
 
-def mnist1d(cfg: Config):
-    """All 5000 MNIST-1D signals (its own train/test split merged; ours is seeded)."""
+@functools.lru_cache(maxsize=1)
+def _mnist1d_pool() -> tuple[np.ndarray, np.ndarray]:
+    """All 5000 MNIST-1D signals and labels (its own train/test split merged; ours is seeded)."""
     from mnist1d.data import get_dataset_args, make_dataset
 
     state = np.random.get_state()  # make_dataset reseeds numpy's global generator
@@ -50,22 +53,31 @@ def mnist1d(cfg: Config):
         ds = make_dataset(get_dataset_args())
     finally:
         np.random.set_state(state)
-    X = np.concatenate([ds["x"], ds["x_test"]]).astype(np.float64)
-    labels = np.concatenate([ds["y"], ds["y_test"]])
+    return np.concatenate([ds["x"], ds["x_test"]]).astype(np.float64), np.concatenate([ds["y"], ds["y_test"]])
+
+
+def mnist1d(cfg: Config):
+    X, labels = _mnist1d_pool()
     return _split(cfg, X, _labels(cfg, labels))
+
+
+@functools.lru_cache(maxsize=1)
+def _photographs() -> tuple[np.ndarray, ...]:
+    """scikit-learn's two bundled sample photographs in gray, values in [0, 1]."""
+    from sklearn.datasets import load_sample_images
+
+    return tuple(img.astype(np.float64).mean(axis=2) / 255.0 for img in load_sample_images().images)
 
 
 def patches(cfg: Config):
     """data.n + data.n_test gray p x p patches, half from each photograph, at seeded places."""
     import torch
-    from sklearn.datasets import load_sample_images
 
     p = cfg.data.patch_size
     total = cfg.data.n + cfg.data.n_test
     g = generator(cfg.seed, "train")
     X, y = [], []
-    for k, img in enumerate(load_sample_images().images):
-        gray = img.astype(np.float64).mean(axis=2) / 255.0
+    for k, gray in enumerate(_photographs()):
         h, w = gray.shape
         count = total // 2 + (total % 2 if k == 0 else 0)
         rows = torch.randint(0, h - p + 1, (count,), generator=g).numpy()
