@@ -1,4 +1,5 @@
-"""Report figures: matplotlib (Agg, imported lazily) drawn to self-contained inline SVG strings.
+"""Report figures: matplotlib (imported lazily; Figure objects, no pyplot or GUI backend) drawn to
+self-contained inline SVG strings.
 
 Every function takes plain numbers (metrics.json, arrays.npz, CSV columns) and returns SVG
 markup ready to inline in HTML: no XML prolog, ids prefixed so several figures can share one
@@ -7,6 +8,7 @@ document, no timestamps (the same run gives the same bytes).
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -20,33 +22,38 @@ REGIME_COLORS = {"no-structure": "#d9d9d9", "residue-dominated": "#1f5fa8", "spi
                  "rank-two": "#7b4fa0", "mixed": "#4d9a6a"}
 WIDTH = 6.6  # inches: the text width of an A4/Letter page with the report's margins
 
-_plt = None
+STYLE = {
+    "svg.hashsalt": "gradrank", "svg.fonttype": "path", "font.size": 8, "axes.titlesize": 8.5, "axes.labelsize": 8,
+    "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "axes.linewidth": 0.6,
+    "lines.linewidth": 1.2, "legend.frameon": False, "figure.dpi": 72,
+}
 
 
-def _pyplot():
-    """pyplot on the Agg backend with the report style, imported on first use."""
-    global _plt
-    if _plt is None:
+def _styled(fn):
+    """Draw under the report style in an rc_context: matplotlib's global state is left as it was."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
         import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        with matplotlib.rc_context(STYLE):
+            return fn(*args, **kwargs)
 
-        plt.rcParams.update({
-            "svg.hashsalt": "gradrank", "svg.fonttype": "path", "font.size": 8, "axes.titlesize": 8.5,
-            "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7,
-            "axes.spines.top": False, "axes.spines.right": False, "axes.linewidth": 0.6,
-            "lines.linewidth": 1.2, "legend.frameon": False, "figure.dpi": 72,
-        })
-        _plt = plt
-    return _plt
+    return wrapper
+
+
+def _figure(nrows: int = 1, ncols: int = 1, *, figsize, **kw):
+    """A figure without pyplot (no backend switch, nothing to close): (fig, axes)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def _svg(fig, key: str, label: str) -> str:
     """The figure as inline SVG with every id prefixed by `key` (unique within a document)."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
-    _pyplot().close(fig)
     text = buf.getvalue()
     text = text[text.index("<svg"):]
     text = re.sub(r'<metadata>.*?</metadata>', "", text, flags=re.S)
@@ -69,12 +76,12 @@ def _term_lines(ax, norms: dict, keys=("S1", "S12", "S2", "E")) -> None:
 # ---------------------------------------------------------------------------- single run
 
 
+@_styled
 def spectrum(values: np.ndarray, e_values: np.ndarray | None, norms: dict, edge: float | None) -> str:
     """Figure 1: histogram of the singular values of G with the term norms marked, and the sorted spectrum."""
-    plt = _pyplot()
     s = np.sort(np.asarray(values, float))[::-1]
     s = s[s > s[0] * 1e-10] if s.size and s[0] > 0 else s
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(WIDTH, 2.5), gridspec_kw={"width_ratios": [1.45, 1]})
+    fig, (ax, ax2) = _figure(1, 2, figsize=(WIDTH, 2.5), gridspec_kw={"width_ratios": [1.45, 1]})
     out = s > edge if edge is not None else np.zeros(s.size, bool)
     hi = max(s.max(initial=0), *(norms.get(k, 0) for k in ("S1", "S12", "S2", "E"))) * 1.06
     bins = np.linspace(0, hi or 1, 121)
@@ -104,11 +111,11 @@ def spectrum(values: np.ndarray, e_values: np.ndarray | None, norms: dict, edge:
     return _svg(fig, "fig-spectrum", "singular values of G")
 
 
+@_styled
 def term_norms(norms: dict, shares: dict) -> str:
     """Figure 2: operator norms of G and its four terms, and their shares of ‖G‖_F²."""
-    plt = _pyplot()
     keys = [k for k in ("G", "S1", "S12", "S2", "E", "reg") if k in norms]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(WIDTH, 2.1), gridspec_kw={"width_ratios": [1.3, 1]})
+    fig, (ax, ax2) = _figure(1, 2, figsize=(WIDTH, 2.1), gridspec_kw={"width_ratios": [1.3, 1]})
     vals = [norms[k] for k in keys]
     bars = ax.bar([TERM_LABELS[k] for k in keys], vals, color=[COLORS[k] for k in keys], width=0.65)
     ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=1.5)
@@ -121,13 +128,13 @@ def term_norms(norms: dict, shares: dict) -> str:
     return _svg(fig, "fig-norms", "term norms")
 
 
+@_styled
 def alignment(align: dict, n_outliers: int) -> str:
     """Figure 3: |cos| of the top-k singular vectors against the predicted directions, as heatmaps."""
-    plt = _pyplot()
     left = [(lab, align[key]) for key, lab in (("residue", "X_Bᵀr"), ("spike", "q")) if key in align]
     right = [(lab, align[key]) for key, lab in (("right_mu", "a∘μ"), ("right_spike", "a∘(Σ′⊥ᵀ(z∘r))")) if key in align]
     k = max((len(v) for _, v in left + right), default=0)
-    fig, axes = plt.subplots(1, 2, figsize=(WIDTH * 0.72, 0.55 + 0.23 * k))
+    fig, axes = _figure(1, 2, figsize=(WIDTH * 0.72, 0.55 + 0.23 * k))
     for ax, cols, title in ((axes[0], left, "left vectors u_k"), (axes[1], right, "right vectors v_k")):
         M = np.array([np.pad(np.asarray(v, float), (0, k - len(v)), constant_values=np.nan) for _, v in cols]).T.reshape(k, len(cols))
         _mesh(ax, M, cmap="Blues", vmin=0, vmax=1)
@@ -144,13 +151,13 @@ def alignment(align: dict, n_outliers: int) -> str:
     return _svg(fig, "fig-align", "alignment heatmap")
 
 
+@_styled
 def data_diagnostics(eigenvalues: np.ndarray, alpha: float | None, zeta: float | None, n: int | None) -> str:
     """Figure 4: bulk eigenvalues on log-log axes with the power law k^-alpha, and the spike variance zeta²."""
-    plt = _pyplot()
     lam = np.sort(np.asarray(eigenvalues, float))[::-1]
     lam = lam[lam > lam[0] * 1e-12] if lam.size and lam[0] > 0 else lam
     k = np.arange(1, lam.size + 1)
-    fig, ax = plt.subplots(figsize=(WIDTH * 0.6, 2.3))
+    fig, ax = _figure(figsize=(WIDTH * 0.6, 2.3))
     ax.loglog(k, lam, color=COLORS["E"], lw=2, label="bulk eigenvalues λ_k")
     if alpha is not None and np.isfinite(alpha) and lam.size:
         fit = k[: max(3, int(0.9 * k.size))]
@@ -168,6 +175,7 @@ def data_diagnostics(eigenvalues: np.ndarray, alpha: float | None, zeta: float |
 # ---------------------------------------------------------------------------- training
 
 
+@_styled
 def trajectory(cols: dict[str, np.ndarray]) -> str | None:
     """Figure 5: loss, term norms, top singular values, outliers/stable rank, alignments on one step axis."""
     if "step" not in cols:
@@ -187,8 +195,7 @@ def trajectory(cols: dict[str, np.ndarray]) -> str | None:
         panels.append(("‖W − W₀‖", ["drift"], False))
     if not panels:
         return None
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(panels), 1, figsize=(WIDTH, 0.4 + 1.25 * len(panels)), sharex=True, squeeze=False)
+    fig, axes = _figure(len(panels), 1, figsize=(WIDTH, 0.4 + 1.25 * len(panels)), sharex=True, squeeze=False)
     step = cols["step"]
     o = cols.get("outliers")
     jumps = [] if o is None else [step[i] for i in range(1, o.size) if o[i] != o[i - 1] and np.isfinite(o[i - 1:i + 1]).all()]
@@ -218,19 +225,24 @@ def trajectory(cols: dict[str, np.ndarray]) -> str | None:
 # ---------------------------------------------------------------------------- sweeps
 
 
+def _plain(text) -> str:
+    """A user string drawn literally (a '$' would start matplotlib mathtext)."""
+    return str(text).replace("$", r"\$")
+
+
 def _ticks(values) -> list[str]:
-    return [f"{v:.3g}" if isinstance(v, float) else str(v) for v in values]
+    return [f"{v:.3g}" if isinstance(v, float) else _plain(v) for v in values]
 
 
+@_styled
 def regime_map(xkey: str, xs: list, ykey: str | None, ys: list, regimes: list[list[str | None]]) -> str:
     """Regime (most frequent over seeds) on the grid of two swept keys (ykey None: one row)."""
-    plt = _pyplot()
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     names = list(REGIME_COLORS)
     M = np.array([[names.index(r) if r in names else np.nan for r in row] for row in regimes], float)
-    fig, ax = plt.subplots(figsize=(min(WIDTH, 1.6 + 0.42 * len(xs)), 0.9 + 0.3 * len(ys)))
+    fig, ax = _figure(figsize=(min(WIDTH, 1.6 + 0.42 * len(xs)), 0.9 + 0.3 * len(ys)))
     _mesh(ax, M, cmap=ListedColormap(list(REGIME_COLORS.values())), vmin=-0.5, vmax=len(names) - 0.5)
     _grid_axes(ax, xkey, xs, ykey, ys)
     present = [n for n in names if n in {r for row in regimes for r in row}]
@@ -240,15 +252,15 @@ def regime_map(xkey: str, xs: list, ykey: str | None, ys: list, regimes: list[li
     return _svg(fig, "fig-regime", "regime map")
 
 
+@_styled
 def ratio_map(xkey: str, xs: list, ykey: str | None, ys: list, ratio: np.ndarray) -> str:
     """‖S2‖/‖S1‖ (mean over seeds) on the grid of two swept keys, log colour scale when it spans a decade."""
-    plt = _pyplot()
     from matplotlib.colors import LogNorm
 
     R = np.asarray(ratio, float)
     pos = R[np.isfinite(R) & (R > 0)]
     norm = LogNorm(pos.min(), pos.max()) if pos.size and pos.max() > 10 * pos.min() else None
-    fig, ax = plt.subplots(figsize=(min(WIDTH, 1.9 + 0.42 * len(xs)), 0.9 + 0.3 * len(ys)))
+    fig, ax = _figure(figsize=(min(WIDTH, 1.9 + 0.42 * len(xs)), 0.9 + 0.3 * len(ys)))
     im = _mesh(ax, R, cmap="viridis", norm=norm)
     if R.size <= 150:
         for (i, j), v in np.ndenumerate(R):
@@ -270,29 +282,31 @@ def _mesh(ax, M: np.ndarray, **kw):
 
 def _grid_axes(ax, xkey, xs, ykey, ys) -> None:
     ax.set_xticks(range(len(xs)), _ticks(xs), rotation=45 if len(xs) > 8 else 0)
-    ax.set_xlabel(xkey)
+    ax.set_xlabel(_plain(xkey))
     ax.set_yticks(range(len(ys)), _ticks(ys) if ykey else [""])
-    ax.set_ylabel(ykey or "")
+    ax.set_ylabel(_plain(ykey or ""))
     ax.tick_params(length=0)
     ax.spines[:].set_visible(False)
 
 
+@_styled
 def seed_bands(xkey: str, xs: list, series: dict[str, list[tuple[str, np.ndarray, np.ndarray]]]) -> str:
     """Line plots over one swept key: per panel, lines (mean over seeds) with mean ± sd bands.
 
     `series` maps a panel title to [(label, mean, sd)], arrays aligned with xs."""
-    plt = _pyplot()
+    import matplotlib
+
     numeric = all(isinstance(v, (int, float)) for v in xs)
     x = np.asarray(xs, float) if numeric else np.arange(len(xs))
-    fig, axes = plt.subplots(1, len(series), figsize=(WIDTH, 2.2), squeeze=False)
+    fig, axes = _figure(1, len(series), figsize=(WIDTH, 2.2), squeeze=False)
     for ax, (title, lines) in zip(axes[0], series.items()):
         for i, (label, mean, sd) in enumerate(lines):
-            color = COLORS.get(label, plt.cm.tab10(i % 10) if len(lines) > 1 else "#222")
-            ax.plot(x, mean, "o-", ms=2.5, color=color, label=label)
+            color = COLORS.get(label, matplotlib.colormaps["tab10"](i % 10) if len(lines) > 1 else "#222")
+            ax.plot(x, mean, "o-", ms=2.5, color=color, label=_plain(label))
             ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
         if not numeric:
             ax.set_xticks(x, _ticks(xs))
-        ax.set(xlabel=xkey, title=title)
+        ax.set(xlabel=_plain(xkey), title=title)
         if len(lines) > 1:
             ax.legend(loc="best")
     fig.tight_layout()

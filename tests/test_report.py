@@ -330,3 +330,17 @@ def test_analyze_report_flags(tmp_path):
         res = runner.invoke(app, ["analyze", *small, *flags, "-o", str(out)])
         assert res.exit_code == 0, res.output
         assert {p.name for p in out.glob("report.*")} == expect
+
+
+def test_user_strings_in_figures_are_literal():
+    """Swept keys and values reach matplotlib as plain text: '$' does not start (broken) mathtext."""
+    import matplotlib
+
+    from gradrank import figures
+
+    before = dict(matplotlib.rcParams)
+    xs, ys = ["$x^$", "b"], ["c$", "d"]
+    assert "<svg" in figures.regime_map("k$ey", xs, "o$", ys, [["rank-two", None], ["mixed", "no-structure"]])
+    assert "<svg" in figures.ratio_map("k$ey", xs, "o$", ys, np.array([[0.5, 2.0], [np.nan, 1.0]]))
+    assert "<svg" in figures.seed_bands("k$ey", xs, {"ratio": [("$a^$", np.ones(2), np.zeros(2)), ("b", np.ones(2), np.ones(2))]})
+    assert dict(matplotlib.rcParams) == before  # the report style never leaks into the caller's matplotlib
