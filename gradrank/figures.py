@@ -211,7 +211,7 @@ def trajectory(cols: dict[str, np.ndarray]) -> str | None:
                 lw = 1.2
             ls = "--" if name in ("E", "test_loss") else "-"
             draw = ax.step if name == "outliers" else ax.plot
-            draw(step, y, color=color, lw=lw, ls=ls, label=name if not re.fullmatch(r"s\d+", name) or name in ("s1", "s2") else None,
+            draw(step, y, color=color, lw=lw, ls=ls, label=_plain(name) if not re.fullmatch(r"s\d+", name) or name in ("s1", "s2") else None,
                  **({"where": "post"} if name == "outliers" else {}))
         if logy and all(np.nanmin(cols[c]) > 0 for c in names if np.isfinite(cols[c]).any()):
             ax.set_yscale("log")
