@@ -167,3 +167,43 @@ def top_k(L: torch.Tensor, R: torch.Tensor, coef: float, k: int, tol: float = 1e
         if residual <= tol or dim >= max_dim:
             return Triplets(U, s, Wall @ P * inv, residual, it)
         Q = _orth(K, Qall)[:, : max_dim - dim]
+
+
+@dataclass
+class Tracked:
+    """Top-k triplets followed along a trajectory; U, s, V keep the whole tracked block (k + oversample)."""
+
+    U: torch.Tensor  # d x p
+    s: torch.Tensor  # p, descending
+    V: torch.Tensor  # m x p
+    k: int
+    residual: float  # max_{i<k} ||A v_i - s_i u_i|| / s_1 at acceptance (A^T u_i = s_i v_i exactly)
+    iterations: int
+    fallback: bool  # the residual test failed and the exact method was used
+
+
+def track_topk(matvec, rmatvec, start: torch.Tensor, k: int, exact, tol: float = 1e-6, max_iter: int = 30) -> Tracked:
+    """Top-k singular triplets of an operator A (d x m) given by matvec (V -> A V) and rmatvec
+    (U -> A^T U), warm-started from the previous block `start` (d x p, p > k; random at first).
+
+    Subspace iteration on A A^T with a Rayleigh-Ritz step per iteration: from an orthonormal
+    block Q, B = A^T Q and the eigenpairs of B^T B give U = Q P, V = B P / s. Along a training
+    trajectory the top subspace moves little per step, so a few iterations meet the residual test
+    ||A v_i - s_i u_i|| <= tol * s_1 (i < k); otherwise `exact()` (-> Spectrum with >= p triplets)
+    is used and the result is flagged as a fallback."""
+    p = start.shape[1]
+    Q = torch.linalg.qr(start)[0]
+    residual = float("inf")
+    for it in range(1, max_iter + 1):
+        B = rmatvec(Q)
+        lam, P = torch.linalg.eigh(B.T @ B)
+        lam, P = lam.flip(0).clamp_min(0), P.flip(1)
+        s = lam.sqrt()
+        U, V = Q @ P, B @ P / s.clamp_min(torch.finfo(s.dtype).tiny)
+        AV = matvec(V)
+        residual = float((AV[:, :k] - U[:, :k] * s[:k]).norm(dim=0).max() / s[0].clamp_min(torch.finfo(s.dtype).tiny))
+        if residual <= tol:
+            return Tracked(U, s, V, k, residual, it, False)
+        Q = torch.linalg.qr(AV)[0]
+    spec = exact()
+    return Tracked(spec.U[:, :p], spec.s[:p], spec.V[:, :p], k, residual, max_iter, True)
