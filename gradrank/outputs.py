@@ -8,8 +8,11 @@ from gradrank import io
 from gradrank.config import to_toml
 
 
-def write_run(target: Path, result) -> Path:
-    """config.toml, metrics.json, arrays.npz, provenance.json and the report, all or nothing."""
+def write_run(target: Path, result, extra_files=None) -> Path:
+    """config.toml, metrics.json, arrays.npz, provenance.json and the report, all or nothing.
+
+    `extra_files(tmp_dir)` writes a command's own files (e.g. train's trajectory.csv) into the
+    staged directory before the report is rendered."""
     cfg = result.config
     prov = io.provenance(cfg.compute.device, cfg.compute.dtype, cfg.seed, result.timings)
     metrics = {**result.metrics, "config": cfg.to_dict(), "provenance": prov}
@@ -18,6 +21,8 @@ def write_run(target: Path, result) -> Path:
         io.write_json(tmp / "metrics.json", metrics)
         io.write_json(tmp / "provenance.json", {"config_hash": cfg.hash(), **prov})
         io.write_npz(tmp / "arrays.npz", result.arrays)
+        if extra_files is not None:
+            extra_files(tmp)
         if cfg.output.report or cfg.output.pdf:
             from gradrank import report
 
