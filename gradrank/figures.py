@@ -242,7 +242,7 @@ def regime_map(xkey: str, xs: list, ykey: str | None, ys: list, regimes: list[li
 
     names = list(REGIME_COLORS)
     M = np.array([[names.index(r) if r in names else np.nan for r in row] for row in regimes], float)
-    fig, ax = _figure(figsize=(min(WIDTH, 1.6 + 0.42 * len(xs)), 0.9 + 0.3 * len(ys)))
+    fig, ax = _figure(figsize=(min(WIDTH, 3.2 + 0.5 * len(xs)), 1.0 + 0.32 * len(ys)))
     _mesh(ax, M, cmap=ListedColormap(list(REGIME_COLORS.values())), vmin=-0.5, vmax=len(names) - 0.5)
     _grid_axes(ax, xkey, xs, ykey, ys)
     present = [n for n in names if n in {r for row in regimes for r in row}]
@@ -260,12 +260,14 @@ def ratio_map(xkey: str, xs: list, ykey: str | None, ys: list, ratio: np.ndarray
     R = np.asarray(ratio, float)
     pos = R[np.isfinite(R) & (R > 0)]
     norm = LogNorm(pos.min(), pos.max()) if pos.size and pos.max() > 10 * pos.min() else None
-    fig, ax = _figure(figsize=(min(WIDTH, 1.9 + 0.42 * len(xs)), 0.9 + 0.3 * len(ys)))
+    fig, ax = _figure(figsize=(min(WIDTH, 2.4 + 0.5 * len(xs)), 1.0 + 0.32 * len(ys)))
     im = _mesh(ax, R, cmap="viridis", norm=norm)
     if R.size <= 150:
         for (i, j), v in np.ndenumerate(R):
             if np.isfinite(v):
-                ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=6, color="white")
+                r, g, b, _ = im.cmap(im.norm(v))
+                ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=6,
+                        color="#222" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white")
     _grid_axes(ax, xkey, xs, ykey, ys)
     fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
     ax.set_title("‖S2‖ / ‖S1‖ (mean over seeds)")
