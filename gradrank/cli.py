@@ -406,6 +406,77 @@ def scaling(
     run_guarded(go)
 
 
+class _TrainProgress:
+    """Training progress: a rich bar on a terminal, one plain line per record in batch jobs."""
+
+    def __init__(self, total: int, quiet: bool):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.total, self.quiet, self.bar = total, quiet, None
+
+    def __enter__(self):
+        if self.console.is_terminal and not self.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]}  s1 {task.fields[s1]}  outliers {task.fields[out]}"),
+                                TimeRemainingColumn(), console=self.console)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("train", total=self.total, loss="?", s1="?", out="?")
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, row: dict) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=row["step"], loss=f"{row['train_loss']:.4g}", s1=f"{row['G']:.4g}",
+                            out=row["outliers"])
+        elif not self.quiet:
+            typer.echo(f"step {row['step']}/{self.total}: train_loss={row['train_loss']:.6g} test_loss={row['test_loss']:.6g} "
+                       f"G={row['G']:.4g} S1={row['S1']:.4g} S2={row['S2']:.4g} E={row['E']:.4g} "
+                       f"outliers={row['outliers']} stable_rank={row['stable_rank']:.4g}", err=True)
+
+
+@app.command("train")
+def train_cmd(
+    config: Optional[Path] = ConfigArg,
+    set_: Optional[List[str]] = SetOpt,
+    seed: Optional[int] = SeedOpt,
+    out: Optional[Path] = OutOpt,
+    device: Optional[str] = DeviceOpt,
+    weights: Optional[Path] = typer.Option(None, "--weights", help="start from W, a in an .npz file"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the run directory"),
+):
+    """Train W (gd by default; sgd, adam) with the gradient's decomposition tracked over steps."""
+
+    def go():
+        cfg = load_config(config, set_, seed, device)
+        if no_report:
+            cfg = cfg.replace(**{"output.report": False})
+        from gradrank import outputs
+        from gradrank import train as train_mod
+        from gradrank.resources import check_memory
+
+        cfg = train_mod.resolve(cfg)
+        check_memory(cfg)
+        with _TrainProgress(cfg.train.steps, quiet) as progress:
+            tr = train_mod.train(cfg, progress, weights_path=weights)
+        target = out or default_out(cfg, "train")
+        train_mod.write(target, tr)
+        if tr.diverged:
+            typer.echo(f"warning: {tr.message}; the trajectory up to step {tr.info['steps_done']} is saved", err=True)
+        if quiet:
+            typer.echo(str(target))
+        else:
+            outputs.print_summary(tr.result, target)
+
+    run_guarded(go)
+
+
 def _toml_str(p: Path) -> str:
     import json
 
