@@ -56,8 +56,7 @@ CLAIMS = {
     ]),
 }
 
-COLUMNS = ("outliers", "s1", "s2", "s3", "S1", "S12", "S2", "E", "res_u1", "spk_u1", "res_u2", "spk_u2",
-           "cap_res", "cap_spk", "reg")
+COLUMNS = ("outliers", "s1", "s2", "S1", "S12", "S2", "E", "res_u1", "spk_u1", "spk_u2", "cap_res", "cap_spk", "reg")
 
 
 def measure(base: str | None, sets: list[str], seed: int) -> dict:
@@ -100,7 +99,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--only", default="", help="comma-separated claims: " + ", ".join(CLAIMS))
     ap.add_argument("--json", type=Path, default=None, help="write every run's numbers here")
+    ap.add_argument("--from-json", type=Path, default=None, help="print the tables of a saved --json file, run nothing")
     args = ap.parse_args(argv)
+    if args.from_json:
+        for claim, rows in json.loads(args.from_json.read_text()).items():
+            print(f"\n### {claim}\n\n{table(claim, rows)}\n")
+        return 0
     chosen = [c for c in args.only.split(",") if c] or list(CLAIMS)
     results = {}
     for claim in chosen:

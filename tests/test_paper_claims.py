@@ -85,3 +85,30 @@ def test_planted_w_keeps_decomposition_and_plants_q(vector):
     m = run("data.nu=0.3", "model.planted=1.0", f"model.planted_vector={vector}", seed=0)
     assert m["identity_error"] < 1e-12
     assert m["norms"]["S2"] + m["norms"]["S12"] > 2 * (iso["norms"]["S2"] + iso["norms"]["S12"])
+
+
+def test_sample_configs_load_and_default_lists_every_key():
+    """Every experiment config is valid for its command; default.toml is the full default config."""
+    import tomllib
+    from pathlib import Path
+
+    from gradrank import sweep
+
+    root = Path(__file__).resolve().parent.parent / "sample_configs"
+    names = {p.name for p in root.glob("*.toml")}
+    assert {"default.toml", "fig1_isotropic.toml", "fig1_planted.toml", "fig2_activations.toml", "mf_vs_ntk.toml",
+            "regularizers.toml", "training.toml", "real_digits.toml", "real_mnist1d.toml", "real_patches.toml",
+            "scaling.toml"} <= names
+    for name in names:
+        base, spec = sweep.load(root / name)
+        assert len(sweep.points(base, spec)) >= 1
+    fig1 = sweep.load(root / "fig1_isotropic.toml")[1]
+    assert {"data.nu", "model.activation", "loss.kind"} <= set(fig1.axes) and fig1.seeds >= 5
+    assert min(fig1.axes["data.nu"]) < 0.25 <= 0.4 < max(fig1.axes["data.nu"]) and max(fig1.axes["data.nu"]) > 0.5
+    default = config.load(root / "default.toml")
+    assert default == config.load()
+    raw = tomllib.loads((root / "default.toml").read_text())
+    full = config.Config().to_dict()
+    for section, values in full.items():
+        if isinstance(values, dict):
+            assert set(raw[section]) == {k for k, v in values.items() if v is not None}, section
