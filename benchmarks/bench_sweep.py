@@ -3,14 +3,16 @@
 1. Local pool: a 16-point grid of paper-size analyses (n=750, d=1000, m=1250; 4 values of
    data.nu x 4 seeds). The obvious implementation is a serial loop in this process calling
    analysis.analyze + outputs.write_run; ours is `gradrank sweep`'s LocalExecutor with 1 and
-   with 2 workers. Every case uses 1 torch thread per worker (torch.set_num_threads(1)), so
-   the ratio measures process parallelism, not BLAS threads. Wall times include the pool's
-   start-up (fork server importing torch).
+   with 2 workers. Every case uses 1 torch and 1 BLAS thread per worker, so
+   the ratio measures process parallelism, not BLAS threads. Reported twice: including the
+   workers' start-up (the fork server, which imports torch once per process, is started
+   before and timed separately) and with the workers started beforehand (LocalExecutor.start),
+   i.e. the sustained throughput of a long sweep.
 2. Dask: per-point overhead of the Dask path over a direct call, on tiny points (n=d=m=16),
    with a LocalCluster of 1 single-threaded worker started (and warmed) beforehand:
    (Dask wall time - direct wall time) / points.
 
-Run: python benchmarks/bench_sweep.py [--points 16] [--tiny 60]
+Run: python benchmarks/bench_sweep.py [--points 16] [--tiny 60]   (0 skips a part)
 """
 
 from __future__ import annotations
@@ -41,38 +43,61 @@ def direct(root: Path, base, spec, pts) -> float:
     return time.perf_counter() - t
 
 
-def through(root: Path, base, spec, pts, executor) -> float:
+def through(root: Path, base, spec, pts, executor, warm: bool = False) -> tuple[float, float]:
+    """(wall seconds, mean seconds inside a point) of a sweep; warm: workers started beforehand."""
     store = sweep.open_store(root, base, spec, pts, executor.info())
+    if warm:
+        executor.start()
+    inside = []
     t = time.perf_counter()
-    failed = sweep.run(store, pts, "analyze", executor, threads=executor.threads)
+    failed = sweep.run(store, pts, "analyze", executor, lambda p: p.outcome and inside.append(p.outcome.seconds),
+                       threads=executor.threads)
     assert not failed
-    return time.perf_counter() - t
+    return time.perf_counter() - t, sum(inside) / max(1, len(inside))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=16, help="paper-size points (4 nu values x points/4 seeds)")
-    ap.add_argument("--tiny", type=int, default=60, help="tiny points for the Dask overhead")
+    ap.add_argument("--tiny", type=int, default=60, help="tiny points for the Dask overhead (0: skip)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
+    if args.points:
+        local_pool(tmp, args.points)
+    if args.tiny:
+        dask_overhead(tmp, args.tiny)
+    print(f"(stores under {tmp})")
 
-    base, spec, pts = grid([], [0.1, 0.25, 0.4, 0.6], max(1, args.points // 4))
+
+def local_pool(tmp: Path, points: int) -> None:
+    base, spec, pts = grid([], [0.1, 0.25, 0.4, 0.6], max(1, points // 4))
     n = len(pts)
     t_direct = direct(tmp / "direct", base, spec, pts)
-    t1 = through(tmp / "local1", base, spec, pts, LocalExecutor(jobs=1, threads=1))
-    t2 = through(tmp / "local2", base, spec, pts, LocalExecutor(jobs=2, threads=1))
-    print(f"local pool, {n} paper-size points, 1 torch thread per worker:")
-    print(f"  serial loop in-process (obvious) {t_direct:7.2f} s  {n / t_direct:6.3f} points/s")
-    print(f"  gradrank sweep, 1 worker         {t1:7.2f} s  {n / t1:6.3f} points/s")
-    print(f"  gradrank sweep, 2 workers        {t2:7.2f} s  {n / t2:6.3f} points/s")
-    print(f"  throughput ratio 2 workers / 1 worker       {t1 / t2:5.2f}x (target >= 1.8x)")
-    print(f"  throughput ratio 2 workers / serial loop    {t_direct / t2:5.2f}x")
+    print(f"local pool, {n} paper-size points, 1 torch/BLAS thread per worker:")
+    print(f"  serial loop in-process (obvious)  {t_direct:7.2f} s  {n / t_direct:6.3f} points/s")
+    t = time.perf_counter()
+    LocalExecutor(1, 1).start()  # the fork server (imports torch) lives on: start it once, untimed below
+    print(f"  fork server start-up (once per process)  {time.perf_counter() - t:7.2f} s")
+    walls = {}
+    for warm in (False, True):
+        for jobs in (1, 2):
+            wall, inside = through(tmp / f"local{jobs}{'w' * warm}", base, spec, pts, LocalExecutor(jobs, 1), warm)
+            walls[warm, jobs] = wall
+            print(f"  gradrank sweep, {jobs} worker(s), {'workers started beforehand' if warm else 'including worker start '}"
+                  f"  {wall:7.2f} s  {n / wall:6.3f} points/s  ({inside:.2f} s inside a point)")
+    for warm, what in ((False, "end to end"), (True, "workers running")):
+        print(f"  throughput ratio 2 workers / 1 worker, {what}: {walls[warm, 1] / walls[warm, 2]:5.2f}x (target >= 1.8x)")
 
-    from distributed import Client, LocalCluster
 
+def dask_overhead(tmp: Path, points: int) -> None:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        print("dask: distributed is not installed, overhead not measured")
+        return
     sets = ["data.n=16", "data.d=16", "model.width=16", "analysis.top_k=4"]
-    nus = [round(0.01 * i, 2) for i in range(args.tiny)]
+    nus = [round(0.01 * i, 2) for i in range(points)]
     base, spec, tiny = grid(sets, nus, 0)
     warm_base, warm_spec, warm = grid(sets, [0.999], 0)
     direct(tmp / "tiny-warm", warm_base, warm_spec, warm)
@@ -81,13 +106,12 @@ def main() -> None:
             Client(cluster) as client:
         client.run(torch.set_num_threads, 1)
         through(tmp / "tiny-dask-warm", warm_base, warm_spec, warm, DaskExecutor(scheduler=cluster.scheduler_address))
-        t_dask = through(tmp / "tiny-dask", base, spec, tiny, DaskExecutor(scheduler=cluster.scheduler_address))
+        t_dask = through(tmp / "tiny-dask", base, spec, tiny, DaskExecutor(scheduler=cluster.scheduler_address))[0]
     per_direct, per_dask = t_direct / len(tiny), t_dask / len(tiny)
     print(f"dask, {len(tiny)} tiny points, 1 single-threaded worker:")
     print(f"  direct call (obvious)  {1e3 * per_direct:7.2f} ms/point")
     print(f"  dask path              {1e3 * per_dask:7.2f} ms/point  ({per_dask / per_direct:4.2f}x)")
     print(f"  overhead per point     {1e3 * (per_dask - per_direct):7.2f} ms (target < 50 ms)")
-    print(f"(stores under {tmp})")
 
 
 if __name__ == "__main__":

@@ -51,12 +51,29 @@ def _alive(pid: int) -> bool:
             return False
 
 
-def _init_local_worker(threads: int, owner: int) -> None:
-    """Set torch threads; exit when the sweep process dies (no orphan keeps computing). The
-    owner is watched, not the parent: forkserver workers are children of the fork server."""
+_limits = []
+
+
+def limit_threads(threads: int) -> None:
+    """Use `threads` threads in torch and in every BLAS/OpenMP library, those loaded already
+    (threadpoolctl) and those loaded later (environment, e.g. scipy's own OpenBLAS): workers
+    that run side by side must not each spin one thread per core."""
     import torch
 
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
     torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn's dependency; without it only torch is limited
+        return
+    _limits.append(threadpool_limits(threads))
+
+
+def _init_local_worker(threads: int, owner: int) -> None:
+    """Limit threads; exit when the sweep process dies (no orphan keeps computing). The owner
+    is watched, not the parent: forkserver workers are children of the fork server."""
+    limit_threads(threads)
 
     def watch():
         while _alive(owner):
@@ -83,14 +100,19 @@ class LocalExecutor:
     def info(self) -> dict:
         return {"name": self.name, "jobs": self.jobs, "threads": self.threads}
 
-    def _start(self):
+    def start(self):
+        """Start the workers (from a fork server that imports torch once) and wait until they
+        answer; run() calls it, callers may call it early to keep start-up out of a timing."""
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["gradrank.analysis", "gradrank.outputs", "gradrank.sweep"])
-        self._pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_local_worker,
-                                         initargs=(self.threads, os.getpid()))
+        if self._pool is None:
+            ctx = mp.get_context("forkserver")
+            ctx.set_forkserver_preload(["gradrank.analysis", "gradrank.outputs", "gradrank.sweep"])
+            self._pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_local_worker,
+                                             initargs=(self.threads, os.getpid()))
+            for f in [self._pool.submit(os.getpid) for _ in range(self.jobs)]:
+                f.result()
         return self._pool
 
     def run(self, fn, tasks, store):
@@ -100,7 +122,7 @@ class LocalExecutor:
         self._clean = False
         pending, lost = list(tasks), {}
         while pending:
-            pool = self._start()
+            pool = self.start()
             futures = {pool.submit(fn, t): t for t in pending}
             pending, not_done = [], set(futures)
             while not_done:

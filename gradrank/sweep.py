@@ -27,7 +27,7 @@ from gradrank import config as config_mod
 from gradrank import io
 from gradrank.config import Config
 from gradrank.errors import InputError
-from gradrank.executors import Outcome
+from gradrank.executors import Outcome, limit_threads
 
 MANIFEST = "sweep.json"
 TABLE = "results.csv"
@@ -225,9 +225,7 @@ def run_point(task: PointTask) -> Outcome:
     if store.point_dir(task.hash).is_dir():
         return Outcome(task.hash, "skipped")
     if task.threads:
-        import torch
-
-        torch.set_num_threads(task.threads)
+        limit_threads(task.threads)
     try:
         RUNNERS[task.command](config_mod.from_dict(task.config), store.point_dir(task.hash))
         store.failed_path(task.hash).unlink(missing_ok=True)

@@ -186,7 +186,7 @@ def test_local_workers_exit_with_the_sweep_process():
     code = (
         "import os\n"
         "from gradrank.executors import LocalExecutor\n"
-        "print(LocalExecutor(1, 1)._start().submit(os.getpid).result(), flush=True)\n"
+        "print(LocalExecutor(1, 1).start().submit(os.getpid).result(), flush=True)\n"
         "os._exit(0)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
