@@ -43,13 +43,13 @@ class Triplets:
     iterations: int
 
 
-def _eig_top(C: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _eig_top(C: torch.Tensor, k: int, lapack: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All eigenvalues of the symmetric C (descending, clamped at 0) and the top-k eigenvectors.
 
-    On the CPU one tridiagonal reduction serves both (C is overwritten); eigh computes all n
-    eigenvectors, of which k are wanted."""
+    On the CPU (lapack = None: when C is there) one tridiagonal reduction serves both and C is
+    overwritten; elsewhere torch.linalg.eigh computes all n eigenvectors, of which k are kept."""
     n = C.shape[0]
-    if C.device.type != "cpu" or n < 3:
+    if not (C.device.type == "cpu" if lapack is None else lapack) or n < 3:
         lam, P = torch.linalg.eigh(C)
         return lam.flip(0).clamp_min(0), P[:, n - k :].flip(1)
     import numpy as np
@@ -196,9 +196,10 @@ def track_topk(matvec, rmatvec, start: torch.Tensor, k: int, exact, tol: float =
     residual = float("inf")
     for it in range(1, max_iter + 1):
         B = rmatvec(Q)
-        lam, P = torch.linalg.eigh(B.T @ B)
+        c = B.abs().max().clamp_min(torch.finfo(B.dtype).tiny)  # scaled Gram: no overflow for huge A
+        lam, P = torch.linalg.eigh((B / c).T @ (B / c))
         lam, P = lam.flip(0).clamp_min(0), P.flip(1)
-        s = lam.sqrt()
+        s = c * lam.sqrt()
         U, V = Q @ P, B @ P / s.clamp_min(torch.finfo(s.dtype).tiny)
         AV = matvec(V)
         residual = float((AV[:, :k] - U[:, :k] * s[:k]).norm(dim=0).max() / s[0].clamp_min(torch.finfo(s.dtype).tiny))

@@ -1,0 +1,153 @@
+"""Fast spectral paths against dense references: values to 1e-8 * s_1 (normwise, float64),
+top-k subspace angles < 1e-6; the block Krylov top_k; the blocked identity check; device plumbing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gradrank import analysis, spectral
+from gradrank.cli import app
+from gradrank.decompose import decompose, mu_population
+from gradrank.gradient import gradient
+
+
+def _factors(n, d, m, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    L = torch.randn(n, d, generator=g, dtype=torch.float64)
+    R = torch.randn(n, m, generator=g, dtype=torch.float64) * torch.linspace(3, 0.1, m, dtype=torch.float64)
+    R[:, : m // 2] += 4 * torch.randn(n, 1, generator=g, dtype=torch.float64)  # an outlier, as in G
+    return L.to(dtype), R.to(dtype)
+
+
+def _angle(A, B):
+    """Largest principal angle between span(A) and span(B)."""
+    qa, qb = torch.linalg.qr(A.double())[0], torch.linalg.qr(B.double())[0]
+    return float(torch.sqrt(1 - torch.linalg.svdvals(qa.T @ qb).clamp(max=1).min() ** 2))
+
+
+@pytest.mark.parametrize("n,d,m", [(60, 90, 120), (60, 120, 90), (150, 90, 120), (150, 120, 90)])
+def test_spectrum_matches_dense_svd(n, d, m):
+    """Factored route (n < min(d, m)) and both dense-Gram sides (d <= m, d > m) vs torch.linalg.svd."""
+    L, R = _factors(n, d, m)
+    A = 0.7 * L.T @ R
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    sp = spectral.spectrum(L, R, 0.7, 6)
+    assert sp.values.shape == S.shape
+    assert float((sp.values - S).abs().max()) <= 1e-8 * float(S[0])
+    assert sp.fro2 == pytest.approx(float(A.pow(2).sum()), rel=1e-12)
+    assert _angle(sp.U, U[:, :6]) < 1e-6 and _angle(sp.V, Vh[:6].T) < 1e-6
+    assert torch.allclose(sp.U.norm(dim=0), torch.ones(6, dtype=A.dtype), atol=1e-10)
+    # each triplet is one: A v = s u
+    assert float((A @ sp.V - sp.U * sp.s).norm(dim=0).max()) <= 1e-10 * float(S[0])
+
+
+def test_values_only_and_torch_eigh_route_agree():
+    """k = 0 gives the same values; the torch.linalg.eigh route (used off the CPU) gives the same
+    eigenpairs as the one-tridiagonalisation LAPACK route."""
+    L, R = _factors(80, 100, 140)
+    full, vals = spectral.spectrum(L, R, 1.0, 5), spectral.spectrum(L, R, 1.0, 0)
+    assert vals.U.shape == (100, 0) and vals.V.shape == (140, 0)
+    assert torch.allclose(full.values, vals.values, rtol=0, atol=1e-12 * float(full.values[0]))
+    M = R[:, :100].T @ R[:, :100] + torch.diag(torch.arange(100.0, dtype=torch.float64))
+    lam_l, P_l = spectral._eig_top(M.clone(), 7, lapack=True)
+    lam_t, P_t = spectral._eig_top(M.clone(), 7, lapack=False)
+    ref = torch.linalg.eigvalsh(M).flip(0)
+    for lam in (lam_l, lam_t):
+        assert float((lam - ref).abs().max()) <= 1e-12 * float(ref[0])
+    assert _angle(P_l, P_t) < 1e-6
+    assert float((M @ P_l - P_l * lam_l[:7]).norm(dim=0).max()) <= 1e-10 * float(ref[0])
+
+
+def test_accurate_mode_resolves_tiny_singular_values():
+    """With L^T orthonormal and R = P diag(s) V^T the singular values are s exactly. The Gram route
+    meets its normwise bound (1e-8 s_1) but loses values below ~sqrt(eps) s_1; accurate=True (an
+    SVD of the factor) has the backward-stable bound ~eps s_1."""
+    n, d, m = 40, 70, 90
+    g = torch.Generator().manual_seed(3)
+    Q = torch.linalg.qr(torch.randn(d, n, generator=g, dtype=torch.float64))[0]
+    P = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(m, n, generator=g, dtype=torch.float64))[0]
+    s = torch.logspace(0, -12, n, dtype=torch.float64)
+    L, R = Q.T, P @ torch.diag(s) @ V.T
+    gram, acc = spectral.spectrum(L, R, 2.0, 3), spectral.spectrum(L, R, 2.0, 3, accurate=True)
+    assert float((gram.values[:n] - 2 * s).abs().max()) <= 1e-8 * 2
+    assert float((acc.values[:n] - 2 * s).abs().max()) <= 1e-14 * 2
+    assert float((gram.values[:n] - 2 * s).abs().max()) > 1e-12 * 2
+    assert float(acc.values[n:].abs().max()) == 0.0
+
+
+def test_float32_spectrum_within_its_normwise_bound():
+    L, R = _factors(60, 90, 120)
+    S = torch.linalg.svdvals(L.T @ R)
+    sp = spectral.spectrum(L.float(), R.float(), 1.0, 4)
+    assert sp.values.dtype == torch.float32
+    assert float((sp.values.double() - S).abs().max()) <= 1e-3 * float(S[0])
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_top_k_block_krylov_matches_dense_svd(dtype, tol):
+    L, R = _factors(200, 300, 500, seed=1, dtype=dtype)
+    A = (0.5 * L.T @ R).double()
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    tk = spectral.top_k(L, R, 0.5, 6, tol=tol)
+    assert tk.residual <= tol
+    assert float((tk.s.double() - S[:6]).abs().max()) <= 10 * tol * float(S[0])
+    # A^T u_i = s_i v_i exactly (Rayleigh-Ritz), A v_i - s_i u_i = the reported residual
+    Ud, Vd, sd = tk.U.double(), tk.V.double(), tk.s.double()
+    res = (A @ Vd - Ud * sd).norm(dim=0).max() / S[0]
+    assert float(res) == pytest.approx(tk.residual, rel=1e-2 if dtype == torch.float64 else 0.5, abs=1e-6)
+    gap = float(S[5] - S[6]) / float(S[0])
+    assert _angle(Ud, U[:, :6]) <= 10 * tol / gap and _angle(Vd, Vh[:6].T) <= 10 * tol / gap
+
+
+def test_top_k_warm_start_converges_at_once():
+    """Started from the exact right vectors (as when tracking a slowly changing G) it needs one step."""
+    L, R = _factors(200, 300, 500, seed=2)
+    cold = spectral.top_k(L, R, 1.0, 4, tol=1e-10)
+    warm = spectral.top_k(L, R, 1.0, 4, tol=1e-10, start=cold.V)
+    assert warm.iterations == 1 < cold.iterations
+    assert torch.allclose(warm.s, cold.s, rtol=1e-10)
+
+
+@pytest.fixture()
+def decomposed(small_cfg):
+    cfg, ds, net = analysis.prepare(small_cfg("data.nu=0.4", "model.activation=tanh"))
+    grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
+    mu, err = mu_population(ds, net, cfg.analysis.quadrature)
+    return ds, grad, decompose(grad, ds, net, mu, err)
+
+
+def test_identity_residual_is_the_dense_check(decomposed):
+    """Blocked addmm form = ||G - (S1 + S12 + S2 + E)||/||G|| with every term formed densely, at any
+    block size; a perturbed term is caught with the size it should have."""
+    ds, grad, dec = decomposed
+    G = grad.dense()
+    dense = float((G - dec.E_dense(ds.X_B) - dec.S1.dense() - dec.S12.dense() - dec.S2.dense()).norm() / G.norm())
+    assert dense < 1e-13
+    for block in (1 << 25, 8 * G.shape[0] * 7):  # one block, and blocks of 7 columns
+        assert analysis.identity_residual(G, dec, ds.X_B, block) == pytest.approx(dense, abs=1e-15)
+    dec.S2.scale *= 1 + 1e-6
+    expected = 1e-6 * dec.S2.norm() / (1 + 1e-6) / float(G.norm())
+    assert analysis.identity_residual(G, dec, ds.X_B, 8 * G.shape[0] * 7) == pytest.approx(expected, rel=1e-3)
+
+
+def test_cuda_device_plumbing(tmp_path, small_cfg):
+    """--device cuda: without CUDA a one-line input error (exit 2, nothing written); with it, the
+    same numbers as on the CPU."""
+    sets = ["--set", "data.n=40", "--set", "data.d=50", "--set", "model.width=60", "--no-report", "-q"]
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["analyze", *sets, "--device", "cuda", "-o", str(out)])
+    if not torch.cuda.is_available():
+        assert res.exit_code == 2
+        assert "compute.device" in res.output and len(res.output.strip().splitlines()) == 1
+        assert not out.exists()
+        return
+    assert res.exit_code == 0, res.output
+    cpu = CliRunner().invoke(app, ["analyze", *sets, "-o", str(tmp_path / "cpu")])
+    assert cpu.exit_code == 0
+    import json
+
+    a, b = (json.loads((p / "metrics.json").read_text()) for p in (out, tmp_path / "cpu"))
+    assert a["singular_values"] == pytest.approx(b["singular_values"], rel=1e-8)
