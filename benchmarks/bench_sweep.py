@@ -22,10 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from gradrank import sweep
-from gradrank.executors import DaskExecutor, LocalExecutor
+from gradrank.executors import DaskExecutor, LocalExecutor, limit_threads
 
 
 def grid(sets, nus, seeds):
@@ -61,7 +60,7 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=16, help="paper-size points (4 nu values x points/4 seeds)")
     ap.add_argument("--tiny", type=int, default=60, help="tiny points for the Dask overhead (0: skip)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    limit_threads(1)  # this process too: the serial loop and direct calls use 1 thread as well
     tmp = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     if args.points:
         local_pool(tmp, args.points)
@@ -104,7 +103,7 @@ def dask_overhead(tmp: Path, points: int) -> None:
     t_direct = direct(tmp / "tiny-direct", base, spec, tiny)
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        client.run(torch.set_num_threads, 1)
+        client.run(limit_threads, 1)
         through(tmp / "tiny-dask-warm", warm_base, warm_spec, warm, DaskExecutor(scheduler=cluster.scheduler_address))
         t_dask = through(tmp / "tiny-dask", base, spec, tiny, DaskExecutor(scheduler=cluster.scheduler_address))[0]
     per_direct, per_dask = t_direct / len(tiny), t_dask / len(tiny)

@@ -229,13 +229,13 @@ class DaskExecutor:
                 finished.put(f)
 
         threading.Thread(target=collect, daemon=True).start()
-        left = len(tasks)
+        left, slots = len(tasks), max(1, sum(self._client.nthreads().values()))
         while left:
-            slots = max(1, sum(self._client.nthreads().values()))
             self.running = min(slots, left)
             try:
                 f = finished.get(timeout=HEARTBEAT)
             except queue.Empty:
+                slots = max(1, sum(self._client.nthreads().values()))  # workers come and go
                 yield None
                 continue
             left -= 1
