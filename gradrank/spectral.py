@@ -200,7 +200,8 @@ def track_topk(matvec, rmatvec, start: torch.Tensor, k: int, exact, tol: float =
         lam, P = torch.linalg.eigh((B / c).T @ (B / c))
         lam, P = lam.flip(0).clamp_min(0), P.flip(1)
         s = c * lam.sqrt()
-        U, V = Q @ P, B @ P / s.clamp_min(torch.finfo(s.dtype).tiny)
+        inv = torch.where(s > s[0] * torch.finfo(s.dtype).eps, 1 / s, 0.0)  # rank-deficient A: zero, not huge, columns
+        U, V = Q @ P, B @ P * inv
         AV = matvec(V)
         residual = float((AV[:, :k] - U[:, :k] * s[:k]).norm(dim=0).max() / s[0].clamp_min(torch.finfo(s.dtype).tiny))
         if residual <= tol:

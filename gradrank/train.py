@@ -163,10 +163,10 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, weights_
             step_ds = regularizers.noisy_data(cfg, ds, t)
             try:
                 grad = gradient(net, step_ds.X, step_ds.y, kind)
-            except InputError as exc:  # the gradient left the dtype's range: divergence, unless at the start
+            except InputError:  # the gradient left the dtype's range: divergence, unless at the start
                 if t == 0:
                     raise
-                diverged, message = True, f"diverged at step {t}: {exc}; lower train.lr"
+                diverged, message = True, f"diverged at step {t}: the gradient overflows {cfg.compute.dtype}; lower train.lr"
                 break
             reg = regularizers.penalty_gradient(cfg, net, ds.X, ds.y, kind)
             G = grad.dense() if reg is None else grad.dense() + reg
