@@ -289,6 +289,8 @@ def _deep_update(base: dict, new: dict, prefix: str) -> None:
             _deep_update(base[k], v, f"{prefix}{k}.")
         elif k not in base:
             raise InputError(f"unknown config key '{prefix}{k}'{_suggest(k, base)}")
+        elif isinstance(base[k], dict):
+            raise InputError(f"config key '{prefix}{k}' must be a table ([{prefix}{k}])")
         else:
             base[k] = v
 

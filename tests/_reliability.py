@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 
 def record(area: str, tried: str, outcome: str) -> None:
     path = os.environ.get("GRADRANK_RELIABILITY_LOG")
     if path:
+        row = {"area": area, "tried": _short(tried), "outcome": _short(outcome)}
         with open(path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"area": area, "tried": tried, "outcome": outcome}) + "\n")
+            fh.write(json.dumps(row) + "\n")
+
+
+def _short(text: str) -> str:
+    """Without pytest's temporary directories, which differ on every run."""
+    return re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/\s]+/", "", text)
 
 
 def tree(root) -> set[str]:

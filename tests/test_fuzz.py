@@ -75,8 +75,19 @@ def test_fuzz_config_dicts(raw):
     OUTCOMES["config", "random nested config tables", "valid config (TOML round trip checked)"] += 1
 
 
+@st.composite
+def plausible_set(draw):
+    """KEY=VALUE with a value of the right kind for the key (often valid, sometimes out of range)."""
+    key = draw(st.sampled_from(sorted(FIELDS)))
+    f = FIELDS[key]
+    if isinstance(f.default, bool) or f.metadata.get("choices"):
+        return f"{key}={json.dumps(_valid_value(f, draw))}"
+    return f"{key}={draw(st.integers(-3, 50) if isinstance(f.default, int) else st.floats(-1, 12))}"
+
+
 @FAST
 @given(sets=st.lists(st.one_of(
+    plausible_set(),
     st.tuples(keys, values).map(lambda kv: f"{kv[0]}={json.dumps(kv[1]) if not isinstance(kv[1], str) else kv[1]}"),
     st.text(max_size=25)), min_size=1, max_size=3))
 def test_fuzz_set_strings(sets):
