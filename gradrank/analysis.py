@@ -71,6 +71,9 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     lap("spectrum")
     reg_m = None if reg is None else reg_metrics(reg, dec.S1.left, ds.q, spec_G.fro2)
     m = metrics_mod.compute(spec_G, spec_E, dec, G, ds.q, net.a, None if reg is None else reg_m["norm"], identity_error, acfg)
+    # how strongly G as a whole (penalty included) points along the two predicted directions
+    m["directions"] = {"residue": float((dec.S1.left @ G).norm()) / max(float(dec.S1.left.norm()), 1e-300),
+                       "spike": float((ds.q @ G).norm())}
     if reg is not None:
         m["reg"] = reg_m
         m["shares"]["reg"] = reg_m["share"]

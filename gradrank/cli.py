@@ -3,6 +3,7 @@ so `gradrank --help` never imports torch."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -473,6 +474,51 @@ def train_cmd(
             typer.echo(str(target))
         else:
             outputs.print_summary(tr.result, target)
+
+    run_guarded(go)
+
+
+@app.command()
+def regpath(
+    config: Optional[Path] = ConfigArg,
+    set_: Optional[List[str]] = SetOpt,
+    out: Optional[Path] = OutOpt,
+    device: Optional[str] = DeviceOpt,
+    grid: Optional[List[str]] = typer.Option(None, "--grid", help="NAME=S1,S2,... strengths for weight_decay, jacobian or input_noise (repeatable)"),
+    seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
+    steps: int = typer.Option(0, "--steps", min=0, help="training steps before decomposing (0: at initialisation)"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the output directory"),
+):
+    """Regularisation path: which component (S1 or S2) each regulariser suppresses or boosts."""
+
+    def go():
+        cfg = load_config(config, set_, None, device)
+        try:
+            seed_list = [int(x) for x in seeds.split(",") if x.strip()]
+        except ValueError:
+            raise InputError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+        if not seed_list or min(seed_list) < 0:
+            raise InputError(f"--seeds must list non-negative integers, got {seeds!r}")
+        from gradrank import regpath as rp
+        from gradrank.resources import check_memory
+
+        grids = rp.parse_grid(list(grid or []))
+        check_memory(cfg)
+
+        def progress(row):
+            if not quiet:
+                typer.echo(f"{row['regularizer']}={row['strength']:g} seed {row['seed']}: S1={row['S1']:.4g} S2={row['S2']:.4g} "
+                           f"S1/S2={row['S1_over_S2']:.4g} reg={row['reg']:.3g}", err=True)
+
+        res = rp.run(cfg, grids, seed_list, steps, progress)
+        target = out or default_out(cfg, "regpath")
+        rp.write(target, cfg, res)
+        if not quiet:
+            for name, summ in res.summary.items():
+                lc = summ["log_change"]
+                typer.echo(f"{name} (up to {summ['strength']:g}): ||S1|| x{math.exp(lc['S1']['mean']):.3g}, "
+                           f"||S2|| x{math.exp(lc['S2']['mean']):.3g}, ||S1||/||S2|| x{math.exp(lc['S1_over_S2']['mean']):.3g}: {summ['verdict']}")
+        typer.echo(str(target))
 
     run_guarded(go)
 
