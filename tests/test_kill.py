@@ -2,8 +2,9 @@
 only complete or absent outputs, never a partial file under a final name; rerunning finishes.
 
 Three fault injections: SIGKILL of a real `gradrank analyze` process at seeded random times,
-SIGKILL of a forked writer at every rename of `outputs.write_run` (so every step of the write
-is hit, not just the computation), and SIGKILL of a whole `gradrank sweep` process group."""
+SIGKILL of a forked writer (analyze's and train's) at every rename of the run-directory write
+(so every step of the write is hit, not just the computation), and SIGKILL of a whole
+`gradrank sweep` process group."""
 
 from __future__ import annotations
 
@@ -89,15 +90,21 @@ def test_analyze_killed_at_random_times(tmp_path):
            "outputs complete or absent after each (" + "; ".join(states) + "); rerun complete, metrics identical")
 
 
-@pytest.mark.parametrize("existing", [False, True])
-def test_write_run_killed_at_every_rename(tmp_path, small_cfg, existing):
-    """Fork a child that writes the run and SIGKILLs itself just before its k-th os.replace (each
-    file's rename, then the directory's), for every k; the parent checks what is left each time."""
-    from gradrank import analysis, outputs
+@pytest.mark.parametrize("kind,existing", [("analyze", False), ("analyze", True), ("train", True)])
+def test_write_killed_at_every_rename(tmp_path, small_cfg, kind, existing):
+    """Fork a child that writes the run (analyze's or train's directory) and SIGKILLs itself just
+    before its k-th os.replace (each file's rename, then the directory's), for every k; the parent
+    checks what is left each time, then reruns the write."""
+    from gradrank import analysis, outputs, train
 
-    cfg = small_cfg("output.report=false")
-    result = analysis.analyze(cfg)
-    outputs.write_run(tmp_path / "reference", result)
+    cfg = small_cfg("output.report=false", "train.steps=4", "train.record_every=2", "train.checkpoint_every=2")
+    if kind == "analyze":
+        result = analysis.analyze(cfg)
+        write = lambda target: outputs.write_run(target, result)  # noqa: E731
+    else:  # empirical mu: the population quadrature at every record would dominate this test's time
+        trajectory = train.train(cfg.replace(**{"analysis.mu": "empirical"}))
+        write = lambda target: train.write(target, trajectory)  # noqa: E731
+    write(tmp_path / "reference")
     parent = tmp_path / "a"
     parent.mkdir()
     out = parent / "run"
@@ -118,25 +125,26 @@ def test_write_run_killed_at_every_rename(tmp_path, small_cfg, existing):
 
             os.replace = replace
             try:
-                outputs.write_run(out, result)
+                write(out)
             finally:
                 os._exit(0)
         _, status = os.waitpid(pid, 0)
         killed = os.WIFSIGNALED(status)
         state = check_parent(parent, "run")
         if existing and state == "complete":  # the old run or the new one, never a mixture
-            seed = json.loads((out / "metrics.json").read_text())["config"]["seed"]
-            assert seed in (cfg.seed, cfg.seed + 1)
-            state += " (new)" if seed == cfg.seed else " (old)"
+            old = json.loads((out / "metrics.json").read_text())["config"]["seed"] == cfg.seed + 1
+            assert old or stable(check_run(out)) == stable(check_run(tmp_path / "reference"))
+            state += " (old)" if old else " (new)"
         states.append(state)
         if not killed:
             break
     assert k >= 6 and states[-1].startswith("complete")
-    assert stable(check_run(out, cfg.hash())) == stable(check_run(tmp_path / "reference"))
-    outputs.write_run(out, result)  # the rerun after the last kill
+    assert stable(check_run(out)) == stable(check_run(tmp_path / "reference"))
+    assert {p.name for p in out.iterdir()} == {p.name for p in (tmp_path / "reference").iterdir()}
+    write(out)  # the rerun after the last kill
     assert check_parent(parent, "run") == "complete"
-    record("kill", f"SIGKILL before each of the {k - 1} renames of write_run ({'replacing a run' if existing else 'fresh'})",
-           "left: " + ", ".join(states[:-1]) + "; rerun complete")
+    record("kill", f"SIGKILL before each of the {k - 1} renames of {kind}'s run-directory write "
+           f"({'replacing a run' if existing else 'fresh'})", "left: " + ", ".join(states[:-1]) + "; rerun complete")
 
 
 def test_sweep_killed_and_resumed(tmp_path):
