@@ -160,11 +160,11 @@ def headline(m: dict) -> str:
     out = m["rank"]["outliers"]
     nr, al = m["norms"], m["alignment"]
     i_res, i_spk = (0, 1) if nr["S1"] >= nr["S2"] else (1, 0)
-    res = al["residue"][i_res] if len(al["residue"]) > i_res else math.nan
-    spk = al["spike"][i_spk] if len(al["spike"]) > i_spk else math.nan
+    res = f"{al['residue'][i_res]:.2f}" if len(al["residue"]) > i_res else "–"
+    spk = f"{al['spike'][i_spk]:.2f}" if len(al["spike"]) > i_spk else "–"
     return (f"{m['regime']}: {out} outlier{'' if out == 1 else 's'} above the bulk edge {_g(m['bulk_edge'])}; "
-            f"residue spike ‖S1‖ = {_g(nr['S1'])} (|cos(u{_sub(i_res + 1)}, X_Bᵀr)| = {res:.2f}), "
-            f"data spike ‖S2‖ = {_g(nr['S2'])} (|cos(u{_sub(i_spk + 1)}, q)| = {spk:.2f}); "
+            f"residue spike ‖S1‖ = {_g(nr['S1'])} (|cos(u{_sub(i_res + 1)}, X_Bᵀr)| = {res}), "
+            f"data spike ‖S2‖ = {_g(nr['S2'])} (|cos(u{_sub(i_spk + 1)}, q)| = {spk}); "
             f"stable rank {_g(m['rank']['stable'])}.")
 
 
@@ -196,7 +196,7 @@ def run_context(run_dir: Path, metrics: dict) -> dict:
         "kind": m.get("kind", "analyze"),
         "m": m,
         "headline": headline(m) if has_analysis else None,
-        "warnings": _get(m, "trust.warnings", []) or [],
+        "warnings": (_get(m, "trust.warnings", []) or []) + ([m.get("message") or "training diverged"] if m.get("diverged") else []),
         "config_sections": _config_sections(cfg),
         "provenance": m.get("provenance") or {},
         "config_hash": m.get("config_hash", ""),

@@ -230,7 +230,7 @@ def test_training_section(run, tmp_path):
     target, m, _, _ = run
     run_dir = tmp_path / "train"
     shutil.copytree(target, run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text()) | {"kind": "train"}
+    metrics = json.loads((run_dir / "metrics.json").read_text()) | {"kind": "train", "diverged": True, "message": "loss <inf> at step 45"}
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     steps = np.arange(0, 50, 5)
     outl = np.where(steps < 20, 1, 2)
@@ -248,6 +248,7 @@ def test_training_section(run, tmp_path):
     html = out.read_text()
     assert "The outlier count changes at step 20 (1 → 2)." in " ".join(html.split())
     assert "10 records up to step 45; train loss 1 → 0.0217, test loss 1.2 → 0.0261" in html and "outliers 1 → 2" in html
+    assert '<p class="warning">warning: loss &lt;inf&gt; at step 45</p>' in html and "gradrank training run" in html
     # a bare trajectory (only step and loss) still renders its figure
     (run_dir / "trajectory.csv").write_text("step,train_loss\n0,1.0\n10,0.5\n")
     page = Page(report.render_dir(run_dir)[0].read_text())
@@ -344,3 +345,20 @@ def test_user_strings_in_figures_are_literal():
     assert "<svg" in figures.ratio_map("k$ey", xs, "o$", ys, np.array([[0.5, 2.0], [np.nan, 1.0]]))
     assert "<svg" in figures.seed_bands("k$ey", xs, {"ratio": [("$a^$", np.ones(2), np.zeros(2)), ("b", np.ones(2), np.ones(2))]})
     assert dict(matplotlib.rcParams) == before  # the report style never leaks into the caller's matplotlib
+
+
+def test_training_report_from_gradrank_train(tmp_path):
+    """`gradrank train` writes trajectory.csv and its report shows the training page built from it."""
+    out = tmp_path / "train"
+    res = CliRunner().invoke(app, ["train", "--set", "data.n=40", "--set", "data.d=50", "--set", "model.width=60",
+                                   "--set", "train.steps=20", "--set", "train.lr=0.05", "-o", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    with open(out / "trajectory.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    html = (out / "report.html").read_text()
+    page = Page(html)
+    assert page.text["h2"] == ["Key numbers", "Training", *SECTIONS[1:]] and page.svgs == 5 and page.pages == 5
+    first, last = float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])
+    assert last < first  # it trained
+    assert f"{len(rows)} records up to step {int(rows[-1]['step'])}; train loss {first:.3g} → {last:.3g}" in html
+    assert f"outliers {rows[0]['outliers']} → {rows[-1]['outliers']}" in html
