@@ -170,6 +170,10 @@ def points(base: Config, spec: SweepSpec) -> list[Point]:
             if s is not None:
                 values["seed"] = s
             cfg = config_mod.resolve(base.replace(**values, **{"output.report": False, "output.pdf": False}))
+            if spec.command == "train":  # what `gradrank train` resolves, so the hashes agree
+                from gradrank import train
+
+                cfg = train.resolve(cfg)
             h = cfg.hash()
             if h in seen:
                 raise InputError(f"sweep: points {seen[h]} and {values} have the same config")
@@ -207,11 +211,11 @@ def _run_analyze(cfg: Config, target: Path) -> None:
 
 
 def _run_train(cfg: Config, target: Path) -> None:
-    try:
-        from gradrank import train
-    except ImportError:
-        raise InputError("sweep.command = train needs gradrank.train, which is not installed") from None
-    train.run(cfg, target)
+    from gradrank import train
+    from gradrank.resources import check_memory
+
+    check_memory(cfg)
+    train.write(target, train.train(cfg))
 
 
 RUNNERS: dict[str, Callable[[Config, Path], None]] = {"analyze": _run_analyze, "train": _run_train}

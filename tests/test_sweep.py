@@ -100,6 +100,30 @@ def test_flatten_names_metrics_for_the_table():
                     "singular_values.2": 2.0, "outlier_labels.1": "residue", "trust.ok": True}
 
 
+def test_train_points_store_what_gradrank_train_stores(tmp_path):
+    from gradrank import train
+
+    base, spec = sweep.load(None, ["data.n=40", "data.d=30", "model.width=50", "train.steps=4", "train.record_every=2"],
+                            grid=["model.scaling=mf"])
+    spec.command = "train"
+    pts = sweep.points(base, spec)
+    store = sweep.open_store(tmp_path / "sw", base, spec, pts, {"name": "inline"})
+    for p in pts:
+        assert p.config.data.n_test == 10  # train.resolve: a test set, as `gradrank train` would use
+        out = sweep.run_point(sweep.PointTask(str(store.root), p.hash, p.config.to_dict(), "train"))
+        assert out.status == "done", out.error
+        m = json.loads((store.point_dir(p.hash) / "metrics.json").read_text())
+        direct = train.train(p.config)
+        assert m["kind"] == "train" and m["config_hash"] == p.hash
+        assert m["final"]["train_loss"] == pytest.approx(direct.rows[-1]["train_loss"], rel=1e-10)
+        assert (store.point_dir(p.hash) / "trajectory.csv").is_file()
+        assert sweep.run_point(sweep.PointTask(str(store.root), p.hash, p.config.to_dict(), "train")).status == "skipped"
+    sweep.write_table(store)
+    rows = read_table(tmp_path / "sw" / "results.csv")
+    assert [r["model.scaling"] for r in rows] == ["mf"] and all(r["status"] == "done" for r in rows)
+    assert all(float(r["final.train_loss"]) > 0 for r in rows)
+
+
 def test_local_sweep_records_failures_and_resumes(tmp_path):
     out = tmp_path / "sw"
     # compute.max_memory_gb = 1e-9 makes a point fail inside its run (the memory guard), 0 = default
