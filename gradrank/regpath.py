@@ -24,7 +24,7 @@ from gradrank.errors import InputError
 KEYS = {"weight_decay": "regularizer.weight_decay", "jacobian": "regularizer.jacobian", "input_noise": "regularizer.input_noise"}
 GRIDS = {"weight_decay": [0.0, 0.01, 0.1, 1.0], "jacobian": [0.0, 0.1, 1.0, 10.0], "input_noise": [0.0, 0.03, 0.1, 0.3]}
 COLUMNS = ["regularizer", "strength", "seed", "S1", "S12", "S2", "E", "reg", "G", "S1_over_S2", "G_residue", "G_spike",
-           "outliers", "regime", "loss"]
+           "G_residue_over_spike", "outliers", "regime", "loss"]
 
 
 @dataclass
@@ -83,6 +83,7 @@ def run(cfg: Config, grids: dict[str, list[float]] | None = None, seeds: list[in
                 row = {"regularizer": name, "strength": lam, "seed": seed, "S1": nr["S1"], "S12": nr["S12"], "S2": nr["S2"],
                        "E": nr["E"], "reg": nr.get("reg", 0.0), "G": nr["G"], "S1_over_S2": nr["S1"] / max(nr["S2"], 1e-300),
                        "G_residue": m["directions"]["residue"], "G_spike": m["directions"]["spike"],
+                       "G_residue_over_spike": m["directions"]["residue"] / max(m["directions"]["spike"], 1e-300),
                        "outliers": m["rank"]["outliers"], "regime": m["regime"], "loss": m["loss"]}
                 rows.append(row)
                 if on_point is not None:
@@ -98,7 +99,7 @@ def summarize(rows: list[dict]) -> dict:
         mine = [r for r in rows if r["regularizer"] == name]
         top = max(r["strength"] for r in mine)
         logs = {}
-        for key in ("S1", "S2", "S1_over_S2", "G_residue", "G_spike"):
+        for key in ("S1", "S2", "S1_over_S2", "G_residue", "G_spike", "G_residue_over_spike"):
             per_seed = []
             for seed in dict.fromkeys(r["seed"] for r in mine):
                 at = {r["strength"]: r[key] for r in mine if r["seed"] == seed}
@@ -131,9 +132,8 @@ def figure_svg(res: PathResult) -> str:
     for ax, name in zip(axes[0], names):
         xs = res.grids[name]
         pos = [x if x > 0 else xs[1] / 10 if len(xs) > 1 else 1e-3 for x in xs]  # 0 drawn a decade left
-        for key, style, label in (("S1_over_S2", "-", "‖S1‖/‖S2‖"), ("G_resspk", "--", "G residue / G spike")):
-            vals = np.array([[(r["G_residue"] / max(r["G_spike"], 1e-300)) if key == "G_resspk" else r[key]
-                              for r in res.rows if r["regularizer"] == name and r["strength"] == x] for x in xs])
+        for key, style, label in (("S1_over_S2", "-", "‖S1‖/‖S2‖"), ("G_residue_over_spike", "--", "G residue / G spike")):
+            vals = np.array([[r[key] for r in res.rows if r["regularizer"] == name and r["strength"] == x] for x in xs])
             ax.plot(pos, vals.mean(1), style, marker="o", ms=3, label=label, color="#1f4e79" if key == "S1_over_S2" else "#b5472d")
             ax.fill_between(pos, vals.min(1), vals.max(1), alpha=0.2, color="#1f4e79" if key == "S1_over_S2" else "#b5472d")
         ax.set_xscale("log")
