@@ -14,6 +14,7 @@ import pytest
 from gradrank import analysis, config, sweep
 from gradrank.errors import InputError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = ["--set", "data.n=60", "--set", "data.d=80", "--set", "model.width=100"]
 SWEEP_TOML = """
 seed = 3

@@ -12,6 +12,7 @@ import pytest
 from gradrank import analysis, config, sweep
 from gradrank.executors import DaskExecutor
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 distributed = pytest.importorskip("distributed")
 
 

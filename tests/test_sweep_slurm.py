@@ -13,7 +13,7 @@ import pytest
 
 from gradrank import analysis, config
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("one_thread")]
 SMALL = ["--set", "data.n=60", "--set", "data.d=80", "--set", "model.width=100"]
 
 
