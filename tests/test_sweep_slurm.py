@@ -109,3 +109,24 @@ def test_scancelled_task_is_failed_then_rerun(tmp_path):
     assert [j["points"] for j in manifest["slurm_jobs"]] == [job["points"], [cancelled]]
     rows = (out / "results.csv").read_text().splitlines()
     assert len(rows) == 4 and all(",done," in row for row in rows[1:])
+
+
+def test_dask_jobqueue_cluster_from_the_sweep_table(tmp_path):
+    """[sweep.dask] jobqueue = "slurm": Dask workers are SLURM jobs (dask-jobqueue)."""
+    path = tmp_path / "s.toml"
+    path.write_text('[data]\nn = 60\nd = 80\n[model]\nwidth = 100\n[sweep.grid]\n"data.nu" = [0.1, 0.5]\n'
+                    '[sweep.dask]\njobqueue = "slurm"\nqueue = "debug"\nmemory = "2GB"\nwalltime = "00:10:00"\nworkers = 1\n')
+    out = tmp_path / "sw"
+    start = time.strftime("%Y-%m-%dT%H:%M:%S")
+    r = gradrank("sweep", path, "--executor", "dask", "-o", out, "--no-report")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert manifest["executor"]["jobqueue"]["jobqueue"] == "slurm"
+    assert set(stored(out)) == {p["hash"] for p in manifest["points"]}
+    jobs = subprocess.run(["sacct", "-n", "-P", "-X", "-S", start, "-o", "JobName,Partition"],
+                          capture_output=True, text=True).stdout
+    assert "dask-worker|debug" in jobs  # the worker ran as a SLURM job in the configured queue
+    m = json.loads((out / "points" / manifest["points"][1]["hash"] / "metrics.json").read_text())
+    cfg = config.load(sets=[*SMALL[1::2], "data.nu=0.5"])
+    assert m["config_hash"] == cfg.hash()
+    assert m["norms"]["S2"] == pytest.approx(analysis.analyze(cfg).metrics["norms"]["S2"], rel=1e-10)
