@@ -250,6 +250,29 @@ def test_resource_guard_reads_file_headers(tmp_path):
     record("resource guard", "decompose on a 4000 x 3000 .npy, width 10^6", f"exit 2 from the header: {line}")
 
 
+PEAK = """
+import resource, sys
+from gradrank import config, analysis
+from gradrank.resources import estimate_bytes
+analysis.analyze(config.load(sets=["data.n=60", "data.d=80", "model.width=100", "output.report=false"]))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+cfg = config.load(sets=["data.n=1200", "data.d=1600", "model.width=2000", "output.report=false"])
+analysis.analyze(cfg)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(peak - base, estimate_bytes(1200, 1600, 2000, "float64"))
+"""
+
+
+def test_memory_estimate_bounds_measured_peak():
+    """The guard's estimate is an upper bound of the real peak (max RSS growth of a fresh process
+    over a tiny warm-up run), and not a wildly pessimistic one."""
+    p = subprocess.run([sys.executable, "-c", PEAK], capture_output=True, text=True, timeout=300)
+    measured, estimate = map(int, p.stdout.split())
+    assert measured <= estimate <= 3 * measured, (measured, estimate)
+    record("resource guard", "estimate vs measured peak, n = 1200, d = 1600, m = 2000 (float64)",
+           f"measured {measured / 2**20:.0f} MiB <= estimate {estimate / 2**20:.0f} MiB")
+
+
 # ---------------------------------------------------------------------------- outputs
 
 
