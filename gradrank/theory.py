@@ -215,9 +215,9 @@ def study(cfg: Config, ns: list[int], seeds: int, progress: Callable[[int, int, 
                 progress(len(rows), total, f"n={n} seed={run_cfg.seed}")
     fits = {q: fit_loglog([r["n"] for r in rows], [r[q] for r in rows]) for q in QUANTITIES}
     pred = predict(cfg)
-    mu_zero, p = ACTIVATION_CLASS[cfg.model.activation][:2]
+    p = ACTIVATION_CLASS[cfg.model.activation][1]
     expected = {**pred.exponents, "zeta": cfg.data.nu if cfg.data.zeta is None else 0.0,
-                "a_mu": None if mu_zero else 0.5,
+                "a_mu": 0.5 if p == 0 else None,  # exact only where mu_j does not depend on s_j
                 "G": None}  # G mixes terms whose constants matter at any finite n: measured only
     comparison = []
     for q in QUANTITIES:

@@ -32,6 +32,8 @@ CLAIMS = {
     "fig1_planted": ("fig1_planted.toml", [
         (f"{vec} nu={nu}", [f"data.nu={nu}", f"model.planted_vector={vec}"])
         for vec in ("ones", "signs") for nu in (0.1, 0.2, 0.3, 0.4, 0.6)]),
+    "planted_edge": ("fig1_planted.toml", [
+        (f"{vec} nu={nu}", [f"data.nu={nu}", f"model.planted_vector={vec}"]) for vec in ("ones", "signs") for nu in (0.3, 0.4)]),
     "fig2": ("fig2_activations.toml", [
         (act, [f"model.activation={act}"]) for act in ("relu", "leaky_relu", "gelu", "softplus", "tanh", "erf", "sigmoid", "quadratic")]),
     "mf_ntk": ("mf_vs_ntk.toml", [
@@ -56,7 +58,7 @@ CLAIMS = {
     ]),
 }
 
-COLUMNS = ("outliers", "s1", "s2", "S1", "S12", "S2", "E", "res_u1", "spk_u1", "spk_u2", "cap_res", "cap_spk", "reg")
+COLUMNS = ("outliers", "s1", "s2", "s3", "S1", "S12", "S2", "E", "res_u1", "spk_u1", "spk_u2", "cap_res", "cap_spk", "reg")
 
 
 def measure(base: str | None, sets: list[str], seed: int) -> dict:
@@ -67,14 +69,17 @@ def measure(base: str | None, sets: list[str], seed: int) -> dict:
     elif base:
         path = CONFIGS / base
     cfg = config.load(path, [*sets, "analysis.top_k=4", "output.report=false"], seed)
-    m = analysis.analyze(cfg).metrics
+    res = analysis.analyze(cfg)
+    m, sE = res.metrics, res.arrays["E_singular_values"]
     s, al, nr = m["singular_values"], m["alignment"], m["norms"]
     return {"seed": seed, "regime": m["regime"], "outliers": m["rank"]["outliers"], "s1": s[0], "s2": s[1], "s3": s[2],
             "S1": nr["S1"], "S12": nr["S12"], "S2": nr["S2"], "E": nr["E"], "reg": nr.get("reg", 0.0),
             "res_u1": al["residue"][0], "spk_u1": al["spike"][0], "res_u2": al["residue"][1], "spk_u2": al["spike"][1],
             "cap_res": m["captured"]["residue"], "cap_spk": m["captured"]["spike"],
             "nu_hat": m["data"]["nu"], "alpha_fit": m["data"]["alpha_fit"], "alpha_r2": m["data"]["alpha_fit_r2"],
-            "identity_error": m["identity_error"]}
+            "identity_error": m["identity_error"], "E_s1": float(sE[0]), "E_s2": float(sE[1]),
+            "out_Ebulk": sum(v > (1 + cfg.analysis.edge_margin) * float(sE[1]) for v in s),
+            "rspk_v2": al["right_spike"][1], "rmu_v2": al["right_mu"][1]}
 
 
 def fmt(values: list[float]) -> str:
@@ -87,6 +92,9 @@ def table(claim: str, rows: dict[str, list[dict]]) -> str:
     cols = list(COLUMNS) + (["nu_hat", "alpha_fit", "alpha_r2"] if claim == "real" else [])
     if claim != "regularizers":
         cols.remove("reg")
+    if claim == "planted_edge":
+        cols = ["outliers", "out_Ebulk", "s1", "s2", "s3", "E_s1", "E_s2", "res_u1", "spk_u1", "res_u2", "spk_u2",
+                "rmu_v2", "rspk_v2"]
     out = ["| setting | regime (count) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for label, runs in rows.items():
         regimes = ", ".join(f"{r} ({c})" for r, c in Counter(x["regime"] for x in runs).most_common())
