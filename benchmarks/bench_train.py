@@ -30,7 +30,7 @@ def replay(cfg, ds, net0, steps: int, lr: float, variant: str, k: int):
     """Per-step (step time, spectral time) along the GD trajectory, plus the last tracked result."""
     W = net0.W.clone()
     net = train.Network(W, net0.a, net0.gamma, net0.act)
-    p = min(k + train.OVERSAMPLE, ds.d, net.m)
+    p = train.block_size(k, ds.d, net.m)
     block = torch.randn(ds.d, p, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     step_t, spec_t, iters, fallbacks, last = [], [], [], 0, None
     for _ in range(steps):
