@@ -54,15 +54,18 @@ def _eig_top(C: torch.Tensor, k: int, lapack: bool | None = None) -> tuple[torch
         return lam.flip(0).clamp_min(0), P[:, n - k :].flip(1)
     import numpy as np
     from scipy.linalg import lapack
+    from threadpoolctl import threadpool_limits
 
     sytrd, sterf, stemr = lapack.get_lapack_funcs(("sytrd", "sterf", "stemr"), dtype=C.numpy().dtype)
     lwork = int(lapack.get_lapack_funcs("sytrd_lwork", dtype=C.numpy().dtype)(n, lower=1)[0])
-    refl, diag, off, tau, _ = sytrd(C.numpy().T, lower=1, lwork=lwork, overwrite_a=1)  # C = Q T Q^T
-    lam = torch.from_numpy(sterf(diag, off)[0].copy()).flip(0).clamp_min(0)
-    if k == 0:
-        return lam, C.new_zeros(n, 0)
-    # eigenvectors of T for the k largest eigenvalues (1-based indices n-k+1 .. n), then Q times them
-    _, _, Z, _ = stemr(diag, np.append(off, 0.0), 2, 0.0, 0.0, n - k + 1, n)
+    # one thread: scipy's OpenBLAS helper threads would otherwise spin against torch's OpenMP pool
+    with threadpool_limits(1, user_api="blas"):
+        refl, diag, off, tau, _ = sytrd(C.numpy().T, lower=1, lwork=lwork, overwrite_a=1)  # C = Q T Q^T
+        lam = torch.from_numpy(sterf(diag, off)[0].copy()).flip(0).clamp_min(0)
+        if k == 0:
+            return lam, C.new_zeros(n, 0)
+        # eigenvectors of T for the k largest eigenvalues (1-based indices n-k+1 .. n), then Q times them
+        _, _, Z, _ = stemr(diag, np.append(off, 0.0), 2, 0.0, 0.0, n - k + 1, n)
     P = torch.from_numpy(Z[:, :k].copy()).flip(1)
     # Q = diag(1, Q~), Q~ from the reflectors stored below the subdiagonal (LAPACK's dormtr, uplo = L)
     P[1:] = torch.ormqr(torch.from_numpy(refl)[1:, :-1], torch.from_numpy(tau), P[1:])
