@@ -8,14 +8,7 @@ from gradrank.config import ACTIVATIONS
 from gradrank.decompose import compute_mu, decompose
 from gradrank.gradient import gradient
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread avoids OpenMP spin-waits on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _setup(small_cfg, *sets, n=24, d=7, m=11, seed=0):
     cfg = small_cfg("data.nu=0.3", "model.planted=1.0", *sets, n=n, d=d, m=m, seed=seed)

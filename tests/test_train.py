@@ -16,14 +16,7 @@ from gradrank.network import Network
 
 SMALL = ["data.n=60", "data.d=80", "model.width=100", "output.report=false"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices: one thread avoids OpenMP spin-waits on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _cfg(*sets, seed=0):
     return config.load(sets=[*SMALL, *sets], seed=seed)
