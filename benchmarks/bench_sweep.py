@@ -49,8 +49,7 @@ def through(root: Path, base, spec, pts, executor, warm: bool = False) -> tuple[
         executor.start()
     inside = []
     t = time.perf_counter()
-    failed = sweep.run(store, pts, "analyze", executor, lambda p: p.outcome and inside.append(p.outcome.seconds),
-                       threads=executor.threads)
+    failed = sweep.run(store, pts, "analyze", executor, lambda p: p.outcome and inside.append(p.outcome.seconds))
     assert not failed
     return time.perf_counter() - t, sum(inside) / max(1, len(inside))
 

@@ -188,7 +188,9 @@ class _SweepProgress:
     def __call__(self, p) -> None:
         if self.bar is not None:
             if not self.bar.tasks:
-                self.task = self.bar.add_task(self.label, total=p.total, completed=p.done, failed=0, running=0)
+                from rich.markup import escape
+
+                self.task = self.bar.add_task(escape(self.label), total=p.total, completed=p.done, failed=0, running=0)
             self.bar.update(self.task, completed=p.done + p.failed, failed=p.failed, running=p.running)
             return
         if p.done + p.failed < p.total and p.elapsed > 0 and p.elapsed - self.last < self.every:
@@ -274,7 +276,7 @@ def sweep(
         previous = signal.signal(signal.SIGTERM, terminate)
         try:
             with _SweepProgress(f"sweep {target.name}") as progress:
-                failed = sw.run(store, pts, spec.command, ex, progress, ex.threads)
+                failed = sw.run(store, pts, spec.command, ex, progress)
         finally:
             signal.signal(signal.SIGTERM, previous)
         if not no_report or pdf:

@@ -353,8 +353,8 @@ class Progress:
     to_run: int
 
 
-def run(store: Store, pts: list[Point], command: str, executor, on_event: Callable[[Progress], None] | None = None,
-        threads: int = 0) -> list[Point]:
+def run(store: Store, pts: list[Point], command: str, executor,
+        on_event: Callable[[Progress], None] | None = None) -> list[Point]:
     """Run the points not yet done (failed ones are retried) and rebuild the table.
 
     Returns the points that failed."""
@@ -364,7 +364,7 @@ def run(store: Store, pts: list[Point], command: str, executor, on_event: Callab
     done = len(pts) - len(todo)
     failed = 0
     t0 = time.perf_counter()
-    tasks = [PointTask(str(store.root), p.hash, p.config.to_dict(), command, threads) for p in todo]
+    tasks = [PointTask(str(store.root), p.hash, p.config.to_dict(), command, executor.threads) for p in todo]
     notify = on_event or (lambda _: None)
     notify(Progress(len(pts), done, 0, 0, None, 0.0, len(todo)))
     try:

@@ -221,3 +221,28 @@ def test_local_workers_exit_with_the_sweep_process():
     while time.time() < deadline and _alive(worker):
         time.sleep(0.1)
     assert not _alive(worker)
+
+
+def _die_once(task):
+    """A point function whose worker dies (like an OOM kill) the first time it runs task 'b'."""
+    from gradrank.executors import Outcome
+
+    marker = os.path.join(task.root, f"{task.hash}.seen")
+    if task.hash == "b" and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return Outcome(task.hash, "done")
+
+
+def test_local_pool_survives_a_dying_worker(tmp_path):
+    from gradrank.executors import LocalExecutor
+
+    tasks = [sweep.PointTask(str(tmp_path), h, {}, "analyze") for h in "abcd"]
+    ex = LocalExecutor(jobs=2, threads=1)
+    try:
+        outcomes = [o for o in ex.run(_die_once, tasks, sweep.Store(tmp_path)) if o is not None]
+    finally:
+        ex.close()
+    assert sorted(o.hash for o in outcomes) == ["a", "b", "c", "d"]  # each task reported once
+    assert all(o.status == "done" for o in outcomes)
+    assert (tmp_path / "b.seen").exists()

@@ -43,7 +43,7 @@ def test_killed_worker_mid_sweep_every_point_once(cluster, tmp_path):
             os.kill(pids[victim], signal.SIGKILL)
             killed.append(victim)
 
-    failed = sweep.run(store, pts, spec.command, ex, on_event, ex.threads)
+    failed = sweep.run(store, pts, spec.command, ex, on_event)
     assert killed and failed == []
     assert stored_points(tmp_path / "sw") == sorted(p.hash for p in pts)
     rows = (tmp_path / "sw" / "results.csv").read_text().splitlines()
