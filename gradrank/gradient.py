@@ -48,7 +48,8 @@ def gradient(net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> 
     Sp = net.act.d1(Z)
     D = r[:, None] * net.a[None, :] * Sp
     coef = net.gamma / X.shape[0]
-    _check_range(coef * _fro(X) * _fro(D), X)
+    fro_X = _fro(X)  # huge data overflow mu and the spike terms even when G is small
+    _check_range(max(fro_X, coef * fro_X * _fro(D)), X)
     return Gradient(X, r, Sp, D, coef, float(ell.mean()))
 
 
@@ -59,12 +60,12 @@ def _fro(A: torch.Tensor) -> float:
 
 
 def _check_range(bound: float, X: torch.Tensor) -> None:
-    """Refuse a gradient whose norm bound ||G||_F <= coef ||X||_F ||D||_F is non-finite or so large
-    that its Gram matrix (the spectrum's route) would overflow: an error, not a NaN spectrum."""
+    """Refuse data or a gradient (norm bound ||G||_F <= coef ||X||_F ||D||_F) that is non-finite or so
+    large that squares (Gram matrices, mu's scales) would overflow: an error, not a NaN spectrum."""
     limit = 1e-2 * math.sqrt(torch.finfo(X.dtype).max)
     if not bound < limit:
         dtype = str(X.dtype).removeprefix("torch.")
         raise InputError(
-            f"the gradient is too large for compute.dtype = {dtype} (||G|| up to {bound:.1e}, "
+            f"the data or the gradient is too large for compute.dtype = {dtype} (norm up to {bound:.1e}, "
             f"max |X| = {float(X.abs().max()):.1e}): reduce data.zeta or data.nu"
             + (", or use float64" if dtype != "float64" else ""))
