@@ -46,7 +46,7 @@ def gradient(net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> 
     f = net.gamma * (net.act.f(Z) @ net.a)
     ell, r = loss_and_residue(loss_kind, f, y)
     Sp = net.act.d1(Z)
-    D = r[:, None] * net.a[None, :] * Sp
+    D = (Sp * net.a).mul_(r[:, None])
     coef = net.gamma / X.shape[0]
     fro_X = _fro(X)  # huge data overflow mu and the spike terms even when G is small
     _check_range(max(fro_X, coef * fro_X * _fro(D)), X)
@@ -54,9 +54,14 @@ def gradient(net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> 
 
 
 def _fro(A: torch.Tensor) -> float:
-    """Frobenius norm as a Python float, without overflow in the dtype."""
-    top = float(A.abs().max()) if A.numel() else 0.0
-    return top * float((A / top).norm()) if 0 < top < math.inf else top
+    """Frobenius norm as a Python float, without overflow in the dtype (two reductions, no copy
+    unless the entries are large enough for the sum of squares to overflow)."""
+    top = float(torch.linalg.vector_norm(A, math.inf)) if A.numel() else 0.0
+    if not 0 < top < math.inf:
+        return top
+    if top * math.sqrt(A.numel()) < math.sqrt(torch.finfo(A.dtype).max):
+        return float(torch.linalg.vector_norm(A))
+    return top * float(torch.linalg.vector_norm(A / top))
 
 
 def _check_range(bound: float, X: torch.Tensor) -> None:
