@@ -179,7 +179,7 @@ def _index_scale(ds: Dataset, B: torch.Tensor, sees_spike: bool) -> torch.Tensor
         return ((ds.X if sees_spike else ds.X_B) @ B.T).pow(2).mean(0).clamp_min(1e-300).sqrt()
     var = ds.bulk_quadratic(B)
     if sees_spike:
-        var = var + ds.zeta**2 * (B @ ds.q) ** 2
+        var = var + (ds.zeta * (B @ ds.q)) ** 2
     return var.clamp_min(1e-300).sqrt()
 
 

@@ -78,7 +78,7 @@ def mu_population(ds: Dataset, net: Network, points: int, tol: float = 1e-12) ->
     varies on a scale 1/s_j much finer than the Hermite nodes, e.g. tanh with a strong spike)
     a composite Gauss-Legendre rule on geometric panels, split at the kink g = 0, is used.
     Returns mu and an error estimate (the change between the last two rules)."""
-    s = (ds.bulk_quadratic(net.W) + ds.zeta**2 * (net.W @ ds.q) ** 2).clamp_min(0).sqrt()
+    s = (ds.bulk_quadratic(net.W) + (ds.zeta * (net.W @ ds.q)) ** 2).clamp_min(0).sqrt()  # no Python-float overflow
     tensor = lambda a: torch.as_tensor(a, dtype=net.W.dtype, device=net.W.device)  # noqa: E731
 
     def hermite(k):

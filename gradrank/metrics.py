@@ -103,7 +103,7 @@ def compute(spec_G: Spectrum, spec_E: Spectrum, dec: Decomposition, G: torch.Ten
     ranks["outliers"] = outliers
     return {
         "norms": norms,
-        "shares": {k: norms[k] ** 2 / fro2 for k in ("S1", "S12", "S2")} | {"E": spec_E.fro2 / fro2},
+        "shares": {k: norms[k] * norms[k] / fro2 for k in ("S1", "S12", "S2")} | {"E": spec_E.fro2 / fro2},  # inf, not OverflowError
         "singular_values": s_list,
         "alignment": align,
         "captured": cap,
