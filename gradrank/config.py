@@ -101,7 +101,7 @@ class AnalysisConfig:
 @dataclass
 class TrainConfig:
     steps: int = _f(200, lo=0)
-    lr: float = _f(1.0, lo=0.0, lo_open=True, doc="learning rate, in units set by train.lr_scale")
+    lr: float = _f(0.03, lo=0.0, lo_open=True, doc="learning rate, in units set by train.lr_scale (0.03: stable GD at the paper's size)")
     lr_scale: str = _f("auto", choices=("auto", "none"), doc="auto: lr multiplied by m for mf, 1 for ntk")
     optimizer: str = _f("gd", choices=("gd", "sgd", "adam"))
     batch_size: int = _f(64, lo=1, doc="mini-batch for sgd")

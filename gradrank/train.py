@@ -203,7 +203,11 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, weights_
             cursor += tc.batch_size
             batch = _rows(ds, idx)
             a_grad_ds = regularizers.noisy_data(cfg, batch, t)
-            g_b = gradient(net, a_grad_ds.X, a_grad_ds.y, kind)
+            try:
+                g_b = gradient(net, a_grad_ds.X, a_grad_ds.y, kind)
+            except InputError:  # overflow after a finite start: divergence
+                diverged, message = True, f"diverged at step {t}: the mini-batch gradient overflows {cfg.compute.dtype}; lower train.lr"
+                break
             reg_b = regularizers.penalty_gradient(cfg, net, batch.X, batch.y, kind)
             direction = (g_b.dense() if reg_b is None else g_b.dense() + reg_b).T
             r = g_b.r
