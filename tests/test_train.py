@@ -105,7 +105,7 @@ def test_train_command_writes_the_run_directory(tmp_path):
     assert header == train.columns(8)
     rows = list(csv.DictReader((out / "trajectory.csv").open()))
     assert [int(r["step"]) for r in rows] == [0, 5, 10]
-    assert float(rows[-1]["reg"]) == pytest.approx(m["norms"]["reg"], rel=1e-6)  # tracked vs exact penalty norm
+    assert float(rows[-1]["reg"]) == pytest.approx(m["norms"]["reg"], rel=1e-4)  # tracked (residual 1e-3) vs exact
     with np.load(out / "checkpoints.npz") as z:
         assert {"G_sv_step0", "G_sv_step10", "WmW0_sv_step10"} <= set(z.files)
     with np.load(out / "weights.npz") as z:
