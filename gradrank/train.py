@@ -18,7 +18,7 @@ analysis is taken at the last weights with a finite loss and gradient.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -76,8 +76,6 @@ def resolve(cfg: Config) -> Config:
 
 def _rows(ds: Dataset, idx: torch.Tensor) -> Dataset:
     """The mini-batch of a data set (rows idx), for SGD/Adam."""
-    from dataclasses import replace
-
     return replace(ds, X=ds.X[idx], y=ds.y[idx], X_B=ds.X_B[idx], z=ds.z[idx])
 
 
@@ -158,7 +156,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, weights_
     ckpts: dict[str, np.ndarray] = {}
     U_prev = None
     diverged, message = False, ""
-    good = (net.W.clone(), net.a.clone())
+    good = (net.W, net.a)
     for t in range(tc.steps + 1):
         record = t % tc.record_every == 0 or t == tc.steps
         checkpoint = t % tc.checkpoint_every == 0 or t == tc.steps
@@ -178,7 +176,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, weights_
             if not _finite(grad.loss, penalty, G):
                 diverged, message = True, f"diverged at step {t}: the training loss or gradient is not finite; lower train.lr"
                 break
-            good = (net.W.clone(), net.a.clone())
+            good = (net.W, net.a)  # updates rebind W and a, never write in place
         if record:
             row = _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, (track_G, track_E, track_R), U_prev, W0, k)
             U_prev = track_G.block[:, :k]
