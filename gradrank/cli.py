@@ -266,7 +266,7 @@ def sweep(
         pts = sw.points(base, spec)
         target = out or Path("runs") / f"{safe_name(base.output.name, 'sweep')}-{sw.sweep_id(base, spec)}"
         flags = {"partition": partition, "time": time_limit, "mem": mem, "array_parallelism": array_parallelism, "gpus": gpus}
-        ex = executors.make(executor, jobs=jobs, scheduler=scheduler, folder=target / "slurm",
+        ex = executors.make(executor, target, jobs=jobs, scheduler=scheduler,
                             slurm={**spec.slurm, **{k: v for k, v in flags.items() if v is not None}}, dask=spec.dask)
         store = sw.open_store(target, base, spec, pts, ex.info())
 

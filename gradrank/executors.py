@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from gradrank.errors import InputError
 
@@ -165,8 +166,9 @@ class LocalExecutor:
 # ---------------------------------------------------------------------------- dask
 
 
-def jobqueue_cluster(spec: dict, jobs: int):
-    """A dask-jobqueue cluster from the [sweep.dask] table (jobqueue = slurm | pbs)."""
+def jobqueue_cluster(spec: dict, jobs: int, log_dir=None):
+    """A dask-jobqueue cluster from the [sweep.dask] table (jobqueue = slurm | pbs); the
+    worker jobs' logs go to log_dir (default: the current directory)."""
     import dask_jobqueue
 
     kinds = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}
@@ -174,7 +176,8 @@ def jobqueue_cluster(spec: dict, jobs: int):
     if kind not in kinds:
         raise InputError(f"sweep.dask.jobqueue must be slurm or pbs; got {kind!r}")
     cluster = kinds[kind](cores=spec.get("cores", 1), processes=1, memory=spec.get("memory", "4GB"),
-                          queue=spec.get("queue"), walltime=spec.get("walltime", "01:00:00"))
+                          queue=spec.get("queue"), walltime=spec.get("walltime", "01:00:00"),
+                          log_directory=None if log_dir is None else str(log_dir))
     cluster.scale(spec.get("workers", jobs))
     return cluster
 
@@ -186,8 +189,10 @@ class DaskExecutor:
 
     name = "dask"
 
-    def __init__(self, jobs: int | None = None, scheduler: str | None = None, jobqueue: dict | None = None):
+    def __init__(self, jobs: int | None = None, scheduler: str | None = None, jobqueue: dict | None = None,
+                 log_dir=None):
         self.jobs = jobs or os.cpu_count() or 1
+        self.log_dir = log_dir
         self.scheduler = scheduler
         self.jobqueue = jobqueue or None
         self.threads = 0 if scheduler else 1
@@ -207,7 +212,7 @@ class DaskExecutor:
             except (OSError, TimeoutError) as exc:
                 raise InputError(f"--scheduler {self.scheduler}: cannot connect ({exc.__class__.__name__})") from None
         if self.jobqueue:
-            self._cluster = jobqueue_cluster(self.jobqueue, self.jobs)
+            self._cluster = jobqueue_cluster(self.jobqueue, self.jobs, self.log_dir)
         else:
             self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
                                          dashboard_address=None)
@@ -392,9 +397,10 @@ def latest_slurm_tasks(manifest: dict) -> dict[str, str]:
     return out
 
 
-def make(name: str, *, jobs: int | None = None, scheduler: str | None = None, folder=None,
-         slurm: dict | None = None, dask: dict | None = None):
-    """The executor named on the command line, options from flags or the [sweep] table."""
+def make(name: str, root, *, jobs: int | None = None, scheduler: str | None = None, slurm: dict | None = None,
+         dask: dict | None = None):
+    """The executor named on the command line for the sweep in directory root, options from
+    flags or the [sweep] table; engine files go to root/slurm (submitit) or root/dask (jobqueue logs)."""
     if name not in EXECUTORS:
         raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}; got {name!r}")
     if jobs is not None and jobs < 1:
@@ -402,7 +408,7 @@ def make(name: str, *, jobs: int | None = None, scheduler: str | None = None, fo
     if name == "local":
         return LocalExecutor(jobs)
     if name == "dask":
-        return DaskExecutor(jobs, scheduler, dask)
+        return DaskExecutor(jobs, scheduler, dask, Path(root) / "dask")
     s = slurm or {}
-    return SlurmExecutor(folder, s.get("partition"), s.get("time", 60), s.get("mem"), s.get("array_parallelism"),
+    return SlurmExecutor(Path(root) / "slurm", s.get("partition"), s.get("time", 60), s.get("mem"), s.get("array_parallelism"),
                          s.get("gpus", 0))

@@ -126,6 +126,7 @@ def test_dask_jobqueue_cluster_from_the_sweep_table(tmp_path):
     jobs = subprocess.run(["sacct", "-n", "-P", "-X", "-S", start, "-o", "JobName,Partition"],
                           capture_output=True, text=True).stdout
     assert "dask-worker|debug" in jobs  # the worker ran as a SLURM job in the configured queue
+    assert list((out / "dask").glob("*.out"))  # its log is kept with the sweep
     m = json.loads((out / "points" / manifest["points"][1]["hash"] / "metrics.json").read_text())
     cfg = config.load(sets=[*SMALL[1::2], "data.nu=0.5"])
     assert m["config_hash"] == cfg.hash()
