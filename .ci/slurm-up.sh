@@ -8,11 +8,12 @@ BASE=${GRADRANK_SLURM_DIR:-/tmp/gradrank-slurm}
 HOST=$(hostname -s)
 DBPASS=gradrank-slurmdbd
 
-alive() {  # alive PIDFILE: the process exists and is not a zombie
-    local pid
+alive() {  # alive PIDFILE [NAME]: that process exists, is not a zombie, and is NAME (default: the file's name)
+    local pid name=${2:-$(basename "$1" .pid)}
     [ -s "$1" ] || return 1
     pid=$(cat "$1")
-    [ -r "/proc/$pid/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status"
+    [ -r "/proc/$pid/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" &&
+        [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]
 }
 
 wait_for() {  # wait_for SECONDS WHAT COMMAND...
@@ -41,7 +42,7 @@ wait_for 10 munge munge -n
 
 # MariaDB for accounting
 install -d -o mysql -g mysql /run/mysqld
-if ! alive /run/mysqld/mysqld.pid; then
+if ! alive /run/mysqld/mysqld.pid mariadbd; then
     setsid mariadbd --user=mysql --bind-address=127.0.0.1 --pid-file=/run/mysqld/mysqld.pid \
         >"$BASE/log/mariadb.log" 2>&1 </dev/null &
 fi
