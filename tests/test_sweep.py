@@ -176,8 +176,8 @@ def test_local_sweep_records_failures_and_resumes(tmp_path):
 
 def test_interrupted_sweep_reruns_only_missing_points(tmp_path):
     out = tmp_path / "sw"
-    args = ["sweep", "--set", "data.n=200", "--set", "data.d=260", "--set", "model.width=330",
-            "--grid", "data.nu=0:0.5:6", "-j", 1, "-o", out, "--no-report"]
+    args = ["sweep", "--set", "data.n=300", "--set", "data.d=400", "--set", "model.width=500",
+            "--grid", "data.nu=0:0.7:8", "-j", 1, "-o", out, "--no-report"]
     proc = subprocess.Popen([sys.executable, "-m", "gradrank", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 90
@@ -190,18 +190,18 @@ def test_interrupted_sweep_reruns_only_missing_points(tmp_path):
     proc.communicate(timeout=30)
     before = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in (out / "points").iterdir()
               if p.is_dir() and not p.name.startswith(".")}
-    assert 2 <= len(before) < 6, "the sweep must be stopped partway"
+    assert 2 <= len(before) < 8, "the sweep must be stopped partway"
     time.sleep(1.5)  # an orphaned worker would have written more points by now
     assert {p.name for p in (out / "points").iterdir() if p.is_dir() and not p.name.startswith(".")} == set(before)
     r = gradrank(*args)
     assert r.returncode == 0, r.stderr
-    assert f"sweep sw: {len(before)}/6 done" in r.stderr
+    assert f"sweep sw: {len(before)}/8 done" in r.stderr
     after = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in (out / "points").iterdir()
              if p.is_dir() and not p.name.startswith(".")}
-    assert len(after) == 6 and all(after[h] == t for h, t in before.items())
+    assert len(after) == 8 and all(after[h] == t for h, t in before.items())
     rows = read_table(out / "results.csv")
     assert sorted(row["point"] for row in rows) == sorted(after) and all(row["status"] == "done" for row in rows)
-    assert [float(row["data.nu"]) for row in rows] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    assert [float(row["data.nu"]) for row in rows] == pytest.approx([0.1 * i for i in range(8)])
 
 
 def test_local_workers_exit_with_the_sweep_process():
