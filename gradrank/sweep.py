@@ -199,7 +199,7 @@ class PointTask:
     hash: str
     config: dict
     command: str
-    threads: int = 0  # torch threads in the worker (0 = leave as is)
+    threads: int = 0  # torch and BLAS threads in the worker (0 = leave as is)
 
 
 def _run_analyze(cfg: Config, target: Path) -> None:
