@@ -58,7 +58,17 @@ CLAIMS = {
     ]),
 }
 
-COLUMNS = ("outliers", "s1", "s2", "s3", "S1", "S12", "S2", "E", "res_u1", "spk_u1", "spk_u2", "cap_res", "cap_spk", "reg")
+COLUMNS = {  # claim -> columns of its table ("x/y": the ratio, run by run)
+    "fig1_iso": ("outliers", "s1", "s2", "s3", "S1", "S12", "S2", "E", "res_u1", "spk_u1", "spk_u2", "cap_spk"),
+    "fig1_planted": ("outliers", "s1", "s2", "s3", "S1", "S12", "S2", "E", "res_u1", "spk_u1", "spk_u2", "cap_spk"),
+    "planted_edge": ("outliers", "out_Ebulk", "s1", "s2", "s3", "E_s1", "E_s2", "res_u1", "spk_u1", "res_u2", "spk_u2",
+                     "rmu_v2", "rspk_v2"),
+    "fig2": ("outliers", "s1", "s2", "s3", "s1/s3", "S1", "S2", "E", "S1/E", "res_u1"),
+    "mf_ntk": ("outliers", "s1", "S1", "S12", "S2", "E", "res_u1", "cap_spk"),
+    "regularizers": ("reg", "outliers", "s1", "s2", "S1", "S2", "E", "res_u1", "spk_u1", "spk_u2", "cap_res", "cap_spk"),
+    "real": ("nu_hat", "alpha_fit", "alpha_r2", "outliers", "s1", "s2", "s3", "S1", "S12", "S2", "E", "res_u1", "spk_u1",
+             "spk_u2"),
+}
 
 
 def measure(base: str | None, sets: list[str], seed: int) -> dict:
@@ -88,17 +98,19 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.3g} ± {sd:.2g}"
 
 
+def value(run: dict, col: str) -> float:
+    if "/" in col:
+        num, den = col.split("/")
+        return run[num] / run[den]
+    return run[col]
+
+
 def table(claim: str, rows: dict[str, list[dict]]) -> str:
-    cols = list(COLUMNS) + (["nu_hat", "alpha_fit", "alpha_r2"] if claim == "real" else [])
-    if claim != "regularizers":
-        cols.remove("reg")
-    if claim == "planted_edge":
-        cols = ["outliers", "out_Ebulk", "s1", "s2", "s3", "E_s1", "E_s2", "res_u1", "spk_u1", "res_u2", "spk_u2",
-                "rmu_v2", "rspk_v2"]
+    cols = COLUMNS[claim]
     out = ["| setting | regime (count) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for label, runs in rows.items():
         regimes = ", ".join(f"{r} ({c})" for r, c in Counter(x["regime"] for x in runs).most_common())
-        out.append(f"| {label} | {regimes} | " + " | ".join(fmt([x[c] for x in runs]) for c in cols) + " |")
+        out.append(f"| {label} | {regimes} | " + " | ".join(fmt([value(x, c) for x in runs]) for c in cols) + " |")
     return "\n".join(out)
 
 
