@@ -54,6 +54,27 @@ def render(rows: list[dict], summary: str, seconds: float) -> str:
         "",
         f"pytest: **{summary}**",
         "",
+        "What does the guarding:",
+        "",
+        "- `gradrank.io.load_arrays` / `declared_shapes`: `.npy` headers (also inside `.npz`) are read before "
+        "anything is allocated: object dtypes (would need unpickling), non-numeric dtypes, negative shapes, "
+        "shapes larger than the file holds (truncation) or than memory allows are refused; loading uses "
+        "`allow_pickle=False`; NaN/Inf, empty and mis-shaped arrays are refused with the file's name.",
+        "- `gradrank.resources.check_memory` / `check_files`: the run's peak memory is estimated from n, d, m and "
+        "the dtype (for `decompose`, from the data file's header) and refused above `compute.max_memory_gb` "
+        "(default 80% of free RAM) unless `--force`.",
+        "- `gradrank.io.staged_dir` / `write_bytes`: every file is written under a hidden temporary name and renamed; "
+        "a run directory is built under `.NAME.tmp-*` and renamed into place, replacing only an earlier gradrank "
+        "output (never a file or a foreign directory).",
+        "- `gradrank.gradient`: data or gradients beyond the dtype's range (their squares would overflow) are "
+        "refused (exit 2) instead of producing NaN spectra; the logistic loss uses softplus / sigmoid.",
+        "- `metrics.json[\"trust\"]` (shown as warnings in the summary): `finite`, `identity` (decomposition "
+        "identity error vs `analysis.identity_tol`, 1e-4 in float32), `quadrature` (mu's quadrature change), "
+        "`spectrum` (residual of the reported singular triplets against G itself) and `resolution` (||E|| above "
+        "the dtype's floor s_1 sqrt(eps), below which outliers cannot be counted). Outliers are never counted "
+        "below that floor; the spectrum falls back from the Gram matrix to an SVD of the factor when s_1/s_k is "
+        "too large for the Gram route.",
+        "",
     ]
     for area in [*AREAS, *sorted(set(by_area) - set(AREAS))]:
         if area not in by_area:
@@ -68,7 +89,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "rows.jsonl"
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", *TESTS], cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:warnings", *TESTS], cwd=ROOT,
                               env={**os.environ, "GRADRANK_RELIABILITY_LOG": str(log)}, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
         rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
