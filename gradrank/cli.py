@@ -532,7 +532,20 @@ def _toml_str(p: Path) -> str:
 
 
 def main() -> None:
-    app(prog_name="gradrank")
+    """The entry point. Usage errors (unknown option, bad option value) become one line and exit 2,
+    like every other bad input, instead of click's three-line usage block."""
+    try:
+        code = app(prog_name="gradrank", standalone_mode=False)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        code = 130
+    except typer.TyperException as exc:  # click's UsageError and relatives (typer vendors click)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.ctx.get_help())
+        else:
+            typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        code = getattr(exc, "exit_code", 2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

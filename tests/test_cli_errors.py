@@ -315,7 +315,8 @@ def test_output_name_cannot_escape_runs(tmp_path, monkeypatch, name):
 
 def test_subprocess_exit_codes_no_traceback(tmp_path):
     """The real entry point: exit 2 and one line for bad input (a good run: see test_kill.py)."""
-    for args, code in [(["analyze", "--set", "data.nu=-1"], 2), (["decompose", "--data", str(tmp_path / "none.npz")], 2)]:
+    for args, code in [(["analyze", "--set", "data.nu=-1"], 2), (["decompose", "--data", str(tmp_path / "none.npz")], 2),
+                       (["analyze", "--bogus"], 2), (["analyze", "--seed", "x"], 2), (["decompose"], 2)]:
         p = subprocess.run([sys.executable, "-m", "gradrank", *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
         assert p.returncode == code, (args, p.returncode, p.stderr)
         assert "Traceback" not in p.stderr
