@@ -18,6 +18,7 @@ on a residual test; it never forms anything larger than n x block.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,15 @@ class Triplets:
     iterations: int
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_pools():
+    """threadpoolctl's view of the loaded BLAS libraries (scipy's OpenBLAS among them), found once."""
+    import scipy.linalg.lapack  # noqa: F401 - loads the library to be found
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def _eig_top(C: torch.Tensor, k: int, lapack: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All eigenvalues of the symmetric C (descending, clamped at 0) and the top-k eigenvectors.
 
@@ -50,26 +60,32 @@ def _eig_top(C: torch.Tensor, k: int, lapack: bool | None = None) -> tuple[torch
     overwritten; elsewhere torch.linalg.eigh computes all n eigenvectors, of which k are kept."""
     n = C.shape[0]
     if not (C.device.type == "cpu" if lapack is None else lapack) or n < 3:
-        lam, P = torch.linalg.eigh(C)
-        return lam.flip(0).clamp_min(0), P[:, n - k :].flip(1)
+        return _eigh(C, k)
     import numpy as np
     from scipy.linalg import lapack
-    from threadpoolctl import threadpool_limits
 
     sytrd, sterf, stemr = lapack.get_lapack_funcs(("sytrd", "sterf", "stemr"), dtype=C.numpy().dtype)
     lwork = int(lapack.get_lapack_funcs("sytrd_lwork", dtype=C.numpy().dtype)(n, lower=1)[0])
     # one thread: scipy's OpenBLAS helper threads would otherwise spin against torch's OpenMP pool
-    with threadpool_limits(1, user_api="blas"):
+    with _blas_pools().limit(limits=1, user_api="blas"):
         refl, diag, off, tau, _ = sytrd(C.numpy().T, lower=1, lwork=lwork, overwrite_a=1)  # C = Q T Q^T
         lam = torch.from_numpy(sterf(diag, off)[0].copy()).flip(0).clamp_min(0)
         if k == 0:
             return lam, C.new_zeros(n, 0)
         # eigenvectors of T for the k largest eigenvalues (1-based indices n-k+1 .. n), then Q times them
-        _, _, Z, _ = stemr(diag, np.append(off, 0.0), 2, 0.0, 0.0, n - k + 1, n)
+        found, _, Z, info = stemr(diag, np.append(off, 0.0), 2, 0.0, 0.0, n - k + 1, n)
+    if info or found != k:  # MRRR declined (rare): a dense solver on the tridiagonal T instead
+        e = torch.from_numpy(off)
+        Z = torch.linalg.eigh(torch.diag(torch.from_numpy(diag)) + torch.diag(e, 1) + torch.diag(e, -1))[1][:, n - k :].numpy()
     P = torch.from_numpy(Z[:, :k].copy()).flip(1)
     # Q = diag(1, Q~), Q~ from the reflectors stored below the subdiagonal (LAPACK's dormtr, uplo = L)
     P[1:] = torch.ormqr(torch.from_numpy(refl)[1:, :-1], torch.from_numpy(tau), P[1:])
     return lam, P
+
+
+def _eigh(C: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lam, P = torch.linalg.eigh(C)
+    return lam.flip(0).clamp_min(0), P[:, C.shape[0] - k :].flip(1)
 
 
 def _resolved(lam: torch.Tensor, k: int) -> bool:
@@ -159,9 +175,8 @@ def top_k(L: torch.Tensor, R: torch.Tensor, coef: float, k: int, tol: float = 1e
         Qs.append(Q), Ws.append(W), Ks.append(K)
         dim += Q.shape[1]
         Wall, Kall = torch.cat(Ws, 1), torch.cat(Ks, 1)
-        lam, P = torch.linalg.eigh(Wall.T @ Wall)  # (Q^T A)(Q^T A)^T
-        lam, P = lam.flip(0)[:k].clamp_min(0), P.flip(1)[:, :k]
-        s = lam.sqrt()
+        lam, P = _eig_top(Wall.T @ Wall, k)  # (Q^T A)(Q^T A)^T
+        s = lam[:k].sqrt()
         inv = 1 / s.clamp_min(torch.finfo(s.dtype).tiny)
         Qall = torch.cat(Qs, 1)
         AV = Kall @ P * inv  # A v_i, v_i = W p_i / s_i
