@@ -105,6 +105,7 @@ def generate(
     out: Path = typer.Option(..., "-o", "--out", help="output .npz file"),
     set_: Optional[List[str]] = SetOpt,
     seed: Optional[int] = SeedOpt,
+    force: bool = ForceOpt,
 ):
     """Write a data set: X, y, and for spiked data q, z, zeta, X_B's spectrum."""
 
@@ -116,7 +117,10 @@ def generate(
 
         from gradrank import config as config_mod
         from gradrank import data, io
+        from gradrank.resources import check_memory
 
+        if not force:
+            check_memory(cfg, m=1)  # data only: no network
         ds = data.load(cfg)
         arrays = {"X": ds.X, "y": ds.y, "q": ds.q, "z": ds.z, "zeta": ds.zeta, "X_B": ds.X_B,
                   "bulk_eigenvalues": ds.eigenvalues}

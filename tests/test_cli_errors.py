@@ -217,12 +217,13 @@ def test_valid_file_round_trip(tmp_path):
 # ---------------------------------------------------------------------------- resource guard
 
 
-def test_resource_guard_refuses_before_allocating(tmp_path):
+@pytest.mark.parametrize("command,out", [("analyze", "run"), ("generate", "data.npz"), ("train", "run")])
+def test_resource_guard_refuses_before_allocating(tmp_path, command, out):
     before = tree(tmp_path)
-    res = cli("analyze", "--set", "data.n=10000000", "--set", "data.d=1000000", "-o", tmp_path / "run")
+    res = cli(command, "--set", "data.n=10000000", "--set", "data.d=1000000", "-o", tmp_path / out)
     line = assert_refused(res, "data.n", before, tmp_path)
-    assert "GiB" in line and "--force" in line
-    record("resource guard", "data.n = 10^7, data.d = 10^6 (~10^5 GiB)", f"exit 2 before allocating: {line}")
+    assert "GiB" in line and "compute.max_memory_gb" in line
+    record("resource guard", f"gradrank {command} with data.n = 10^7, data.d = 10^6 (~10^5 GiB)", f"exit 2 before allocating: {line}")
 
 
 def test_resource_guard_limit_and_force(tmp_path):
