@@ -128,8 +128,11 @@ def generate(
             arrays |= {"X_test": ds.X_test, "y_test": ds.y_test}
         arrays = {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in arrays.items()}
         arrays["config_toml"] = np.array(config_mod.to_toml(cfg))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        io.write_npz(out, arrays)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            io.write_npz(out, arrays)
+        except OSError as exc:
+            raise InputError(f"{out}: cannot write ({exc.strerror or exc.__class__.__name__})") from None
         typer.echo(f"wrote {out}: n={ds.n}, d={ds.d}, zeta={ds.zeta:.4g}")
 
     run_guarded(go)

@@ -291,6 +291,17 @@ def test_output_never_replaces_foreign_paths(tmp_path):
     assert afile.read_text() == "precious" and (adir / "thesis.tex").read_text() == "precious"
 
 
+def test_generate_bad_output_paths(tmp_path):
+    (tmp_path / "afile").write_text("precious")
+    (tmp_path / "adir.npz").mkdir()
+    before = tree(tmp_path)
+    for target in ("afile/x.npz", "adir.npz", "x.txt"):
+        res = cli("generate", "--set", "data.n=30", "--set", "data.d=20", "-o", tmp_path / target)
+        line = assert_refused(res, target, before, tmp_path)
+        record("outputs", f"gradrank generate -o {target}", f"exit 2: {line.replace(str(tmp_path) + '/', '')}")
+    assert (tmp_path / "afile").read_text() == "precious"
+
+
 def test_rerun_replaces_previous_run(tmp_path):
     out = tmp_path / "run"
     assert cli("analyze", *TINY, "--seed", 1, "-o", out, "-q").exit_code == 0
