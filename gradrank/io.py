@@ -224,11 +224,12 @@ def staged_dir(final: Path) -> Iterator[Path]:
 
 
 def _replaceable(path: Path) -> bool:
-    """An empty directory or an earlier gradrank output (run or sweep) may be replaced; nothing else."""
+    """An empty directory or an earlier run-like output (its config.toml or metrics.json at the top) may
+    be replaced; nothing else: not a file, a link, a foreign directory or a sweep directory."""
     if not path.is_dir() or path.is_symlink():
         return False
     names = {p.name for p in path.iterdir()}
-    return not names or bool(names & {"metrics.json", "config.toml", "results.csv"})
+    return not names or (bool(names & {"metrics.json", "config.toml"}) and "sweep.json" not in names)
 
 
 def safe_name(text: str, fallback: str = "run") -> str:

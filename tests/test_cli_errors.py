@@ -283,11 +283,15 @@ def test_output_never_replaces_foreign_paths(tmp_path):
     adir = tmp_path / "mine"
     adir.mkdir()
     (adir / "thesis.tex").write_text("precious")
+    sweep = tmp_path / "sweep"
+    (sweep / "points").mkdir(parents=True)
+    for name in ("sweep.json", "results.csv", "config.toml"):
+        (sweep / name).write_text("{}")
     before = tree(tmp_path)
-    for target, needle in [(afile, "notes.txt"), (adir, "mine"), (afile / "run", "notes.txt")]:
-        line = assert_refused(cli("analyze", *TINY, "-o", target), needle, before, tmp_path)
-        record("outputs", f"-o {target.relative_to(tmp_path)} ({'a file' if target == afile else 'a foreign directory' if target == adir else 'below a file'})",
-               f"exit 2: {line.replace(str(tmp_path) + '/', '')}")
+    for target, what in [(afile, "a file"), (adir, "a foreign directory"), (afile / "run", "below a file"),
+                         (sweep, "a sweep directory")]:
+        line = assert_refused(cli("analyze", *TINY, "-o", target), str(target.relative_to(tmp_path)).split("/")[0], before, tmp_path)
+        record("outputs", f"-o {target.relative_to(tmp_path)} ({what})", f"exit 2: {line.replace(str(tmp_path) + '/', '')}")
     assert afile.read_text() == "precious" and (adir / "thesis.tex").read_text() == "precious"
 
 
