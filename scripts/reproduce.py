@@ -67,7 +67,7 @@ COLUMNS = {  # claim -> columns of its table ("x/y": the ratio, run by run)
     "mf_ntk": ("outliers", "s1", "S1", "S12", "S2", "E", "res_u1", "cap_spk"),
     "regularizers": ("reg", "outliers", "s1", "s2", "S1", "S2", "E", "res_u1", "spk_u1", "spk_u2", "cap_res", "cap_spk"),
     "real": ("nu_hat", "alpha_fit", "alpha_r2", "outliers", "s1", "s2", "s3", "S1", "S12", "S2", "E", "res_u1", "spk_u1",
-             "spk_u2"),
+             "res_u2", "spk_u2"),
 }
 
 
