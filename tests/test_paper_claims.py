@@ -106,7 +106,7 @@ def test_sample_configs_load_and_default_lists_every_key():
     assert {"data.nu", "model.activation", "loss.kind"} <= set(fig1.axes) and fig1.seeds >= 5
     assert min(fig1.axes["data.nu"]) < 0.25 <= 0.4 < max(fig1.axes["data.nu"]) and max(fig1.axes["data.nu"]) > 0.5
     default = config.load(root / "default.toml")
-    assert default == config.load()
+    assert default == config.load(), "sample_configs/default.toml is stale: regenerate it (command in its header)"
     raw = tomllib.loads((root / "default.toml").read_text())
     full = config.Config().to_dict()
     for section, values in full.items():
