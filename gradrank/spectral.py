@@ -141,14 +141,14 @@ def dense_spectrum(A: torch.Tensor, k: int, accurate: bool = False) -> Spectrum:
 
 
 def _A(L: torch.Tensor, R: torch.Tensor, coef: float, V: torch.Tensor) -> torch.Tensor:
-    """coef L^T (R V) for a thin V, as ((R V)^T L)^T: BLAS runs thin products with the long
-    dimension last several times faster (measured 3.6x for R^T Y at n=2048, m=16384)."""
-    return coef * ((R @ V).T @ L).T
+    """coef L^T (R V) for a thin V, computed transposed, ((V^T R^T) L)^T: BLAS runs thin products
+    with the long dimension last 1.8-3.6x faster (measured at n=2048, m=16384, 32 columns)."""
+    return coef * ((V.T @ R.T) @ L).T
 
 
 def _At(L: torch.Tensor, R: torch.Tensor, coef: float, Q: torch.Tensor) -> torch.Tensor:
     """coef R^T (L Q) for a thin Q, in the same order."""
-    return coef * ((L @ Q).T @ R).T
+    return coef * ((Q.T @ L.T) @ R).T
 
 
 def _orth(K: torch.Tensor, Q: torch.Tensor | None) -> torch.Tensor:
