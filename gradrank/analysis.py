@@ -66,8 +66,9 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     identity_error = identity_residual(G_loss, dec, ds.X_B)
     G = G_loss if reg is None else G_loss + reg
     lap("decomposition")
-    spec_G = spectrum(ds.X, grad.D, grad.coef, acfg.top_k, dense_add=reg)
-    spec_E = spectrum(ds.X_B, dec.D_perp, dec.coef, 0)  # the metrics use E's values only
+    accurate = acfg.spectrum == "svd"
+    spec_G = spectrum(ds.X, grad.D, grad.coef, acfg.top_k, dense_add=reg, accurate=accurate)
+    spec_E = spectrum(ds.X_B, dec.D_perp, dec.coef, 0, accurate=accurate)  # the metrics use E's values only
     lap("spectrum")
     reg_m = None if reg is None else reg_metrics(reg, dec.S1.left, ds.q, spec_G.fro2)
     m = metrics_mod.compute(spec_G, spec_E, dec, G, ds.q, net.a, None if reg is None else reg_m["norm"], identity_error, acfg)

@@ -174,3 +174,15 @@ def test_cuda_device_plumbing(tmp_path, small_cfg):
 
     a, b = (json.loads((p / "metrics.json").read_text()) for p in (out, tmp_path / "cpu"))
     assert a["singular_values"] == pytest.approx(b["singular_values"], rel=1e-8)
+
+
+def test_analysis_spectrum_svd_option_agrees_with_gram(small_cfg):
+    """analysis.spectrum = svd (the backward-stable route) gives the spectra of G and E that the
+    Gram route gives, to the Gram's normwise bound."""
+    gram = analysis.analyze(small_cfg("data.nu=0.4"))
+    svd = analysis.analyze(small_cfg("data.nu=0.4", "analysis.spectrum=svd"))
+    for key in ("singular_values", "E_singular_values"):
+        a, b = gram.arrays[key], svd.arrays[key]
+        assert abs(a - b).max() <= 1e-8 * a[0]
+    assert _angle(torch.as_tensor(gram.arrays["U"]), torch.as_tensor(svd.arrays["U"])) < 1e-6
+    assert svd.config.analysis.spectrum == "svd" and gram.config.hash() != svd.config.hash()
