@@ -55,9 +55,13 @@ def test_slurm_sweep_results_match_direct_runs(tmp_path):
     assert manifest["executor"]["name"] == "slurm" and manifest["executor"]["timeout_min"] == 10
     job = manifest["slurm_jobs"][0]
     assert sorted(job["points"]) == sorted(p["hash"] for p in manifest["points"]) and len(job["tasks"]) == 4
-    acct = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job["job_id"], "-o", "JobID,State"],
-                          capture_output=True, text=True).stdout
-    states = dict(line.split("|") for line in acct.split())
+    for _ in range(40):  # slurmdbd records a task's end a moment after its result file exists
+        acct = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job["job_id"], "-o", "JobID,State"],
+                              capture_output=True, text=True).stdout
+        states = dict(line.split("|") for line in acct.split())
+        if all(t in states for t in job["tasks"]):
+            break
+        time.sleep(0.5)
     assert all(states.get(t) in ("RUNNING", "COMPLETING", "COMPLETED") for t in job["tasks"]), acct  # ran as array tasks
     script = (out / "slurm" / f"{job['job_id']}_submission.sh").read_text()
     assert "--mem=2G" in script and "--time=10" in script
@@ -123,8 +127,12 @@ def test_dask_jobqueue_cluster_from_the_sweep_table(tmp_path):
     manifest = json.loads((out / "sweep.json").read_text())
     assert manifest["executor"]["jobqueue"]["jobqueue"] == "slurm"
     assert set(stored(out)) == {p["hash"] for p in manifest["points"]}
-    jobs = subprocess.run(["sacct", "-n", "-P", "-X", "-S", start, "-o", "JobName,Partition"],
-                          capture_output=True, text=True).stdout
+    for _ in range(40):  # slurmdbd records jobs asynchronously
+        jobs = subprocess.run(["sacct", "-n", "-P", "-X", "-S", start, "-o", "JobName,Partition"],
+                              capture_output=True, text=True).stdout
+        if "dask-worker|debug" in jobs:
+            break
+        time.sleep(0.5)
     assert "dask-worker|debug" in jobs  # the worker ran as a SLURM job in the configured queue
     assert list((out / "dask").glob("*.out"))  # its log is kept with the sweep
     m = json.loads((out / "points" / manifest["points"][1]["hash"] / "metrics.json").read_text())
