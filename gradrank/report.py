@@ -43,7 +43,7 @@ def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, pa
     metrics = _read_json(run_dir / "metrics.json", "run directory")
     cfg = metrics.get("config") or {}
     paper = paper or (cfg.get("output") or {}).get("paper", "a4")
-    html = _env().get_template("run.html.j2").render(**run_context(run_dir, metrics), paper=PAPERS[paper])
+    html = templates_env().get_template("run.html.j2").render(**run_context(run_dir, metrics), paper=PAPERS[paper])
     return _write(html, formats, Path(out_dir or run_dir), paper)
 
 
@@ -55,7 +55,7 @@ def render_sweep(sweep_dir: Path, formats=("html",), out_dir: Path | None = None
     if rows is None:
         raise InputError(f"{sweep_dir / 'results.csv'}: missing or unreadable (not a finished sweep directory)")
     paper = paper or _get(_base_config(manifest), "output.paper", "a4")
-    html = _env().get_template("sweep.html.j2").render(**sweep_context(sweep_dir, manifest, rows), paper=PAPERS[paper])
+    html = templates_env().get_template("sweep.html.j2").render(**sweep_context(sweep_dir, manifest, rows), paper=PAPERS[paper])
     return _write(html, formats, Path(out_dir or sweep_dir), paper)
 
 
@@ -394,12 +394,22 @@ def _mode(values) -> str | None:
 # ---------------------------------------------------------------------------- templates
 
 
-def _env():
-    import jinja2
-
+def templates_dir() -> Path:
+    """The installed package gradrank.templates; in a source checkout (the package imported from
+    the working tree) the top-level templates/ folder it is built from."""
     from importlib.resources import files
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(files("gradrank.templates"))),
+    try:
+        return Path(str(files("gradrank.templates")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "templates"
+
+
+def templates_env():
+    """The Jinja environment every report renders with (autoescaping on)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir())),
                              autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["g"] = _g
     return env

@@ -261,5 +261,5 @@ def render_scaling(payload: dict) -> str:
     from gradrank import report
 
     title = payload["config"]["output"]["name"] or f"scaling {payload['config_hash']}"
-    return report._env().get_template("scaling.html.j2").render(s=payload, title=title,
+    return report.templates_env().get_template("scaling.html.j2").render(s=payload, title=title,
                                                                  paper=report.PAPERS[payload["config"]["output"]["paper"]])
