@@ -163,7 +163,7 @@ def decompose(
         result = analysis.analyze(cfg, weights_path=weights)
         target = out or default_out(cfg, "decompose")
         outputs.write_run(target, result)
-        outputs.print_summary(result, target) if not quiet else typer.echo(str(target))
+        outputs.print_summary(result, target, "decompose") if not quiet else typer.echo(str(target))
 
     run_guarded(go)
 
@@ -482,7 +482,7 @@ def train_cmd(
         if quiet:
             typer.echo(str(target))
         else:
-            outputs.print_summary(tr.result, target)
+            outputs.print_summary(tr.result, target, "train")
 
     run_guarded(go)
 

@@ -31,7 +31,7 @@ def write_run(target: Path, result, extra_files=None) -> Path:
     return Path(target)
 
 
-def print_summary(result, target: Path | None = None) -> None:
+def print_summary(result, target: Path | None = None, command: str = "analyze") -> None:
     """A compact rich summary: sizes, term norms, top singular values with alignments, regime."""
     from rich.console import Console
     from rich.table import Table
@@ -40,7 +40,7 @@ def print_summary(result, target: Path | None = None) -> None:
     con = Console()
     sz, nr = m["sizes"], m["norms"]
     cfg = result.config
-    con.print(f"[bold]gradrank analyze[/]  n={sz['n']} d={sz['d']} m={sz['m']}  "
+    con.print(f"[bold]gradrank {command}[/]  n={sz['n']} d={sz['d']} m={sz['m']}  "
               f"{cfg.model.activation}, {cfg.model.scaling}, {cfg.loss.kind}, zeta={m['data']['zeta']:.3g}  "
               f"[dim]config {m['config_hash']}[/]")
     norms = Table(title="term norms (operator)", title_justify="left", box=None)

@@ -41,10 +41,27 @@ def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, pa
     if (run_dir / "sweep.json").is_file():
         return render_sweep(run_dir, formats, out_dir, paper)
     metrics = _read_json(run_dir / "metrics.json", "run directory")
+    _check_metrics(metrics, run_dir / "metrics.json")
     cfg = metrics.get("config") or {}
     paper = paper or (cfg.get("output") or {}).get("paper", "a4")
     html = templates_env().get_template("run.html.j2").render(**run_context(run_dir, metrics), paper=PAPERS[paper])
     return _write(html, formats, Path(out_dir or run_dir), paper)
+
+
+_METRIC_TYPES = {"norms": dict, "singular_values": list, "alignment": dict, "rank": dict, "regime": str,
+                 "config_hash": str, "config": dict}
+
+
+def _check_metrics(metrics, path: Path) -> None:
+    """A hand-edited or foreign metrics.json is bad input (exit 2), not an internal error."""
+    if not isinstance(metrics, dict):
+        raise InputError(f"{path}: not a gradrank metrics file (expected a JSON object)")
+    for key, kind in _METRIC_TYPES.items():
+        if not isinstance(metrics.get(key), kind):
+            raise InputError(f"{path}: field '{key}' is missing or not a {kind.__name__}")
+    if not all(isinstance(v, (int, float)) for v in metrics["singular_values"]) or \
+            not all(isinstance(v, (int, float)) for v in metrics["norms"].values()):
+        raise InputError(f"{path}: fields 'singular_values' and 'norms' must hold numbers")
 
 
 def render_sweep(sweep_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None) -> list[Path]:

@@ -9,6 +9,7 @@ import math
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from html.parser import HTMLParser
 
@@ -362,3 +363,21 @@ def test_training_report_from_gradrank_train(tmp_path):
     assert last < first  # it trained
     assert f"{len(rows)} records up to step {int(rows[-1]['step'])}; train loss {first:.3g} → {last:.3g}" in html
     assert f"outliers {rows[0]['outliers']} → {rows[-1]['outliers']}" in html
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: {},
+    lambda m: {**m, "singular_values": "many"},
+    lambda m: {**m, "norms": {**m["norms"], "S1": "big"}},
+    lambda m: [m],
+])
+def test_foreign_metrics_json_is_bad_input(tmp_path, edit):
+    """A hand-edited metrics.json ends in exit 2 naming the file, and no report is written."""
+    run_dir = tmp_path / "run"
+    assert subprocess.run([sys.executable, "-m", "gradrank", "analyze", "--set", "data.n=30", "--set", "data.d=40",
+                           "--set", "model.width=50", "--no-report", "-q", "-o", str(run_dir)]).returncode == 0
+    path = run_dir / "metrics.json"
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    p = subprocess.run([sys.executable, "-m", "gradrank", "report", str(run_dir)], capture_output=True, text=True)
+    assert p.returncode == 2 and "metrics.json" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not (run_dir / "report.html").exists()
