@@ -27,11 +27,14 @@ def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int
     n = n or cfg.data.n
     d = d or cfg.data.d
     m = m or cfg.model.width
-    need = estimate_bytes(n, d, m, cfg.compute.dtype)
+    rc = cfg.regularizer
+    draws = rc.noise_draws if rc.input_noise and rc.noise_mode == "average" else 1  # K draws stacked: nK rows
+    need = estimate_bytes(n * draws, d, m, cfg.compute.dtype)
     limit = cfg.compute.max_memory_gb * 2**30 if cfg.compute.max_memory_gb else 0.8 * available_bytes()
     if need > limit:
         raise InputError(
-            f"config keys 'data.n', 'data.d', 'model.width' = {n}, {d}, {m} need about {need / 2**30:.1f} GiB, "
+            f"config keys 'data.n', 'data.d', 'model.width' = {n}, {d}, {m}"
+            + (f" with {draws} noise draws" if draws > 1 else "") + f" need about {need / 2**30:.1f} GiB, "
             f"more than the {limit / 2**30:.1f} GiB allowed (pass --force or raise compute.max_memory_gb)"
         )
     return need

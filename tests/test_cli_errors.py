@@ -385,3 +385,16 @@ def test_hostile_file_name_is_text_in_report(tmp_path):
             browser.close()
     record("security", "data file named '<img onerror=...><svg onload=...>.npz', report opened in chromium",
            "shown as text; no script ran, no element injected")
+
+
+def test_memory_guard_counts_stacked_noise_draws():
+    """noise_mode = average stacks K draws (nK rows): the estimate grows with K."""
+    from gradrank import config, resources
+    from gradrank.errors import InputError
+
+    base = config.load(sets=["regularizer.input_noise=0.1", "regularizer.noise_mode=average", "regularizer.noise_draws=1"])
+    many = base.replace(**{"regularizer.noise_draws": 50})
+    assert resources.check_memory(many) > 10 * resources.check_memory(base)
+    tight = many.replace(**{"compute.max_memory_gb": resources.check_memory(base) * 2 / 2**30})
+    with pytest.raises(InputError, match="50 noise draws"):
+        resources.check_memory(tight)
