@@ -22,6 +22,7 @@ SetOpt = typer.Option(None, "--set", help="override a config key: KEY=VALUE (rep
 SeedOpt = typer.Option(None, "--seed", help="seed for everything (overrides the config)")
 OutOpt = typer.Option(None, "-o", "--out", help="output directory")
 DeviceOpt = typer.Option(None, "--device", help="cpu or cuda")
+QuietOpt = typer.Option(False, "-q", "--quiet", help="print only the output directory")
 ForceOpt = typer.Option(False, "--force", help="run even when the memory estimate exceeds the limit")
 
 
@@ -74,7 +75,7 @@ def analyze(
     device: Optional[str] = DeviceOpt,
     pdf: bool = typer.Option(False, "--pdf", help="also write report.pdf"),
     no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the run directory"),
+    quiet: bool = QuietOpt,
     force: bool = ForceOpt,
 ):
     """Data -> network -> gradient -> decomposition: summary, run directory and report."""
@@ -147,7 +148,7 @@ def decompose(
     seed: Optional[int] = SeedOpt,
     out: Optional[Path] = OutOpt,
     device: Optional[str] = DeviceOpt,
-    quiet: bool = typer.Option(False, "-q", "--quiet"),
+    quiet: bool = QuietOpt,
     force: bool = ForceOpt,
 ):
     """Decompose the gradient for given data (and weights, else initialised from the config)."""
@@ -380,7 +381,7 @@ def scaling(
     seed: Optional[int] = SeedOpt,
     out: Optional[Path] = OutOpt,
     device: Optional[str] = DeviceOpt,
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the run directory"),
+    quiet: bool = QuietOpt,
 ):
     """Scaling study: analyses over n at fixed d/n, m/n; log-log slopes with CIs beside the predictions."""
 
@@ -459,7 +460,7 @@ def train_cmd(
     device: Optional[str] = DeviceOpt,
     weights: Optional[Path] = typer.Option(None, "--weights", help="start from W, a in an .npz file"),
     no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the run directory"),
+    quiet: bool = QuietOpt,
 ):
     """Train W (gd by default; sgd, adam) with the gradient's decomposition tracked over steps."""
 
@@ -496,7 +497,7 @@ def regpath(
     grid: Optional[List[str]] = typer.Option(None, "--grid", help="NAME=S1,S2,... strengths for weight_decay, jacobian or input_noise (repeatable)"),
     seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
     steps: int = typer.Option(0, "--steps", min=0, help="training steps before decomposing (0: at initialisation)"),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the output directory"),
+    quiet: bool = QuietOpt,
 ):
     """Regularisation path: which component (S1 or S2) each regulariser suppresses or boosts."""
 
