@@ -21,7 +21,7 @@ from gradrank.decompose import compute_mu, decompose
 from gradrank.errors import InputError
 from gradrank.gradient import gradient
 from gradrank.network import Network
-from gradrank.spectral import spectrum
+from gradrank.spectral import Spectrum, spectrum, spectrum_pair
 
 
 @dataclass
@@ -62,24 +62,28 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     lap("gradient")
     mu, mu_err = compute_mu(acfg.mu, grad, ds, net, acfg.quadrature)
     dec = decompose(grad, ds, net, mu, mu_err)
-    G_loss = grad.dense()
-    identity_error = identity_residual(G_loss, dec, ds.X_B)
-    G = G_loss if reg is None else G_loss + reg
+    if acfg.identity == "dense":
+        identity_error = identity_residual(grad.dense(), dec, ds.X_B)
+    else:
+        identity_error = identity_probe(grad, dec, ds.X_B)
     lap("decomposition")
     accurate = acfg.spectrum == "svd"
-    spec_G = spectrum(ds.X, grad.D, grad.coef, acfg.top_k, dense_add=reg, accurate=accurate)
-    spec_E = spectrum(ds.X_B, dec.D_perp, dec.coef, 0, accurate=accurate)  # the metrics use E's values only
+    spec_G, spec_E = spectra(grad, ds, dec, acfg.top_k, reg, accurate)
     lap("spectrum")
+
+    def mv(V):  # G V and G^T U for G = G_loss + reg, never formed unless reg is
+        return grad.mv(V) if reg is None else grad.mv(V) + reg @ V
+
+    def rmv(U):
+        return grad.rmv(U) if reg is None else grad.rmv(U) + reg.T @ U
+
     reg_m = None if reg is None else reg_metrics(reg, dec.S1.left, ds.q, spec_G.fro2)
-    m = metrics_mod.compute(spec_G, spec_E, dec, G, ds.q, net.a, None if reg is None else reg_m["norm"], identity_error, acfg)
-    # how strongly G as a whole (penalty included) points along the two predicted directions
-    m["directions"] = {"residue": float((dec.S1.left @ G).norm()) / max(float(dec.S1.left.norm()), 1e-300),
-                       "spike": float((ds.q @ G).norm())}
+    m = metrics_mod.compute(spec_G, spec_E, dec, rmv, ds.q, net.a, None if reg is None else reg_m["norm"], identity_error, acfg)
     if reg is not None:
         m["reg"] = reg_m
         m["shares"]["reg"] = reg_m["share"]
     m["loss"] = grad.loss + regularizers.penalty_value(cfg, net, clean.X, clean.y, cfg.loss.kind)
-    m["spectral_residual"] = spectral_residual(G, spec_G, m["norms"]["E"])
+    m["spectral_residual"] = spectral_residual(mv, rmv, spec_G, m["norms"]["E"])
     m["trust"] = trust(cfg, m, mu_err, ds)
     lap("metrics")
     arrays = {
@@ -89,6 +93,38 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     }
     arrays = {k: v.detach().cpu().double().numpy() for k, v in arrays.items()}
     return Result(cfg, m, arrays, timings)
+
+
+def spectra(grad, ds: Dataset, dec, k: int, reg: torch.Tensor | None, accurate: bool) -> tuple[Spectrum, Spectrum]:
+    """G's spectrum (values, top-k triplets) and E's values.
+
+    Without a dense penalty, E is a rank-2 change of G's right factor (section 3, X_B = X - zeta z q^T,
+    D_perp = D - r (a o mu)^T): E = coef [X; q^T]^T ([D; 0] - U B^T), U = [[r, 0], [0, zeta]],
+    B = [a o mu, D_perp^T z], so both come from one QR and one Gram (spectral.spectrum_pair);
+    E = coef X_B^T D_perp has rank <= n."""
+    exact_E = lambda: spectrum(ds.X_B, dec.D_perp, dec.coef, 0, accurate=accurate)  # noqa: E731
+    if reg is not None:
+        return spectrum(ds.X, grad.D, grad.coef, k, dense_add=reg, accurate=accurate), exact_E()
+    n = ds.n
+    U = grad.D.new_zeros(n + 1, 2)
+    U[:n, 0], U[n, 1] = grad.r, ds.zeta
+    B = torch.stack([dec.S1.right, dec.S2.right], 1)  # a o mu, D_perp^T z
+    return spectrum_pair(torch.cat([ds.X, ds.q[None]]), grad.D, U, B, grad.coef, k, exact_E, accurate, rank_other=n)
+
+
+def identity_probe(grad, dec, X_B: torch.Tensor, probes: int = 8) -> float:
+    """||(G_loss - S1 - S12 - S2 - E) Omega||_F / ||G_loss Omega||_F for a fixed m x 8 Gaussian Omega,
+    every term applied from its own factors (G from X and D, E from X_B and D_perp): no d x m matrix
+    is formed. ||A Omega||_F^2 / 8 is an unbiased estimate of ||A||_F^2 (relative spread 0.5), and
+    any discrepancy between the terms shows with probability one."""
+    g = torch.Generator().manual_seed(0)
+    Omega = torch.randn(grad.D.shape[1], probes, generator=g, dtype=torch.float64).to(grad.D)
+    G_Om = grad.mv(Omega)
+    terms = (dec.S1, dec.S12, dec.S2)
+    left = torch.stack([t.scale * t.left for t in terms], 1)  # d x 3
+    right = torch.stack([t.right for t in terms])  # 3 x m
+    diff = G_Om - dec.coef * (X_B.T @ (dec.D_perp @ Omega)) - left @ (right @ Omega)
+    return float(diff.norm()) / max(float(G_Om.norm()), 1e-300)
 
 
 def identity_residual(G_loss: torch.Tensor, dec, X_B: torch.Tensor, block_bytes: int = 1 << 25) -> float:
@@ -144,16 +180,18 @@ def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset) -> dict:
     return {"ok": all(checks.values()), "checks": checks, "warnings": warnings}
 
 
-def spectral_residual(G: torch.Tensor, spec, scale: float) -> float:
+def spectral_residual(mv, rmv, spec, scale: float) -> float:
     """max_k max(||G v_k - s_k u_k||, ||G^T u_k - s_k v_k||) / max(s_k, scale) over the top-k
-    triplets: an independent check of the Gram-based spectrum, whose error grows like
-    eps (s_1 / s_k)^2 (scale = ||E||, the bulk edge the outlier count is measured against)."""
+    triplets (mv, rmv: V -> G V, U -> G^T U): an independent check of the Gram-based spectrum, whose
+    error grows like eps (s_1 / s_k)^2 (scale = ||E||, the bulk edge the outlier count is measured against)."""
     s = spec.s
     keep = s > s[0] * torch.finfo(s.dtype).eps ** 0.5 if s.numel() else s > 0  # numerically null triplets have no direction
     s, U, V = s[keep], spec.U[:, keep], spec.V[:, keep]
+    if not s.numel():
+        return 0.0
     U, V = U / U.norm(dim=0).clamp_min(1e-300), V / V.norm(dim=0).clamp_min(1e-300)
-    res = torch.maximum((G @ V - U * s).norm(dim=0), (G.T @ U - V * s).norm(dim=0))
-    return float((res / s.clamp_min(max(scale, torch.finfo(G.dtype).tiny))).max()) if s.numel() else 0.0
+    res = torch.maximum((mv(V) - U * s).norm(dim=0), (rmv(U) - V * s).norm(dim=0))
+    return float((res / s.clamp_min(max(scale, torch.finfo(s.dtype).tiny))).max())
 
 
 def prepare(cfg: Config, weights_path=None) -> tuple[Config, Dataset, Network]:

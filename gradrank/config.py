@@ -96,6 +96,8 @@ class AnalysisConfig:
     align_threshold: float = _f(0.5, lo=0.0, hi=1.0, doc="|cos| that counts as aligned")
     dominance: float = _f(5.0, lo=1.0, doc="ratio of the two spikes above which one dominates")
     identity_tol: float = _f(1e-8, lo=0.0, lo_open=True, doc="decomposition identity error tolerated")
+    identity: str = _f("probe", choices=("probe", "dense"),
+                       doc="identity error from 8 fixed random probes of every term (fast, unbiased estimate) or from every term formed densely")
     spectrum: str = _f("gram", choices=("gram", "svd"),
                        doc="exact spectra from the n x n Gram (fast; values to ~1e-8 s_1) or an SVD of the n x m factor (~eps s_1)")
 

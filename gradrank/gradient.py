@@ -40,6 +40,14 @@ class Gradient:
     def dense(self) -> torch.Tensor:
         return self.coef * (self.X.T @ self.D)
 
+    def mv(self, V: torch.Tensor) -> torch.Tensor:
+        """G V for a thin V (m x k), without forming G."""
+        return self.coef * (self.X.T @ (self.D @ V))
+
+    def rmv(self, U: torch.Tensor) -> torch.Tensor:
+        """G^T U for a thin U (d x k)."""
+        return self.coef * (self.D.T @ (self.X @ U))
+
 
 def gradient(net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> Gradient:
     Z = X @ net.W.T  # pre-activations, n x m

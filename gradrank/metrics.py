@@ -72,9 +72,9 @@ def captured(U: torch.Tensor, v: torch.Tensor) -> float:
     return float((U.T @ v).norm()) / nv if nv > 0 and U.shape[1] else 0.0
 
 
-def compute(spec_G: Spectrum, spec_E: Spectrum, dec: Decomposition, G: torch.Tensor, q: torch.Tensor,
+def compute(spec_G: Spectrum, spec_E: Spectrum, dec: Decomposition, rmv, q: torch.Tensor,
             a: torch.Tensor, reg_norm: float | None, identity_error: float, acfg) -> dict:
-    """metrics.json's measurement part (see product.md)."""
+    """metrics.json's measurement part (see product.md); rmv: U -> G^T U (G never formed)."""
     norm_G, fro_G = float(spec_G.values[0]), math.sqrt(spec_G.fro2)
     norms = {"G": norm_G, "G_fro": fro_G, "S1": dec.S1.norm(), "S12": dec.S12.norm(), "S2": dec.S2.norm(),
              "E": float(spec_E.values[0]), "E_fro": math.sqrt(spec_E.fro2)}
@@ -87,9 +87,12 @@ def compute(spec_G: Spectrum, spec_E: Spectrum, dec: Decomposition, G: torch.Ten
         "right_mu": abs_cos(spec_G.V, a * dec.mu),
         "right_spike": abs_cos(spec_G.V, dec.S2.right),
     }
-    # energy of G in the predicted subspace span{X_B^T r, q} vs its own top-2 subspace
+    # energy of G in the predicted subspace span{X_B^T r, q} vs its own top-2 subspace, and how
+    # strongly G as a whole (penalty included) points along each predicted direction
     P = torch.linalg.qr(torch.stack([residue_dir, q], 1))[0]
-    pred = float((P.T @ G).pow(2).sum())
+    GtP = rmv(torch.cat([P, residue_dir[:, None], q[:, None]], 1))
+    pred = float(GtP[:, :2].pow(2).sum())
+    directions = {"residue": float(GtP[:, 2].norm()) / max(float(residue_dir.norm()), 1e-300), "spike": float(GtP[:, 3].norm())}
     fro2 = max(spec_G.fro2, 1e-300)
     top = spec_G.s.double()
     edge = max((1 + acfg.edge_margin) * norms["E"], norm_G * torch.finfo(spec_G.s.dtype).eps ** 0.5)  # not below the noise floor
@@ -107,6 +110,7 @@ def compute(spec_G: Spectrum, spec_E: Spectrum, dec: Decomposition, G: torch.Ten
         "singular_values": s_list,
         "alignment": align,
         "captured": cap,
+        "directions": directions,
         "energy": {"predicted_subspace": pred / fro2, "top2_subspace": float((top[:2] ** 2).sum()) / fro2},
         "rank": ranks,
         "bulk_edge": edge,

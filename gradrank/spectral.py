@@ -95,9 +95,10 @@ def _resolved(lam: torch.Tensor, k: int) -> bool:
     return bool(lam[k - 1] >= lam[0] * eps**0.5) if k else True
 
 
-def _factor_spectrum(M: torch.Tensor, k: int, accurate: bool) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """All singular values of the wide M (r <= c), its top-k right singular vectors, ||M||_F^2."""
-    C = M @ M.T
+def _factor_spectrum(M: torch.Tensor, k: int, accurate: bool, C: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """All singular values of the wide M (r <= c), its top-k right singular vectors, ||M||_F^2.
+    C: M M^T when the caller has it (overwritten)."""
+    C = M @ M.T if C is None else C
     fro2 = float(C.diagonal().sum())
     if not accurate:
         lam, P = _eig_top(C, k)
@@ -124,8 +125,49 @@ def spectrum(L: torch.Tensor, R: torch.Tensor, coef: float, k: int, dense_add: t
     k = min(k, n)
     R_L = torch.linalg.qr(L.T, mode="r")[1]  # n x n, L^T = Q R_L
     s, V, fro2 = _factor_spectrum(R_L @ R, k, accurate)
+    return _from_factor(L, R, coef, s, V, fro2, d, m)
+
+
+def spectrum_pair(L: torch.Tensor, R: torch.Tensor, U: torch.Tensor, B: torch.Tensor, coef: float, k: int,
+                  exact_other, accurate: bool = False, rank_other: int | None = None) -> tuple[Spectrum, Spectrum]:
+    """Spectrum of A = coef L^T [R; 0] (values and top-k triplets) and the values of
+    A' = coef L^T ([R; 0] - U B^T), a rank-j change of A's right factor, from one QR and one Gram.
+
+    L: p x d, R: n x m (n <= p; its missing rows are zero), U: p x j, B: m x j. With L^T = Q R_L,
+    A = coef Q [M; 0], M = R_L[:n, :n] R, and A' = coef Q R_L([R; 0] - U B^T), whose Gram is
+        K' = [M M^T, 0; 0, 0] - Z Y^T - Y Z^T + Y (B^T B) Y^T,   Y = R_L U,  Z = [M B; 0],
+    a rank-2j update of A's Gram: no second QR, product or Gram. It loses ~eps s_1(A)^2 absolutely,
+    so when s_1(A')^2 < eps^(1/4) s_1(A)^2 (A' is much smaller than A: a strong spike) A' is
+    recomputed by `exact_other()` (-> Spectrum); likewise for shapes the Gram route does not fit.
+    rank_other: a known bound on A''s rank (default min(p, n + j)); the values past it are zero."""
+    p, d = L.shape
+    n, m = R.shape
+    if accurate or p >= min(d, m):
+        return spectrum(L[:n], R, coef, k, accurate=accurate), exact_other()
+    R_L = torch.linalg.qr(L.T, mode="r")[1]  # p x p
+    M = R_L[:n, :n] @ R
+    C = M @ M.T
+    Y, Z = R_L @ U, torch.cat([M @ B, M.new_zeros(p - n, B.shape[1])])
+    K = (Y @ (B.T @ B / 2) - Z) @ Y.T
+    K = K + K.T
+    K[:n, :n] += C  # before _factor_spectrum overwrites C
+    lam_other = _eig_top(K, 0)[0]
+    lam_other[min(p, n + B.shape[1]) if rank_other is None else rank_other :] = 0  # rounding, not spectrum
+    s, V, fro2 = _factor_spectrum(M, min(k, n, d, m), accurate, C)
+    if not lam_other[0] >= s[0] ** 2 * torch.finfo(s.dtype).eps ** 0.25:
+        other = exact_other()
+    else:
+        values = torch.cat([lam_other.sqrt(), lam_other.new_zeros(min(d, m) - p)])
+        other = Spectrum(coef * values, L.new_zeros(d, 0), values.new_zeros(0), L.new_zeros(m, 0),
+                         coef**2 * float(lam_other.sum()))
+    return _from_factor(L[:n], R, coef, s, V, fro2, d, m), other
+
+
+def _from_factor(L, R, coef, s, V, fro2, d, m) -> Spectrum:
+    """A = coef L^T R's Spectrum from M's values s, top right vectors V and ||M||_F^2."""
+    k = V.shape[1]
     U = _A(L, R, 1.0, V) / s[:k].clamp_min(torch.finfo(s.dtype).tiny)
-    values = torch.cat([s, s.new_zeros(min(d, m) - n)])
+    values = torch.cat([s, s.new_zeros(min(d, m) - s.numel())])
     return Spectrum(coef * values, U, coef * s[:k], V, coef**2 * fro2)
 
 

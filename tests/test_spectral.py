@@ -156,6 +156,89 @@ def test_identity_residual_is_the_dense_check(decomposed):
     assert analysis.identity_residual(G, dec, ds.X_B, 8 * G.shape[0] * 7) == pytest.approx(expected, rel=1e-3)
 
 
+def test_identity_probe_estimates_the_dense_check(decomposed):
+    """The 8-probe estimate is at rounding level when the terms add up, and within a factor 3 of the
+    dense Frobenius ratio when one term is off (unbiased for the square; spread ~0.5)."""
+    ds, grad, dec = decomposed
+    G = grad.dense()
+    assert analysis.identity_probe(grad, dec, ds.X_B) < 1e-13
+    for term, rel in ((dec.S2, 1e-6), (dec.S1, 1e-3)):
+        term.scale *= 1 + rel
+        dense = analysis.identity_residual(G, dec, ds.X_B)
+        assert dense > 1e-9 and 1 / 3 < analysis.identity_probe(grad, dec, ds.X_B) / dense < 3
+
+
+def test_identity_modes_change_only_the_check(small_cfg):
+    """analysis.identity = probe (default) or dense: both at rounding level, everything else identical."""
+    out = {}
+    for mode in ("probe", "dense"):
+        cfg, ds, net = analysis.prepare(small_cfg(f"analysis.identity={mode}", "model.activation=gelu"))
+        out[mode] = analysis.analyze_state(cfg, ds, net).metrics
+        assert 0 < out[mode]["identity_error"] < 1e-13
+    assert out["probe"]["identity_error"] != out["dense"]["identity_error"]
+    assert out["probe"]["norms"] == out["dense"]["norms"] and out["probe"]["singular_values"] == out["dense"]["singular_values"]
+
+
+def _pair(p, n, d, m, j=2, seed=3, spike=1.0):
+    L, R = _factors(p, d, m, seed)
+    L[-1] *= spike
+    g = torch.Generator().manual_seed(seed + 1)
+    U, B = torch.randn(p, j, generator=g, dtype=torch.float64), torch.randn(m, j, generator=g, dtype=torch.float64)
+    return L, R[:n], U, B
+
+
+@pytest.mark.parametrize("p,n,d,m", [(61, 60, 90, 120), (61, 60, 120, 90), (70, 60, 90, 120), (95, 90, 90, 120)])
+def test_spectrum_pair_matches_dense_svds(p, n, d, m):
+    """A = c L^T [R; 0] and A' = c L^T ([R; 0] - U B^T) from one QR and a Gram update (and the
+    shapes it does not fit) against dense SVDs of both."""
+    L, R, U, B = _pair(p, n, d, m)
+    Rp = torch.cat([R, R.new_zeros(p - n, m)])
+    A, A2 = 0.7 * L.T @ Rp, 0.7 * L.T @ (Rp - U @ B.T)
+    calls = []
+    other = lambda: calls.append(1) or spectral.spectrum(L, Rp - U @ B.T, 0.7, 0)  # noqa: E731
+    sp, sp2 = spectral.spectrum_pair(L, R, U, B, 0.7, 5, other)
+    U0, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    S2 = torch.linalg.svdvals(A2)
+    assert len(calls) == (p >= min(d, m))  # the update serves whenever the Gram route fits
+    assert sp.values.shape == S.shape and sp2.values.shape == S2.shape
+    assert float((sp.values - S).abs().max()) <= 1e-8 * float(S[0])  # normwise: null values come out ~sqrt(eps) s_1
+    assert float((sp2.values - S2).abs().max()) <= 1e-8 * float(S2[0])
+    assert sp2.fro2 == pytest.approx(float(A2.pow(2).sum()), rel=1e-10)
+    assert _angle(sp.U, U0[:, :5]) < 1e-6 and _angle(sp.V, Vh[:5].T) < 1e-6
+
+
+def test_spectrum_pair_falls_back_when_the_update_cancels():
+    """A' much smaller than A (R = U B^T + 1e-6 noise): the rank-2j update would lose A' to rounding,
+    so the exact route is taken and A''s values stay right."""
+    p, n, d, m = 61, 60, 90, 120
+    L, R, U, B = _pair(p, n, d, m)
+    U[n:] = 0
+    R = (U @ B.T)[:n] + 1e-6 * R
+    A2 = L.T @ (torch.cat([R, R.new_zeros(p - n, m)]) - U @ B.T)
+    calls = []
+    other = lambda: calls.append(1) or spectral.spectrum(L[:n], 1e-6 * _pair(p, n, d, m)[1], 1.0, 0)  # noqa: E731
+    sp, sp2 = spectral.spectrum_pair(L, R, U, B, 1.0, 3, other)
+    assert calls == [1]
+    S2 = torch.linalg.svdvals(A2)
+    assert float(S2[0]) < 1e-4 * float(sp.values[0])
+    assert float((sp2.values[:n] - S2[:n]).abs().max()) <= 1e-8 * float(S2[0])
+
+
+def test_analysis_E_spectrum_is_E_s(small_cfg):
+    """analyze_state's E values (from G's Gram by the update) = svdvals of E formed densely from X_B and
+    D_perp, to the Gram routes' normwise ~sqrt(eps) ||E|| and the top value to 1e-13; a strong spike
+    (nu = 1.2) takes the exact route with the same accuracy."""
+    for nu in ("0.4", "1.2"):
+        cfg, ds, net = analysis.prepare(small_cfg(f"data.nu={nu}"))
+        res = analysis.analyze_state(cfg, ds, net)
+        grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
+        dec = decompose(grad, ds, net, torch.as_tensor(res.arrays["mu"]))
+        S2 = torch.linalg.svdvals(dec.E_dense(ds.X_B))
+        err = (torch.as_tensor(res.arrays["E_singular_values"]) - S2).abs()
+        assert float(err.max()) <= 3e-8 * float(S2[0]) and float(err[0]) <= 1e-13 * float(S2[0])
+        assert res.metrics["norms"]["E_fro"] == pytest.approx(float(S2.pow(2).sum()) ** 0.5, rel=1e-10)
+
+
 def test_cuda_device_plumbing(tmp_path, small_cfg):
     """--device cuda: without CUDA a one-line input error (exit 2, nothing written); with it, the
     same numbers as on the CPU."""
