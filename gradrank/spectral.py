@@ -19,6 +19,7 @@ on a residual test; it never forms anything larger than n x block.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,50 @@ def _blas_pools():
     return ThreadpoolController()
 
 
+@functools.lru_cache(maxsize=None)
+def _lapack(name: str):
+    """A LAPACK routine from scipy's Cython LAPACK table (scipy.linalg.cython_lapack, public API),
+    called through ctypes, which releases the GIL: two reductions can run on the two cores at once."""
+    import ctypes
+
+    from scipy.linalg import cython_lapack
+
+    api = ctypes.pythonapi
+    api.PyCapsule_GetName.restype, api.PyCapsule_GetName.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+    capsule = cython_lapack.__pyx_capi__[name]
+    address = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
+    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * {"sytrd": 10, "sterf": 4}[name[1:]])(address)
+
+
+def _tridiagonal(A):
+    """A = Q T Q^T in place for a symmetric float32/64 numpy array A (LAPACK sytrd, uplo = L of the
+    Fortran view, whose memory is A's own), and all eigenvalues of T (sterf), ascending.
+    Returns the reflectors (Fortran view of A), T's diagonal and off-diagonal, tau and the eigenvalues."""
+    import numpy as np
+
+    n, dt = A.shape[0], A.dtype
+    x = "d" if dt == np.float64 else "s"
+    ptr = lambda a: a.ctypes.data  # noqa: E731
+    N, lwork, info = (np.array([v], np.int32) for v in (n, -1, 0))
+    uplo = np.array([b"L"], "S1")
+    d, e, tau, work = np.empty(n, dt), np.empty(max(n - 1, 1), dt), np.empty(max(n - 1, 1), dt), np.empty(1, dt)
+    F = A.T  # Fortran-ordered view of the same memory (A is symmetric)
+    args = lambda: (ptr(uplo), ptr(N), ptr(F), ptr(N), ptr(d), ptr(e), ptr(tau), ptr(work), ptr(lwork), ptr(info))  # noqa: E731
+    _lapack(x + "sytrd")(*args())  # workspace query
+    lwork[0] = int(work[0])
+    work = np.empty(int(lwork[0]), dt)
+    _lapack(x + "sytrd")(*args())
+    if info[0]:
+        raise RuntimeError(f"LAPACK {x}sytrd failed (info = {info[0]})")
+    diag, off = d.copy(), e[: n - 1].copy()
+    _lapack(x + "sterf")(ptr(N), ptr(d), ptr(e), ptr(info))
+    if info[0]:
+        raise RuntimeError(f"LAPACK {x}sterf did not converge (info = {info[0]})")
+    return F, diag, off, tau[: n - 1], d
+
+
 def _eig_top(C: torch.Tensor, k: int, lapack: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All eigenvalues of the symmetric C (descending, clamped at 0) and the top-k eigenvectors.
 
@@ -64,15 +109,14 @@ def _eig_top(C: torch.Tensor, k: int, lapack: bool | None = None) -> tuple[torch
     import numpy as np
     from scipy.linalg import lapack
 
-    sytrd, sterf, stemr = lapack.get_lapack_funcs(("sytrd", "sterf", "stemr"), dtype=C.numpy().dtype)
-    lwork = int(lapack.get_lapack_funcs("sytrd_lwork", dtype=C.numpy().dtype)(n, lower=1)[0])
     # one thread: scipy's OpenBLAS helper threads would otherwise spin against torch's OpenMP pool
     with _blas_pools().limit(limits=1, user_api="blas"):
-        refl, diag, off, tau, _ = sytrd(C.numpy().T, lower=1, lwork=lwork, overwrite_a=1)  # C = Q T Q^T
-        lam = torch.from_numpy(sterf(diag, off)[0].copy()).flip(0).clamp_min(0)
+        refl, diag, off, tau, lam = _tridiagonal(C.numpy())  # C = Q T Q^T
+        lam = torch.from_numpy(lam).flip(0).clamp_min(0)
         if k == 0:
             return lam, C.new_zeros(n, 0)
         # eigenvectors of T for the k largest eigenvalues (1-based indices n-k+1 .. n), then Q times them
+        stemr = lapack.get_lapack_funcs("stemr", dtype=diag.dtype)
         found, _, Z, info = stemr(diag, np.append(off, 0.0), 2, 0.0, 0.0, n - k + 1, n)
     if info or found != k:  # MRRR declined (rare): a dense solver on the tridiagonal T instead
         e = torch.from_numpy(off)
@@ -151,9 +195,11 @@ def spectrum_pair(L: torch.Tensor, R: torch.Tensor, U: torch.Tensor, B: torch.Te
     K = (Y @ (B.T @ B / 2) - Z) @ Y.T
     K = K + K.T
     K[:n, :n] += C  # before _factor_spectrum overwrites C
-    lam_other = _eig_top(K, 0)[0]
+    with ThreadPoolExecutor(1) as pool:  # A''s reduction on the other core (LAPACK without the GIL) while A's runs here
+        other_eig = pool.submit(_eig_top, K, 0) if K.device.type == "cpu" else None
+        s, V, fro2 = _factor_spectrum(M, min(k, n, d, m), accurate, C)
+        lam_other = (other_eig.result() if other_eig else _eig_top(K, 0))[0]
     lam_other[min(p, n + B.shape[1]) if rank_other is None else rank_other :] = 0  # rounding, not spectrum
-    s, V, fro2 = _factor_spectrum(M, min(k, n, d, m), accurate, C)
     if not lam_other[0] >= s[0] ** 2 * torch.finfo(s.dtype).eps ** 0.25:
         other = exact_other()
     else:
