@@ -10,7 +10,8 @@ from gradrank.errors import InputError
 
 def estimate_bytes(n: int, d: int, m: int, dtype: str) -> int:
     """Peak working set of one analysis: X, X_B (n x d, twice for casts), five n x m factors
-    (pre-activations, sigma, Sigma', D, D_perp) and four d x m matrices (G, E, their sum, a copy)."""
+    (pre-activations, sigma, Sigma', D, D_perp) and four d x m matrices (W; and G, a penalty, a copy
+    or training's W_0 and optimiser state where they are formed: the default analysis forms none)."""
     item = 8 if dtype == "float64" else 4
     return item * (4 * n * d + 5 * n * m + 4 * d * m + 2 * min(n, d) ** 2) + 8 * 2 * n * d
 

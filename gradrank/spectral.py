@@ -4,7 +4,9 @@ Exact route, n < min(d, m): with the thin QR L^T = Q R_L, A = coef * Q (R_L R), 
 singular values are those of the n x m matrix M = R_L R. They come from the n x n Gram M M^T
 with one tridiagonal reduction: every eigenvalue, and eigenvectors of the top k only (LAPACK
 sytrd + sterf + stemr, back-transformed by ormqr; torch.linalg.eigh off the CPU). Otherwise the
-Gram of the dense matrix's smaller side is used.
+Gram of the dense matrix's smaller side is used. `spectrum_pair` adds the values of a rank-j change
+of the right factor (G and its error term E) from the same QR and Gram, its reduction running
+on the other core.
 
 Accuracy: the Gram's eigenvalues carry an absolute error ~ eps s_1^2, so every singular value is
 right in the normwise sense |s_i - s_hat_i| <~ sqrt(eps) s_1 (~1e-8 s_1 in float64), and to a
