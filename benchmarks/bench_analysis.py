@@ -116,7 +116,7 @@ def case_analysis(n, d, m, dtype, device, with_ref):
            "identity_error": res.metrics["identity_error"]}
     if not with_ref:
         return row
-    t_ref, (svd, norms, ident) = best_time(lambda: obvious(cfg, ds, net), device, repeats=1)
+    t_ref, (svd, norms, ident) = best_time(lambda: obvious(cfg, ds, net), device)
     U, S, Vh = svd
     tol_v, tol_a = tolerances(dtype)
     vals = torch.as_tensor(res.arrays["singular_values"], dtype=S.dtype, device=S.device)
@@ -156,7 +156,7 @@ def case_spectra(n, d, m, dtype, device, with_ref, k=16):
     rows = []
     if with_ref:
         G = grad.dense()
-        t_ref, (U, S, Vh) = best_time(lambda: torch.linalg.svd(G, full_matrices=False), device, repeats=1)
+        t_ref, (U, S, Vh) = best_time(lambda: torch.linalg.svd(G, full_matrices=False), device)
         ref = (U[:, :k], S, Vh[:k].T, "dense SVD")
     else:  # too large for a dense SVD here: the exact route (itself checked at smaller sizes) is the reference
         t_ref, ref = None, (sp.U, sp.values, sp.V, "exact spectrum")
