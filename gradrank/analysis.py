@@ -120,9 +120,7 @@ def identity_probe(grad, dec, X_B: torch.Tensor, probes: int = 8) -> float:
     g = torch.Generator().manual_seed(0)
     Omega = torch.randn(grad.D.shape[1], probes, generator=g, dtype=torch.float64).to(grad.D)
     G_Om = grad.mv(Omega)
-    terms = (dec.S1, dec.S12, dec.S2)
-    left = torch.stack([t.scale * t.left for t in terms], 1)  # d x 3
-    right = torch.stack([t.right for t in terms])  # 3 x m
+    left, right = dec.spikes()
     diff = G_Om - dec.coef * (X_B.T @ (dec.D_perp @ Omega)) - left @ (right @ Omega)
     return float(diff.norm()) / max(float(G_Om.norm()), 1e-300)
 
@@ -130,9 +128,7 @@ def identity_probe(grad, dec, X_B: torch.Tensor, probes: int = 8) -> float:
 def identity_residual(G_loss: torch.Tensor, dec, X_B: torch.Tensor, block_bytes: int = 1 << 25) -> float:
     """||G_loss - (S1 + S12 + S2 + E)||_F / ||G_loss||_F, every term dense: E = coef X_B^T D_perp
     by a GEMM and the rank-one terms by one rank-3 update, over column blocks of ~block_bytes."""
-    terms = (dec.S1, dec.S12, dec.S2)
-    left = torch.stack([t.scale * t.left for t in terms], 1)  # d x 3
-    right = torch.stack([t.right for t in terms])  # 3 x m
+    left, right = dec.spikes()
     step = max(1, block_bytes // (G_loss.element_size() * G_loss.shape[0]))
     diff2 = 0.0
     for j in range(0, G_loss.shape[1], step):

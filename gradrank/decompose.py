@@ -48,6 +48,11 @@ class Decomposition:
     mu_error: float  # quadrature convergence estimate (0 for the empirical mean)
     coef: float
 
+    def spikes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """S1 + S12 + S2 as the product of a d x 3 and a 3 x m factor."""
+        terms = (self.S1, self.S12, self.S2)
+        return torch.stack([t.scale * t.left for t in terms], 1), torch.stack([t.right for t in terms])
+
     def E_dense(self, X_B: torch.Tensor) -> torch.Tensor:
         return self.coef * (X_B.T @ self.D_perp)
 
