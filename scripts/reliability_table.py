@@ -69,7 +69,8 @@ def render(rows: list[dict], summary: str, seconds: float) -> str:
         "- `gradrank.gradient`: data or gradients beyond the dtype's range (their squares would overflow) are "
         "refused (exit 2) instead of producing NaN spectra; the logistic loss uses softplus / sigmoid.",
         "- `metrics.json[\"trust\"]` (shown as warnings in the summary): `finite`, `identity` (decomposition "
-        "identity error vs `analysis.identity_tol`, 1e-4 in float32), `quadrature` (mu's quadrature change), "
+        "identity error, from 8 fixed probes or with `analysis.identity = \"dense\"` every term formed, vs "
+        "`analysis.identity_tol`, 1e-4 in float32), `quadrature` (mu's quadrature change), "
         "`spectrum` (residual of the reported singular triplets against G itself) and `resolution` (||E|| above "
         "the dtype's floor s_1 sqrt(eps), below which outliers cannot be counted). Outliers are never counted "
         "below that floor; the spectrum falls back from the Gram matrix to an SVD of the factor when s_1/s_k is "

@@ -151,7 +151,8 @@ def test_sweep_killed_and_resumed(tmp_path):
     """SIGKILL a local sweep's whole process group (main and workers) mid-way; every point is
     complete or absent, the store reads; rerunning completes exactly the missing points."""
     out = tmp_path / "sw"
-    grid = ["--grid", "data.nu=0.1,0.2,0.3,0.4,0.5,0.6", "--set", "data.n=60", "--set", "data.d=80",
+    points_n = 40  # enough that the kill lands mid-way however fast one point is
+    grid = ["--grid", f"data.nu=0.1:0.6:{points_n}", "--set", "data.n=60", "--set", "data.d=80",
             "--set", "model.width=100", "--no-report", "-j", "2", "-o", out]
     p = gradrank("sweep", *grid)
     deadline = time.time() + 120
@@ -173,25 +174,25 @@ def test_sweep_killed_and_resumed(tmp_path):
             json.loads(e.read_text())
         else:
             assert e.name.startswith(".") and (".tmp-" in e.name or ".old-" in e.name or e.name.endswith(".tmp")), e.name
-    assert 2 <= len(complete) < 6
+    assert 2 <= len(complete) < points_n
     mtimes = {h: (points / h / "metrics.json").stat().st_mtime_ns for h in complete}
     p = gradrank("sweep", *grid)
     assert p.wait(timeout=300) == 0, p.stderr.read()
     final = [e for e in points.iterdir() if e.is_dir() and not e.name.startswith(".")]
-    assert len(final) == 6
+    assert len(final) == points_n
     for e in final:
         check_run(e, e.name)
     assert all((points / h / "metrics.json").stat().st_mtime_ns == t for h, t in mtimes.items()), "done points rerun"
     with open(out / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 6
+    assert len(rows) == points_n
     # determinism through the sweep's worker processes: a resumed point equals the point analysed alone
     from gradrank import analysis
 
     late = next(e for e in final if e.name not in complete)
     alone = analysis.analyze(config.from_dict(tomllib.loads((late / "config.toml").read_text())))
     assert json.loads(json.dumps(alone.metrics)) == {k: v for k, v in check_run(late).items() if k not in ("config", "provenance")}
-    record("kill", "SIGKILL of a `gradrank sweep -j 2` process group (6 points) after 2+ points were stored",
+    record("kill", f"SIGKILL of a `gradrank sweep -j 2` process group ({points_n} points) after 2+ points were stored",
            f"{len(complete)} complete points, the rest absent or hidden temporaries; rerun ran only the "
-           f"{6 - len(complete)} missing points; results.csv has 6 rows; a resumed point's metrics equal "
+           f"{points_n - len(complete)} missing points; results.csv has {points_n} rows; a resumed point's metrics equal "
            "the same config analysed alone, bitwise")
