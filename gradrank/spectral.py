@@ -197,10 +197,15 @@ def spectrum_pair(L: torch.Tensor, R: torch.Tensor, U: torch.Tensor, B: torch.Te
     K = (Y @ (B.T @ B / 2) - Z) @ Y.T
     K = K + K.T
     K[:n, :n] += C  # before _factor_spectrum overwrites C
-    with ThreadPoolExecutor(1) as pool:  # A''s reduction on the other core (LAPACK without the GIL) while A's runs here
-        other_eig = pool.submit(_eig_top, K, 0) if K.device.type == "cpu" else None
+    if K.device.type == "cpu":  # A''s reduction on the other core (LAPACK without the GIL) while A's runs here;
+        # the outer limit makes the two threads' own limits restore 1, and this one the original count
+        with _blas_pools().limit(limits=1, user_api="blas"), ThreadPoolExecutor(1) as pool:
+            other_eig = pool.submit(_eig_top, K, 0)
+            s, V, fro2 = _factor_spectrum(M, min(k, n, d, m), accurate, C)
+            lam_other = other_eig.result()[0]
+    else:
         s, V, fro2 = _factor_spectrum(M, min(k, n, d, m), accurate, C)
-        lam_other = (other_eig.result() if other_eig else _eig_top(K, 0))[0]
+        lam_other = _eig_top(K, 0)[0]
     lam_other[min(p, n + B.shape[1]) if rank_other is None else rank_other :] = 0  # rounding, not spectrum
     if not lam_other[0] >= s[0] ** 2 * torch.finfo(s.dtype).eps ** 0.25:
         other = exact_other()

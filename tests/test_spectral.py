@@ -196,10 +196,12 @@ def test_spectrum_pair_matches_dense_svds(p, n, d, m):
     A, A2 = 0.7 * L.T @ Rp, 0.7 * L.T @ (Rp - U @ B.T)
     calls = []
     other = lambda: calls.append(1) or spectral.spectrum(L, Rp - U @ B.T, 0.7, 0)  # noqa: E731
+    pools = spectral._blas_pools().info()
     sp, sp2 = spectral.spectrum_pair(L, R, U, B, 0.7, 5, other)
     U0, S, Vh = torch.linalg.svd(A, full_matrices=False)
     S2 = torch.linalg.svdvals(A2)
     assert len(calls) == (p >= min(d, m))  # the update serves whenever the Gram route fits
+    assert spectral._blas_pools().info() == pools  # the two reductions' thread limits left nothing behind
     assert sp.values.shape == S.shape and sp2.values.shape == S2.shape
     assert float((sp.values - S).abs().max()) <= 1e-8 * float(S[0])  # normwise: null values come out ~sqrt(eps) s_1
     assert float((sp2.values - S2).abs().max()) <= 1e-8 * float(S2[0])
