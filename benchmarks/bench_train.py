@@ -3,7 +3,7 @@ implementation (a dense SVD of G every step), measured in the same run at the pa
 
 For each variant the same full-batch gradient-descent trajectory is replayed from W0:
   step         gradient() + dense G + the update (no spectral work)
-  track k      spectral.track_topk on the factored G, warm-started from the previous step's block
+  track k      spectral.top_k on the factored G, warm-started from the previous step's block
   exact        spectral.spectrum (all singular values + top-k triplets of G) every step
   dense SVD    torch.linalg.svd(G) every step (the obvious implementation)
 Tracking times are checked at the last step against the dense SVD (values relative to s_1,
@@ -40,7 +40,7 @@ def replay(cfg, ds, net0, steps: int, lr: float, variant: str, k: int):
         t1 = time.perf_counter()
         if variant == "track":
             mv, rmv = train._operator(grad, ds.X, None)
-            last = spectral.track_topk(mv, rmv, block, k, lambda: spectral.spectrum(ds.X, grad.D, grad.coef, p))
+            last = spectral.top_k(mv, rmv, block, k, exact=lambda: spectral.spectrum(ds.X, grad.D, grad.coef, p))
             block = last.U
             iters.append(last.iterations)
             fallbacks += last.fallback

@@ -14,8 +14,9 @@ relative eps (s_1 / s_i)^2 when s_i >> sqrt(eps) s_1. When a top-k value falls b
 eps^(1/4) s_1 the Gram no longer resolves its vector and an SVD of the factor is taken instead;
 `accurate=True` always takes it (backward stable, several times slower).
 
-Fast route (`top_k`): block Krylov on v -> coef L^T (R v) for the top-k triplets only, stopped
-on a residual test; it never forms anything larger than n x block.
+Fast route (`top_k`): block Krylov on an operator (e.g. `factored`: v -> coef L^T (R v)) for the
+top-k triplets only, stopped on a residual test, warm-started along a training trajectory; it
+never forms anything larger than n x block.
 """
 
 from __future__ import annotations
@@ -38,13 +39,16 @@ class Spectrum:
 
 @dataclass
 class Triplets:
-    """Top-k singular triplets from `top_k`, with the residual they were accepted at."""
+    """Top singular triplets from `top_k`: the whole block (the k wanted and the extra columns that
+    speed convergence, a warm start for the next call), with the residual the first k were accepted at."""
 
-    U: torch.Tensor  # d x k
-    s: torch.Tensor  # k, descending
-    V: torch.Tensor  # m x k
-    residual: float  # max_i ||A v_i - s_i u_i|| / s_1 (A^T u_i = s_i v_i holds exactly)
+    U: torch.Tensor  # d x b
+    s: torch.Tensor  # b, descending
+    V: torch.Tensor  # m x b
+    k: int
+    residual: float  # max_{i<k} ||A v_i - s_i u_i|| / s_1 (A^T u_i = s_i v_i holds exactly)
     iterations: int
+    fallback: bool = False  # not converged within max_dim columns: `exact()` was used
 
 
 @functools.lru_cache(maxsize=1)
@@ -247,89 +251,61 @@ def _At(L: torch.Tensor, R: torch.Tensor, coef: float, Q: torch.Tensor) -> torch
 
 
 def _orth(K: torch.Tensor, Q: torch.Tensor | None) -> torch.Tensor:
-    """Orthonormal basis of K's component outside span(Q) (block Gram-Schmidt, twice)."""
+    """Orthonormal basis of K's component outside span(Q) (block Gram-Schmidt, twice), rank-revealing:
+    directions below sqrt(eps) ||K|| (already in span(Q), or dependent) are dropped, so a Krylov
+    space that has exhausted A's range ends instead of filling up with rounding noise."""
+    scale = float(K.norm())
     if Q is not None:
         for _ in range(2):
             K = K - Q @ (Q.T @ K)
-    return torch.linalg.qr(K)[0]
+    floor = torch.finfo(K.dtype).eps ** 0.5 * scale
+    Qk, Rk = torch.linalg.qr(K)
+    if bool((Rk.diagonal().abs() > floor).all()):  # the usual case; else the SVD says which directions are new
+        return Qk
+    U, S, _ = torch.linalg.svd(K, full_matrices=False)
+    return U[:, S > floor]
 
 
-def top_k(L: torch.Tensor, R: torch.Tensor, coef: float, k: int, tol: float = 1e-6, block: int | None = None,
-          max_dim: int | None = None, start: torch.Tensor | None = None, seed: int = 0) -> Triplets:
-    """Top-k singular triplets of A = coef * L^T R by block Krylov (block Lanczos with full
-    reorthogonalisation), through products with L, R and their transposes only.
+def factored(L: torch.Tensor, R: torch.Tensor, coef: float):
+    """(V -> A V, U -> A^T U) for A = coef * L^T R, never formed: the operator `top_k` takes."""
+    return (lambda V: _A(L, R, coef, V)), (lambda U: _At(L, R, coef, U))
 
-    Each step applies A^T then A to one d x b block; the Rayleigh-Ritz projection of the whole
-    space gives A^T u_i = s_i v_i exactly, and it stops once ||A v_i - s_i u_i|| <= tol * s_1 for
-    all i < k. `start` (m x j, e.g. the previous V when tracking) seeds the first block."""
-    n, d = L.shape
-    m = R.shape[1]
-    k = min(k, n, d, m)
-    b = block or k + max(k, 8)
-    max_dim = min(max_dim or max(20 * b, 400), n, d, m)
-    g = torch.Generator().manual_seed(seed)
-    V0 = torch.randn(m, b, generator=g, dtype=torch.float64).to(L)
-    if start is not None:
-        V0[:, : start.shape[1]] = start[:, :b]
-    Q = _orth(_A(L, R, coef, V0), None)  # d x b
+
+def top_k(mv, rmv, start: torch.Tensor, k: int, tol: float = 1e-6, max_dim: int | None = None, exact=None) -> Triplets:
+    """Top-k singular triplets of an operator A (d x m) given by mv (V -> A V) and rmv (U -> A^T U),
+    by block Krylov (block Lanczos with full reorthogonalisation) from the d x b block `start`
+    (b > k: random, A times a random block, or the previous call's U when tracking a trajectory).
+
+    Each step applies A^T then A to one d x b block; the Rayleigh-Ritz projection of the whole space
+    gives A^T u_i = s_i v_i exactly, and it stops once ||A v_i - s_i u_i|| <= tol * s_1 for all
+    i < k. Along a training trajectory the top subspace moves little per step, so a warm start
+    passes at once. Past max_dim columns (default min(max(20 b, 400), d, m)) without meeting the
+    test, `exact()` (-> Spectrum with >= b triplets) is used and flagged, or, without `exact`, the
+    best triplets so far are returned with their residual."""
+    d, b = start.shape
+    Q = _orth(start, None)
     Qs, Ws, Ks = [], [], []  # orthonormal blocks, A^T Q_i, A A^T Q_i
     it, dim = 0, 0
     while True:
         it += 1
-        W = _At(L, R, coef, Q)  # A^T Q_i, m x b
-        K = _A(L, R, coef, W)  # A W_i, d x b
+        W = rmv(Q)  # A^T Q_i, m x b
+        K = mv(W)  # A W_i, d x b
         Qs.append(Q), Ws.append(W), Ks.append(K)
         dim += Q.shape[1]
-        Wall, Kall = torch.cat(Ws, 1), torch.cat(Ks, 1)
-        lam, P = _eig_top(Wall.T @ Wall, k)  # (Q^T A)(Q^T A)^T
-        s = lam[:k].sqrt()
-        inv = 1 / s.clamp_min(torch.finfo(s.dtype).tiny)
-        Qall = torch.cat(Qs, 1)
-        AV = Kall @ P * inv  # A v_i, v_i = W p_i / s_i
-        U = Qall @ P
-        residual = float((AV - U * s).norm(dim=0).max() / s[0].clamp_min(torch.finfo(s.dtype).tiny))
-        if residual <= tol or dim >= max_dim:
-            return Triplets(U, s, Wall @ P * inv, residual, it)
-        Q = _orth(K, Qall)[:, : max_dim - dim]
-
-
-@dataclass
-class Tracked:
-    """Top-k triplets followed along a trajectory; U, s, V keep the whole tracked block (k + oversample)."""
-
-    U: torch.Tensor  # d x p
-    s: torch.Tensor  # p, descending
-    V: torch.Tensor  # m x p
-    k: int
-    residual: float  # max_{i<k} ||A v_i - s_i u_i|| / s_1 at acceptance (A^T u_i = s_i v_i exactly)
-    iterations: int
-    fallback: bool  # the residual test failed and the exact method was used
-
-
-def track_topk(matvec, rmatvec, start: torch.Tensor, k: int, exact, tol: float = 1e-6, max_iter: int = 30) -> Tracked:
-    """Top-k singular triplets of an operator A (d x m) given by matvec (V -> A V) and rmatvec
-    (U -> A^T U), warm-started from the previous block `start` (d x p, p > k; random at first).
-
-    Subspace iteration on A A^T with a Rayleigh-Ritz step per iteration: from an orthonormal
-    block Q, B = A^T Q and the eigenpairs of B^T B give U = Q P, V = B P / s. Along a training
-    trajectory the top subspace moves little per step, so a few iterations meet the residual test
-    ||A v_i - s_i u_i|| <= tol * s_1 (i < k); otherwise `exact()` (-> Spectrum with >= p triplets)
-    is used and the result is flagged as a fallback."""
-    p = start.shape[1]
-    Q = torch.linalg.qr(start)[0]
-    residual = float("inf")
-    for it in range(1, max_iter + 1):
-        B = rmatvec(Q)
-        c = B.abs().max().clamp_min(torch.finfo(B.dtype).tiny)  # scaled Gram: no overflow for huge A
-        lam, P = torch.linalg.eigh((B / c).T @ (B / c))
-        lam, P = lam.flip(0).clamp_min(0), P.flip(1)
-        s = c * lam.sqrt()
+        limit = max_dim or min(max(20 * b, 400), d, W.shape[0])
+        Wall, Kall, Qall = torch.cat(Ws, 1), torch.cat(Ks, 1), torch.cat(Qs, 1)
+        c = Wall.abs().max().clamp_min(torch.finfo(W.dtype).tiny)  # scaled Gram: no overflow for huge A
+        Wc = Wall / c
+        lam, P = _eig_top(Wc.T @ Wc, min(b, dim))  # (Q^T A)(Q^T A)^T / c^2
+        s = c * lam[: P.shape[1]].sqrt()
         inv = torch.where(s > s[0] * torch.finfo(s.dtype).eps, 1 / s, 0.0)  # rank-deficient A: zero, not huge, columns
-        U, V = Q @ P, B @ P * inv
-        AV = matvec(V)
+        U, V, AV = Qall @ P, Wall @ P * inv, Kall @ P * inv  # A v_i = A W p_i / s_i
         residual = float((AV[:, :k] - U[:, :k] * s[:k]).norm(dim=0).max() / s[0].clamp_min(torch.finfo(s.dtype).tiny))
         if residual <= tol:
-            return Tracked(U, s, V, k, residual, it, False)
-        Q = torch.linalg.qr(AV)[0]
-    spec = exact()
-    return Tracked(spec.U[:, :p], spec.s[:p], spec.V[:, :p], k, residual, max_iter, True)
+            return Triplets(U, s, V, k, residual, it)
+        Q = _orth(K, Qall)[:, : limit - dim] if dim < limit else K[:, :0]
+        if not Q.shape[1]:  # the space reached max_dim, or is invariant (all of A's range: nothing better exists)
+            if exact is None or dim < limit:
+                return Triplets(U, s, V, k, residual, it)
+            spec = exact()
+            return Triplets(spec.U[:, :b], spec.s[:b], spec.V[:, :b], k, residual, it, True)

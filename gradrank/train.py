@@ -7,7 +7,7 @@ features are learnt), lr for NTK; Adam normalises every coordinate and always ta
 
 Every train.record_every steps a row of the trajectory is recorded from the full-batch gradient
 at the clean training data (noise draws are per step): losses, the term norms of the exact
-decomposition, the top-k singular values and vectors of G (followed by `spectral.track_topk`,
+decomposition, the top-k singular values and vectors of G (followed by `spectral.top_k`,
 warm-started from the last record; exact SVD with train.track = exact), alignments, and the
 largest principal angle between the top-k subspace now and at the previous record (degrees).
 Every train.checkpoint_every steps the exact spectra of G and of W - W0 are kept.
@@ -31,7 +31,7 @@ from gradrank.decompose import compute_mu, decompose
 from gradrank.errors import InputError
 from gradrank.gradient import Gradient, gradient, loss_and_residue
 from gradrank.network import Network
-from gradrank.spectral import Tracked, dense_spectrum, spectrum, track_topk
+from gradrank.spectral import Triplets, dense_spectrum, spectrum, top_k
 
 
 def block_size(k: int, d: int, m: int) -> int:
@@ -107,14 +107,14 @@ class _Tracker:
         g = generator(seed, "train", 1)
         self.block = torch.randn(d, p, generator=g, dtype=torch.float64).to(like)
         self.k, self.exact_only, self.tol = k, exact_only, tol
-        self.last: Tracked | None = None
+        self.last: Triplets | None = None
 
-    def __call__(self, matvec, rmatvec, exact) -> Tracked:
+    def __call__(self, matvec, rmatvec, exact) -> Triplets:
         if self.exact_only:
             spec = exact()
-            out = Tracked(spec.U, spec.s, spec.V, self.k, 0.0, 0, False)
+            out = Triplets(spec.U, spec.s, spec.V, self.k, 0.0, 0)
         else:
-            out = track_topk(matvec, rmatvec, self.block, self.k, exact, tol=self.tol)
+            out = top_k(matvec, rmatvec, self.block, self.k, tol=self.tol, exact=exact)
         self.block, self.last = out.U, out
         return out
 

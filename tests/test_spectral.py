@@ -109,29 +109,45 @@ def test_float32_spectrum_within_its_normwise_bound():
     assert float((sp.values.double() - S).abs().max()) <= 1e-3 * float(S[0])
 
 
+def _cold(L, R, coef, k, tol, seed=0):
+    mv, rmv = spectral.factored(L, R, coef)
+    g = torch.Generator().manual_seed(seed)
+    start = mv(torch.randn(R.shape[1], k + max(k, 8), generator=g, dtype=torch.float64).to(L))
+    return spectral.top_k(mv, rmv, start, k, tol=tol)
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
 def test_top_k_block_krylov_matches_dense_svd(dtype, tol):
     L, R = _factors(120, 200, 300, seed=1, dtype=dtype)
     A = (0.5 * L.T @ R).double()
     U, S, Vh = torch.linalg.svd(A, full_matrices=False)
-    tk = spectral.top_k(L, R, 0.5, 6, tol=tol)
-    assert tk.residual <= tol
-    assert float((tk.s.double() - S[:6]).abs().max()) <= 10 * tol * float(S[0])
+    tk = _cold(L, R, 0.5, 6, tol)
+    assert tk.residual <= tol and not tk.fallback
+    Ud, Vd, sd = tk.U[:, :6].double(), tk.V[:, :6].double(), tk.s[:6].double()
+    assert float((sd - S[:6]).abs().max()) <= 10 * tol * float(S[0])
     # A^T u_i = s_i v_i exactly (Rayleigh-Ritz), A v_i - s_i u_i = the reported residual
-    Ud, Vd, sd = tk.U.double(), tk.V.double(), tk.s.double()
     res = (A @ Vd - Ud * sd).norm(dim=0).max() / S[0]
     assert float(res) == pytest.approx(tk.residual, rel=1e-2 if dtype == torch.float64 else 0.5, abs=1e-6)
     gap = float(S[5] - S[6]) / float(S[0])
     assert _angle(Ud, U[:, :6]) <= 10 * tol / gap and _angle(Vd, Vh[:6].T) <= 10 * tol / gap
 
 
-def test_top_k_warm_start_converges_at_once():
-    """Started from the exact right vectors (as when tracking a slowly changing G) it needs one step."""
+def test_top_k_warm_start_and_fallback():
+    """Started from the previous block (as when tracking a slowly changing G) it needs one step;
+    capped below what convergence needs it calls exact() and says so; a rank-deficient operator
+    gives zero, not huge, columns."""
     L, R = _factors(120, 200, 300, seed=2)
-    cold = spectral.top_k(L, R, 1.0, 4, tol=1e-10)
-    warm = spectral.top_k(L, R, 1.0, 4, tol=1e-10, start=cold.V)
+    mv, rmv = spectral.factored(L, R, 1.0)
+    cold = _cold(L, R, 1.0, 4, 1e-10)
+    warm = spectral.top_k(mv, rmv, cold.U, 4, tol=1e-10)
     assert warm.iterations == 1 < cold.iterations
-    assert torch.allclose(warm.s, cold.s, rtol=1e-10)
+    assert torch.allclose(warm.s[:4], cold.s[:4], rtol=1e-10)
+    exact = spectral.spectrum(L, R, 1.0, 12)
+    rough = torch.randn(200, 12, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    capped = spectral.top_k(mv, rmv, rough, 4, tol=1e-12, max_dim=12, exact=lambda: exact)
+    assert capped.fallback and capped.residual > 1e-12 and torch.equal(capped.s, exact.s[:12])
+    low = spectral.top_k(*spectral.factored(L[:3], R[:3], 1.0), rough, 3, tol=1e-8)  # rank 3
+    assert low.residual <= 1e-8 and torch.isfinite(low.V).all() and float(low.s[3:].max()) < 1e-6 * float(low.s[0])
 
 
 @pytest.fixture()
