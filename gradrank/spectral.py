@@ -122,15 +122,16 @@ def _eig_top(C: torch.Tensor, k: int, lapack: bool | None = None) -> tuple[torch
         if k == 0:
             return lam, C.new_zeros(n, 0)
         # eigenvectors of T for the k largest eigenvalues (1-based indices n-k+1 .. n), then Q times them
-        stemr = lapack.get_lapack_funcs("stemr", dtype=diag.dtype)
+        stemr, ormqr = lapack.get_lapack_funcs(("stemr", "ormqr"), dtype=diag.dtype)
         found, _, Z, info = stemr(diag, np.append(off, 0.0), 2, 0.0, 0.0, n - k + 1, n)
-    if info or found != k:  # MRRR declined (rare): a dense solver on the tridiagonal T instead
-        e = torch.from_numpy(off)
-        Z = torch.linalg.eigh(torch.diag(torch.from_numpy(diag)) + torch.diag(e, 1) + torch.diag(e, -1))[1][:, n - k :].numpy()
-    P = torch.from_numpy(Z[:, :k].copy()).flip(1)
-    # Q = diag(1, Q~), Q~ from the reflectors stored below the subdiagonal (LAPACK's dormtr, uplo = L)
-    P[1:] = torch.ormqr(torch.from_numpy(refl)[1:, :-1], torch.from_numpy(tau), P[1:])
-    return lam, P
+        if info or found != k:  # MRRR declined (rare): a dense solver on the tridiagonal T instead
+            e = torch.from_numpy(off)
+            Z = torch.linalg.eigh(torch.diag(torch.from_numpy(diag)) + torch.diag(e, 1) + torch.diag(e, -1))[1][:, n - k :].numpy()
+        P = np.asfortranarray(Z[:, :k][:, ::-1])
+        # Q = diag(1, Q~), Q~ from the reflectors stored below the subdiagonal (LAPACK's dormtr, uplo = L);
+        # OpenBLAS on one thread: MKL's threads would wait on the core the other reduction holds
+        P[1:] = ormqr("L", "N", refl[1:, :-1], tau, P[1:], lwork=max(1, 64 * k))[0]
+    return lam, torch.from_numpy(np.ascontiguousarray(P))
 
 
 def _eigh(C: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
