@@ -62,14 +62,15 @@ def gradient(net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> 
 
 
 def _fro(A: torch.Tensor) -> float:
-    """Frobenius norm as a Python float, without overflow in the dtype (two reductions, no copy
-    unless the entries are large enough for the sum of squares to overflow)."""
-    top = float(torch.linalg.vector_norm(A, math.inf)) if A.numel() else 0.0
-    if not 0 < top < math.inf:
-        return top
-    if top * math.sqrt(A.numel()) < math.sqrt(torch.finfo(A.dtype).max):
-        return float(torch.linalg.vector_norm(A))
-    return top * float(torch.linalg.vector_norm(A / top))
+    """Frobenius norm as a Python float, without overflow in the dtype: one reduction, and a scaled
+    second one only when the sum of squares overflowed (or the entries are not finite)."""
+    if not A.numel():
+        return 0.0
+    fro = float(torch.linalg.vector_norm(A))
+    if math.isfinite(fro):
+        return fro
+    top = float(torch.linalg.vector_norm(A, math.inf))
+    return top * float(torch.linalg.vector_norm(A / top)) if 0 < top < math.inf else top
 
 
 def _check_range(bound: float, X: torch.Tensor) -> None:
