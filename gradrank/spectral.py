@@ -78,11 +78,12 @@ def _lapack(name: str):
 
 
 def _tridiagonal(A):
-    """A = Q T Q^T in place for a symmetric float32/64 numpy array A (LAPACK sytrd, uplo = L of the
-    Fortran view, whose memory is A's own), and all eigenvalues of T (sterf), ascending.
+    """A = Q T Q^T, in place when A is contiguous, for a symmetric float32/64 numpy array A (LAPACK
+    sytrd, uplo = L of the Fortran view, whose memory is A's own), and all eigenvalues of T (sterf), ascending.
     Returns the reflectors (Fortran view of A), T's diagonal and off-diagonal, tau and the eigenvalues."""
     import numpy as np
 
+    A = np.ascontiguousarray(A)  # LAPACK reads the memory: a strided view is copied first
     n, dt = A.shape[0], A.dtype
     x = "d" if dt == np.float64 else "s"
     ptr = lambda a: a.ctypes.data  # noqa: E731

@@ -58,6 +58,10 @@ def test_values_only_and_torch_eigh_route_agree():
         assert float((lam - ref).abs().max()) <= 1e-12 * float(ref[0])
     assert _angle(P_l, P_t) < 1e-6
     assert float((M @ P_l - P_l * lam_l[:7]).norm(dim=0).max()) <= 1e-10 * float(ref[0])
+    strided = (M @ M)[::2, ::2]  # LAPACK reads memory: a strided view must be copied, not misread
+    lam_s, P_s = spectral._eig_top(strided, 3, lapack=True)
+    assert float((lam_s - torch.linalg.eigvalsh(strided.contiguous()).flip(0)).abs().max()) <= 1e-12 * float(lam_s[0])
+    assert float((strided @ P_s - P_s * lam_s[:3]).norm()) <= 1e-10 * float(lam_s[0])
 
 
 def test_eig_top_falls_back_when_mrrr_declines(monkeypatch):
