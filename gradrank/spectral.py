@@ -203,7 +203,8 @@ def spectrum_pair(L: torch.Tensor, R: torch.Tensor, U: torch.Tensor, B: torch.Te
     K = (Y @ (B.T @ B / 2) - Z) @ Y.T
     K = K + K.T
     K[:n, :n] += C  # before _factor_spectrum overwrites C
-    if K.device.type == "cpu":  # A''s reduction on the other core (LAPACK without the GIL) while A's runs here;
+    if K.device.type == "cpu" and torch.get_num_threads() > 1:  # A''s reduction on another core (LAPACK
+        # without the GIL) while A's runs here, unless the process is held to one thread (a sweep worker);
         # the outer limit makes the two threads' own limits restore 1, and this one the original count
         with _blas_pools().limit(limits=1, user_api="blas"), ThreadPoolExecutor(1) as pool:
             other_eig = pool.submit(_eig_top, K, 0)

@@ -230,6 +230,23 @@ def test_spectrum_pair_matches_dense_svds(p, n, d, m):
     assert _angle(sp.U, U0[:, :5]) < 1e-6 and _angle(sp.V, Vh[:5].T) < 1e-6
 
 
+def test_spectrum_pair_keeps_to_one_thread_when_told(monkeypatch):
+    """A process held to one torch thread (a sweep worker) gets no second reduction thread, and the
+    same values as with two."""
+    L, R, U, B = _pair(61, 60, 90, 120)
+    other = lambda: spectral.spectrum(L, torch.cat([R, R.new_zeros(1, 120)]) - U @ B.T, 1.0, 0)  # noqa: E731
+    both = spectral.spectrum_pair(L, R, U, B, 1.0, 3, other)
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(spectral, "ThreadPoolExecutor", None)  # any use would raise
+    try:
+        torch.set_num_threads(1)
+        one = spectral.spectrum_pair(L, R, U, B, 1.0, 3, other)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, both):  # the products may round differently on one thread
+        assert float((a.values - b.values).abs().max()) <= 1e-12 * float(b.values[0])
+
+
 def test_spectrum_pair_falls_back_when_the_update_cancels():
     """A' much smaller than A (R = U B^T + 1e-6 noise): the rank-2j update would lose A' to rounding,
     so the exact route is taken and A''s values stay right."""
