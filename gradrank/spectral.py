@@ -188,9 +188,10 @@ def spectrum_pair(L: torch.Tensor, R: torch.Tensor, U: torch.Tensor, B: torch.Te
     L: p x d, R: n x m (n <= p; its missing rows are zero), U: p x j, B: m x j. With L^T = Q R_L,
     A = coef Q [M; 0], M = R_L[:n, :n] R, and A' = coef Q R_L([R; 0] - U B^T), whose Gram is
         K' = [M M^T, 0; 0, 0] - Z Y^T - Y Z^T + Y (B^T B) Y^T,   Y = R_L U,  Z = [M B; 0],
-    a rank-2j update of A's Gram: no second QR, product or Gram. It loses ~eps s_1(A)^2 absolutely,
-    so when s_1(A')^2 < eps^(1/4) s_1(A)^2 (A' is much smaller than A: a strong spike) A' is
-    recomputed by `exact_other()` (-> Spectrum); likewise for shapes the Gram route does not fit.
+    a rank-2j update of A's Gram: no second QR, product or Gram. Its eigenvalues carry ~eps s_1(A)^2
+    absolutely, so A''s values are right to ~sqrt(eps) s_1(A) normwise instead of sqrt(eps) s_1(A');
+    when s_1(A) > 8 s_1(A') (a strong spike) A' is recomputed by `exact_other()` (-> Spectrum)
+    instead; likewise for shapes the Gram route does not fit.
     rank_other: a known bound on A''s rank (default min(p, n + j)); the values past it are zero."""
     p, d = L.shape
     n, m = R.shape
@@ -214,7 +215,7 @@ def spectrum_pair(L: torch.Tensor, R: torch.Tensor, U: torch.Tensor, B: torch.Te
         s, V, fro2 = _factor_spectrum(M, min(k, n, d, m), accurate, C)
         lam_other = _eig_top(K, 0)[0]
     lam_other[min(p, n + B.shape[1]) if rank_other is None else rank_other :] = 0  # rounding, not spectrum
-    if not lam_other[0] >= s[0] ** 2 * torch.finfo(s.dtype).eps ** 0.25:
+    if not 64 * lam_other[0] >= s[0] ** 2:
         other = exact_other()
     else:
         values = torch.cat([lam_other.sqrt(), lam_other.new_zeros(min(d, m) - p)])
