@@ -288,28 +288,30 @@ def top_k(mv, rmv, start: torch.Tensor, k: int, tol: float = 1e-6, max_dim: int 
     best triplets so far are returned with their residual."""
     d, b = start.shape
     Q = _orth(start, None)
-    Qs, Ws, Ks = [], [], []  # orthonormal blocks, A^T Q_i, A A^T Q_i
+    Qs, Ws, Ks, ws = [], [], [], []  # orthonormal blocks, A^T Q_i, A A^T Q_i / w_i, the scales w_i
     it, dim = 0, 0
     while True:
         it += 1
         W = rmv(Q)  # A^T Q_i, m x b
-        K = mv(W)  # A W_i, d x b
-        Qs.append(Q), Ws.append(W), Ks.append(K)
+        w = float(torch.linalg.vector_norm(W, float("inf"))) or 1.0
+        K = mv(W / w)  # A W_i / w_i, d x b: neither over- nor underflows, however large or small A is
+        Qs.append(Q), Ws.append(W), Ks.append(K), ws.append(torch.full((Q.shape[1],), w, dtype=W.dtype, device=W.device))
         dim += Q.shape[1]
         limit = max_dim or min(max(20 * b, 400), d, W.shape[0])
-        Wall, Kall, Qall = torch.cat(Ws, 1), torch.cat(Ks, 1), torch.cat(Qs, 1)
-        c = Wall.abs().max().clamp_min(torch.finfo(W.dtype).tiny)  # scaled Gram: no overflow for huge A
-        Wc = Wall / c
+        Wall, Kall, Qall, wall = torch.cat(Ws, 1), torch.cat(Ks, 1), torch.cat(Qs, 1), torch.cat(ws)
+        top = float(wall.max())
+        c = 1.0 if 1e-100 < top < 1e100 else top  # scale the Gram only where it could over- or underflow
+        Wc = Wall if c == 1.0 else Wall / c
         lam, P = _eig_top(Wc.T @ Wc, min(b, dim))  # (Q^T A)(Q^T A)^T / c^2
         s = c * lam[: P.shape[1]].sqrt()
         inv = torch.where(s > s[0] * torch.finfo(s.dtype).eps, 1 / s, 0.0)  # rank-deficient A: zero, not huge, columns
-        U, V, AV = Qall @ P, Wall @ P * inv, Kall @ P * inv  # A v_i = A W p_i / s_i
+        U, AV = Qall @ P, Kall @ (P * wall[:, None] * inv)  # A v_i = A W p_i / s_i
         residual = float((AV[:, :k] - U[:, :k] * s[:k]).norm(dim=0).max() / s[0].clamp_min(torch.finfo(s.dtype).tiny))
         if residual <= tol:
-            return Triplets(U, s, V, k, residual, it)
+            return Triplets(U, s, Wall @ P * inv, k, residual, it)
         Q = _orth(K, Qall)[:, : limit - dim] if dim < limit else K[:, :0]
         if not Q.shape[1]:  # the space reached max_dim, or is invariant (all of A's range: nothing better exists)
             if exact is None or dim < limit:
-                return Triplets(U, s, V, k, residual, it)
+                return Triplets(U, s, Wall @ P * inv, k, residual, it)
             spec = exact()
             return Triplets(spec.U[:, :b], spec.s[:b], spec.V[:, :b], k, residual, it, True)

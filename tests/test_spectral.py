@@ -151,6 +151,9 @@ def test_top_k_warm_start_and_fallback():
     rough = torch.randn(200, 12, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     capped = spectral.top_k(mv, rmv, rough, 4, tol=1e-12, max_dim=12, exact=lambda: exact)
     assert capped.fallback and capped.residual > 1e-12 and torch.equal(capped.s, exact.s[:12])
+    for scale in (1e160, 1e-160):  # the Gram is scaled where its entries would over- or underflow
+        big = spectral.top_k(*spectral.factored(L, R, scale), cold.U, 4, tol=1e-10)
+        assert big.residual <= 1e-10 and torch.allclose(big.s[:4] / scale, cold.s[:4], rtol=1e-10)
     low = spectral.top_k(*spectral.factored(L[:3], R[:3], 1.0), rough, 3, tol=1e-8)  # rank 3
     assert low.residual <= 1e-8 and torch.isfinite(low.V).all() and float(low.s[3:].max()) < 1e-6 * float(low.s[0])
 
