@@ -39,7 +39,7 @@ def replay(cfg, ds, net0, steps: int, lr: float, variant: str, k: int):
         G = grad.dense()
         t1 = time.perf_counter()
         if variant == "track":
-            mv, rmv = train._operator(grad, ds.X, None)
+            mv, rmv = grad.operator()
             last = spectral.top_k(mv, rmv, block, k, exact=lambda: spectral.spectrum(ds.X, grad.D, grad.coef, p))
             block = last.U
             iters.append(last.iterations)

@@ -70,13 +70,7 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     accurate = acfg.spectrum == "svd"
     spec_G, spec_E = spectra(grad, ds, dec, acfg.top_k, reg, accurate)
     lap("spectrum")
-
-    def mv(V):  # G V and G^T U for G = G_loss + reg, never formed unless reg is
-        return grad.mv(V) if reg is None else grad.mv(V) + reg @ V
-
-    def rmv(U):
-        return grad.rmv(U) if reg is None else grad.rmv(U) + reg.T @ U
-
+    mv, rmv = grad.operator(reg)  # G = G_loss + reg, never formed unless reg is
     reg_m = None if reg is None else reg_metrics(reg, dec.S1.left, ds.q, spec_G.fro2)
     m = metrics_mod.compute(spec_G, spec_E, dec, rmv, ds.q, net.a, None if reg is None else reg_m["norm"], identity_error, acfg)
     if reg is not None:

@@ -48,6 +48,12 @@ class Gradient:
         """G^T U for a thin U (d x k)."""
         return self.coef * (self.D.T @ (self.X @ U))
 
+    def operator(self, reg: torch.Tensor | None = None):
+        """(V -> G V, U -> G^T U) for G = this loss gradient + reg (a dense penalty, or None)."""
+        if reg is None:
+            return self.mv, self.rmv
+        return (lambda V: self.mv(V) + reg @ V), (lambda U: self.rmv(U) + reg.T @ U)
+
 
 def gradient(net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> Gradient:
     Z = X @ net.W.T  # pre-activations, n x m

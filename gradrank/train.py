@@ -119,21 +119,6 @@ class _Tracker:
         return out
 
 
-def _operator(grad: Gradient, X: torch.Tensor, reg: torch.Tensor | None):
-    """matvec/rmatvec of G = coef X^T D (+ reg) without forming it."""
-    c, D = grad.coef, grad.D
-
-    def mv(V):
-        out = c * (X.T @ (D @ V))
-        return out if reg is None else out + reg @ V
-
-    def rmv(U):
-        out = c * (D.T @ (X @ U))
-        return out if reg is None else out + reg.T @ U
-
-    return mv, rmv
-
-
 def train(cfg: Config, on_record: Callable[[dict], None] | None = None, weights_path=None) -> Trajectory:
     """Run the training of cfg.train, recording the trajectory (see the module docstring)."""
     cfg = resolve(cfg)
@@ -242,7 +227,7 @@ def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W
     test_loss = _loss(kind, net, ds.X_test, ds.y_test) if ds.X_test is not None else float("nan")
     mu, _ = compute_mu(acfg.mu, grad, step_ds, net, acfg.quadrature)
     dec = decompose(grad, step_ds, net, mu)
-    mv, rmv = _operator(grad, step_ds.X, reg)
+    mv, rmv = grad.operator(reg)
     p = track_G.block.shape[1]
     tG = track_G(mv, rmv, lambda: spectrum(step_ds.X, grad.D, grad.coef, p, dense_add=reg))
     E_mv = lambda V: dec.coef * (step_ds.X_B.T @ (dec.D_perp @ V))  # noqa: E731
