@@ -184,14 +184,14 @@ def spectral_residual(mv, rmv, spec, scale: float) -> float:
     return float((res / s.clamp_min(max(scale, torch.finfo(s.dtype).tiny))).max())
 
 
-def prepare(cfg: Config, weights_path=None) -> tuple[Config, Dataset, Network]:
-    """Data and initial network for a config (or given weights), on its device and dtype."""
+def prepare(cfg: Config) -> tuple[Config, Dataset, Network]:
+    """Data and initial network for a config (or its model.weights file), on its device and dtype."""
     device, dtype = device_and_dtype(cfg)
     ds = data_mod.load(cfg)
-    if weights_path is None:
+    if not cfg.model.weights:
         net = network.init(cfg, ds)
     else:
-        net = load_weights(cfg, weights_path, ds.d)
+        net = load_weights(cfg, cfg.model.weights, ds.d)
         cfg = cfg.replace(**{"model.width": net.m})
     return cfg, ds.to(device, dtype), net.to(device, dtype)
 
@@ -211,10 +211,10 @@ def load_weights(cfg: Config, path, d: int) -> Network:
     return Network(torch.as_tensor(W), torch.as_tensor(a), network.gamma_m(cfg, m), get(cfg.model.activation, cfg.model.leaky_slope))
 
 
-def analyze(cfg: Config, weights_path=None) -> Result:
+def analyze(cfg: Config) -> Result:
     timings: dict = {}
     t = time.perf_counter()
-    cfg, ds, net = prepare(cfg, weights_path)
+    cfg, ds, net = prepare(cfg)
     timings["setup"] = time.perf_counter() - t
     result = analyze_state(cfg, ds, net, timings)
     finish(result, ds, net)

@@ -51,19 +51,23 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
     raise typer.Exit(code or 0)
 
 
-def load_config(path: Optional[Path], sets: Optional[List[str]], seed: Optional[int], device: Optional[str] = None):
+def load_config(path: Optional[Path], sets: Optional[List[str]], seed: Optional[int], device: Optional[str] = None,
+                overrides: Optional[dict] = None):
     from gradrank import config
 
     extra = list(sets or [])
     if device:
         extra.append(f"compute.device={device}")
-    return config.load(path, extra, seed)
+    return config.load(path, extra, seed, overrides)
 
 
-def default_out(cfg, kind: str) -> Path:
-    from gradrank.io import safe_name
+def output_dir(out: Optional[Path], cfg, kind: str) -> Path:
+    """-o DIR, or runs/<name>-<config hash>; checked before any work: new, empty or gradrank's own."""
+    from gradrank.io import check_output_dir, safe_name
 
-    return Path("runs") / f"{safe_name(cfg.output.name, kind)}-{cfg.hash()[:8]}"
+    target = out if out is not None else Path("runs") / f"{safe_name(cfg.output.name, kind)}-{cfg.hash()[:8]}"
+    check_output_dir(target)
+    return target
 
 
 @app.command()
@@ -89,8 +93,8 @@ def analyze(
 
         if not force:
             check_memory(cfg)
+        target = output_dir(out, cfg, "analyze")
         result = analysis.analyze(cfg)
-        target = out or default_out(cfg, "analyze")
         outputs.write_run(target, result)
         if not quiet:
             outputs.print_summary(result, target)
@@ -113,6 +117,9 @@ def generate(
     def go():
         if out.suffix != ".npz":
             raise InputError(f"output file {out} must end in .npz")
+        from gradrank.io import check_new_file
+
+        check_new_file(out)
         cfg = load_config(config, set_, seed)
         import numpy as np
 
@@ -129,11 +136,7 @@ def generate(
             arrays |= {"X_test": ds.X_test, "y_test": ds.y_test}
         arrays = {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in arrays.items()}
         arrays["config_toml"] = np.array(config_mod.to_toml(cfg))
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            io.write_npz(out, arrays)
-        except OSError as exc:
-            raise InputError(f"{out}: cannot write ({exc.strerror or exc.__class__.__name__})") from None
+        io.write_new(out, io.npz_bytes(arrays))
         typer.echo(f"wrote {out}: n={ds.n}, d={ds.d}, zeta={ds.zeta:.4g}")
 
     run_guarded(go)
@@ -154,15 +157,17 @@ def decompose(
     """Decompose the gradient for given data (and weights, else initialised from the config)."""
 
     def go():
-        cfg = load_config(config, [*(set_ or []), "data.source=file", f"data.path={_toml_str(data)}"], seed, device)
+        files = {"data.source": "file", "data.path": str(data), "data.sha256": "",
+                 **({"model.weights": str(weights), "model.weights_sha256": ""} if weights else {})}
+        cfg = load_config(config, set_, seed, device, files)
         from gradrank import analysis, outputs
         from gradrank.resources import check_files
 
         if not force:
             check_files(cfg, data, weights)
 
-        result = analysis.analyze(cfg, weights_path=weights)
-        target = out or default_out(cfg, "decompose")
+        target = output_dir(out, cfg, "decompose")
+        result = analysis.analyze(cfg)
         outputs.write_run(target, result)
         outputs.print_summary(result, target, "decompose") if not quiet else typer.echo(str(target))
 
@@ -398,11 +403,11 @@ def scaling(
         from gradrank.sweep import Progress
 
         check_memory(th.sized(cfg, ns[-1]))
+        target = output_dir(out, cfg, "scaling")
         t0 = time.perf_counter()
         with _SweepProgress("scaling") as bar:
             result = th.study(cfg, ns, seeds, lambda i, total, label: bar(
                 Progress(total, i, 0, 0, None, time.perf_counter() - t0, total)))
-        target = out or default_out(cfg, "scaling")
         th.write_scaling(target, result)
         if quiet:
             typer.echo(str(target))
@@ -465,7 +470,8 @@ def train_cmd(
     """Train W (gd by default; sgd, adam) with the gradient's decomposition tracked over steps."""
 
     def go():
-        cfg = load_config(config, set_, seed, device)
+        files = {"model.weights": str(weights), "model.weights_sha256": ""} if weights else None
+        cfg = load_config(config, set_, seed, device, files)
         if no_report:
             cfg = cfg.replace(**{"output.report": False})
         from gradrank import outputs
@@ -474,9 +480,9 @@ def train_cmd(
 
         cfg = train_mod.resolve(cfg)
         check_memory(cfg)
+        target = output_dir(out, cfg, "train")
         with _TrainProgress(cfg.train.steps, quiet) as progress:
-            tr = train_mod.train(cfg, progress, weights_path=weights)
-        target = out or default_out(cfg, "train")
+            tr = train_mod.train(cfg, progress)
         train_mod.write(target, tr)
         if tr.diverged:
             typer.echo(f"warning: {tr.message}; the trajectory up to step {tr.info['steps_done']} is saved", err=True)
@@ -514,6 +520,7 @@ def regpath(
 
         grids = rp.parse_grid(list(grid or []))
         check_memory(cfg)
+        target = output_dir(out, cfg, "regpath")
 
         def progress(row):
             if not quiet:
@@ -521,7 +528,6 @@ def regpath(
                            f"S1/S2={row['S1_over_S2']:.4g} reg={row['reg']:.3g}", err=True)
 
         res = rp.run(cfg, grids, seed_list, steps, progress)
-        target = out or default_out(cfg, "regpath")
         rp.write(target, cfg, res)
         if not quiet:
             for name, summ in res.summary.items():
@@ -531,12 +537,6 @@ def regpath(
         typer.echo(str(target))
 
     run_guarded(go)
-
-
-def _toml_str(p: Path) -> str:
-    import json
-
-    return json.dumps(str(p))
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ DATA_SOURCES = ("spiked", "digits", "mnist1d", "patches", "file")
 class DataConfig:
     source: str = _f("spiked", choices=DATA_SOURCES, doc="spiked model, a built-in real set, or a file")
     path: str = _f("", doc="data file for source = file (.npz/.npy/.csv)")
+    sha256: str = _f("", doc="content hash of data.path, filled in when the config is resolved; a mismatch is an error")
     n: int = _f(750, lo=1, doc="samples")
     d: int = _f(1000, lo=1, doc="input dimension")
     alpha: float = _f(0.0, lo=0.0, hi=10.0, doc="bulk eigenvalues k^-alpha")
@@ -71,6 +72,8 @@ class ModelConfig:
     planted_vector: str = _f("ones", choices=("ones", "signs"), doc="the planted m-vector v")
     planted_normalize: str = _f("rows", choices=("rows", "none"), doc="normalisation after planting")
     outer: str = _f("rademacher", choices=("rademacher", "balanced"), doc="law of a in {+-1}^m")
+    weights: str = _f("", doc="start from W (m x d) and a (m) in this .npz file instead of drawing them")
+    weights_sha256: str = _f("", doc="content hash of model.weights, filled in when resolved; a mismatch is an error")
 
 
 @dataclass
@@ -245,11 +248,47 @@ def _check_consistency(cfg: Config) -> None:
 
 
 def resolve(cfg: Config) -> Config:
-    """Replace 'auto' choices by what they mean for this config, so results record them."""
+    """Replace 'auto' choices by what they mean for this config, and give every input file its
+    absolute path and content hash, so results record them and the config hash identifies the run."""
     mu = cfg.analysis.mu
     if mu == "auto":
         mu = "population" if cfg.data.source == "spiked" else "empirical"
-    return cfg.replace(**{"analysis.mu": mu})
+    files = {}
+    if cfg.data.source == "file":
+        files |= _input_file("data.path", cfg.data.path, "data.sha256", cfg.data.sha256)
+    if cfg.model.weights:
+        files |= _input_file("model.weights", cfg.model.weights, "model.weights_sha256", cfg.model.weights_sha256)
+    return cfg.replace(**{"analysis.mu": mu}, **files)
+
+
+_HASHES: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: a sweep resolves the same file per point
+
+
+def _input_file(key: str, path: str, hash_key: str, expected: str) -> dict:
+    """{key: absolute path, hash_key: sha256 of its content}; a recorded hash that no longer
+    matches the file is an error (the saved config would not reproduce the run)."""
+    import os
+
+    from gradrank.io import sha256_file
+
+    p = os.path.abspath(path)
+    try:
+        st = os.stat(p)
+        ident = (p, st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        ident = None
+    digest = _HASHES.get(ident) if ident else None
+    if digest is None:
+        try:
+            digest = sha256_file(Path(p), "file")
+        except InputError as exc:
+            raise InputError(f"config key '{key}': {exc}") from None
+        if ident:
+            _HASHES[ident] = digest
+    if expected and expected != digest:
+        raise InputError(f"config key '{hash_key}': {path} has changed since the config was written "
+                         f"(sha256 {digest[:16]}..., recorded {expected[:16]}...)")
+    return {key: p, hash_key: digest}
 
 
 def parse_value(text: str) -> Any:
@@ -311,17 +350,35 @@ def read_toml(path: str | Path) -> dict:
         raise InputError(f"config file {path}: {exc}") from None
 
 
-def load(path: str | Path | None = None, sets: list[str] = (), seed: int | None = None) -> Config:
-    """The one way to build a config: file (or defaults) + --set overrides + --seed, resolved.
+def load(path: str | Path | None = None, sets: list[str] = (), seed: int | None = None,
+         overrides: dict | None = None) -> Config:
+    """The one way to build a config: file (or defaults) + --set overrides + dotted-key
+    `overrides` (values as they are, e.g. file paths) + --seed, resolved.
 
     A top-level [sweep] table (the grid read by `gradrank sweep`, see gradrank.sweep) is not
     part of the config and is ignored here, so a sweep file also works with `gradrank analyze`."""
     raw = read_toml(path) if path else {}
     raw.pop("sweep", None)
     raw = apply_sets(raw, list(sets))
+    for key, value in (overrides or {}).items():
+        _assign(raw, key, value)
     if seed is not None:
         raw["seed"] = seed
     return resolve(from_dict(raw))
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and every control character escaped (TOML refuses
+    raw controls and DEL, and JSON's surrogate-pair escapes)."""
+    out = []
+    for c in text:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
 
 
 def _toml_value(v: Any) -> str:
@@ -330,7 +387,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
+        return toml_string(v)
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(type(v))

@@ -23,6 +23,58 @@ from gradrank.errors import InputError
 HEARTBEAT = 1.0
 EXECUTORS = ("local", "dask", "slurm")
 
+# Every value that can reach a job script or a scheduler, with the grammar it must match. Values
+# are checked when the config (or the command line) is read, before anything starts: a newline,
+# a quote or a shell character can never leave its #SBATCH / #PBS line.
+_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
+_TIME = r"(\d{1,7}|(\d{1,3}-)?\d{1,3}:\d{2}(:\d{2})?)"
+_MEM = r"\d{1,9}(\.\d{1,3})?\s?([KMGTP]i?B?|[kmgtp]b?)?"
+SCHEDULER_OPTIONS = {
+    "slurm": {"partition": ("str", rf"{_NAME}(,{_NAME}){{0,15}}"), "time": ("time", _TIME), "mem": ("str", _MEM),
+              "array_parallelism": ("int", 1), "gpus": ("int", 0)},
+    "dask": {"jobqueue": ("str", r"slurm|pbs"), "cores": ("int", 1), "memory": ("str", _MEM),
+             "queue": ("str", _NAME), "walltime": ("str", r"(\d{1,3}-)?\d{1,3}:\d{2}:\d{2}"), "workers": ("int", 1)},
+}
+SCHEDULER_ADDRESS = r"(tcp|tls)://[A-Za-z0-9.-]{1,253}:\d{1,5}|(tcp|tls)://\[[0-9A-Fa-f:]{2,39}\]:\d{1,5}"
+
+
+def check_scheduler_options(kind: str, table: dict, where: str) -> dict:
+    """Validate the [sweep.slurm] or [sweep.dask] table (or the flags standing for it) against a
+    strict grammar; the error names the key (`where` + name) and never echoes a control character."""
+    import re
+
+    rules = SCHEDULER_OPTIONS[kind]
+    if not isinstance(table, dict):
+        raise InputError(f"{where}: must be a table")
+    for key, value in table.items():
+        if key not in rules:
+            raise InputError(f"unknown key '{where}.{_printable(key)}' (known: {', '.join(rules)})")
+        kind_, rule = rules[key]
+        if kind_ == "int":
+            if isinstance(value, bool) or not isinstance(value, int) or not rule <= value < 2**31:
+                raise InputError(f"{where}.{key} must be an integer >= {rule}, got {_printable(value)}")
+            continue
+        if kind_ == "time" and isinstance(value, int) and not isinstance(value, bool) and 0 < value < 10**7:
+            continue
+        if not isinstance(value, str) or not re.fullmatch(rule, value):
+            raise InputError(f"{where}.{key}: {_printable(value)} is not a valid {key} "
+                             f"(letters, digits, '_', '.', '-' and the unit or time form only)")
+    return table
+
+
+def check_scheduler_address(address: str, where: str = "--scheduler") -> str:
+    import re
+
+    if not isinstance(address, str) or not re.fullmatch(SCHEDULER_ADDRESS, address):
+        raise InputError(f"{where}: {_printable(address)} is not a scheduler address tcp://HOST:PORT")
+    return address
+
+
+def _printable(value) -> str:
+    """repr() keeps a hostile value on one line (newlines and controls escaped), truncated."""
+    text = repr(value)
+    return text[:60] + ("..." if len(text) > 60 else "")
+
 
 @dataclass
 class Outcome:
@@ -166,18 +218,22 @@ class LocalExecutor:
 # ---------------------------------------------------------------------------- dask
 
 
-def jobqueue_cluster(spec: dict, jobs: int, log_dir=None):
-    """A dask-jobqueue cluster from the [sweep.dask] table (jobqueue = slurm | pbs); the
-    worker jobs' logs go to log_dir (default: the current directory)."""
+def jobqueue_class_and_options(spec: dict, log_dir=None) -> tuple[type, dict]:
+    """The dask-jobqueue cluster class and its options from a [sweep.dask] table (jobqueue = slurm | pbs)."""
     import dask_jobqueue
 
-    kinds = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}
-    kind = spec.get("jobqueue", "slurm")
-    if kind not in kinds:
-        raise InputError(f"sweep.dask.jobqueue must be slurm or pbs; got {kind!r}")
-    cluster = kinds[kind](cores=spec.get("cores", 1), processes=1, memory=spec.get("memory", "4GB"),
-                          queue=spec.get("queue"), walltime=spec.get("walltime", "01:00:00"),
-                          log_directory=None if log_dir is None else str(log_dir))
+    check_scheduler_options("dask", spec, "sweep.dask")
+    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[spec.get("jobqueue", "slurm")]
+    return cls, {"cores": spec.get("cores", 1), "processes": 1, "memory": spec.get("memory", "4GB"),
+                 "queue": spec.get("queue"), "walltime": spec.get("walltime", "01:00:00"),
+                 "log_directory": None if log_dir is None else str(log_dir)}
+
+
+def jobqueue_cluster(spec: dict, jobs: int, log_dir=None):
+    """A dask-jobqueue cluster from the [sweep.dask] table; the worker jobs' logs go to log_dir
+    (default: the current directory)."""
+    cls, options = jobqueue_class_and_options(spec, log_dir)
+    cluster = cls(**options)
     cluster.scale(spec.get("workers", jobs))
     return cluster
 
@@ -405,6 +461,10 @@ def make(name: str, root, *, jobs: int | None = None, scheduler: str | None = No
         raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}; got {name!r}")
     if jobs is not None and jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {jobs}")
+    check_scheduler_options("slurm", slurm or {}, "sweep.slurm")
+    check_scheduler_options("dask", dask or {}, "sweep.dask")
+    if scheduler is not None:
+        check_scheduler_address(scheduler)
     if name == "local":
         return LocalExecutor(jobs)
     if name == "dask":

@@ -10,6 +10,7 @@ import platform
 import re
 import shutil
 import tempfile
+import time
 import warnings
 import zipfile
 import zlib
@@ -189,30 +190,136 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    write_bytes(path, npz_bytes(arrays))
+
+
+MARKER = ".gradrank-output.json"
+MARKER_FORMAT = "gradrank-output/1"
+
+
+def sha256_file(path: Path, what: str = "file") -> str:
+    """Content hash of a regular file (a FIFO, a device or a directory is refused, never read)."""
+    import hashlib
+    import stat
+
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        raise InputError(f"{_show(path)}: no such {what}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{_show(path)}: not a regular file")
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise InputError(f"{_show(path)}: cannot read ({exc.strerror or exc.__class__.__name__})") from None
+    return h.hexdigest()
+
+
+def _show(path) -> str:
+    """A path for a one-line message: control characters (newlines) escaped."""
+    return str(path).encode("unicode_escape", "backslashreplace").decode("ascii") if any(
+        c < " " for c in str(path)) else str(path)
+
+
+def _listing(root: Path) -> dict[str, str] | None:
+    """Every file under root (relative name -> sha256), the marker excluded; None when root holds
+    anything but plain files and folders (a link, a FIFO, a socket)."""
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            p = Path(dirpath) / name
+            if p.is_symlink() or not (p.is_dir() or p.is_file()):
+                return None
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel != MARKER:
+                files[rel] = sha256_file(Path(dirpath) / name)
+    return files
+
+
+def _marker(root: Path) -> dict | None:
+    try:
+        m = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(m, dict) and m.get("format") == MARKER_FORMAT and isinstance(m.get("files"), dict)
+    return m if ok else None
+
+
+def seal(root: Path, kind: str) -> None:
+    """Write root's ownership marker: the hash of every file gradrank put there."""
+    import uuid
+
+    old = _marker(root) or {}
+    write_json(root / MARKER, {"format": MARKER_FORMAT, "kind": old.get("kind", kind),
+                               "id": old.get("id", uuid.uuid4().hex),
+                               "created": old.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+                               "files": _listing(root) or {}})
+
+
+def owned(root: Path) -> bool:
+    """Whether root is a directory gradrank wrote and nobody changed since: its marker lists exactly
+    the files it holds, with the same contents."""
+    if root.is_symlink() or not root.is_dir():
+        return False
+    m = _marker(root)
+    return m is not None and _listing(root) == m["files"]
+
+
+def _refuse_cwd(final: Path) -> None:
+    cwd = Path.cwd().absolute()
+    if final == cwd or final in cwd.parents:
+        raise InputError(f"{_show(final)}: is the current directory or one above it (refusing to replace it)")
+
+
+def check_output_dir(final: Path) -> Path:
+    """The absolute output directory, refused (exit 2) unless it is new, empty or gradrank's own."""
+    if str(final) == "":
+        raise InputError("output path is empty (an unset variable?)")
+    final = Path(os.path.abspath(final))
+    _refuse_cwd(final)
+    if final.is_symlink():
+        raise InputError(f"{_show(final)}: is a symbolic link (refusing to replace it)")
+    if final.exists():
+        if not final.is_dir():
+            raise InputError(f"{_show(final)}: exists and is not a directory (refusing to replace it)")
+        if any(final.iterdir()) and not owned(final):
+            raise InputError(f"{_show(final)}: exists and is not a gradrank output directory, or holds files "
+                             f"gradrank did not write (refusing to replace it)")
+    return final
 
 
 @contextlib.contextmanager
-def staged_dir(final: Path) -> Iterator[Path]:
-    """Build a directory under a temporary sibling name and rename it into place at the end.
+def staged_dir(final: Path, kind: str = "run") -> Iterator[Path]:
+    """Build a directory under a temporary sibling name, seal it, and rename it into place.
 
+    `final` may only be new, empty or a directory gradrank wrote and nobody changed (`owned`).
     On any error (or interrupt) the temporary directory is removed and `final` is untouched."""
-    final = Path(final).absolute()
-    if final.exists() and not _replaceable(final):
-        raise InputError(f"{final}: exists and is not a gradrank output directory (refusing to replace it)")
+    final = check_output_dir(final)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name[:100]}.tmp-"))
     except OSError as exc:
-        raise InputError(f"{final}: cannot create the output directory ({exc.strerror or exc.__class__.__name__})") from None
+        raise InputError(f"{_show(final)}: cannot create the output directory ({exc.strerror or exc.__class__.__name__})") from None
     try:
         os.chmod(tmp, 0o777 & ~_UMASK)
+        seal(tmp, kind)  # ours from the start: a report rendered into it may add its files
         yield tmp
+        seal(tmp, kind)
         if final.exists():
-            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
+            check_output_dir(final)  # nobody wrote there while the run computed
+            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name[:100]}.old-"))
             os.replace(final, old / "x")
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -223,13 +330,75 @@ def staged_dir(final: Path) -> Iterator[Path]:
         raise
 
 
-def _replaceable(path: Path) -> bool:
-    """An empty directory or an earlier run-like output (its config.toml or metrics.json at the top) may
-    be replaced; nothing else: not a file, a link, a foreign directory or a sweep directory."""
-    if not path.is_dir() or path.is_symlink():
-        return False
-    names = {p.name for p in path.iterdir()}
-    return not names or (bool(names & {"metrics.json", "config.toml"}) and "sweep.json" not in names)
+def add_files(root: Path, files: dict[str, bytes], kind: str = "report") -> list[Path]:
+    """Write files into a directory gradrank owns (or a new or empty one), each atomically; a file
+    already there is replaced only if gradrank wrote it (its hash is in the marker). A sweep
+    store (its manifest) counts as gradrank's."""
+    if str(root) == "":
+        raise InputError("output path is empty (an unset variable?)")
+    root = Path(os.path.abspath(root))
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise InputError(f"{_show(root)}: is not a directory")
+    m = _marker(root) if root.is_dir() else None
+    mine = (m or {}).get("files", {})
+    sweep = (root / "sweep.json").is_file() and m is None
+    for name in files:
+        p = root / name
+        if p.is_symlink() or (p.exists() and not sweep and (not p.is_file() or mine.get(name) != sha256_file(p))):
+            raise InputError(f"{_show(p)}: exists and was not written by gradrank (refusing to replace it)")
+    if m is None and not sweep and root.is_dir() and any(root.iterdir()):
+        raise InputError(f"{_show(root)}: exists and is not a gradrank output directory (refusing to write into it)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, data in files.items():
+            write_bytes(root / name, data)
+            written.append(root / name)
+    except OSError as exc:
+        raise InputError(f"{_show(root)}: cannot write ({exc.strerror or exc.__class__.__name__})") from None
+    if not sweep:
+        old = _marker(root)
+        files_now = {**(old or {}).get("files", {}), **{n: sha256_bytes(d) for n, d in files.items()}}
+        write_json(root / MARKER, {**(old or {"format": MARKER_FORMAT, "kind": kind}), "files": files_now})
+    return written
+
+
+def sha256_bytes(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_new_file(path: Path) -> Path:
+    """An output file that does not exist yet (exit 2 otherwise)."""
+    if str(path) == "":
+        raise InputError("output path is empty (an unset variable?)")
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        raise InputError(f"{_show(path)}: exists (refusing to overwrite it)")
+    return path
+
+
+def write_new(path: Path, data: bytes) -> None:
+    """Write a file that must not exist yet (never overwrite): staged, then hard-linked into place."""
+    path = check_new_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=".tmp")
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.link(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    except FileExistsError:
+        raise InputError(f"{_show(path)}: exists (refusing to overwrite it)") from None
+    except OSError as exc:
+        raise InputError(f"{_show(path)}: cannot write ({exc.strerror or exc.__class__.__name__})") from None
 
 
 def safe_name(text: str, fallback: str = "run") -> str:

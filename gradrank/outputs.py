@@ -16,7 +16,7 @@ def write_run(target: Path, result, extra_files=None) -> Path:
     cfg = result.config
     prov = io.provenance(cfg.compute.device, cfg.compute.dtype, cfg.seed, result.timings)
     metrics = {**result.metrics, "config": cfg.to_dict(), "provenance": prov}
-    with io.staged_dir(Path(target)) as tmp:
+    with io.staged_dir(Path(target), metrics.get("kind", "analyze")) as tmp:
         io.write_text(tmp / "config.toml", to_toml(cfg))
         io.write_json(tmp / "metrics.json", metrics)
         io.write_json(tmp / "provenance.json", {"config_hash": cfg.hash(), **prov})

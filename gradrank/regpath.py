@@ -162,7 +162,7 @@ def write(target, cfg: Config, res: PathResult):
     prov = io.provenance(cfg.compute.device, cfg.compute.dtype, cfg.seed, res.timings)
     doc = {"kind": "regpath", "summary": res.summary, "grids": res.grids, "seeds": res.seeds, "steps": res.steps,
            "config": cfg.to_dict(), "config_hash": cfg.hash(), "provenance": prov}
-    with io.staged_dir(Path(target)) as tmp:
+    with io.staged_dir(Path(target), "regpath") as tmp:
         io.write_text(tmp / "path.csv", "\n".join(lines) + "\n")
         io.write_json(tmp / "path.json", doc)
         io.write_text(tmp / "config.toml", to_toml(cfg))

@@ -100,12 +100,7 @@ def _write(html: str, formats, out_dir: Path, paper: str) -> list[Path]:
     files = {"html": html.encode()} if "html" in formats else {}
     if "pdf" in formats:
         files["pdf"] = html_to_pdf(html)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for fmt, data in files.items():
-        io.write_bytes(out_dir / f"report.{fmt}", data)
-        written.append(out_dir / f"report.{fmt}")
-    return written
+    return io.add_files(out_dir, {f"report.{fmt}": data for fmt, data in files.items()})
 
 
 # ---------------------------------------------------------------------------- reading

@@ -27,7 +27,7 @@ from gradrank import config as config_mod
 from gradrank import io
 from gradrank.config import Config
 from gradrank.errors import InputError
-from gradrank.executors import Outcome, limit_threads
+from gradrank.executors import Outcome, check_scheduler_options, limit_threads
 
 MANIFEST = "sweep.json"
 TABLE = "results.csv"
@@ -35,8 +35,6 @@ FORMAT = "gradrank-sweep/1"
 MODES = ("product", "zip")
 COMMANDS = ("analyze", "train")
 SWEEP_KEYS = ("seeds", "mode", "command", "grid", "slurm", "dask")
-SLURM_KEYS = ("partition", "time", "mem", "array_parallelism", "gpus")
-DASK_KEYS = ("jobqueue", "cores", "memory", "queue", "walltime", "workers")
 MAX_LIST = 32  # metric lists longer than this (time series) stay out of the table
 
 
@@ -114,13 +112,11 @@ def read_spec(path: str | Path | None) -> tuple[dict, SweepSpec]:
         axes[key] = values
     spec = SweepSpec(axes=axes, seeds=table.get("seeds", 0), mode=table.get("mode", "product"),
                      command=table.get("command", "analyze"), slurm=table.get("slurm", {}), dask=table.get("dask", {}))
-    for name, allowed in (("slurm", SLURM_KEYS), ("dask", DASK_KEYS)):
-        section = getattr(spec, name)
-        if not isinstance(section, dict):
-            raise InputError(f"{path}: 'sweep.{name}' must be a table")
-        for k in section:
-            if k not in allowed:
-                raise InputError(f"{path}: unknown key 'sweep.{name}.{k}'{config_mod._suggest(k, allowed)}")
+    for name in ("slurm", "dask"):
+        try:
+            check_scheduler_options(name, getattr(spec, name), f"sweep.{name}")
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
     return raw, spec
 
 
@@ -306,6 +302,10 @@ def open_store(root: Path, base: Config, spec: SweepSpec, pts: list[Point], exec
     store = Store(root)
     identity = {"base_hash": base.hash(), "axes": spec.axes, "seeds": spec.seeds, "mode": spec.mode,
                 "command": spec.command}
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise InputError(f"{root}: exists and is not a directory (a sweep needs an empty directory or its own store)")
+    if root.is_dir() and not (store.root / MANIFEST).exists() and any(root.iterdir()):
+        raise InputError(f"{root}: exists and is not empty (a sweep needs an empty directory or its own store)")
     if (store.root / MANIFEST).exists():
         old = store.manifest()
         if {k: old.get(k) for k in identity} != json.loads(json.dumps(identity)):

@@ -247,7 +247,7 @@ def write_scaling(target: Path, result: ScalingResult) -> Path:
     writer = csv.DictWriter(buf, fieldnames=list(result.rows[0]))
     writer.writeheader()
     writer.writerows(result.rows)
-    with io.staged_dir(Path(target)) as tmp:
+    with io.staged_dir(Path(target), "scaling") as tmp:
         io.write_text(tmp / "config.toml", to_toml(cfg))
         io.write_json(tmp / "scaling.json", payload)
         io.write_text(tmp / "scaling.csv", buf.getvalue())

@@ -119,10 +119,10 @@ class _Tracker:
         return out
 
 
-def train(cfg: Config, on_record: Callable[[dict], None] | None = None, weights_path=None) -> Trajectory:
+def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Trajectory:
     """Run the training of cfg.train, recording the trajectory (see the module docstring)."""
     cfg = resolve(cfg)
-    cfg, ds, net = analysis.prepare(cfg, weights_path)
+    cfg, ds, net = analysis.prepare(cfg)
     tc, acfg, kind = cfg.train, cfg.analysis, cfg.loss.kind
     n, d, m = ds.n, ds.d, net.m
     k = min(acfg.top_k, d, m)

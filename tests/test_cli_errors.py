@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from _reliability import record, tree
 from gradrank.cli import app
+from gradrank.io import MARKER
 
 TINY = ["--set", "data.n=30", "--set", "data.d=20", "--set", "model.width=25", "--set", "output.report=false"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,7 +312,7 @@ def test_rerun_replaces_previous_run(tmp_path):
     assert cli("analyze", *TINY, "--seed", 1, "-o", out, "-q").exit_code == 0
     assert cli("analyze", *TINY, "--seed", 2, "-o", out, "-q").exit_code == 0
     assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 2
-    assert tree(tmp_path) == {"run", *(f"run/{f}" for f in ("config.toml", "metrics.json", "provenance.json", "arrays.npz"))}
+    assert tree(tmp_path) == {"run", *(f"run/{f}" for f in ("config.toml", "metrics.json", "provenance.json", "arrays.npz", MARKER))}
 
 
 @pytest.mark.parametrize("name", ["../../evil", "/etc/passwd", ".." + "/x" * 200])

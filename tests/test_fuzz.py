@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from _reliability import record, tree
+from gradrank.io import MARKER
 from gradrank import config
 from gradrank.cli import app
 from gradrank.errors import InputError
@@ -249,7 +250,7 @@ def test_fuzz_cli_analyze(tmp_path_factory, sets):
         OUTCOMES["CLI", "gradrank analyze with random --set (n, d, m <= 40)", "exit 2, one line, nothing written"] += 1
         return
     assert res.exit_code == 0, (sets, res.output)
-    assert tree(root) == {"run", *(f"run/{f}" for f in ("config.toml", "metrics.json", "provenance.json", "arrays.npz"))}
+    assert tree(root) == {"run", *(f"run/{f}" for f in ("config.toml", "metrics.json", "provenance.json", "arrays.npz", MARKER))}
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["trust"]["checks"]) >= {"finite", "identity", "quadrature", "spectrum"}
     assert m["trust"]["ok"] == all(m["trust"]["checks"].values()) and len(m["trust"]["warnings"]) == sum(

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gradrank.io import MARKER
+
 from _reliability import record
 from gradrank import config
 
@@ -32,7 +34,7 @@ def check_run(path: Path, expected_hash: str | None = None) -> dict:
     """A complete run directory: every file present and parseable, hashes consistent."""
     assert path.is_dir(), path
     names = {p.name for p in path.iterdir()}
-    assert RUN_FILES <= names and not any(n.startswith(".") for n in names), names
+    assert RUN_FILES <= names and not any(n.startswith(".") for n in names - {MARKER}), names
     cfg = config.from_dict(tomllib.loads((path / "config.toml").read_text()))
     metrics = json.loads((path / "metrics.json").read_text())
     prov = json.loads((path / "provenance.json").read_text())
