@@ -32,9 +32,11 @@ from pathlib import Path
 
 import torch
 
-from gradrank import analysis, config, spectral
-from gradrank.decompose import compute_mu
-from gradrank.gradient import gradient, loss_and_residue
+from gradrank import config
+from gradrank.linalg import spectral
+from gradrank.pipeline import analysis
+from gradrank.twolayer.gradient import gradient, loss_and_residue
+from gradrank.twolayer.mu import compute_mu
 
 PAPER = (750, 1000, 1250)
 CURVE = [(256, 512, 2048), (512, 1024, 4096), PAPER, (1024, 2048, 8192), (2048, 4096, 16384)]
@@ -44,8 +46,16 @@ TOPK_TOL = 2e-5  # residual / s_1 at which top_k stops; its subspace angle is ab
 
 
 def cfg_for(n, d, m, dtype, device, k=8):
-    return config.load(sets=[f"data.n={n}", f"data.d={d}", f"model.width={m}", f"compute.dtype={dtype}",
-                             f"compute.device={device}", f"analysis.top_k={k}"])
+    return config.load(
+        sets=[
+            f"data.n={n}",
+            f"data.d={d}",
+            f"model.width={m}",
+            f"compute.dtype={dtype}",
+            f"compute.device={device}",
+            f"analysis.top_k={k}",
+        ]
+    )
 
 
 def sync(device):
@@ -112,8 +122,15 @@ def case_analysis(n, d, m, dtype, device, with_ref):
     cfg, ds, net = analysis.prepare(cfg_for(n, d, m, dtype, device))
     k = cfg.analysis.top_k
     t_ours, res = best_time(lambda: analysis.analyze_state(cfg, ds, net), device)
-    row = {"case": "analysis", "n": n, "d": d, "m": m, "dtype": dtype, "ours_s": t_ours,
-           "identity_error": res.metrics["identity_error"]}
+    row = {
+        "case": "analysis",
+        "n": n,
+        "d": d,
+        "m": m,
+        "dtype": dtype,
+        "ours_s": t_ours,
+        "identity_error": res.metrics["identity_error"],
+    }
     if not with_ref:
         return row
     t_ref, (svd, norms, ident) = best_time(lambda: obvious(cfg, ds, net), device)
@@ -122,14 +139,24 @@ def case_analysis(n, d, m, dtype, device, with_ref):
     vals = torch.as_tensor(res.arrays["singular_values"], dtype=S.dtype, device=S.device)
     err_v = float((vals - S).abs().max() / S[0])
     ours_norms = res.metrics["norms"]
-    err_n = max(abs(ours_norms[key] - float(v)) / max(float(v), float(S[0]) * 1e-300) for key, v in norms.items()
-                if float(v) > float(S[0]) * tol_v)
+    err_n = max(
+        abs(ours_norms[key] - float(v)) / max(float(v), float(S[0]) * 1e-300)
+        for key, v in norms.items()
+        if float(v) > float(S[0]) * tol_v
+    )
     Uo = torch.as_tensor(res.arrays["U"], dtype=S.dtype, device=S.device)
     Vo = torch.as_tensor(res.arrays["V"], dtype=S.dtype, device=S.device)
     ang = max(angle(Uo, U[:, :k]), angle(Vo, Vh[:k].T))
     ok = err_v <= tol_v and err_n <= tol_v and ang <= tol_a
-    return row | {"ref_s": t_ref, "ratio": t_ref / t_ours, "value_err": err_v, "norm_err": err_n, "angle": ang,
-                  "ref_identity_error": ident, "ok": ok}
+    return row | {
+        "ref_s": t_ref,
+        "ratio": t_ref / t_ours,
+        "value_err": err_v,
+        "norm_err": err_n,
+        "angle": ang,
+        "ref_identity_error": ident,
+        "ok": ok,
+    }
 
 
 def case_gradient(n, d, m, dtype, device):
@@ -142,8 +169,18 @@ def case_gradient(n, d, m, dtype, device):
     loss_and_residue(cfg.loss.kind, net.gamma * (net.act.f(X @ W.T) @ net.a), y)[0].mean().backward()
     err = float((G - W.grad.T).abs().max() / W.grad.abs().max())
     tol = 1e-10 if dtype == "float64" else 1e-4
-    return {"case": "gradient", "n": n, "d": d, "m": m, "dtype": dtype, "ours_s": t_ours, "floor_s": t_floor,
-            "ratio": t_ours / t_floor, "autograd_err": err, "ok": err <= tol}
+    return {
+        "case": "gradient",
+        "n": n,
+        "d": d,
+        "m": m,
+        "dtype": dtype,
+        "ours_s": t_ours,
+        "floor_s": t_floor,
+        "ratio": t_ours / t_floor,
+        "autograd_err": err,
+        "ok": err <= tol,
+    }
 
 
 def case_spectra(n, d, m, dtype, device, with_ref, k=16):
@@ -166,15 +203,27 @@ def case_spectra(n, d, m, dtype, device, with_ref, k=16):
         t_ref, ref = None, (sp.U, sp.values, sp.V, "exact spectrum")
     Ur, Sr, Vr, ref_name = ref
     s1 = float(Sr[0])
-    for name, t, U, s, V, vals in (("exact", t_exact, sp.U, sp.s, sp.V, sp.values),
-                                   ("topk", t_topk, tk.U[:, :k], tk.s[:k], tk.V[:, :k], None)):
+    for name, t, U, s, V, vals in (
+        ("exact", t_exact, sp.U, sp.s, sp.V, sp.values),
+        ("topk", t_topk, tk.U[:, :k], tk.s[:k], tk.V[:, :k], None),
+    ):
         if name == "exact" and t_ref is None:
             rows.append({"case": name, "n": n, "d": d, "m": m, "dtype": dtype, "k": k, "ours_s": t, "reference": None})
             continue
         err_v = float(((vals if vals is not None else s) - Sr[: (len(vals) if vals is not None else k)]).abs().max()) / s1
         ang = max(angle(U, Ur), angle(V, Vr))
-        row = {"case": name, "n": n, "d": d, "m": m, "dtype": dtype, "k": k, "ours_s": t, "reference": ref_name,
-               "value_err": err_v, "angle": ang}
+        row = {
+            "case": name,
+            "n": n,
+            "d": d,
+            "m": m,
+            "dtype": dtype,
+            "k": k,
+            "ours_s": t,
+            "reference": ref_name,
+            "value_err": err_v,
+            "angle": ang,
+        }
         if t_ref is not None:
             row |= {"ref_s": t_ref, "ratio": t_ref / t}
         if name == "exact":
@@ -200,13 +249,20 @@ def child_memory(n, d, m, dtype, device):
     res = analysis.analyze(cfg_for(n, d, m, dtype, device))
     peak = peak_rss_mib()
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-    print(json.dumps({"peak_rss_mib": peak, "import_rss_mib": base, "gpu_peak_mib": gpu,
-                      "identity_error": res.metrics["identity_error"]}))
+    print(
+        json.dumps(
+            {"peak_rss_mib": peak, "import_rss_mib": base, "gpu_peak_mib": gpu, "identity_error": res.metrics["identity_error"]}
+        )
+    )
 
 
 def case_memory(n, d, m, dtype, device):
-    out = subprocess.run([sys.executable, __file__, "--child-memory", f"{n},{d},{m}", "--dtypes", dtype,
-                          "--device", device], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child-memory", f"{n},{d},{m}", "--dtypes", dtype, "--device", device],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     info = json.loads(out.stdout.strip().splitlines()[-1])
     return {"case": "memory", "n": n, "d": d, "m": m, "dtype": dtype, **info, "ok": info["peak_rss_mib"] < 3 * 1024}
 
@@ -217,8 +273,12 @@ def case_help():
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "gradrank", "--help"], capture_output=True, check=True)
         times.append(time.perf_counter() - t)
-    torch_loaded = subprocess.run([sys.executable, "-c", "import sys, gradrank.cli; print('torch' in sys.modules)"],
-                                  capture_output=True, text=True, check=True).stdout.strip()
+    torch_loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, gradrank.cli; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     return {"case": "help", "ours_s": min(times), "imports_torch": torch_loaded == "True", "ok": torch_loaded == "False"}
 
 
@@ -252,14 +312,21 @@ def table(rows) -> str:
             acc.append(f"GPU peak {r['gpu_peak_mib']:.0f} MiB")
         if "identity_error" in r and r["case"] == "analysis":
             acc.append(f"identity {r['identity_error']:.1e}")
-        lines.append(f"| {r['case']} | {size} | {r.get('dtype', '-')} | {fmt(r.get('ours_s'))} | {fmt(ref)} | "
-                     f"{fmt(r.get('ratio'))} | {'; '.join(acc) or '-'} | {fmt(r.get('peak_rss_mib'))} | {fmt(r.get('ok'))} |")
+        lines.append(
+            f"| {r['case']} | {size} | {r.get('dtype', '-')} | {fmt(r.get('ours_s'))} | {fmt(ref)} | "
+            f"{fmt(r.get('ratio'))} | {'; '.join(acc) or '-'} | {fmt(r.get('peak_rss_mib'))} | {fmt(r.get('ok'))} |"
+        )
     return "\n".join(lines)
 
 
 def machine(device) -> dict:
-    info = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "platform": platform.platform()}
+    info = {
+        "device": device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()
     try:
@@ -289,8 +356,12 @@ def main(argv=None) -> int:
     rows = []
     out = args.json or RESULTS / f"analysis-{args.device}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    head = {"machine": machine(args.device), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "argv": sys.argv[1:], "load_before": os.getloadavg()}
+    head = {
+        "machine": machine(args.device),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "argv": sys.argv[1:],
+        "load_before": os.getloadavg(),
+    }
 
     def add(r):
         for row in r if isinstance(r, list) else [r]:

@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-
-from gradrank import sweep
-from gradrank.executors import DaskExecutor, LocalExecutor, limit_threads
+from gradrank.experiments import sweep
+from gradrank.experiments.executors import DaskExecutor, LocalExecutor, limit_threads
+from gradrank.results import sweeps
 
 
 def grid(sets, nus, seeds):
@@ -34,22 +34,24 @@ def grid(sets, nus, seeds):
 
 def direct(root: Path, base, spec, pts) -> float:
     """The obvious implementation: a serial loop over run_point in this process."""
-    store = sweep.open_store(root, base, spec, pts, {"name": "direct"})
+    store = sweeps.open_store(root, base, spec, pts, {"name": "direct"})
     t = time.perf_counter()
     for p in pts:
-        out = sweep.run_point(sweep.PointTask(str(store.root), p.hash, p.config.to_dict(), "analyze"))
+        out = sweeps.run_point(sweep.PointTask(str(store.root), p.hash, p.config.to_dict(), "analyze"))
         assert out.status == "done", out.error
     return time.perf_counter() - t
 
 
 def through(root: Path, base, spec, pts, executor, warm: bool = False) -> tuple[float, float]:
     """(wall seconds, mean seconds inside a point) of a sweep; warm: workers started beforehand."""
-    store = sweep.open_store(root, base, spec, pts, executor.info())
+    store = sweeps.open_store(root, base, spec, pts, executor.info())
     if warm:
         executor.start()
     inside = []
     t = time.perf_counter()
-    failed = sweep.run(store, pts, "analyze", executor, lambda p: p.outcome and inside.append(p.outcome.seconds))
+    failed = sweep.run(
+        store, pts, "analyze", executor, sweeps.run_point, lambda p: p.outcome and inside.append(p.outcome.seconds)
+    )
     assert not failed
     return time.perf_counter() - t, sum(inside) / max(1, len(inside))
 
@@ -82,8 +84,10 @@ def local_pool(tmp: Path, points: int) -> None:
         for jobs in (1, 2):
             wall, inside = through(tmp / f"local{jobs}{'w' * warm}", base, spec, pts, LocalExecutor(jobs, 1), warm)
             walls[warm, jobs] = wall
-            print(f"  gradrank sweep, {jobs} worker(s), {'workers started beforehand' if warm else 'including worker start '}"
-                  f"  {wall:7.2f} s  {n / wall:6.3f} points/s  ({inside:.2f} s inside a point)")
+            print(
+                f"  gradrank sweep, {jobs} worker(s), {'workers started beforehand' if warm else 'including worker start '}"
+                f"  {wall:7.2f} s  {n / wall:6.3f} points/s  ({inside:.2f} s inside a point)"
+            )
     for warm, what in ((False, "end to end"), (True, "workers running")):
         print(f"  throughput ratio 2 workers / 1 worker, {what}: {walls[warm, 1] / walls[warm, 2]:5.2f}x (target >= 1.8x)")
 
@@ -100,8 +104,10 @@ def dask_overhead(tmp: Path, points: int) -> None:
     warm_base, warm_spec, warm = grid(sets, [0.999], 0)
     direct(tmp / "tiny-warm", warm_base, warm_spec, warm)
     t_direct = direct(tmp / "tiny-direct", base, spec, tiny)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         client.run(limit_threads, 1)
         through(tmp / "tiny-dask-warm", warm_base, warm_spec, warm, DaskExecutor(scheduler=cluster.scheduler_address))
         t_dask = through(tmp / "tiny-dask", base, spec, tiny, DaskExecutor(scheduler=cluster.scheduler_address))[0]

@@ -22,8 +22,11 @@ import time
 
 import torch
 
-from gradrank import analysis, config, spectral, train
-from gradrank.gradient import gradient
+from gradrank import config
+from gradrank.linalg import spectral
+from gradrank.pipeline import analysis
+from gradrank.pipeline import training as train
+from gradrank.twolayer.gradient import gradient
 
 
 def replay(cfg, ds, net0, steps: int, lr: float, variant: str, k: int):
@@ -71,11 +74,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = config.load(sets=[f"data.n={args.n}", f"data.d={args.d}", f"model.width={args.m}", f"train.lr={args.lr}",
-                            "output.report=false"])
+    cfg = config.load(
+        sets=[f"data.n={args.n}", f"data.d={args.d}", f"model.width={args.m}", f"train.lr={args.lr}", "output.report=false"]
+    )
     _, ds, net0 = analysis.prepare(cfg)
-    print(f"bench_train: n={args.n} d={args.d} m={args.m}, {args.steps} GD steps, lr={args.lr}, "
-          f"threads={args.threads}, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"bench_train: n={args.n} d={args.d} m={args.m}, {args.steps} GD steps, lr={args.lr}, "
+        f"threads={args.threads}, load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'variant':<22}{'step ms':>10}{'spectral ms':>13}{'ratio':>8}{'iters':>7}{'fallbacks':>10}  check vs dense SVD")
     for variant, k in (("step", 0), ("track", 2), ("track", 8), ("exact", 8), ("dense", 8)):
         step_t, spec_t, iters, fb, last, G = replay(cfg, ds, net0, args.steps, args.lr, variant, k)
@@ -86,18 +92,27 @@ def main() -> None:
             verr = float((last.s[:k] - s[:k]).abs().max() / s[0])
             cos = torch.linalg.svdvals(U[:, :k].T @ last.U[:, :k]).clamp(max=1).min()
             check = f"values {verr:.1e} s_1, angle {math.acos(float(cos)):.1e} rad"
-        name = {"step": "step only", "track": f"track top-{k} (warm)", "exact": "spectrum() exact", "dense": "dense SVD (obvious)"}[variant]
+        name = {
+            "step": "step only",
+            "track": f"track top-{k} (warm)",
+            "exact": "spectrum() exact",
+            "dense": "dense SVD (obvious)",
+        }[variant]
         ratio = sp / st if variant != "step" else float("nan")
-        print(f"{name:<22}{1e3 * st:>10.1f}{1e3 * sp:>13.1f}{ratio:>8.2f}{(sum(iters[1:]) / max(len(iters) - 1, 1) if iters else 0):>7.1f}"
-              f"{fb:>10}  {check}")
+        print(
+            f"{name:<22}{1e3 * st:>10.1f}{1e3 * sp:>13.1f}{ratio:>8.2f}{(sum(iters[1:]) / max(len(iters) - 1, 1) if iters else 0):>7.1f}"
+            f"{fb:>10}  {check}"
+        )
     # end to end: a record every step vs records only at the ends
     for every in (args.steps, 1):
         c = cfg.replace(**{"train.steps": args.steps, "train.record_every": every, "train.checkpoint_every": 10**6})
         t = time.perf_counter()
         tr = train.train(c)
         wall = time.perf_counter() - t
-        print(f"train.train record_every={every:<4} {wall:7.2f} s total, {1e3 * wall / args.steps:7.1f} ms/step, "
-              f"tracking fallbacks {tr.info['track_fallbacks']}, mean iterations {tr.info['track_iterations_mean']:.1f}")
+        print(
+            f"train.train record_every={every:<4} {wall:7.2f} s total, {1e3 * wall / args.steps:7.1f} ms/step, "
+            f"tracking fallbacks {tr.info['track_fallbacks']}, mean iterations {tr.info['track_iterations_mean']:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ def plot(paths: list[Path], out: Path = PLOT) -> Path:
         data = json.loads(Path(path).read_text())
         rows = [r for r in data["rows"] if r.get("dtype") == "float64" and r["case"] in styles]
         for case, color in styles.items():
-            pts = sorted((r["n"] * r["d"] * r["m"], r["ours_s"], r.get("ref_s", r.get("floor_s"))) for r in rows
-                         if r["case"] == case)
+            pts = sorted(
+                (r["n"] * r["d"] * r["m"], r["ours_s"], r.get("ref_s", r.get("floor_s"))) for r in rows if r["case"] == case
+            )
             if not pts:
                 continue
             size = [p[0] for p in pts]

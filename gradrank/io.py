@@ -29,6 +29,13 @@ os.umask(_UMASK)
 # ---------------------------------------------------------------------------- reading
 
 
+def available_bytes() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
 def _numeric(name: str, key: str, arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         raise InputError(f"{name}: array '{key}' must be numeric, got dtype {arr.dtype}")
@@ -88,11 +95,15 @@ def _check_header(name: str, key: str, fh, total: int, max_bytes: float) -> tupl
         raise InputError(f"{name}: array '{key}' declares a negative shape {shape}")
     declared, stored = math.prod(shape) * dtype.itemsize, total - fh.tell()
     if declared > stored:
-        raise InputError(f"{name}: array '{key}' declares shape {shape} ({declared} bytes) but the file holds "
-                         f"{stored} bytes (truncated or corrupt)")
+        raise InputError(
+            f"{name}: array '{key}' declares shape {shape} ({declared} bytes) but the file holds "
+            f"{stored} bytes (truncated or corrupt)"
+        )
     if 2 * declared > max_bytes:  # the float64 copy doubles it
-        raise InputError(f"{name}: array '{key}' of shape {shape} needs {declared / 2**30:.1f} GiB, "
-                         f"more than the {max_bytes / 2**30:.1f} GiB allowed")
+        raise InputError(
+            f"{name}: array '{key}' of shape {shape} needs {declared / 2**30:.1f} GiB, "
+            f"more than the {max_bytes / 2**30:.1f} GiB allowed"
+        )
     return shape
 
 
@@ -122,8 +133,6 @@ def declared_shapes(path: Path, keys=("X",), max_bytes: float | None = None) -> 
     """Shapes the .npy/.npz headers declare for `keys`, checked (see load_arrays) without loading."""
     path = Path(path)
     if max_bytes is None:
-        from gradrank.resources import available_bytes
-
         max_bytes = 0.8 * available_bytes()
     name, suffix, shapes = str(path), path.suffix.lower(), {}
     with _reading(path):
@@ -228,8 +237,9 @@ def sha256_file(path: Path, what: str = "file") -> str:
 
 def _show(path) -> str:
     """A path for a one-line message: control characters (newlines) escaped."""
-    return str(path).encode("unicode_escape", "backslashreplace").decode("ascii") if any(
-        c < " " for c in str(path)) else str(path)
+    return (
+        str(path).encode("unicode_escape", "backslashreplace").decode("ascii") if any(c < " " for c in str(path)) else str(path)
+    )
 
 
 def _listing(root: Path) -> dict[str, str] | None:
@@ -262,10 +272,16 @@ def seal(root: Path, kind: str) -> None:
     import uuid
 
     old = _marker(root) or {}
-    write_json(root / MARKER, {"format": MARKER_FORMAT, "kind": old.get("kind", kind),
-                               "id": old.get("id", uuid.uuid4().hex),
-                               "created": old.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
-                               "files": _listing(root) or {}})
+    write_json(
+        root / MARKER,
+        {
+            "format": MARKER_FORMAT,
+            "kind": old.get("kind", kind),
+            "id": old.get("id", uuid.uuid4().hex),
+            "created": old.get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+            "files": _listing(root) or {},
+        },
+    )
 
 
 def owned(root: Path) -> bool:
@@ -295,8 +311,10 @@ def check_output_dir(final: Path) -> Path:
         if not final.is_dir():
             raise InputError(f"{_show(final)}: exists and is not a directory (refusing to replace it)")
         if any(final.iterdir()) and not owned(final):
-            raise InputError(f"{_show(final)}: exists and is not a gradrank output directory, or holds files "
-                             f"gradrank did not write (refusing to replace it)")
+            raise InputError(
+                f"{_show(final)}: exists and is not a gradrank output directory, or holds files "
+                f"gradrank did not write (refusing to replace it)"
+            )
     return final
 
 
@@ -311,7 +329,9 @@ def staged_dir(final: Path, kind: str = "run") -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name[:100]}.tmp-"))
     except OSError as exc:
-        raise InputError(f"{_show(final)}: cannot create the output directory ({exc.strerror or exc.__class__.__name__})") from None
+        raise InputError(
+            f"{_show(final)}: cannot create the output directory ({exc.strerror or exc.__class__.__name__})"
+        ) from None
     try:
         os.chmod(tmp, 0o777 & ~_UMASK)
         seal(tmp, kind)  # ours from the start: a report rendered into it may add its files
@@ -418,7 +438,7 @@ def provenance(device: str, dtype: str, seed: int, timings: dict | None = None) 
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
-            from gradrank import __version__
+            from gradrank._version import __version__
 
             versions[pkg] = __version__ if pkg == "gradrank" else "absent"
     import torch

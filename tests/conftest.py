@@ -26,12 +26,3 @@ def one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def one_thread():
-    """Small matrices: one thread avoids OpenMP spin-waits on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

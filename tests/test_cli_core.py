@@ -10,7 +10,7 @@ import tomllib
 from typer.testing import CliRunner
 
 from gradrank import config
-from gradrank.cli import app
+from gradrank.cli.app import app
 
 SMALL = ["--set", "data.n=60", "--set", "data.d=80", "--set", "model.width=100"]
 
@@ -57,7 +57,8 @@ def test_generate_then_decompose_reproduces_analyze(tmp_path):
     assert z["X"].shape == (60, 80) and z["y"].shape == (60,) and z["q"].shape == (80,)
     assert np.allclose(z["X"], z["X_B"] + z["zeta"] * np.outer(z["z"], z["q"]))
     # weights: the network the analysis would initialise
-    from gradrank import analysis
+    from gradrank.pipeline import analysis
+
     cfg = config.load(sets=SMALL[1::2])
     _, ds, net = analysis.prepare(cfg)
     np.savez(tmp_path / "w.npz", W=net.W.numpy(), a=net.a.numpy())
@@ -71,12 +72,15 @@ def test_generate_then_decompose_reproduces_analyze(tmp_path):
     assert m["config"]["data"]["source"] == "file" and m["config"]["analysis"]["mu"] == "empirical"
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--set", "data.n=0"], "data.n"),
-    (["--set", "data.nu=-0.5"], "data.nu"),
-    (["--set", "model.activation=swish"], "model.activation"),
-    (["--set", "model.widht=10"], "did you mean 'width'"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--set", "data.n=0"], "data.n"),
+        (["--set", "data.nu=-0.5"], "data.nu"),
+        (["--set", "model.activation=swish"], "model.activation"),
+        (["--set", "model.widht=10"], "did you mean 'width'"),
+    ],
+)
 def test_bad_config_exit_2_nothing_written(tmp_path, args, needle):
     out = tmp_path / "run"
     p = subprocess.run([sys.executable, "-m", "gradrank", "analyze", *args, "-o", str(out)], capture_output=True, text=True)
@@ -86,7 +90,9 @@ def test_bad_config_exit_2_nothing_written(tmp_path, args, needle):
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from gradrank.cli import app; from typer.testing import CliRunner; " \
-           "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; print('torch' in sys.modules)"
+    code = (
+        "import sys; from gradrank.cli.app import app; from typer.testing import CliRunner; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; print('torch' in sys.modules)"
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.stdout.strip() == "False", p.stderr

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _reliability import record, tree
 from numpy.lib import format as npf
 from typer.testing import CliRunner
 
-from _reliability import record, tree
-from gradrank.cli import app
+from gradrank.cli.app import app
 from gradrank.io import MARKER
 
 TINY = ["--set", "data.n=30", "--set", "data.d=20", "--set", "model.width=25", "--set", "output.report=false"]
@@ -43,12 +43,26 @@ def assert_refused(res, needle: str, before: set[str], root: Path) -> str:
 # ---------------------------------------------------------------------------- config values
 
 BAD_SETS = [
-    ("data.n=0", "data.n"), ("data.n=-5", "data.n"), ("data.d=0", "data.d"), ("model.width=0", "model.width"),
-    ("data.nu=-0.1", "data.nu"), ("data.nu=nan", "data.nu"), ("data.alpha=inf", "data.alpha"),
-    ("model.activation=swish", "model.activation"), ("data.nn=3", "data.nn"), ("data.n=1.5", "data.n"),
-    ("data.n=true", "data.n"), ("data.n=[1,2]", "data.n"), ("loss.kind=hinge", "loss.kind"), ("seed=-1", "seed"),
-    ("analysis.top_k=0", "analysis.top_k"), ("compute.dtype=float16", "compute.dtype"), ("data", "--set"),
-    ("data..n=3", "data..n"), ("model.width.x=1", "model.width.x"), ("data.source=file", "data.path"),
+    ("data.n=0", "data.n"),
+    ("data.n=-5", "data.n"),
+    ("data.d=0", "data.d"),
+    ("model.width=0", "model.width"),
+    ("data.nu=-0.1", "data.nu"),
+    ("data.nu=nan", "data.nu"),
+    ("data.alpha=inf", "data.alpha"),
+    ("model.activation=swish", "model.activation"),
+    ("data.nn=3", "data.nn"),
+    ("data.n=1.5", "data.n"),
+    ("data.n=true", "data.n"),
+    ("data.n=[1,2]", "data.n"),
+    ("loss.kind=hinge", "loss.kind"),
+    ("seed=-1", "seed"),
+    ("analysis.top_k=0", "analysis.top_k"),
+    ("compute.dtype=float16", "compute.dtype"),
+    ("data", "--set"),
+    ("data..n=3", "data..n"),
+    ("model.width.x=1", "model.width.x"),
+    ("data.source=file", "data.path"),
 ]
 
 
@@ -60,14 +74,17 @@ def test_bad_set_exit_2_names_field(tmp_path, setting, needle):
     record("config", f"--set {setting}", f"exit 2: {line}")
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("[data\nn = 3", "bad.toml"),  # malformed TOML
-    ("[data]\nn = 3\nn = 4\n", "bad.toml"),  # duplicate key
-    ("[dat]\nn = 3\n", "dat"),  # unknown section, with a suggestion
-    ("data = 3\n", "data"),  # a section that is not a table
-    ("[model]\nactivation = 3\n", "model.activation"),
-    ("seed = 1.5\n", "seed"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("[data\nn = 3", "bad.toml"),  # malformed TOML
+        ("[data]\nn = 3\nn = 4\n", "bad.toml"),  # duplicate key
+        ("[dat]\nn = 3\n", "dat"),  # unknown section, with a suggestion
+        ("data = 3\n", "data"),  # a section that is not a table
+        ("[model]\nactivation = 3\n", "model.activation"),
+        ("seed = 1.5\n", "seed"),
+    ],
+)
 def test_bad_config_file(tmp_path, text, needle):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
@@ -224,7 +241,9 @@ def test_resource_guard_refuses_before_allocating(tmp_path, command, out):
     res = cli(command, "--set", "data.n=10000000", "--set", "data.d=1000000", "-o", tmp_path / out)
     line = assert_refused(res, "data.n", before, tmp_path)
     assert "GiB" in line and "compute.max_memory_gb" in line
-    record("resource guard", f"gradrank {command} with data.n = 10^7, data.d = 10^6 (~10^5 GiB)", f"exit 2 before allocating: {line}")
+    record(
+        "resource guard", f"gradrank {command} with data.n = 10^7, data.d = 10^6 (~10^5 GiB)", f"exit 2 before allocating: {line}"
+    )
 
 
 def test_resource_guard_limit_and_force(tmp_path):
@@ -245,8 +264,9 @@ def test_resource_guard_reads_file_headers(tmp_path):
     with open(path, "r+b") as fh:
         fh.truncate(path.stat().st_size + 4000 * 3000 * 8)
     before = tree(tmp_path)
-    res = cli("decompose", "--data", path, "--set", "model.width=1000000", "--set", "compute.max_memory_gb=5",
-              "-o", tmp_path / "run")
+    res = cli(
+        "decompose", "--data", path, "--set", "model.width=1000000", "--set", "compute.max_memory_gb=5", "-o", tmp_path / "run"
+    )
     line = assert_refused(res, "GiB", before, tmp_path)
     assert "4000, 3000, 1000000" in line, line
     record("resource guard", "decompose on a 4000 x 3000 .npy, width 10^6", f"exit 2 from the header: {line}")
@@ -254,8 +274,9 @@ def test_resource_guard_reads_file_headers(tmp_path):
 
 PEAK = """
 import resource, sys
-from gradrank import config, analysis
-from gradrank.resources import estimate_bytes
+from gradrank import config
+from gradrank.pipeline import analysis
+from gradrank.config.resources import estimate_bytes
 analysis.analyze(config.load(sets=["data.n=60", "data.d=80", "model.width=100", "output.report=false"]))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 cfg = config.load(sets=["data.n=1200", "data.d=1600", "model.width=2000", "output.report=false"])
@@ -271,8 +292,11 @@ def test_memory_estimate_bounds_measured_peak():
     p = subprocess.run([sys.executable, "-c", PEAK], capture_output=True, text=True, timeout=300)
     measured, estimate = map(int, p.stdout.split())
     assert measured <= estimate <= 3 * measured, (measured, estimate)
-    record("resource guard", "estimate vs measured peak, n = 1200, d = 1600, m = 2000 (float64)",
-           f"measured {measured / 2**20:.0f} MiB <= estimate {estimate / 2**20:.0f} MiB")
+    record(
+        "resource guard",
+        "estimate vs measured peak, n = 1200, d = 1600, m = 2000 (float64)",
+        f"measured {measured / 2**20:.0f} MiB <= estimate {estimate / 2**20:.0f} MiB",
+    )
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -289,9 +313,15 @@ def test_output_never_replaces_foreign_paths(tmp_path):
     for name in ("sweep.json", "results.csv", "config.toml"):
         (sweep / name).write_text("{}")
     before = tree(tmp_path)
-    for target, what in [(afile, "a file"), (adir, "a foreign directory"), (afile / "run", "below a file"),
-                         (sweep, "a sweep directory")]:
-        line = assert_refused(cli("analyze", *TINY, "-o", target), str(target.relative_to(tmp_path)).split("/")[0], before, tmp_path)
+    for target, what in [
+        (afile, "a file"),
+        (adir, "a foreign directory"),
+        (afile / "run", "below a file"),
+        (sweep, "a sweep directory"),
+    ]:
+        line = assert_refused(
+            cli("analyze", *TINY, "-o", target), str(target.relative_to(tmp_path)).split("/")[0], before, tmp_path
+        )
         record("outputs", f"-o {target.relative_to(tmp_path)} ({what})", f"exit 2: {line.replace(str(tmp_path) + '/', '')}")
     assert afile.read_text() == "precious" and (adir / "thesis.tex").read_text() == "precious"
 
@@ -312,7 +342,10 @@ def test_rerun_replaces_previous_run(tmp_path):
     assert cli("analyze", *TINY, "--seed", 1, "-o", out, "-q").exit_code == 0
     assert cli("analyze", *TINY, "--seed", 2, "-o", out, "-q").exit_code == 0
     assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == 2
-    assert tree(tmp_path) == {"run", *(f"run/{f}" for f in ("config.toml", "metrics.json", "provenance.json", "arrays.npz", MARKER))}
+    assert tree(tmp_path) == {
+        "run",
+        *(f"run/{f}" for f in ("config.toml", "metrics.json", "provenance.json", "arrays.npz", MARKER)),
+    }
 
 
 @pytest.mark.parametrize("name", ["../../evil", "/etc/passwd", ".." + "/x" * 200])
@@ -332,15 +365,23 @@ def test_output_name_cannot_escape_runs(tmp_path, monkeypatch, name):
 
 def test_subprocess_exit_codes_no_traceback(tmp_path):
     """The real entry point: exit 2 and one line for bad input (a good run: see test_kill.py)."""
-    for args, code in [(["analyze", "--set", "data.nu=-1"], 2), (["decompose", "--data", str(tmp_path / "none.npz")], 2),
-                       (["analyze", "--bogus"], 2), (["analyze", "--seed", "x"], 2), (["decompose"], 2)]:
+    for args, code in [
+        (["analyze", "--set", "data.nu=-1"], 2),
+        (["decompose", "--data", str(tmp_path / "none.npz")], 2),
+        (["analyze", "--bogus"], 2),
+        (["analyze", "--seed", "x"], 2),
+        (["decompose"], 2),
+    ]:
         p = subprocess.run([sys.executable, "-m", "gradrank", *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
         assert p.returncode == code, (args, p.returncode, p.stderr)
         assert "Traceback" not in p.stderr
         if code == 2:
             assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("error: "), p.stderr
-        record("process", "python -m gradrank " + " ".join(a.replace(str(tmp_path) + "/", "") for a in args),
-               f"exit {code}" + (f": {p.stderr.strip()}" if code else ""))
+        record(
+            "process",
+            "python -m gradrank " + " ".join(a.replace(str(tmp_path) + "/", "") for a in args),
+            f"exit {code}" + (f": {p.stderr.strip()}" if code else ""),
+        )
 
 
 def test_no_unsafe_deserialisation_in_source():
@@ -384,13 +425,17 @@ def test_hostile_file_name_is_text_in_report(tmp_path):
             assert evil in page.inner_text("body")
         finally:
             browser.close()
-    record("security", "data file named '<img onerror=...><svg onload=...>.npz', report opened in chromium",
-           "shown as text; no script ran, no element injected")
+    record(
+        "security",
+        "data file named '<img onerror=...><svg onload=...>.npz', report opened in chromium",
+        "shown as text; no script ran, no element injected",
+    )
 
 
 def test_memory_guard_counts_stacked_noise_draws():
     """noise_mode = average stacks K draws (nK rows): the estimate grows with K."""
-    from gradrank import config, resources
+    from gradrank import config
+    from gradrank.config import resources
     from gradrank.errors import InputError
 
     base = config.load(sets=["regularizer.input_noise=0.1", "regularizer.noise_mode=average", "regularizer.noise_draws=1"])

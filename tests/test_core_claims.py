@@ -2,7 +2,8 @@
 
 import pytest
 
-from gradrank import analysis, config
+from gradrank import config
+from gradrank.pipeline import analysis
 
 
 @pytest.mark.slow

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from gradrank import analysis, config
-from gradrank.decompose import compute_mu, decompose, mu_population
-from gradrank.gradient import gradient
-from gradrank.spectral import spectrum
+from gradrank.linalg.spectral import spectrum
+from gradrank.pipeline import analysis
+from gradrank.twolayer.gradient import gradient
+from gradrank.twolayer.mu import compute_mu, decompose, mu_population
 
 
 def _decomposed(cfg):
@@ -25,12 +25,15 @@ def _identity_error(ds, grad, dec):
     return float((G - terms).norm() / G.norm())
 
 
-@pytest.mark.parametrize("sets", [
-    ("data.nu=0.3",),
-    ("data.nu=0.6", "model.planted=1.0", "model.activation=tanh"),
-    ("data.alpha=0.8", "data.basis=random", "data.spike=eigvec", "model.activation=gelu", "loss.kind=logistic"),
-    ("data.latent=rademacher", "model.planted=1.0", "model.planted_vector=signs", "analysis.mu=empirical"),
-])
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ("data.nu=0.3",),
+        ("data.nu=0.6", "model.planted=1.0", "model.activation=tanh"),
+        ("data.alpha=0.8", "data.basis=random", "data.spike=eigvec", "model.activation=gelu", "loss.kind=logistic"),
+        ("data.latent=rademacher", "model.planted=1.0", "model.planted_vector=signs", "analysis.mu=empirical"),
+    ],
+)
 def test_identity_spiked_and_planted(small_cfg, sets):
     ds, net, grad, dec = _decomposed(small_cfg(*sets))
     assert _identity_error(ds, grad, dec) < 1e-10
@@ -59,7 +62,8 @@ def test_quadrature_mu_matches_monte_carlo(small_cfg, activation):
     N = 200_000
     lam = ds.eigenvalues
     Xmc = torch.randn(N, ds.d, generator=g, dtype=torch.float64) * lam.sqrt() + ds.zeta * torch.outer(
-        torch.randn(N, generator=g, dtype=torch.float64), ds.q)
+        torch.randn(N, generator=g, dtype=torch.float64), ds.q
+    )
     samples = net.act.d1(Xmc @ net.W.T)
     mc, se = samples.mean(0), samples.std(0) / math.sqrt(N)
     assert bool(((dec.mu - mc).abs() <= 4 * se + 1e-12).all())
@@ -72,8 +76,6 @@ def test_quadrature_at_any_allowed_order_is_finite_and_silent(small_cfg, points)
     refinement stays within numpy's finite Hermite rules (no overflow warning, no NaN) and the
     panel rule gives the same mu."""
     import warnings
-
-    from gradrank.decompose import mu_population
 
     ds, net, grad, dec = _decomposed(small_cfg("model.activation=tanh", "data.nu=1.5"))
     with warnings.catch_warnings():

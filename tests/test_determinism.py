@@ -9,20 +9,28 @@ from multiprocessing import get_context
 
 import numpy as np
 import pytest
-
 from _reliability import record
+
 from gradrank import config
 
 SETTINGS = [
     ["data.n=60", "data.d=80", "model.width=100"],
-    ["data.n=50", "data.d=40", "model.width=70", "loss.kind=logistic", "model.activation=tanh", "data.alpha=1",
-     "regularizer.weight_decay=0.01", "model.planted=1"],
+    [
+        "data.n=50",
+        "data.d=40",
+        "model.width=70",
+        "loss.kind=logistic",
+        "model.activation=tanh",
+        "data.alpha=1",
+        "regularizer.weight_decay=0.01",
+        "model.planted=1",
+    ],
 ]
 
 
 def analyze_sets(sets: list[str], seed: int = 3) -> tuple[str, dict]:
     """(metrics as canonical JSON, arrays) of one analysis: what is compared bitwise."""
-    from gradrank import analysis
+    from gradrank.pipeline import analysis
 
     res = analysis.analyze(config.load(sets=sets, seed=seed))
     return json.dumps(res.metrics, sort_keys=True), res.arrays
@@ -45,20 +53,28 @@ def test_process_pool_matches_alone(alone):
         pooled = list(pool.map(analyze_sets, SETTINGS))
     for a, b in zip(alone, pooled):
         assert_identical(a, b)
-    record("determinism", f"{len(SETTINGS)} configs: alone vs ProcessPoolExecutor (spawn)",
-           "metrics.json and arrays bitwise identical")
+    record(
+        "determinism",
+        f"{len(SETTINGS)} configs: alone vs ProcessPoolExecutor (spawn)",
+        "metrics.json and arrays bitwise identical",
+    )
 
 
 def test_dask_matches_alone(alone):
     from dask.distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         remote = client.gather([client.submit(analyze_sets, s, pure=False) for s in SETTINGS])
     for a, b in zip(alone, remote):
         assert_identical(a, b)
-    record("determinism", f"{len(SETTINGS)} configs: alone vs Dask LocalCluster worker (client.submit)",
-           "metrics.json and arrays bitwise identical")
+    record(
+        "determinism",
+        f"{len(SETTINGS)} configs: alone vs Dask LocalCluster worker (client.submit)",
+        "metrics.json and arrays bitwise identical",
+    )
 
 
 def test_seed_decides(alone):
@@ -66,5 +82,8 @@ def test_seed_decides(alone):
     assert_identical(alone[0], analyze_sets(SETTINGS[0]))
     other = analyze_sets(SETTINGS[0], seed=4)
     assert json.loads(other[0])["singular_values"] != json.loads(alone[0][0])["singular_values"]
-    record("determinism", "same config and seed twice in one process; then another seed",
-           "identical; another seed gives different singular values")
+    record(
+        "determinism",
+        "same config and seed twice in one process; then another seed",
+        "identical; another seed gives different singular values",
+    )

@@ -11,27 +11,25 @@ import dataclasses
 import json
 import re
 import string
-import zipfile
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _reliability import record, tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from _reliability import record, tree
-from gradrank.io import MARKER
 from gradrank import config
-from gradrank.cli import app
+from gradrank.cli.app import app
 from gradrank.errors import InputError
+from gradrank.io import MARKER
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 SLOW = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 OUTCOMES: Counter = Counter()
 
-FIELDS = {f"{sec}.{f.name}": f for sec, cls in config._SECTION_CLASSES.items() for f in dataclasses.fields(cls())}
+FIELDS = {f"{sec}.{f.name}": f for sec, cls in config.schema._SECTION_CLASSES.items() for f in dataclasses.fields(cls())}
 KEYS = sorted(FIELDS) + ["seed"]
 NAMES_FIELD = re.compile(r"config key '[^']*'|config keys|--set|config file|config must")
 
@@ -52,18 +50,29 @@ def _table_rows():
 # ---------------------------------------------------------------------------- config layer
 
 values = st.one_of(
-    st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=True, allow_infinity=True),
-    st.booleans(), st.text(max_size=12), st.lists(st.integers(), max_size=3), st.none(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=12),
+    st.lists(st.integers(), max_size=3),
+    st.none(),
     st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
 )
-keys = st.one_of(st.sampled_from(KEYS), st.text(alphabet=string.ascii_lowercase + "._", max_size=20),
-                 st.sampled_from(KEYS).map(lambda k: k[:-1] + "x"))
+keys = st.one_of(
+    st.sampled_from(KEYS),
+    st.text(alphabet=string.ascii_lowercase + "._", max_size=20),
+    st.sampled_from(KEYS).map(lambda k: k[:-1] + "x"),
+)
 
 
 @FAST
-@given(raw=st.dictionaries(st.sampled_from(list(config.SECTIONS) + ["seed", "dat", "extra"]),
-                           st.one_of(values, st.dictionaries(keys.map(lambda k: k.split(".")[-1]), values, max_size=4)),
-                           max_size=4))
+@given(
+    raw=st.dictionaries(
+        st.sampled_from(list(config.SECTIONS) + ["seed", "dat", "extra"]),
+        st.one_of(values, st.dictionaries(keys.map(lambda k: k.split(".")[-1]), values, max_size=4)),
+        max_size=4,
+    )
+)
 def test_fuzz_config_dicts(raw):
     """Nested dicts as TOML would give them: a Config that round-trips through TOML, or one line."""
     try:
@@ -87,10 +96,17 @@ def plausible_set(draw):
 
 
 @FAST
-@given(sets=st.lists(st.one_of(
-    plausible_set(),
-    st.tuples(keys, values).map(lambda kv: f"{kv[0]}={json.dumps(kv[1]) if not isinstance(kv[1], str) else kv[1]}"),
-    st.text(max_size=25)), min_size=1, max_size=3))
+@given(
+    sets=st.lists(
+        st.one_of(
+            plausible_set(),
+            st.tuples(keys, values).map(lambda kv: f"{kv[0]}={json.dumps(kv[1]) if not isinstance(kv[1], str) else kv[1]}"),
+            st.text(max_size=25),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_fuzz_set_strings(sets):
     try:
         cfg = config.load(sets=sets)
@@ -104,10 +120,33 @@ def test_fuzz_set_strings(sets):
 
 toml_docs = st.one_of(
     st.text(max_size=200),
-    st.lists(st.sampled_from(["[data]", "[model]", "[dat]", "n = 3", "n = -1", "nu = 2.5", "nu = 'x'", "[[data]]",
-                              "seed = 1", "seed = 1e400", "width = 0x10", "activation = \"tanh\"", "a.b = 1", "= 3",
-                              "[data.n]", "path = '''", "n = 1979-05-27", "nu = inf", "nu = nan", "\x00"]),
-             max_size=8).map("\n".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "[data]",
+                "[model]",
+                "[dat]",
+                "n = 3",
+                "n = -1",
+                "nu = 2.5",
+                "nu = 'x'",
+                "[[data]]",
+                "seed = 1",
+                "seed = 1e400",
+                "width = 0x10",
+                'activation = "tanh"',
+                "a.b = 1",
+                "= 3",
+                "[data.n]",
+                "path = '''",
+                "n = 1979-05-27",
+                "nu = inf",
+                "nu = nan",
+                "\x00",
+            ]
+        ),
+        max_size=8,
+    ).map("\n".join),
 )
 
 
@@ -160,7 +199,7 @@ def data_files(draw):
         body = body[: draw(st.integers(0, len(body) - 1))]
     elif damage == "flip" and body:
         i = draw(st.integers(0, len(body) - 1))
-        body = body[:i] + bytes([body[i] ^ draw(st.integers(1, 255))]) + body[i + 1:]
+        body = body[:i] + bytes([body[i] ^ draw(st.integers(1, 255))]) + body[i + 1 :]
     elif damage == "prefix":
         body = draw(st.binary(max_size=8)) + body
     return suffix, body, f"{dtype}{list(shape)}/{damage}"
@@ -170,7 +209,7 @@ def data_files(draw):
 @given(f=data_files())
 def test_fuzz_data_files(tmp_path_factory, small_cfg, f):
     """data.load on arbitrary files: a finite Dataset of the file's size, or one line naming the file."""
-    from gradrank import data
+    from gradrank.twolayer import data
 
     suffix, body, what = f
     path = tmp_path_factory.mktemp("data") / f"x{suffix}"
@@ -180,12 +219,18 @@ def test_fuzz_data_files(tmp_path_factory, small_cfg, f):
         ds = data.load(cfg)
     except InputError as exc:
         assert one_line_naming(str(exc), str(path)), (what, str(exc))
-        OUTCOMES["data file", "random .npz/.npy/.csv (shapes, dtypes incl. object, NaN/Inf, truncation, bit flips)",
-                 "InputError naming the file"] += 1
+        OUTCOMES[
+            "data file",
+            "random .npz/.npy/.csv (shapes, dtypes incl. object, NaN/Inf, truncation, bit flips)",
+            "InputError naming the file",
+        ] += 1
         return
     assert ds.X.ndim == 2 and ds.n >= 2 and bool(ds.X.isfinite().all()) and bool(ds.y.isfinite().all())
-    OUTCOMES["data file", "random .npz/.npy/.csv (shapes, dtypes incl. object, NaN/Inf, truncation, bit flips)",
-             "loaded: finite 2-d data"] += 1
+    OUTCOMES[
+        "data file",
+        "random .npz/.npy/.csv (shapes, dtypes incl. object, NaN/Inf, truncation, bit flips)",
+        "loaded: finite 2-d data",
+    ] += 1
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -205,18 +250,36 @@ def _valid_value(f: dataclasses.Field, draw):
     return draw(st.floats(lo, hi).filter(lambda v: v > lo or not meta.get("lo_open")))
 
 
-SKIP = {"data.source", "data.path", "compute.device", "compute.max_memory_gb", "output.pdf", "output.report",
-        "output.paper", "output.name", "data.zeta"}
-CAPS = {"data.n": (2, 40), "data.d": (1, 40), "model.width": (1, 40), "analysis.quadrature": (4, 40),
-        "analysis.top_k": (1, 10), "data.n_test": (0, 10), "data.embed_dim": (0, 8), "regularizer.noise_draws": (1, 3)}
+SKIP = {
+    "data.source",
+    "data.path",
+    "compute.device",
+    "compute.max_memory_gb",
+    "output.pdf",
+    "output.report",
+    "output.paper",
+    "output.name",
+    "data.zeta",
+}
+CAPS = {
+    "data.n": (2, 40),
+    "data.d": (1, 40),
+    "model.width": (1, 40),
+    "analysis.quadrature": (4, 40),
+    "analysis.top_k": (1, 10),
+    "data.n_test": (0, 10),
+    "data.embed_dim": (0, 8),
+    "regularizer.noise_draws": (1, 3),
+}
 
 
 @st.composite
 def cli_settings(draw):
     """--set strings for a tiny run: random valid values for analysis-relevant keys, sometimes one bad one."""
     sets = []
-    for key in draw(st.lists(st.sampled_from([k for k in FIELDS if not k.startswith("train.") and k not in SKIP]),
-                             max_size=8, unique=True)):
+    for key in draw(
+        st.lists(st.sampled_from([k for k in FIELDS if not k.startswith("train.") and k not in SKIP]), max_size=8, unique=True)
+    ):
         if key in CAPS:
             value = draw(st.integers(*CAPS[key]))
         else:
@@ -227,8 +290,22 @@ def cli_settings(draw):
     if draw(st.integers(0, 3)) == 3:  # hypothesis favours 0: keep the odd branches rarer
         sets.append(f"data.zeta={draw(st.sampled_from([0.0, 1e-300, 1e-5, 1e3, 1e40, 1e120, 1e250]))}")
     if draw(st.integers(0, 3)) == 3:
-        sets.append(draw(st.sampled_from(["data.n=-3", "data.nu=-1", "model.activation=swish", "data.zeta=-2",
-                                          "analysis.top_k=0", "model.c=0", "loss.kind=hinge", "data.typo=1"])))
+        sets.append(
+            draw(
+                st.sampled_from(
+                    [
+                        "data.n=-3",
+                        "data.nu=-1",
+                        "model.activation=swish",
+                        "data.zeta=-2",
+                        "analysis.top_k=0",
+                        "model.c=0",
+                        "loss.kind=hinge",
+                        "data.typo=1",
+                    ]
+                )
+            )
+        )
     return sets
 
 
@@ -254,10 +331,14 @@ def test_fuzz_cli_analyze(tmp_path_factory, sets):
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["trust"]["checks"]) >= {"finite", "identity", "quadrature", "spectrum"}
     assert m["trust"]["ok"] == all(m["trust"]["checks"].values()) and len(m["trust"]["warnings"]) == sum(
-        not v for v in m["trust"]["checks"].values())
+        not v for v in m["trust"]["checks"].values()
+    )
     if m["trust"]["ok"]:
         assert m["identity_error"] <= 1e-4 and np.isfinite(m["singular_values"]).all()
     with np.load(out / "arrays.npz", allow_pickle=False) as z:
         assert np.allclose(z["singular_values"][: len(m["singular_values"])], m["singular_values"], equal_nan=True)
-    OUTCOMES["CLI", "gradrank analyze with random --set (n, d, m <= 40)",
-             "exit 0, complete run" + ("" if m["trust"]["ok"] else " with trust warnings")] += 1
+    OUTCOMES[
+        "CLI",
+        "gradrank analyze with random --set (n, d, m <= 40)",
+        "exit 0, complete run" + ("" if m["trust"]["ok"] else " with trust warnings"),
+    ] += 1

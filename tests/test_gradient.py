@@ -5,9 +5,10 @@ import itertools
 import pytest
 import torch
 
-from gradrank import analysis, network
 from gradrank.config import ACTIVATIONS
-from gradrank.gradient import gradient
+from gradrank.pipeline import analysis
+from gradrank.twolayer import network
+from gradrank.twolayer.gradient import gradient
 
 
 def autograd_G(net, X, y, loss_kind):
@@ -23,8 +24,16 @@ def autograd_G(net, X, y, loss_kind):
 
 @pytest.mark.parametrize("activation,loss,scaling", list(itertools.product(ACTIVATIONS, ("mse", "logistic"), ("ntk", "mf"))))
 def test_closed_form_matches_autograd(small_cfg, activation, loss, scaling):
-    cfg = small_cfg(f"model.activation={activation}", f"loss.kind={loss}", f"model.scaling={scaling}",
-                    "data.nu=0.3", "model.planted=1.0", n=40, d=30, m=50)
+    cfg = small_cfg(
+        f"model.activation={activation}",
+        f"loss.kind={loss}",
+        f"model.scaling={scaling}",
+        "data.nu=0.3",
+        "model.planted=1.0",
+        n=40,
+        d=30,
+        m=50,
+    )
     _, ds, net = analysis.prepare(cfg)
     grad = gradient(net, ds.X, ds.y, loss)
     G_ref, L_ref = autograd_G(net, ds.X, ds.y, loss)
@@ -42,7 +51,7 @@ def test_scalings_differ_by_gamma(small_cfg):
 
 def test_activation_derivatives_match_autograd():
     """sigma' and sigma'' of every activation against autograd (away from kinks)."""
-    from gradrank.activations import get
+    from gradrank.twolayer.activations import get
 
     u = torch.linspace(-3, 3, 101, dtype=torch.float64) + 1e-3
     for name in ACTIVATIONS:

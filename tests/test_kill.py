@@ -15,16 +15,15 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from gradrank.io import MARKER
-
+import tomllib
 from _reliability import record
+
 from gradrank import config
+from gradrank.io import MARKER
 
 RUN_FILES = {"config.toml", "metrics.json", "provenance.json", "arrays.npz"}
 SMALL = ["--set", "data.n=60", "--set", "data.d=80", "--set", "model.width=100", "--set", "output.report=false"]
@@ -65,14 +64,20 @@ def stable(metrics: dict) -> dict:
 
 
 def gradrank(*args, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gradrank", *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gradrank", *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kw,
+    )
 
 
 def test_analyze_killed_at_random_times(tmp_path):
     """Kill times uniform over a typical run (~4 s here: start-up, computation, writing); the
     rerun's metrics equal an uninterrupted in-process run of the same config."""
-    from gradrank import analysis
+    from gradrank.pipeline import analysis
 
     out, runtime = tmp_path / "run", 4.0
     states = []
@@ -86,10 +91,14 @@ def test_analyze_killed_at_random_times(tmp_path):
     assert p.wait(timeout=300) == 0
     assert check_parent(tmp_path, "run") == "complete"
     reference = analysis.analyze(config.load(sets=SMALL[1::2]))
-    assert json.loads(json.dumps(reference.metrics)) == {k: v for k, v in check_run(out).items()
-                                                         if k not in ("config", "provenance")}
-    record("kill", f"SIGKILL of `gradrank analyze` at seeded random times in [0, {runtime:.0f} s] x3",
-           "outputs complete or absent after each (" + "; ".join(states) + "); rerun complete, metrics identical")
+    assert json.loads(json.dumps(reference.metrics)) == {
+        k: v for k, v in check_run(out).items() if k not in ("config", "provenance")
+    }
+    record(
+        "kill",
+        f"SIGKILL of `gradrank analyze` at seeded random times in [0, {runtime:.0f} s] x3",
+        "outputs complete or absent after each (" + "; ".join(states) + "); rerun complete, metrics identical",
+    )
 
 
 @pytest.mark.parametrize("kind,existing", [("analyze", False), ("analyze", True), ("train", True)])
@@ -97,7 +106,9 @@ def test_write_killed_at_every_rename(tmp_path, small_cfg, kind, existing):
     """Fork a child that writes the run (analyze's or train's directory) and SIGKILLs itself just
     before its k-th os.replace (each file's rename, then the directory's), for every k; the parent
     checks what is left each time, then reruns the write."""
-    from gradrank import analysis, outputs, train
+    from gradrank.pipeline import analysis
+    from gradrank.pipeline import training as train
+    from gradrank.results import runs as outputs
 
     cfg = small_cfg("output.report=false", "train.steps=4", "train.record_every=2", "train.checkpoint_every=2")
     if kind == "analyze":
@@ -105,7 +116,7 @@ def test_write_killed_at_every_rename(tmp_path, small_cfg, kind, existing):
         write = lambda target: outputs.write_run(target, result)  # noqa: E731
     else:  # empirical mu: the population quadrature at every record would dominate this test's time
         trajectory = train.train(cfg.replace(**{"analysis.mu": "empirical"}))
-        write = lambda target: train.write(target, trajectory)  # noqa: E731
+        write = lambda target: outputs.write_train(target, trajectory)  # noqa: E731
     write(tmp_path / "reference")
     parent = tmp_path / "a"
     parent.mkdir()
@@ -145,8 +156,12 @@ def test_write_killed_at_every_rename(tmp_path, small_cfg, kind, existing):
     assert {p.name for p in out.iterdir()} == {p.name for p in (tmp_path / "reference").iterdir()}
     write(out)  # the rerun after the last kill
     assert check_parent(parent, "run") == "complete"
-    record("kill", f"SIGKILL before each of the {k - 1} renames of {kind}'s run-directory write "
-           f"({'replacing a run' if existing else 'fresh'})", "left: " + ", ".join(states[:-1]) + "; rerun complete")
+    record(
+        "kill",
+        f"SIGKILL before each of the {k - 1} renames of {kind}'s run-directory write "
+        f"({'replacing a run' if existing else 'fresh'})",
+        "left: " + ", ".join(states[:-1]) + "; rerun complete",
+    )
 
 
 def test_sweep_killed_and_resumed(tmp_path):
@@ -154,12 +169,29 @@ def test_sweep_killed_and_resumed(tmp_path):
     complete or absent, the store reads; rerunning completes exactly the missing points."""
     out = tmp_path / "sw"
     points_n = 40  # enough that the kill lands mid-way however fast one point is
-    grid = ["--grid", f"data.nu=0.1:0.6:{points_n}", "--set", "data.n=60", "--set", "data.d=80",
-            "--set", "model.width=100", "--no-report", "-j", "2", "-o", out]
+    grid = [
+        "--grid",
+        f"data.nu=0.1:0.6:{points_n}",
+        "--set",
+        "data.n=60",
+        "--set",
+        "data.d=80",
+        "--set",
+        "model.width=100",
+        "--no-report",
+        "-j",
+        "2",
+        "-o",
+        out,
+    ]
     p = gradrank("sweep", *grid)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill once some, not all, points are stored
-        done = [d for d in (out / "points").glob("*") if d.is_dir() and not d.name.startswith(".")] if (out / "points").is_dir() else []
+        done = (
+            [d for d in (out / "points").glob("*") if d.is_dir() and not d.name.startswith(".")]
+            if (out / "points").is_dir()
+            else []
+        )
         if len(done) >= 2:
             break
         time.sleep(0.05)
@@ -189,12 +221,17 @@ def test_sweep_killed_and_resumed(tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == points_n
     # determinism through the sweep's worker processes: a resumed point equals the point analysed alone
-    from gradrank import analysis
+    from gradrank.pipeline import analysis
 
     late = next(e for e in final if e.name not in complete)
     alone = analysis.analyze(config.from_dict(tomllib.loads((late / "config.toml").read_text())))
-    assert json.loads(json.dumps(alone.metrics)) == {k: v for k, v in check_run(late).items() if k not in ("config", "provenance")}
-    record("kill", f"SIGKILL of a `gradrank sweep -j 2` process group ({points_n} points) after 2+ points were stored",
-           f"{len(complete)} complete points, the rest absent or hidden temporaries; rerun ran only the "
-           f"{points_n - len(complete)} missing points; results.csv has {points_n} rows; a resumed point's metrics equal "
-           "the same config analysed alone, bitwise")
+    assert json.loads(json.dumps(alone.metrics)) == {
+        k: v for k, v in check_run(late).items() if k not in ("config", "provenance")
+    }
+    record(
+        "kill",
+        f"SIGKILL of a `gradrank sweep -j 2` process group ({points_n} points) after 2+ points were stored",
+        f"{len(complete)} complete points, the rest absent or hidden temporaries; rerun ran only the "
+        f"{points_n - len(complete)} missing points; results.csv has {points_n} rows; a resumed point's metrics equal "
+        "the same config analysed alone, bitwise",
+    )

@@ -10,12 +10,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from _reliability import record
 from typer.testing import CliRunner
 
-from _reliability import record
-from gradrank import analysis, config
-from gradrank.cli import app
-from gradrank.gradient import gradient, loss_and_residue
+from gradrank import config
+from gradrank.cli.app import app
+from gradrank.pipeline import analysis
+from gradrank.twolayer.gradient import gradient, loss_and_residue
 
 SIZE = ["data.n=120", "data.d=160", "model.width=200", "output.report=false"]
 
@@ -74,8 +75,9 @@ def test_logistic_large_margin_run_is_finite():
 # ---------------------------------------------------------------------------- extremes: right or flagged
 
 
-@pytest.mark.parametrize("sets", [["data.nu=2"], ["data.alpha=3"], ["data.nu=2", "data.alpha=3"],
-                                  ["data.nu=2", "model.activation=tanh"]])
+@pytest.mark.parametrize(
+    "sets", [["data.nu=2"], ["data.alpha=3"], ["data.nu=2", "data.alpha=3"], ["data.nu=2", "model.activation=tanh"]]
+)
 def test_extremes_float64_right(sets):
     """float64: trusted, identity exact, and the reported spectrum equals a dense SVD (the Gram
     route falls back to an SVD of the factor when s_1/s_k is too large for it)."""
@@ -85,11 +87,16 @@ def test_extremes_float64_right(sets):
     assert m["identity_error"] < 1e-12
     err = spectrum_error(res, dense_reference(ds, net))
     assert err < 1e-8, err
-    record("numerics", f"{', '.join(sets)} (float64)", f"trusted; identity {m['identity_error']:.0e}; spectrum vs dense SVD {err:.0e}")
+    record(
+        "numerics",
+        f"{', '.join(sets)} (float64)",
+        f"trusted; identity {m['identity_error']:.0e}; spectrum vs dense SVD {err:.0e}",
+    )
 
 
-@pytest.mark.parametrize("sets", [["data.nu=2"], ["data.alpha=3"], ["data.nu=2", "model.activation=tanh"],
-                                  ["data.nu=2", "loss.kind=logistic"]])
+@pytest.mark.parametrize(
+    "sets", [["data.nu=2"], ["data.alpha=3"], ["data.nu=2", "model.activation=tanh"], ["data.nu=2", "loss.kind=logistic"]]
+)
 def test_extremes_float32_right_or_flagged(sets):
     """float32: finite; identity error relative to ||G|| at float32 level; and the singular values
     either agree with the float64 dense SVD to 1e-3 on the bulk-edge scale, or trust says no."""
@@ -126,8 +133,19 @@ def test_huge_zeta_flagged_not_confident():
 
 @pytest.mark.parametrize("setting,dtype", [("data.zeta=1e120", "float64"), ("data.zeta=1e25", "float32")])
 def test_overflowing_gradient_refused(tmp_path, setting, dtype):
-    res = CliRunner().invoke(app, ["analyze", "--set", setting, "--set", f"compute.dtype={dtype}",
-                                   *[a for s in SIZE for a in ("--set", s)], "-o", str(tmp_path / "run")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            "--set",
+            setting,
+            "--set",
+            f"compute.dtype={dtype}",
+            *[a for s in SIZE for a in ("--set", s)],
+            "-o",
+            str(tmp_path / "run"),
+        ],
+    )
     assert res.exit_code == 2 and "data.zeta" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.output
     assert not any(tmp_path.iterdir())
     record("numerics", f"{setting} ({dtype}): gradient beyond the dtype's range", f"exit 2: {res.stderr.strip()}")
@@ -146,7 +164,7 @@ def test_trust_flags_fire_and_show(tmp_path):
     assert not analysis.trust(cfg, {**m, "spectral_residual": 1.0}, 0.0, ds)["checks"]["spectrum"]
     assert not analysis.trust(cfg, {**m, "singular_values": [np.nan] + m["singular_values"][1:]}, 0.0, ds)["checks"]["finite"]
     # a residual that is really measured: perturb the spectrum and recompute it
-    from gradrank.spectral import Spectrum
+    from gradrank.linalg.spectral import Spectrum
 
     grad = gradient(net, ds.X, ds.y, "mse")
     G = grad.dense()
@@ -157,11 +175,15 @@ def test_trust_flags_fire_and_show(tmp_path):
     assert analysis.spectral_residual(grad.mv, grad.rmv, bad, m["norms"]["E"]) > 1e-3
     # end to end: an impossible identity tolerance is reported, not hidden
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["analyze", *[a for s in SIZE for a in ("--set", s)], "--set", "analysis.identity_tol=1e-300",
-                                 "-o", str(out)])
+    r = CliRunner().invoke(
+        app, ["analyze", *[a for s in SIZE for a in ("--set", s)], "--set", "analysis.identity_tol=1e-300", "-o", str(out)]
+    )
     assert r.exit_code == 0, r.output
     assert "warning:" in r.stdout and "identity error" in r.stdout
     trust = json.loads((out / "metrics.json").read_text())["trust"]
     assert not trust["ok"] and not trust["checks"]["identity"] and trust["warnings"]
-    record("numerics", "trust checks fed out-of-bound values; analysis.identity_tol = 1e-300 end to end",
-           "each check fails; summary prints 'warning: ...'; metrics.json trust.ok = false")
+    record(
+        "numerics",
+        "trust checks fed out-of-bound values; analysis.identity_tol = 1e-300 end to end",
+        "each check fails; summary prints 'warning: ...'; metrics.json trust.ok = false",
+    )

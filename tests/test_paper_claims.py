@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from gradrank import analysis, config
+from gradrank import config
+from gradrank.pipeline import analysis
 
 SMALL = ["data.n=200", "data.d=266", "model.width=333", "analysis.top_k=4", "output.report=false"]
 SEEDS = range(5)
@@ -21,16 +22,20 @@ def run(*sets, seed=0) -> dict:
 
 def test_small_nu_single_residue_aligned_outlier():
     ms = [run("data.nu=0.1", seed=s) for s in SEEDS]
-    good = [m["rank"]["outliers"] == 1 and m["outlier_labels"] == ["residue"] and m["alignment"]["residue"][0] > 0.9
-            for m in ms]
+    good = [m["rank"]["outliers"] == 1 and m["outlier_labels"] == ["residue"] and m["alignment"]["residue"][0] > 0.9 for m in ms]
     assert sum(good) >= 4, [(m["rank"]["outliers"], m["outlier_labels"]) for m in ms]
 
 
 def test_moderate_nu_second_q_aligned_outlier():
     """nu = 0.4 (in [1/4, 1/2)): a second outlier; the two outliers' span holds q and X_B^T r."""
     ms = [run("data.nu=0.4", seed=s) for s in SEEDS]
-    good = [m["rank"]["outliers"] >= 2 and m["captured"]["spike"] > 0.8 and m["captured"]["residue"] > 0.8
-            and m["regime"] == "rank-two" for m in ms]
+    good = [
+        m["rank"]["outliers"] >= 2
+        and m["captured"]["spike"] > 0.8
+        and m["captured"]["residue"] > 0.8
+        and m["regime"] == "rank-two"
+        for m in ms
+    ]
     assert sum(good) >= 4, [(m["regime"], m["captured"]) for m in ms]
     small = run("data.nu=0.1", seed=0)  # the q-aligned outlier is what nu added
     assert small["captured"]["spike"] < 0.5
@@ -89,16 +94,27 @@ def test_planted_w_keeps_decomposition_and_plants_q(vector):
 
 def test_sample_configs_load_and_default_lists_every_key():
     """Every experiment config is valid for its command; default.toml is the full default config."""
-    import tomllib
     from pathlib import Path
 
-    from gradrank import sweep
+    import tomllib
+
+    from gradrank.experiments import sweep
 
     root = Path(__file__).resolve().parent.parent / "sample_configs"
     names = {p.name for p in root.glob("*.toml")}
-    assert {"default.toml", "fig1_isotropic.toml", "fig1_planted.toml", "fig2_activations.toml", "mf_vs_ntk.toml",
-            "regularizers.toml", "training.toml", "real_digits.toml", "real_mnist1d.toml", "real_patches.toml",
-            "scaling.toml"} <= names
+    assert {
+        "default.toml",
+        "fig1_isotropic.toml",
+        "fig1_planted.toml",
+        "fig2_activations.toml",
+        "mf_vs_ntk.toml",
+        "regularizers.toml",
+        "training.toml",
+        "real_digits.toml",
+        "real_mnist1d.toml",
+        "real_patches.toml",
+        "scaling.toml",
+    } <= names
     for name in names:
         base, spec = sweep.load(root / name)
         assert len(sweep.points(base, spec)) >= 1

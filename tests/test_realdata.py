@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from gradrank import analysis, config, data, realdata
+from gradrank import config
 from gradrank.errors import InputError
+from gradrank.pipeline import analysis
+from gradrank.twolayer import data, realdata
 
 SOURCES = ["digits", "mnist1d", "patches"]
 
@@ -24,8 +26,10 @@ def no_network(monkeypatch):
 
 
 def load(source, *sets, seed=0):
-    return config.load(sets=[f"data.source={source}", "data.n=150", "model.width=120", "analysis.top_k=3",
-                             "output.report=false", *sets], seed=seed)
+    return config.load(
+        sets=[f"data.source={source}", "data.n=150", "model.width=120", "analysis.top_k=3", "output.report=false", *sets],
+        seed=seed,
+    )
 
 
 @pytest.mark.parametrize("source", SOURCES)

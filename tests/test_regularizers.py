@@ -3,12 +3,14 @@
 import pytest
 import torch
 
-from gradrank import analysis, regularizers
 from gradrank.config import ACTIVATIONS
-from gradrank.decompose import compute_mu, decompose
-from gradrank.gradient import gradient
+from gradrank.pipeline import analysis
+from gradrank.twolayer import regularizers
+from gradrank.twolayer.gradient import gradient
+from gradrank.twolayer.mu import compute_mu, decompose
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _setup(small_cfg, *sets, n=24, d=7, m=11, seed=0):
     cfg = small_cfg("data.nu=0.3", "model.planted=1.0", *sets, n=n, d=d, m=m, seed=seed)
@@ -94,8 +96,9 @@ def test_weight_decay_adds_exactly_lambda_WT(small_cfg):
     cfg, ds, net = _setup(small_cfg, n=30, d=20, m=25)
     plain = analysis.analyze_state(cfg, ds, net)
     wd = analysis.analyze_state(cfg.replace(**{"regularizer.weight_decay": lam}), ds, net)
-    assert torch.equal(regularizers.penalty_gradient(cfg.replace(**{"regularizer.weight_decay": lam}), net, ds.X, ds.y, "mse"),
-                       lam * net.W.T)
+    assert torch.equal(
+        regularizers.penalty_gradient(cfg.replace(**{"regularizer.weight_decay": lam}), net, ds.X, ds.y, "mse"), lam * net.W.T
+    )
     assert wd.metrics["norms"]["reg"] == pytest.approx(lam * float(torch.linalg.matrix_norm(net.W, 2)), rel=1e-12)
     assert wd.metrics["reg"]["fro"] == pytest.approx(lam * float(net.W.norm()), rel=1e-12)
     for key in ("S1", "S12", "S2", "E"):  # the loss terms do not see the penalty
@@ -106,8 +109,15 @@ def test_weight_decay_adds_exactly_lambda_WT(small_cfg):
 def test_noise_joins_the_bulk_and_the_average_is_the_mean_of_draws(small_cfg):
     """X + tau N = (X_B + tau N) + zeta z q^T, identity exact; average mode = mean of per-draw terms."""
     K, tau = 4, 0.5
-    cfg, ds, net = _setup(small_cfg, "regularizer.input_noise=0.5", "regularizer.noise_mode=average",
-                          f"regularizer.noise_draws={K}", n=20, d=15, m=18)
+    cfg, ds, net = _setup(
+        small_cfg,
+        "regularizer.input_noise=0.5",
+        "regularizer.noise_mode=average",
+        f"regularizer.noise_draws={K}",
+        n=20,
+        d=15,
+        m=18,
+    )
     dsK = regularizers.noisy_data(cfg, ds)
     assert torch.allclose(dsK.X - dsK.X_B, ds.zeta * torch.outer(dsK.z, ds.q), atol=1e-13)
     N = (dsK.X - ds.X.repeat(K, 1)) / tau
@@ -132,7 +142,9 @@ def test_noise_joins_the_bulk_and_the_average_is_the_mean_of_draws(small_cfg):
     assert single.metrics["identity_error"] < 1e-13 and single.metrics["norms"]["S1"] != res.metrics["norms"]["S1"]
 
 
-@pytest.mark.parametrize("sets", [["regularizer.jacobian=0.5"], ["regularizer.input_noise=0.4", "regularizer.noise_mode=surrogate"]])
+@pytest.mark.parametrize(
+    "sets", [["regularizer.jacobian=0.5"], ["regularizer.input_noise=0.4", "regularizer.noise_mode=surrogate"]]
+)
 def test_dense_regularizers_are_reported_as_their_own_term(small_cfg, sets):
     cfg, ds, net = _setup(small_cfg, "model.activation=tanh", *sets, n=30, d=20, m=25)
     res = analysis.analyze_state(cfg, ds, net)
@@ -148,10 +160,21 @@ def test_dense_regularizers_are_reported_as_their_own_term(small_cfg, sets):
 
 
 def _path(name, strength, steps, *sets):
-    from gradrank import config, regpath
+    from gradrank import config
+    from gradrank.experiments import regpath
 
-    cfg = config.load(sets=["data.n=120", "data.d=150", "model.width=200", "data.nu=0.125", "data.alpha=0.8888888889",
-                            "train.lr=0.2", "output.report=false", *sets])
+    cfg = config.load(
+        sets=[
+            "data.n=120",
+            "data.d=150",
+            "model.width=200",
+            "data.nu=0.125",
+            "data.alpha=0.8888888889",
+            "train.lr=0.2",
+            "output.report=false",
+            *sets,
+        ]
+    )
     return regpath.run(cfg, {name: [0.0, strength]}, [0, 1, 2], steps).summary[name]
 
 
@@ -177,12 +200,31 @@ def test_regpath_command_writes_csv_json_and_figure(tmp_path):
 
     from typer.testing import CliRunner
 
-    from gradrank.cli import app
+    from gradrank.cli.app import app
 
     out = tmp_path / "path"
-    res = CliRunner().invoke(app, ["regpath", "--set", "data.n=30", "--set", "data.d=20", "--set", "model.width=25",
-                                   "--grid", "weight_decay=0.5", "--grid", "jacobian=1", "--grid", "input_noise=0.2",
-                                   "--seeds", "0,1", "-o", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "regpath",
+            "--set",
+            "data.n=30",
+            "--set",
+            "data.d=20",
+            "--set",
+            "model.width=25",
+            "--grid",
+            "weight_decay=0.5",
+            "--grid",
+            "jacobian=1",
+            "--grid",
+            "input_noise=0.2",
+            "--seeds",
+            "0,1",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads((out / "path.json").read_text())
     assert set(doc["summary"]) == {"weight_decay", "jacobian", "input_noise"} and doc["grids"]["jacobian"] == [0.0, 1.0]

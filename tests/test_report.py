@@ -10,15 +10,17 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+import tomllib
 from typer.testing import CliRunner
 
-from gradrank import analysis, outputs, report
-from gradrank.cli import app
+from gradrank import api
+from gradrank.cli.app import app
+from gradrank.pipeline import analysis
+from gradrank.report import render as report
 
 EVIL = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 SECTIONS = ["Key numbers", "Decomposition", "Data and provenance", "Configuration"]
@@ -48,9 +50,19 @@ class Page(HTMLParser):
         if tag == "table" and a.get("data-section"):
             self._section = a["data-section"]
             self.config[self._section] = {}
-        kind = ("headline" if a.get("id") == "headline" else tag if tag in self.text else
-                f"key:{a['data-key']}" if tag == "td" and "data-key" in a else
-                "cfg-th" if self._section and tag == "th" else "cfg-td" if self._section and tag == "td" else None)
+        kind = (
+            "headline"
+            if a.get("id") == "headline"
+            else tag
+            if tag in self.text
+            else f"key:{a['data-key']}"
+            if tag == "td" and "data-key" in a
+            else "cfg-th"
+            if self._section and tag == "th"
+            else "cfg-td"
+            if self._section and tag == "td"
+            else None
+        )
         if kind:
             self.stack.append((tag, kind))
             self._buf = []
@@ -95,7 +107,7 @@ def run(tmp_path_factory, request):
     cfg = config.load(sets=["data.n=60", "data.d=80", "model.width=100", "data.nu=0.4", "output.pdf=true"], seed=3)
     cfg = cfg.replace(**{"output.name": EVIL})
     target = tmp_path_factory.mktemp("rep") / "run"
-    outputs.write_run(target, analysis.analyze(cfg))
+    api.save(analysis.analyze(cfg), target)
     html = (target / "report.html").read_text(encoding="utf-8")
     return target, json.loads((target / "metrics.json").read_text()), html, Page(html)
 
@@ -104,8 +116,11 @@ def test_headline_matches_metrics(run):
     _, m, _, page = run
     (headline,) = page.text["headline"]
     assert headline == report.headline(m)
-    nums = re.search(r"^(\S+): (\d+) outliers? above the bulk edge (\S+); residue spike ‖S1‖ = (\S+) \(\|cos\(u(.), X_Bᵀr\)\| = (\S+)\), "
-                     r"data spike ‖S2‖ = (\S+) \(\|cos\(u(.), q\)\| = (\S+)\); stable rank (\S+)\.$", headline)
+    nums = re.search(
+        r"^(\S+): (\d+) outliers? above the bulk edge (\S+); residue spike ‖S1‖ = (\S+) \(\|cos\(u(.), X_Bᵀr\)\| = (\S+)\), "
+        r"data spike ‖S2‖ = (\S+) \(\|cos\(u(.), q\)\| = (\S+)\); stable rank (\S+)\.$",
+        headline,
+    )
     assert nums, headline
     regime, outliers, edge, s1, i_res, cos_res, s2, i_spk, cos_spk, stable = nums.groups()
     assert regime == m["regime"] and int(outliers) == m["rank"]["outliers"]
@@ -119,10 +134,17 @@ def test_headline_matches_metrics(run):
 
 
 def test_headline_wording_of_the_issue_example():
-    m = {"regime": "rank-two", "bulk_edge": 0.37203, "rank": {"outliers": 2, "stable": 1.4859},
-         "norms": {"S1": 1.2391, "S2": 0.78687}, "alignment": {"residue": [0.68856, 0.656], "spike": [0.743, 0.55599]}}
-    assert report.headline(m) == ("rank-two: 2 outliers above the bulk edge 0.372; residue spike ‖S1‖ = 1.24 (|cos(u₁, X_Bᵀr)| = 0.69), "
-                                  "data spike ‖S2‖ = 0.787 (|cos(u₂, q)| = 0.56); stable rank 1.49.")
+    m = {
+        "regime": "rank-two",
+        "bulk_edge": 0.37203,
+        "rank": {"outliers": 2, "stable": 1.4859},
+        "norms": {"S1": 1.2391, "S2": 0.78687},
+        "alignment": {"residue": [0.68856, 0.656], "spike": [0.743, 0.55599]},
+    }
+    assert report.headline(m) == (
+        "rank-two: 2 outliers above the bulk edge 0.372; residue spike ‖S1‖ = 1.24 (|cos(u₁, X_Bᵀr)| = 0.69), "
+        "data spike ‖S2‖ = 0.787 (|cos(u₂, q)| = 0.56); stable rank 1.49."
+    )
     m["rank"]["outliers"] = 1
     m["norms"]["S2"] = 2.0  # the data spike is now the larger one: it takes u_1
     assert report.headline(m).startswith("rank-two: 1 outlier above")
@@ -132,8 +154,18 @@ def test_headline_wording_of_the_issue_example():
 def test_key_numbers_match_metrics(run):
     _, m, _, page = run
     numeric = {k: v for k, v in page.keys.items() if k not in ("sizes", "config.model", "regime")}
-    assert {"norms.G", "norms.S1", "norms.S12", "norms.S2", "norms.E", "rank.stable", "rank.outliers", "bulk_edge",
-            "identity_error", "data.zeta"} <= set(numeric)
+    assert {
+        "norms.G",
+        "norms.S1",
+        "norms.S12",
+        "norms.S2",
+        "norms.E",
+        "rank.stable",
+        "rank.outliers",
+        "bulk_edge",
+        "identity_error",
+        "data.zeta",
+    } <= set(numeric)
     for key, text in numeric.items():
         assert _close(text, float(_get(m, key))), (key, text)
     assert page.keys["regime"] == m["regime"]
@@ -145,8 +177,12 @@ def test_headings_figures_and_captions(run):
     assert page.text["h1"] == [EVIL] and page.text["title"] == [f"gradrank — {EVIL}"]
     assert [h for h in page.text["h2"]] == SECTIONS
     captions = page.text["figcaption"]
-    assert [c.split(".")[0] for c in captions] == ["Singular values of G", "Term norms", "Alignment of the top singular vectors",
-                                                    "Bulk spectrum and spike strength"]
+    assert [c.split(".")[0] for c in captions] == [
+        "Singular values of G",
+        "Term norms",
+        "Alignment of the top singular vectors",
+        "Bulk spectrum and spike strength",
+    ]
     assert all("Look" in c for c in captions)  # each caption says what to look for
     assert f"bulk edge {m['bulk_edge']:.3g}" in captions[0]
     assert f"‖S2‖/‖S1‖ = {m['norms']['S2'] / m['norms']['S1']:.3g}" in captions[1]
@@ -202,7 +238,9 @@ def test_pdf_pages_and_rendering(run, tmp_path):
     # re-rendering gives the same HTML bytes (no timestamps); letter paper via the CLI
     res = CliRunner().invoke(app, ["report", str(target), "--format", "pdf,html", "--paper", "letter", "-o", str(tmp_path / "l")])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "l" / "report.html").read_bytes() == (target / "report.html").read_bytes().replace(b"size: A4;", b"size: letter;")
+    assert (tmp_path / "l" / "report.html").read_bytes() == (target / "report.html").read_bytes().replace(
+        b"size: A4;", b"size: letter;"
+    )
     info = subprocess.run(["pdfinfo", str(tmp_path / "l" / "report.pdf")], capture_output=True, text=True, check=True).stdout
     assert "(letter)" in info and int(re.search(r"Pages:\s+(\d+)", info).group(1)) == 4
 
@@ -210,10 +248,12 @@ def test_pdf_pages_and_rendering(run, tmp_path):
 def test_report_command_bad_input(run, tmp_path):
     target, *_ = run
     runner = CliRunner()
-    for args, field in ((["report", str(target), "--format", "svg"], "--format"),
-                        (["report", str(tmp_path / "missing")], "missing"),
-                        (["report", str(tmp_path)], str(tmp_path)),
-                        (["report", str(target), "--paper", "a5"], "--paper")):
+    for args, field in (
+        (["report", str(target), "--format", "svg"], "--format"),
+        (["report", str(tmp_path / "missing")], "missing"),
+        (["report", str(tmp_path)], str(tmp_path)),
+        (["report", str(target), "--paper", "a5"], "--paper"),
+    ):
         res = runner.invoke(app, args + ["-o", str(tmp_path / "out")])
         assert res.exit_code == 2, res.output
         lines = res.output.strip().splitlines()
@@ -231,13 +271,32 @@ def test_training_section(run, tmp_path):
     target, m, _, _ = run
     run_dir = tmp_path / "train"
     shutil.copytree(target, run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text()) | {"kind": "train", "diverged": True, "message": "loss <inf> at step 45"}
+    metrics = json.loads((run_dir / "metrics.json").read_text()) | {
+        "kind": "train",
+        "diverged": True,
+        "message": "loss <inf> at step 45",
+    }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     steps = np.arange(0, 50, 5)
     outl = np.where(steps < 20, 1, 2)
-    rows = [{"step": s, "train_loss": 1.0 / (1 + s), "test_loss": 1.2 / (1 + s), "S1": 1.0, "S2": 0.1 + s / 50, "E": 0.3,
-             "s1": 1.1, "s2": 0.4, "s3": 0.2, "outliers": o, "stable_rank": 1.5 + s / 100, "align_residue_1": 0.9,
-             "optimizer": "gd"} for s, o in zip(steps, outl)]
+    rows = [
+        {
+            "step": s,
+            "train_loss": 1.0 / (1 + s),
+            "test_loss": 1.2 / (1 + s),
+            "S1": 1.0,
+            "S2": 0.1 + s / 50,
+            "E": 0.3,
+            "s1": 1.1,
+            "s2": 0.4,
+            "s3": 0.2,
+            "outliers": o,
+            "stable_rank": 1.5 + s / 100,
+            "align_residue_1": 0.9,
+            "optimizer": "gd",
+        }
+        for s, o in zip(steps, outl)
+    ]
     with open(run_dir / "trajectory.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, rows[0])
         w.writeheader()
@@ -265,29 +324,62 @@ def test_sweep_report_from_real_analyses(tmp_path):
     for nu in nus:
         for act in acts:
             for seed in seeds:
-                cfg = config.load(sets=["data.n=60", "data.d=80", "model.width=100", f"data.nu={nu}", f"model.activation={act}"], seed=seed)
+                cfg = config.load(
+                    sets=["data.n=60", "data.d=80", "model.width=100", f"data.nu={nu}", f"model.activation={act}"], seed=seed
+                )
                 mt = analysis.analyze(cfg).metrics
-                rows.append({"point": cfg.hash(), "data.nu": nu, "model.activation": act, "seed": seed, "status": "done", "error": "",
-                             "regime": mt["regime"], "norms.S1": mt["norms"]["S1"], "norms.S12": mt["norms"]["S12"],
-                             "norms.S2": mt["norms"]["S2"], "norms.E": mt["norms"]["E"], "rank.outliers": mt["rank"]["outliers"],
-                             "rank.stable": mt["rank"]["stable"]})
+                rows.append(
+                    {
+                        "point": cfg.hash(),
+                        "data.nu": nu,
+                        "model.activation": act,
+                        "seed": seed,
+                        "status": "done",
+                        "error": "",
+                        "regime": mt["regime"],
+                        "norms.S1": mt["norms"]["S1"],
+                        "norms.S12": mt["norms"]["S12"],
+                        "norms.S2": mt["norms"]["S2"],
+                        "norms.E": mt["norms"]["E"],
+                        "rank.outliers": mt["rank"]["outliers"],
+                        "rank.stable": mt["rank"]["stable"],
+                    }
+                )
     rows.append({**rows[0], "seed": 2, "status": "failed", "error": "boom <b>", "regime": "", "norms.S1": ""})
     with open(tmp_path / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, rows[0])
         w.writeheader()
         w.writerows(rows)
-    (tmp_path / "sweep.json").write_text(json.dumps({"format": "gradrank-sweep/1", "axes": {"data.nu": nus, "model.activation": acts},
-                                                     "seeds": 2, "mode": "product", "base_config": {"seed": 0, "output": {"name": "nu<x>"}}}))
+    (tmp_path / "sweep.json").write_text(
+        json.dumps(
+            {
+                "format": "gradrank-sweep/1",
+                "axes": {"data.nu": nus, "model.activation": acts},
+                "seeds": 2,
+                "mode": "product",
+                "base_config": {"seed": 0, "output": {"name": "nu<x>"}},
+            }
+        )
+    )
     files = report.render_dir(tmp_path, ["html", "pdf"])
     html = files[0].read_text()
     page = Page(html)
     assert page.text["h1"] == ["nu<x>"] and "boom &lt;b&gt;" in html
-    assert [c.split(".")[0] for c in page.text["figcaption"]] == ["Phase diagram: regime", "Phase diagram: ‖S2‖ / ‖S1‖", "Trends over data"]
-    assert page.text["headline"][0].startswith("8 of 9 runs succeeded over data.nu ∈ {0.1, 0.6} × model.activation ∈ {relu, tanh}")
+    assert [c.split(".")[0] for c in page.text["figcaption"]] == [
+        "Phase diagram: regime",
+        "Phase diagram: ‖S2‖ / ‖S1‖",
+        "Trends over data",
+    ]
+    assert page.text["headline"][0].startswith(
+        "8 of 9 runs succeeded over data.nu ∈ {0.1, 0.6} × model.activation ∈ {relu, tanh}"
+    )
     # the grid table: mean ratio over the two seeds of each point, and the most frequent regime
     ok = rows[:-1]
-    table = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td><td class=\"num\">(\d+)</td><td>([^<]+)</td>"
-                       r"<td class=\"num\">([^<]+)</td><td class=\"num\">([^<]+)</td><td class=\"num\">([^<]+)</td>", html)
+    table = re.findall(
+        r"<tr><td>([^<]+)</td><td>([^<]+)</td><td class=\"num\">(\d+)</td><td>([^<]+)</td>"
+        r"<td class=\"num\">([^<]+)</td><td class=\"num\">([^<]+)</td><td class=\"num\">([^<]+)</td>",
+        html,
+    )
     assert len(table) == 4
     for nu_s, act, runs, regime, s1, s2, ratio in table:
         pts = [r for r in ok if r["data.nu"] == float(nu_s) and r["model.activation"] == act]
@@ -313,7 +405,7 @@ def test_sweep_report_from_real_analyses(tmp_path):
 
 def test_figure_size_bounded_for_large_dimensions():
     """Spectrum and data figures stay small however large d is (lines, not per-point markers)."""
-    from gradrank import figures
+    from gradrank.report import figures
 
     rng = np.random.default_rng(0)
     s = np.sort(rng.random(20000))[::-1]
@@ -338,7 +430,7 @@ def test_user_strings_in_figures_are_literal():
     """Swept keys and values reach matplotlib as plain text: '$' does not start (broken) mathtext."""
     import matplotlib
 
-    from gradrank import figures
+    from gradrank.report import figures
 
     before = dict(matplotlib.rcParams)
     xs, ys = ["$x^$", "b"], ["c$", "d"]
@@ -351,8 +443,25 @@ def test_user_strings_in_figures_are_literal():
 def test_training_report_from_gradrank_train(tmp_path):
     """`gradrank train` writes trajectory.csv and its report shows the training page built from it."""
     out = tmp_path / "train"
-    res = CliRunner().invoke(app, ["train", "--set", "data.n=40", "--set", "data.d=50", "--set", "model.width=60",
-                                   "--set", "train.steps=20", "--set", "train.lr=0.05", "-o", str(out), "-q"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--set",
+            "data.n=40",
+            "--set",
+            "data.d=50",
+            "--set",
+            "model.width=60",
+            "--set",
+            "train.steps=20",
+            "--set",
+            "train.lr=0.05",
+            "-o",
+            str(out),
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     with open(out / "trajectory.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -365,17 +474,39 @@ def test_training_report_from_gradrank_train(tmp_path):
     assert f"outliers {rows[0]['outliers']} → {rows[-1]['outliers']}" in html
 
 
-@pytest.mark.parametrize("edit", [
-    lambda m: {},
-    lambda m: {**m, "singular_values": "many"},
-    lambda m: {**m, "norms": {**m["norms"], "S1": "big"}},
-    lambda m: [m],
-])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: {},
+        lambda m: {**m, "singular_values": "many"},
+        lambda m: {**m, "norms": {**m["norms"], "S1": "big"}},
+        lambda m: [m],
+    ],
+)
 def test_foreign_metrics_json_is_bad_input(tmp_path, edit):
     """A hand-edited metrics.json ends in exit 2 naming the file, and no report is written."""
     run_dir = tmp_path / "run"
-    assert subprocess.run([sys.executable, "-m", "gradrank", "analyze", "--set", "data.n=30", "--set", "data.d=40",
-                           "--set", "model.width=50", "--no-report", "-q", "-o", str(run_dir)]).returncode == 0
+    assert (
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gradrank",
+                "analyze",
+                "--set",
+                "data.n=30",
+                "--set",
+                "data.d=40",
+                "--set",
+                "model.width=50",
+                "--no-report",
+                "-q",
+                "-o",
+                str(run_dir),
+            ]
+        ).returncode
+        == 0
+    )
     path = run_dir / "metrics.json"
     path.write_text(json.dumps(edit(json.loads(path.read_text()))))
     p = subprocess.run([sys.executable, "-m", "gradrank", "report", str(run_dir)], capture_output=True, text=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gradrank.cli import app
+from gradrank.cli.app import app
 
 pytestmark = pytest.mark.browser
 
@@ -22,8 +22,23 @@ EVIL = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 def report_url(tmp_path_factory):
     """`gradrank analyze` (small size, hostile name) writes the report; its file:// URL."""
     out = tmp_path_factory.mktemp("browser") / "run"
-    res = CliRunner().invoke(app, ["analyze", "--set", "data.n=60", "--set", "data.d=80", "--set", "model.width=100",
-                                   "--set", f"output.name={json.dumps(EVIL)}", "-o", str(out), "-q"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            "--set",
+            "data.n=60",
+            "--set",
+            "data.d=80",
+            "--set",
+            "model.width=100",
+            "--set",
+            f"output.name={json.dumps(EVIL)}",
+            "-o",
+            str(out),
+            "-q",
+        ],
+    )
     assert res.exit_code == 0, res.output
     return (out / "report.html").as_uri()
 
@@ -34,8 +49,9 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM),
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+        )
         yield b
         b.close()
 
@@ -81,7 +97,8 @@ def test_report_without_javascript(browser, report_url):
     try:
         assert ev["failed"] == [] and [c for c in ev["console"] if c[0] == "error"] == []
         assert page.locator("figure svg").count() == 4 and all(
-            page.locator("figure svg").nth(i).bounding_box()["height"] > 80 for i in range(4))
+            page.locator("figure svg").nth(i).bounding_box()["height"] > 80 for i in range(4)
+        )
         assert page.locator("table.config-section").count() >= 8 and page.inner_text("h1") == EVIL
     finally:
         ctx.close()

@@ -9,19 +9,20 @@ import json
 import os
 import shutil
 import stat
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
+from _reliability import tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from _reliability import tree
-from gradrank import config, executors
-from gradrank.cli import app
+from gradrank import config
+from gradrank.cli.app import app
 from gradrank.errors import InputError
+from gradrank.experiments import executors
 from gradrank.io import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,8 +96,7 @@ def _writer_commands(tmp_path: Path) -> dict[str, list]:
         "decompose": ["decompose", "--data", data, "--set", "model.width=50", "--set", "output.report=false", "-q"],
         "train": ["train", *TINY, "--set", "train.steps=2", "--set", "train.record_every=1", "--no-report", "-q"],
         "regpath": ["regpath", *fast, "--grid", "weight_decay=0.1", "--seeds", "0", "-q"],
-        "scaling": ["scaling", "--n", "30,40", "--seeds", "1", *TINY,
-                    "--set", "output.report=false", "-q"],
+        "scaling": ["scaling", "--n", "30,40", "--seeds", "1", *TINY, "--set", "output.report=false", "-q"],
         "sweep": ["sweep", "--grid", "seed=0", *TINY, "--no-report", "-j", "1"],
     }
 
@@ -168,8 +168,19 @@ def test_output_directory_that_is_a_link_or_fifo_is_refused(tmp_path):
 
 HOSTILE = st.one_of(
     st.text(min_size=1, max_size=30).filter(lambda s: any(c in s for c in "\n\r;&|`$'\" \t#<>()\\*")),
-    st.sampled_from(["debug\ntouch /tmp/x\n#", "debug; rm -rf ~", "$(id)", "4G\n#SBATCH --wrap=id", "a b", "",
-                     "--wrap=id", "-p x", "1:00:00\nid"]),
+    st.sampled_from(
+        [
+            "debug\ntouch /tmp/x\n#",
+            "debug; rm -rf ~",
+            "$(id)",
+            "4G\n#SBATCH --wrap=id",
+            "a b",
+            "",
+            "--wrap=id",
+            "-p x",
+            "1:00:00\nid",
+        ]
+    ),
 )
 SLURM_STR, DASK_STR = ("partition", "time", "mem"), ("jobqueue", "memory", "queue", "walltime")
 
@@ -182,7 +193,7 @@ def test_hostile_scheduler_values_are_refused_when_read(kind, data, tmp_path_fac
     tmp = tmp_path_factory.mktemp("hostile")
     path = tmp / "sweep.toml"
     path.write_text(f"[sweep.{kind}]\n{key} = {config.toml_string(value)}\n", encoding="utf-8")
-    from gradrank import sweep
+    from gradrank.experiments import sweep
 
     with pytest.raises(InputError) as err:
         sweep.read_spec(path)
@@ -194,8 +205,12 @@ def test_hostile_scheduler_values_are_refused_when_read(kind, data, tmp_path_fac
 
 
 def test_hostile_command_line_flags_are_refused(tmp_path):
-    for flag, value in [("--partition", "debug\nid"), ("--mem", "4G;id"), ("--time", "1:00\nid"),
-                        ("--scheduler", "tcp://h:1\nid")]:
+    for flag, value in [
+        ("--partition", "debug\nid"),
+        ("--mem", "4G;id"),
+        ("--time", "1:00\nid"),
+        ("--scheduler", "tcp://h:1\nid"),
+    ]:
         before = tree(tmp_path)
         executor = "dask" if flag == "--scheduler" else "slurm"
         res = cli("sweep", "--grid", "seed=0", *TINY, "--executor", executor, flag, value, "-o", tmp_path / "o")
@@ -241,8 +256,7 @@ def _body(lines: list[str], tmp: Path) -> list[str]:
         if ln.startswith(("#SBATCH", "#PBS")):
             continue
         words = ln.replace(str(tmp), "TMP").split()
-        out.append(" ".join("N" if i and words[i - 1] in ("--memory-limit", "--nthreads") else w
-                            for i, w in enumerate(words)))
+        out.append(" ".join("N" if i and words[i - 1] in ("--memory-limit", "--nthreads") else w for i, w in enumerate(words)))
     return out
 
 
@@ -250,7 +264,8 @@ VALID = {
     "partition": st.from_regex(r"\A[a-z][a-z0-9_-]{0,8}(,[a-z][a-z0-9]{0,5})?\Z"),
     "time": st.one_of(st.integers(1, 5000), st.from_regex(r"\A([1-9]-)?[0-9]{1,2}:[0-5][0-9]:[0-5][0-9]\Z")),
     "mem": st.from_regex(r"\A[1-9][0-9]{0,3}(G|M|GB|MB)\Z"),
-    "gpus": st.integers(0, 4), "array_parallelism": st.integers(1, 64),
+    "gpus": st.integers(0, 4),
+    "array_parallelism": st.integers(1, 64),
 }
 
 
@@ -266,10 +281,18 @@ def test_no_line_outside_sbatch_directives_comes_from_config(table, tmp_path):
 
 
 @settings(max_examples=25, deadline=None)
-@given(table=st.fixed_dictionaries({}, optional={
-    "jobqueue": st.sampled_from(["slurm", "pbs"]), "cores": st.integers(1, 8),
-    "memory": st.from_regex(r"\A[1-9][0-9]{0,2}(GB|MB|GiB)\Z"), "queue": st.from_regex(r"\A[a-z][a-z0-9_-]{0,8}\Z"),
-    "walltime": st.from_regex(r"\A[0-9]{2}:[0-5][0-9]:[0-5][0-9]\Z")}))
+@given(
+    table=st.fixed_dictionaries(
+        {},
+        optional={
+            "jobqueue": st.sampled_from(["slurm", "pbs"]),
+            "cores": st.integers(1, 8),
+            "memory": st.from_regex(r"\A[1-9][0-9]{0,2}(GB|MB|GiB)\Z"),
+            "queue": st.from_regex(r"\A[a-z][a-z0-9_-]{0,8}\Z"),
+            "walltime": st.from_regex(r"\A[0-9]{2}:[0-5][0-9]:[0-5][0-9]\Z"),
+        },
+    )
+)
 def test_no_line_outside_jobqueue_directives_comes_from_config(table):
     lines = _dask_script(table)
     default = _dask_script({"jobqueue": table.get("jobqueue", "slurm")})

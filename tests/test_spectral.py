@@ -7,10 +7,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gradrank import analysis, spectral
-from gradrank.cli import app
-from gradrank.decompose import decompose, mu_population
-from gradrank.gradient import gradient
+from gradrank.cli.app import app
+from gradrank.linalg import spectral
+from gradrank.pipeline import analysis
+from gradrank.twolayer.gradient import gradient
+from gradrank.twolayer.mu import decompose, mu_population
 
 
 def _factors(n, d, m, seed=0, dtype=torch.float64):
@@ -76,7 +77,7 @@ def test_eig_top_falls_back_when_mrrr_declines(monkeypatch):
         if isinstance(names, tuple) and "stemr" in names:
             i = names.index("stemr")
             stemr = funcs[i]
-            funcs = (*funcs[:i], lambda *a, **k: (0, *stemr(*a, **k)[1:3], 1), *funcs[i + 1:])
+            funcs = (*funcs[:i], lambda *a, **k: (0, *stemr(*a, **k)[1:3], 1), *funcs[i + 1 :])
         return funcs
 
     monkeypatch.setattr(lapack, "get_lapack_funcs", failing)

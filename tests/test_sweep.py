@@ -11,8 +11,11 @@ import time
 
 import pytest
 
-from gradrank import analysis, config, sweep
+from gradrank import config
 from gradrank.errors import InputError
+from gradrank.experiments import sweep
+from gradrank.pipeline import analysis
+from gradrank.results import sweeps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = ["--set", "data.n=60", "--set", "data.d=80", "--set", "model.width=100"]
@@ -34,8 +37,7 @@ command = "analyze"
 
 
 def gradrank(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "gradrank", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "gradrank", *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
 def read_table(path):
@@ -66,21 +68,26 @@ def test_sweep_toml_points_match_single_configs(tmp_path):
     assert spec.axes == {"data.nu": [0.1, 0.4], "model.activation": ["relu", "tanh"]} and spec.seeds == 2
     pts = sweep.points(base, spec)
     assert len(pts) == 8 and len({p.hash for p in pts}) == 8
-    assert [p.values for p in pts[:3]] == [{"data.nu": 0.1, "model.activation": "relu", "seed": 3},
-                                           {"data.nu": 0.1, "model.activation": "relu", "seed": 4},
-                                           {"data.nu": 0.1, "model.activation": "tanh", "seed": 3}]
+    assert [p.values for p in pts[:3]] == [
+        {"data.nu": 0.1, "model.activation": "relu", "seed": 3},
+        {"data.nu": 0.1, "model.activation": "relu", "seed": 4},
+        {"data.nu": 0.1, "model.activation": "tanh", "seed": 3},
+    ]
     for p in pts:  # each point is exactly the config `gradrank analyze FILE --set ... --seed` would use
-        single = config.load(path, [f"data.nu={p.values['data.nu']}", f"model.activation=\"{p.values['model.activation']}\""],
-                             seed=p.values["seed"])
+        single = config.load(
+            path, [f"data.nu={p.values['data.nu']}", f'model.activation="{p.values["model.activation"]}"'], seed=p.values["seed"]
+        )
         assert p.hash == single.hash() and p.config.output.report is False
     # gradrank analyze ignores the [sweep] table
     assert config.load(path).hash() == config.load(sets=["data.n=60", "data.d=80", "model.width=100"], seed=3).hash()
     # CLI options: --grid overrides an axis, --seeds, --zip
     base, spec = sweep.load(path, grid=["data.nu=0:0.6:3", "model.activation=relu,tanh,gelu"], seeds=1, zip_axes=True)
     zipped = sweep.points(base, spec)
-    assert [p.values for p in zipped] == [{"data.nu": 0.0, "model.activation": "relu", "seed": 3},
-                                          {"data.nu": 0.3, "model.activation": "tanh", "seed": 3},
-                                          {"data.nu": 0.6, "model.activation": "gelu", "seed": 3}]
+    assert [p.values for p in zipped] == [
+        {"data.nu": 0.0, "model.activation": "relu", "seed": 3},
+        {"data.nu": 0.3, "model.activation": "tanh", "seed": 3},
+        {"data.nu": 0.6, "model.activation": "gelu", "seed": 3},
+    ]
     with pytest.raises(InputError, match="equal length"):
         sweep.load(path, grid=["data.nu=0.1,0.2,0.3"], zip_axes=True)
     with pytest.raises(InputError, match="data.nuu"):
@@ -94,32 +101,49 @@ def test_sweep_toml_points_match_single_configs(tmp_path):
 
 
 def test_flatten_names_metrics_for_the_table():
-    flat = sweep.flatten({"regime": "rank-two", "norms": {"S1": 1.5, "S2": 0.5}, "singular_values": [3.0, 2.0],
-                          "outlier_labels": ["residue"], "config": {"seed": 1}, "provenance": {"x": 1},
-                          "trust": {"ok": True, "warnings": ["w"]}, "history": {"loss": list(range(100))}})
-    assert flat == {"regime": "rank-two", "norms.S1": 1.5, "norms.S2": 0.5, "singular_values.1": 3.0,
-                    "singular_values.2": 2.0, "outlier_labels.1": "residue", "trust.ok": True}
+    flat = sweeps.flatten(
+        {
+            "regime": "rank-two",
+            "norms": {"S1": 1.5, "S2": 0.5},
+            "singular_values": [3.0, 2.0],
+            "outlier_labels": ["residue"],
+            "config": {"seed": 1},
+            "provenance": {"x": 1},
+            "trust": {"ok": True, "warnings": ["w"]},
+            "history": {"loss": list(range(100))},
+        }
+    )
+    assert flat == {
+        "regime": "rank-two",
+        "norms.S1": 1.5,
+        "norms.S2": 0.5,
+        "singular_values.1": 3.0,
+        "singular_values.2": 2.0,
+        "outlier_labels.1": "residue",
+        "trust.ok": True,
+    }
 
 
 def test_train_points_store_what_gradrank_train_stores(tmp_path):
-    from gradrank import train
+    from gradrank.pipeline import training as train
 
-    base, spec = sweep.load(None, ["data.n=40", "data.d=30", "model.width=50", "train.steps=4", "train.record_every=2"],
-                            grid=["model.scaling=mf"])
+    base, spec = sweep.load(
+        None, ["data.n=40", "data.d=30", "model.width=50", "train.steps=4", "train.record_every=2"], grid=["model.scaling=mf"]
+    )
     spec.command = "train"
     pts = sweep.points(base, spec)
-    store = sweep.open_store(tmp_path / "sw", base, spec, pts, {"name": "inline"})
+    store = sweeps.open_store(tmp_path / "sw", base, spec, pts, {"name": "inline"})
     for p in pts:
         assert p.config.data.n_test == 10  # train.resolve: a test set, as `gradrank train` would use
-        out = sweep.run_point(sweep.PointTask(str(store.root), p.hash, p.config.to_dict(), "train"))
+        out = sweeps.run_point(sweep.PointTask(str(store.root), p.hash, p.config.to_dict(), "train"))
         assert out.status == "done", out.error
         m = json.loads((store.point_dir(p.hash) / "metrics.json").read_text())
         direct = train.train(p.config)
         assert m["kind"] == "train" and m["config_hash"] == p.hash
         assert m["final"]["train_loss"] == pytest.approx(direct.rows[-1]["train_loss"], rel=1e-10)
         assert (store.point_dir(p.hash) / "trajectory.csv").is_file()
-        assert sweep.run_point(sweep.PointTask(str(store.root), p.hash, p.config.to_dict(), "train")).status == "skipped"
-    sweep.write_table(store)
+        assert sweeps.run_point(sweep.PointTask(str(store.root), p.hash, p.config.to_dict(), "train")).status == "skipped"
+    sweeps.write_table(store)
     rows = read_table(tmp_path / "sw" / "results.csv")
     assert [r["model.scaling"] for r in rows] == ["mf"] and all(r["status"] == "done" for r in rows)
     assert all(float(r["final.train_loss"]) > 0 for r in rows)
@@ -128,8 +152,20 @@ def test_train_points_store_what_gradrank_train_stores(tmp_path):
 def test_local_sweep_records_failures_and_resumes(tmp_path):
     out = tmp_path / "sw"
     # compute.max_memory_gb = 1e-9 makes a point fail inside its run (the memory guard), 0 = default
-    args = ["sweep", *SMALL, "--grid", "data.nu=0.1,0.4", "--grid", "compute.max_memory_gb=0,1e-9", "--seed", 2,
-            "-j", 2, "-o", out]
+    args = [
+        "sweep",
+        *SMALL,
+        "--grid",
+        "data.nu=0.1,0.4",
+        "--grid",
+        "compute.max_memory_gb=0,1e-9",
+        "--seed",
+        2,
+        "-j",
+        2,
+        "-o",
+        out,
+    ]
     r = gradrank(*args)
     assert r.returncode == 3, r.stderr
     manifest = json.loads((out / "sweep.json").read_text())
@@ -153,8 +189,9 @@ def test_local_sweep_records_failures_and_resumes(tmp_path):
             assert float(row["alignment.residue.1"]) == pytest.approx(direct["alignment"]["residue"][0], rel=1e-9)
             assert float(row["data.nu"]) == cfg.data.nu
     assert (out / "report.html").is_file()
-    done = {h: (out / "points" / h / "metrics.json").stat().st_mtime_ns for h in (row["point"] for row in rows)
-            if h not in failed}
+    done = {
+        h: (out / "points" / h / "metrics.json").stat().st_mtime_ns for h in (row["point"] for row in rows) if h not in failed
+    }
     st = gradrank("sweep", "--status", out)
     assert st.returncode == 0 and "4 points, 2 done, 2 failed, 0 pending" in st.stdout
     # rerun: finished points are skipped, failed ones retried (and fail again)
@@ -176,10 +213,25 @@ def test_local_sweep_records_failures_and_resumes(tmp_path):
 
 def test_interrupted_sweep_reruns_only_missing_points(tmp_path):
     out = tmp_path / "sw"
-    args = ["sweep", "--set", "data.n=300", "--set", "data.d=400", "--set", "model.width=500",
-            "--grid", "data.nu=0:0.7:8", "-j", 1, "-o", out, "--no-report"]
-    proc = subprocess.Popen([sys.executable, "-m", "gradrank", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    args = [
+        "sweep",
+        "--set",
+        "data.n=300",
+        "--set",
+        "data.d=400",
+        "--set",
+        "model.width=500",
+        "--grid",
+        "data.nu=0:0.7:8",
+        "-j",
+        1,
+        "-o",
+        out,
+        "--no-report",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradrank", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 90
     while time.time() < deadline and len(list((out / "points").glob("[0-9a-f]*[0-9a-f]"))) < 2:
         time.sleep(0.05)
@@ -188,16 +240,22 @@ def test_interrupted_sweep_reruns_only_missing_points(tmp_path):
     if proc.poll() is None:
         proc.kill()
     proc.communicate(timeout=30)
-    before = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in (out / "points").iterdir()
-              if p.is_dir() and not p.name.startswith(".")}
+    before = {
+        p.name: (p / "metrics.json").stat().st_mtime_ns
+        for p in (out / "points").iterdir()
+        if p.is_dir() and not p.name.startswith(".")
+    }
     assert 2 <= len(before) < 8, "the sweep must be stopped partway"
     time.sleep(1.5)  # an orphaned worker would have written more points by now
     assert {p.name for p in (out / "points").iterdir() if p.is_dir() and not p.name.startswith(".")} == set(before)
     r = gradrank(*args)
     assert r.returncode == 0, r.stderr
     assert f"sweep sw: {len(before)}/8 done" in r.stderr
-    after = {p.name: (p / "metrics.json").stat().st_mtime_ns for p in (out / "points").iterdir()
-             if p.is_dir() and not p.name.startswith(".")}
+    after = {
+        p.name: (p / "metrics.json").stat().st_mtime_ns
+        for p in (out / "points").iterdir()
+        if p.is_dir() and not p.name.startswith(".")
+    }
     assert len(after) == 8 and all(after[h] == t for h, t in before.items())
     rows = read_table(out / "results.csv")
     assert sorted(row["point"] for row in rows) == sorted(after) and all(row["status"] == "done" for row in rows)
@@ -206,11 +264,11 @@ def test_interrupted_sweep_reruns_only_missing_points(tmp_path):
 
 def test_local_workers_exit_with_the_sweep_process():
     """A local worker exits when the sweep process that owns it dies (no orphan keeps computing)."""
-    from gradrank.executors import _alive
+    from gradrank.experiments.executors import _alive
 
     code = (
         "import os\n"
-        "from gradrank.executors import LocalExecutor\n"
+        "from gradrank.experiments.executors import LocalExecutor\n"
         "print(LocalExecutor(1, 1).start().submit(os.getpid).result(), flush=True)\n"
         "os._exit(0)\n"
     )
@@ -225,7 +283,7 @@ def test_local_workers_exit_with_the_sweep_process():
 
 def _die_once(task):
     """A point function whose worker dies (like an OOM kill) the first time it runs task 'b'."""
-    from gradrank.executors import Outcome
+    from gradrank.experiments.executors import Outcome
 
     marker = os.path.join(task.root, f"{task.hash}.seen")
     if task.hash == "b" and not os.path.exists(marker):
@@ -235,12 +293,12 @@ def _die_once(task):
 
 
 def test_local_pool_survives_a_dying_worker(tmp_path):
-    from gradrank.executors import LocalExecutor
+    from gradrank.experiments.executors import LocalExecutor
 
     tasks = [sweep.PointTask(str(tmp_path), h, {}, "analyze") for h in "abcd"]
     ex = LocalExecutor(jobs=2, threads=1)
     try:
-        outcomes = [o for o in ex.run(_die_once, tasks, sweep.Store(tmp_path)) if o is not None]
+        outcomes = [o for o in ex.run(_die_once, tasks, sweeps.Store(tmp_path)) if o is not None]
     finally:
         ex.close()
     assert sorted(o.hash for o in outcomes) == ["a", "b", "c", "d"]  # each task reported once

@@ -9,8 +9,11 @@ import sys
 
 import pytest
 
-from gradrank import analysis, config, sweep
-from gradrank.executors import DaskExecutor
+from gradrank import config
+from gradrank.experiments import sweep
+from gradrank.experiments.executors import DaskExecutor
+from gradrank.pipeline import analysis
+from gradrank.results import sweeps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 distributed = pytest.importorskip("distributed")
@@ -32,7 +35,7 @@ def test_killed_worker_mid_sweep_every_point_once(cluster, tmp_path):
     base, spec = sweep.load(None, ["data.n=150", "data.d=200", "model.width=250"], grid=["data.nu=0:0.6:3"], seeds=2)
     pts = sweep.points(base, spec)
     ex = DaskExecutor(scheduler=c.scheduler_address)
-    store = sweep.open_store(tmp_path / "sw", base, spec, pts, ex.info())
+    store = sweeps.open_store(tmp_path / "sw", base, spec, pts, ex.info())
     killed = []
 
     def on_event(p):
@@ -43,7 +46,7 @@ def test_killed_worker_mid_sweep_every_point_once(cluster, tmp_path):
             os.kill(pids[victim], signal.SIGKILL)
             killed.append(victim)
 
-    failed = sweep.run(store, pts, spec.command, ex, on_event)
+    failed = sweep.run(store, pts, spec.command, ex, sweeps.run_point, on_event)
     assert killed and failed == []
     assert stored_points(tmp_path / "sw") == sorted(p.hash for p in pts)
     rows = (tmp_path / "sw" / "results.csv").read_text().splitlines()
@@ -61,18 +64,55 @@ def test_killed_worker_mid_sweep_every_point_once(cluster, tmp_path):
 def test_cli_sweep_on_existing_scheduler(cluster, tmp_path):
     c, _ = cluster
     out = tmp_path / "sw"
-    r = subprocess.run([sys.executable, "-m", "gradrank", "sweep", "--set", "data.n=60", "--set", "data.d=80",
-                        "--set", "model.width=100", "--grid", "model.activation=relu,tanh", "--executor", "dask",
-                        "--scheduler", c.scheduler_address, "-o", out, "--no-report"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gradrank",
+            "sweep",
+            "--set",
+            "data.n=60",
+            "--set",
+            "data.d=80",
+            "--set",
+            "model.width=100",
+            "--grid",
+            "model.activation=relu,tanh",
+            "--executor",
+            "dask",
+            "--scheduler",
+            c.scheduler_address,
+            "-o",
+            out,
+            "--no-report",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     manifest = json.loads((out / "sweep.json").read_text())
-    assert manifest["executor"] == {"name": "dask", "jobs": os.cpu_count(), "scheduler": c.scheduler_address,
-                                    "jobqueue": None}
+    assert manifest["executor"] == {"name": "dask", "jobs": os.cpu_count(), "scheduler": c.scheduler_address, "jobqueue": None}
     assert stored_points(out) == sorted(p["hash"] for p in manifest["points"])
     tanh = next(p for p in manifest["points"] if p["values"]["model.activation"] == "tanh")
     cfg = config.load(sets=["data.n=60", "data.d=80", "model.width=100", 'model.activation="tanh"'])
     assert tanh["hash"] == cfg.hash()
-    bad = subprocess.run([sys.executable, "-m", "gradrank", "sweep", "--grid", "data.nu=0.1", "--executor", "local",
-                          "--scheduler", c.scheduler_address, "-o", tmp_path / "bad"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gradrank",
+            "sweep",
+            "--grid",
+            "data.nu=0.1",
+            "--executor",
+            "local",
+            "--scheduler",
+            c.scheduler_address,
+            "-o",
+            tmp_path / "bad",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "--scheduler" in bad.stderr

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from gradrank import analysis, config
+from gradrank import config
+from gradrank.pipeline import analysis
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("one_thread")]
 SMALL = ["--set", "data.n=60", "--set", "data.d=80", "--set", "model.width=100"]
@@ -37,27 +38,45 @@ def slurm():
 
 
 def gradrank(*args, timeout=240):
-    return subprocess.run([sys.executable, "-m", "gradrank", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "gradrank", *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
 def stored(out):
-    return {p.name: (p / "metrics.json").stat().st_mtime_ns for p in (out / "points").iterdir()
-            if p.is_dir() and not p.name.startswith(".")}
+    return {
+        p.name: (p / "metrics.json").stat().st_mtime_ns
+        for p in (out / "points").iterdir()
+        if p.is_dir() and not p.name.startswith(".")
+    }
 
 
 def test_slurm_sweep_results_match_direct_runs(tmp_path):
     out = tmp_path / "sw"
-    r = gradrank("sweep", *SMALL, "--grid", "data.nu=0.1,0.5", "--grid", "model.activation=relu,tanh",
-                 "--executor", "slurm", "--time", "10", "--mem", "2G", "-o", out, "--no-report")
+    r = gradrank(
+        "sweep",
+        *SMALL,
+        "--grid",
+        "data.nu=0.1,0.5",
+        "--grid",
+        "model.activation=relu,tanh",
+        "--executor",
+        "slurm",
+        "--time",
+        "10",
+        "--mem",
+        "2G",
+        "-o",
+        out,
+        "--no-report",
+    )
     assert r.returncode == 0, r.stderr
     manifest = json.loads((out / "sweep.json").read_text())
     assert manifest["executor"]["name"] == "slurm" and manifest["executor"]["timeout_min"] == 10
     job = manifest["slurm_jobs"][0]
     assert sorted(job["points"]) == sorted(p["hash"] for p in manifest["points"]) and len(job["tasks"]) == 4
     for _ in range(40):  # slurmdbd records a task's end a moment after its result file exists
-        acct = subprocess.run(["sacct", "-n", "-P", "-X", "-j", job["job_id"], "-o", "JobID,State"],
-                              capture_output=True, text=True).stdout
+        acct = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-j", job["job_id"], "-o", "JobID,State"], capture_output=True, text=True
+        ).stdout
         states = dict(line.split("|") for line in acct.split())
         if all(t in states for t in job["tasks"]):
             break
@@ -67,8 +86,9 @@ def test_slurm_sweep_results_match_direct_runs(tmp_path):
     assert "--mem=2G" in script and "--time=10" in script
     assert set(stored(out)) == {p["hash"] for p in manifest["points"]}
     for p in manifest["points"]:
-        cfg = config.load(sets=[*SMALL[1::2], f"data.nu={p['values']['data.nu']}",
-                                f"model.activation=\"{p['values']['model.activation']}\""])
+        cfg = config.load(
+            sets=[*SMALL[1::2], f"data.nu={p['values']['data.nu']}", f'model.activation="{p["values"]["model.activation"]}"']
+        )
         assert cfg.hash() == p["hash"]
         m = json.loads((out / "points" / p["hash"] / "metrics.json").read_text())
         direct = analysis.analyze(cfg).metrics
@@ -79,10 +99,22 @@ def test_slurm_sweep_results_match_direct_runs(tmp_path):
 
 def test_scancelled_task_is_failed_then_rerun(tmp_path):
     out = tmp_path / "sw"
-    args = ["sweep", *SMALL, "--grid", "data.nu=0.1,0.3,0.5", "--executor", "slurm", "--array-parallelism", 1,
-            "-o", out, "--no-report"]
-    proc = subprocess.Popen([sys.executable, "-m", "gradrank", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    args = [
+        "sweep",
+        *SMALL,
+        "--grid",
+        "data.nu=0.1,0.3,0.5",
+        "--executor",
+        "slurm",
+        "--array-parallelism",
+        1,
+        "-o",
+        out,
+        "--no-report",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradrank", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 60
     manifest = {}
     while time.time() < deadline and not manifest.get("slurm_jobs"):
@@ -118,8 +150,10 @@ def test_scancelled_task_is_failed_then_rerun(tmp_path):
 def test_dask_jobqueue_cluster_from_the_sweep_table(tmp_path):
     """[sweep.dask] jobqueue = "slurm": Dask workers are SLURM jobs (dask-jobqueue)."""
     path = tmp_path / "s.toml"
-    path.write_text('[data]\nn = 60\nd = 80\n[model]\nwidth = 100\n[sweep.grid]\n"data.nu" = [0.1, 0.5]\n'
-                    '[sweep.dask]\njobqueue = "slurm"\nqueue = "debug"\nmemory = "2GB"\nwalltime = "00:10:00"\nworkers = 1\n')
+    path.write_text(
+        '[data]\nn = 60\nd = 80\n[model]\nwidth = 100\n[sweep.grid]\n"data.nu" = [0.1, 0.5]\n'
+        '[sweep.dask]\njobqueue = "slurm"\nqueue = "debug"\nmemory = "2GB"\nwalltime = "00:10:00"\nworkers = 1\n'
+    )
     out = tmp_path / "sw"
     start = time.strftime("%Y-%m-%dT%H:%M:%S")
     r = gradrank("sweep", path, "--executor", "dask", "-o", out, "--no-report")
@@ -128,8 +162,9 @@ def test_dask_jobqueue_cluster_from_the_sweep_table(tmp_path):
     assert manifest["executor"]["jobqueue"]["jobqueue"] == "slurm"
     assert set(stored(out)) == {p["hash"] for p in manifest["points"]}
     for _ in range(40):  # slurmdbd records jobs asynchronously
-        jobs = subprocess.run(["sacct", "-n", "-P", "-X", "-S", start, "-o", "JobName,Partition"],
-                              capture_output=True, text=True).stdout
+        jobs = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-S", start, "-o", "JobName,Partition"], capture_output=True, text=True
+        ).stdout
         if "dask-worker|debug" in jobs:
             break
         time.sleep(0.5)

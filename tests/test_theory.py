@@ -1,4 +1,4 @@
-"""Theory predictions (gradrank.theory.predict), the log-log fit with its CI, and the scaling study."""
+"""Theory predictions (gradrank.twolayer.theory.predict), the log-log fit with its CI, and the scaling study."""
 
 import json
 import math
@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from gradrank import config, theory
-from gradrank.cli import app
+from gradrank import config
+from gradrank.cli.app import app
+from gradrank.experiments import scaling
+from gradrank.measures import fits
+from gradrank.report import render
+from gradrank.results import runs
+from gradrank.twolayer import theory
 
 
 def cfg(*sets):
@@ -60,7 +65,9 @@ def test_alpha_separates_relu_from_smooth_activations():
     assert iso_relu.ratios["S1/E"] == iso_tanh.ratios["S1/E"]
 
 
-@pytest.mark.parametrize("nu,regime", [(0.1, "residue-dominated"), (0.25, "rank-two"), (0.45, "rank-two"), (0.5, "spike-dominated")])
+@pytest.mark.parametrize(
+    "nu,regime", [(0.1, "residue-dominated"), (0.25, "rank-two"), (0.45, "rank-two"), (0.5, "spike-dominated")]
+)
 def test_regime_thresholds(nu, regime):
     assert theory.predict(cfg(f"data.nu={nu}")).regime == regime
 
@@ -78,26 +85,28 @@ def test_fit_ci_covers_true_slope_at_nominal_rate():
     hits, trials = 0, 300
     for _ in range(trials):
         y = 2.0 * n**0.37 * np.exp(0.2 * rng.standard_normal(n.size))
-        f = theory.fit_loglog(n, y)
+        f = fits.fit_loglog(n, y)
         hits += f.ci_low <= 0.37 <= f.ci_high
     assert 0.90 * trials <= hits <= 0.99 * trials
-    exact = theory.fit_loglog(n, 3.0 * n**-0.5)
+    exact = fits.fit_loglog(n, 3.0 * n**-0.5)
     assert exact.slope == pytest.approx(-0.5, abs=1e-12) and exact.r2 == pytest.approx(1.0)
-    assert theory.fit_loglog([100, 100, 100], [1, 2, 3]) is None
-    assert theory.fit_loglog([100, 200, 400], [0.0, 0.0, 0.0]) is None
+    assert fits.fit_loglog([100, 100, 100], [1, 2, 3]) is None
+    assert fits.fit_loglog([100, 200, 400], [0.0, 0.0, 0.0]) is None
 
 
 def test_scaling_study_recovers_exact_exponents(tmp_path):
     """zeta = n^nu and ||a o mu|| = sqrt(m)/2 (relu) have exact exponents nu and 1/2; every run
     keeps d/n, m/n fixed; the study's files carry the config and its hash."""
-    base = config.load(sets=["data.n=60", "data.d=80", "model.width=100", "data.nu=0.35", "analysis.top_k=2",
-                             "output.name=<b>scaling</b>"])
-    res = theory.study(base, [60, 120, 240], 2)
+    base = config.load(
+        sets=["data.n=60", "data.d=80", "model.width=100", "data.nu=0.35", "analysis.top_k=2", "output.name=<b>scaling</b>"]
+    )
+    res = scaling.study(base, [60, 120, 240], 2)
     assert res.fits["zeta"].slope == pytest.approx(0.35, abs=1e-9)
     assert res.fits["a_mu"].slope == pytest.approx(0.5, abs=1e-9)
     assert all(r["d"] * 60 == r["n"] * 80 and r["m"] * 60 == r["n"] * 100 for r in res.rows)
     assert {r["seed"] for r in res.rows} == {0, 1}
-    out = theory.write_scaling(tmp_path / "sc", res)
+    out = runs.write_scaling(tmp_path / "sc", res)
+    render.render_dir(out)
     payload = json.loads((out / "scaling.json").read_text())
     assert payload["config_hash"] == base.hash() and len(payload["rows"]) == 6
     assert (out / "scaling.csv").read_text().count("\n") == 7
@@ -106,10 +115,12 @@ def test_scaling_study_recovers_exact_exponents(tmp_path):
 
 
 def test_cli_theory_json_and_no_torch():
-    code = ("import sys; from gradrank.cli import app\n"
-            "try: app(['theory', '--json', '--set', 'data.nu=0.3'], prog_name='gradrank')\n"
-            "except SystemExit as e: assert e.code == 0\n"
-            "assert 'torch' not in sys.modules, 'theory imported torch'")
+    code = (
+        "import sys; from gradrank.cli.app import app\n"
+        "try: app(['theory', '--json', '--set', 'data.nu=0.3'], prog_name='gradrank')\n"
+        "except SystemExit as e: assert e.code == 0\n"
+        "assert 'torch' not in sys.modules, 'theory imported torch'"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["exponents"]["E"] == pytest.approx(-0.5)
@@ -128,8 +139,24 @@ def test_cli_bad_input_exit_2(tmp_path):
 
 
 def test_cli_scaling_writes_run_dir(tmp_path):
-    r = CliRunner().invoke(app, ["scaling", "--n", "40,80", "--seeds", "2", "--set", "data.n=40", "--set", "data.d=50",
-                                 "--set", "model.width=60", "-o", str(tmp_path / "s")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "scaling",
+            "--n",
+            "40,80",
+            "--seeds",
+            "2",
+            "--set",
+            "data.n=40",
+            "--set",
+            "data.d=50",
+            "--set",
+            "model.width=60",
+            "-o",
+            str(tmp_path / "s"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "zeta" in r.output and (tmp_path / "s" / "scaling.json").is_file()
     assert math.isfinite(json.loads((tmp_path / "s" / "scaling.json").read_text())["fits"]["S1"]["slope"])

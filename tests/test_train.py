@@ -9,14 +9,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gradrank import config, train
-from gradrank.cli import app
-from gradrank.gradient import gradient
-from gradrank.network import Network
+from gradrank import config
+from gradrank.cli.app import app
+from gradrank.pipeline import training as train
+from gradrank.twolayer.gradient import gradient
+from gradrank.twolayer.network import Network
 
 SMALL = ["data.n=60", "data.d=80", "model.width=100", "output.report=false"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _cfg(*sets, seed=0):
     return config.load(sets=[*SMALL, *sets], seed=seed)
@@ -44,8 +46,15 @@ def test_a_different_seed_gives_a_different_trajectory():
 
 
 def test_tracked_topk_agrees_with_exact_svd_at_checkpoints():
-    cfg = _cfg("train.steps=24", "train.lr=0.05", "train.record_every=4", "train.checkpoint_every=12",
-               "analysis.top_k=2", "data.nu=0.4", "model.planted=1.0")
+    cfg = _cfg(
+        "train.steps=24",
+        "train.lr=0.05",
+        "train.record_every=4",
+        "train.checkpoint_every=12",
+        "analysis.top_k=2",
+        "data.nu=0.4",
+        "model.planted=1.0",
+    )
     tr = train.train(cfg)
     assert sum(r["track_fallback"] for r in tr.rows) == 0  # the warm-started iteration did the work
     assert max(r["track_iterations"] for r in tr.rows[1:]) < 30
@@ -56,7 +65,7 @@ def test_tracked_topk_agrees_with_exact_svd_at_checkpoints():
         cos = np.linalg.svd(U.T @ Ut, compute_uv=False).min()
         assert math.acos(min(cos, 1.0)) < 1e-3, t
     # an independent dense SVD of the final gradient, recomputed from the final weights
-    _, ds, net = __import__("gradrank.analysis", fromlist=["prepare"]).prepare(train.resolve(cfg))
+    _, ds, net = __import__("gradrank.pipeline.analysis", fromlist=["prepare"]).prepare(train.resolve(cfg))
     G = gradient(Network(tr.W, tr.a, net.gamma, net.act), ds.X, ds.y, "mse").dense()
     sv = torch.linalg.svdvals(G).numpy()
     assert np.allclose(tr.checkpoints["G_sv_step24"], sv[: len(tr.checkpoints["G_sv_step24"])], rtol=1e-8, atol=1e-7 * sv[0])
@@ -67,8 +76,16 @@ def test_tracked_topk_agrees_with_exact_svd_at_checkpoints():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_sgd_and_adam_lower_the_loss(optimizer):
     lr = 0.05 if optimizer == "sgd" else 0.01
-    tr = train.train(_cfg(f"train.optimizer={optimizer}", f"train.lr={lr}", "train.batch_size=20", "train.steps=30",
-                          "train.record_every=30", "train.checkpoint_every=30"))
+    tr = train.train(
+        _cfg(
+            f"train.optimizer={optimizer}",
+            f"train.lr={lr}",
+            "train.batch_size=20",
+            "train.steps=30",
+            "train.record_every=30",
+            "train.checkpoint_every=30",
+        )
+    )
     assert tr.rows[-1]["train_loss"] < 0.8 * tr.rows[0]["train_loss"]
 
 
@@ -81,8 +98,21 @@ def test_mean_field_learning_rate_is_scaled_by_width():
 
 def test_divergence_stops_cleanly_and_keeps_the_trajectory(tmp_path):
     out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", *sum((["--set", s] for s in SMALL), []), "--set", "train.lr=1e4",
-                                   "--set", "train.steps=200", "--set", "train.record_every=1", "-o", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            *sum((["--set", s] for s in SMALL), []),
+            "--set",
+            "train.lr=1e4",
+            "--set",
+            "train.steps=200",
+            "--set",
+            "train.record_every=1",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "diverged at step" in res.output
     m = json.loads((out / "metrics.json").read_text())
@@ -94,9 +124,24 @@ def test_divergence_stops_cleanly_and_keeps_the_trajectory(tmp_path):
 
 def test_train_command_writes_the_run_directory(tmp_path):
     out = tmp_path / "run"
-    res = CliRunner().invoke(app, ["train", *sum((["--set", s] for s in SMALL), []), "--set", "train.steps=10",
-                                   "--set", "train.record_every=5", "--set", "train.checkpoint_every=10",
-                                   "--set", "regularizer.weight_decay=0.01", "-q", "-o", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            *sum((["--set", s] for s in SMALL), []),
+            "--set",
+            "train.steps=10",
+            "--set",
+            "train.record_every=5",
+            "--set",
+            "train.checkpoint_every=10",
+            "--set",
+            "regularizer.weight_decay=0.01",
+            "-q",
+            "-o",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["kind"] == "train" and m["diverged"] is False and m["config"]["data"]["n_test"] == 15
@@ -112,3 +157,23 @@ def test_train_command_writes_the_run_directory(tmp_path):
         assert z["W"].shape == (100, 80)
     bad = CliRunner().invoke(app, ["train", "--set", "train.lr=-1", "-o", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "train.lr" in bad.output and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "tanh"])
+def test_step_zero_record_equals_a_one_shot_analysis_of_the_same_weights(activation):
+    """Training's record at step 0 and `analyze` of the same weights are one measurement: the same
+    outlier rule (the floor included: a linear net once gave 8 against 1), norms and alignments."""
+    from gradrank.pipeline import analysis
+
+    cfg = _cfg(f"model.activation={activation}", "train.steps=0", "analysis.mu=empirical", "data.nu=0.4", "analysis.top_k=8")
+    row = train.train(cfg).rows[0]
+    m = analysis.analyze(train.resolve(cfg)).metrics
+    assert row["outliers"] == m["rank"]["outliers"]
+    for key in ("S1", "S12", "S2", "E", "G"):
+        assert row[key] == pytest.approx(m["norms"][key], rel=1e-6, abs=1e-12 * m["norms"]["G"]), key
+    resolved = 2 * row["track_residual"] * m["norms"]["G"]  # the tracked values' stated accuracy
+    assert [row[f"s{i + 1}"] for i in range(8)] == pytest.approx(m["singular_values"], rel=1e-6, abs=resolved)
+    assert row["stable_rank"] == pytest.approx(m["rank"]["stable"], rel=1e-6)
+    for i in range(1, min(2, m["rank"]["outliers"]) + 1):  # directions of outliers (below, not determined)
+        assert row[f"align_residue_{i}"] == pytest.approx(m["alignment"]["residue"][i - 1], abs=1e-5)
+        assert row[f"align_spike_{i}"] == pytest.approx(m["alignment"]["spike"][i - 1], abs=1e-5)

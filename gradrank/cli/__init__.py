@@ -1,0 +1,3 @@
+"""The command line: parse, call the API, print, write."""
+
+from gradrank.cli.app import app, main  # noqa: F401

@@ -1,0 +1,27 @@
+"""Configuration: the typed schema with its validation rules, TOML loading, `--set` overrides,
+resolution of 'auto' choices and input files, and the memory guard (`config.resources`)."""
+
+from gradrank.config.schema import (  # noqa: F401
+    ACTIVATIONS,
+    DATA_SOURCES,
+    LINKS,
+    SECTIONS,
+    AnalysisConfig,
+    ComputeConfig,
+    Config,
+    DataConfig,
+    LossConfig,
+    ModelConfig,
+    OutputConfig,
+    RegularizerConfig,
+    TrainConfig,
+    apply_sets,
+    from_dict,
+    load,
+    parse_value,
+    read_toml,
+    resolve,
+    suggest,
+    to_toml,
+    toml_string,
+)

@@ -1,0 +1,83 @@
+"""The exact four-term split of a factored gradient G = coef * X^T D (docs/model.md, section 3;
+the paper's Prop. 2.1 and its decomposition).
+
+The left factor splits as X = X_B + zeta z q^T (bulk plus rank-one data spike); the right factor
+as D = diag(r) J with J = s * Sigma' (s a per-column scale: the outer weights a for the paper's
+network, ones for any other layer) and Sigma' = 1 mu^T + Sigma'_perp. With a o mu the mean
+part of J's columns:
+    S1  = (gamma/n) (X_B^T r)(a o mu)^T                     residue spike
+    S12 = (gamma zeta/n)(z^T r) q (a o mu)^T                interpolant
+    S2  = (gamma zeta/n) q (a o (Sigma'_perp^T (z o r)))^T  data spike
+    E   = (gamma/n) X_B^T [(r a^T) o Sigma'_perp]           error
+The rank-one terms stay as factor vectors; E stays factored as coef * X_B^T D_perp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class RankOne:
+    """scale * left right^T, never formed unless asked."""
+
+    scale: float
+    left: torch.Tensor
+    right: torch.Tensor
+
+    def norm(self) -> float:
+        """Operator norm = Frobenius norm of a rank-one matrix."""
+        return abs(self.scale) * float(self.left.norm()) * float(self.right.norm())
+
+    def dense(self) -> torch.Tensor:
+        return self.scale * torch.outer(self.left, self.right)
+
+
+@dataclass
+class Decomposition:
+    S1: RankOne
+    S12: RankOne
+    S2: RankOne
+    D_perp: torch.Tensor  # (r a^T) o Sigma'_perp, so E = coef * X_B^T D_perp
+    mu: torch.Tensor
+    mu_error: float  # quadrature convergence estimate (0 for the empirical mean)
+    coef: float
+
+    def spikes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """S1 + S12 + S2 as the product of a d x 3 and a 3 x m factor."""
+        terms = (self.S1, self.S12, self.S2)
+        return torch.stack([t.scale * t.left for t in terms], 1), torch.stack([t.right for t in terms])
+
+    def E_dense(self, X_B: torch.Tensor) -> torch.Tensor:
+        return self.coef * (X_B.T @ self.D_perp)
+
+
+def split(
+    coef: float,
+    X_B: torch.Tensor,
+    zeta: float,
+    z: torch.Tensor,
+    q: torch.Tensor,
+    r: torch.Tensor,
+    a: torch.Tensor,
+    Sp: torch.Tensor,
+    mu: torch.Tensor,
+    mu_error: float = 0.0,
+) -> Decomposition:
+    """The four terms of coef * X^T [(r a^T) o Sp] for X = X_B + zeta z q^T and centre mu of Sp's columns.
+
+    X_B: n x d, z: n, q: d, r: n, a: m, Sp: n x m, mu: m. Exact for any mu (the identity does not
+    depend on it); which mu is meaningful is the caller's choice (population or empirical)."""
+    a_mu = a * mu
+    D_perp = r[:, None] * a[None, :] * (Sp - mu[None, :])
+    return Decomposition(
+        S1=RankOne(coef, X_B.T @ r, a_mu),
+        S12=RankOne(coef * zeta * float(z @ r), q, a_mu),
+        S2=RankOne(coef * zeta, q, D_perp.T @ z),  # a o (Sigma'_perp^T (z o r)) = D_perp^T z
+        D_perp=D_perp,
+        mu=mu,
+        mu_error=mu_error,
+        coef=coef,
+    )

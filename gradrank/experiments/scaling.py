@@ -1,0 +1,87 @@
+"""The scaling study: analyses over n at fixed d/n, m/n, log-log slopes with CIs beside the
+predicted exponents of gradrank.twolayer.theory (docs/theory.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from gradrank.config import Config
+from gradrank.errors import InputError
+from gradrank.measures.fits import Fit, fit_loglog
+from gradrank.twolayer.theory import ACTIVATION_CLASS, QUANTITIES, Prediction, predict
+
+
+@dataclass
+class ScalingResult:
+    config: Config
+    ns: list[int]
+    seeds: int
+    rows: list[dict]
+    fits: dict[str, Fit | None]
+    prediction: Prediction
+    comparison: list[dict]
+
+
+def sized(cfg: Config, n: int) -> Config:
+    """The config at sample size n with d/n and m/n kept at the base config's ratios."""
+    d = max(1, round(n * cfg.data.d / cfg.data.n))
+    m = max(1, round(n * cfg.model.width / cfg.data.n))
+    return cfg.replace(**{"data.n": n, "data.d": d, "model.width": m})
+
+
+def study(cfg: Config, ns: list[int], seeds: int, progress: Callable[[int, int, str], None] | None = None) -> ScalingResult:
+    """Analyse every (n, seed) through the shared pipeline and fit each quantity's slope in n."""
+    import numpy as np
+
+    from gradrank.pipeline import analysis
+
+    if cfg.data.source != "spiked":
+        raise InputError("config key 'data.source' must be spiked for a scaling study (n must be free)")
+    if len(set(ns)) < 2 or seeds < 1:
+        raise InputError("--n needs at least two distinct sizes and --seeds at least 1")
+    rows = []
+    total = len(ns) * seeds
+    for n in ns:
+        for s in range(seeds):
+            run_cfg = sized(cfg, n).replace(seed=cfg.seed + s)
+            res = analysis.analyze(run_cfg)
+            nm = res.metrics["norms"]
+            row = {
+                "n": n,
+                "d": run_cfg.data.d,
+                "m": run_cfg.model.width,
+                "seed": run_cfg.seed,
+                **{k: nm[k] for k in ("S1", "S12", "S2", "E", "G")},
+                "zeta": res.metrics["data"]["zeta"],
+                "a_mu": float(np.linalg.norm(res.arrays["a"] * res.arrays["mu"])),
+                "outliers": res.metrics["rank"]["outliers"],
+                "regime": res.metrics["regime"],
+            }
+            rows.append(row)
+            if progress:
+                progress(len(rows), total, f"n={n} seed={run_cfg.seed}")
+    fits = {q: fit_loglog([r["n"] for r in rows], [r[q] for r in rows]) for q in QUANTITIES}
+    pred = predict(cfg)
+    p = ACTIVATION_CLASS[cfg.model.activation][1]
+    expected = {
+        **pred.exponents,
+        "zeta": cfg.data.nu if cfg.data.zeta is None else 0.0,
+        "a_mu": 0.5 if p == 0 else None,  # exact only where mu_j does not depend on s_j
+        "G": None,
+    }  # G mixes terms whose constants matter at any finite n: measured only
+    comparison = []
+    for q in QUANTITIES:
+        f, e = fits[q], expected[q]
+        agree = None if f is None or e is None else bool(f.ci_low <= e <= f.ci_high)
+        comparison.append(
+            {
+                "quantity": q,
+                "predicted": e,
+                "slope": None if f is None else f.slope,
+                "ci_low": None if f is None else f.ci_low,
+                "ci_high": None if f is None else f.ci_high,
+                "agree": agree,
+            }
+        )
+    return ScalingResult(cfg, list(ns), seeds, rows, fits, pred, comparison)

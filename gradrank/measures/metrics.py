@@ -1,0 +1,160 @@
+"""What is measured (spec section 4): norms, spectra, alignments, energies, ranks and a regime.
+
+Regime rules (analysis.* thresholds): an outlier is a singular value of G above
+(1 + edge_margin) * ||E|| and above the numerical floor s_1 sqrt(eps) (by Weyl's inequality at most two can be, since S1 + S12 + S2 has
+rank two). An outlier is *residue*-aligned when |cos(u_k, X_B^T r)| >= align_threshold and
+exceeds |cos(u_k, q)|, *spike*-aligned in the symmetric case, else *mixed*. Then
+  no-structure       no outlier;
+  residue-dominated  one outlier, or s_1 > dominance * s_2, and u_1 is residue-aligned;
+  spike-dominated    the same with u_1 spike-aligned;
+  rank-two           two or more comparable outliers whose span captures both X_B^T r and q
+                     (projection norm >= align_threshold each). The span, not each vector, is
+                     tested: S1 + S12 = (gamma/n) X^T r (a o mu)^T already mixes q into the
+                     residue spike, so individual singular vectors rotate within the plane;
+  mixed              anything else (e.g. a merged spike aligned with neither direction).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gradrank.decomposition.split import Decomposition
+from gradrank.linalg.spectral import Spectrum
+
+
+def abs_cos(U: torch.Tensor, v: torch.Tensor) -> list[float]:
+    """|cos| between each column of U and the vector v (0 when v = 0)."""
+    nv = float(v.norm())
+    if nv == 0.0:
+        return [0.0] * U.shape[1]
+    return [float(x) for x in (v @ U).abs() / (U.norm(dim=0).clamp_min(1e-300) * nv)]
+
+
+def bulk_edge(norm_E: float, norm_G: float, margin: float, dtype: torch.dtype, accuracy: float = 0.0) -> float:
+    """The one outlier threshold: (1 + margin) ||E||, never below what the singular values resolve:
+    ||G|| sqrt(eps) for the exact spectrum (the Gram route's error), ||G|| * accuracy for values
+    accepted at a relative residual `accuracy` (training's tracked top-k)."""
+    return max((1 + margin) * norm_E, norm_G * max(torch.finfo(dtype).eps ** 0.5, accuracy))
+
+
+def count_outliers(s, edge: float) -> int:
+    """Singular values above the bulk edge."""
+    return sum(1 for v in s if v > edge)
+
+
+def rank_measures(values: torch.Tensor, fro2: float) -> dict:
+    s = values[values > 0].double()
+    if s.numel() == 0:
+        return {"stable": 0.0, "effective": 0.0, "energy90": 0, "energy99": 0}
+    p = s / s.sum()
+    cum = torch.cumsum(s**2, 0) / (s**2).sum()
+    return {
+        "stable": fro2 / float(s[0]) ** 2,
+        "effective": math.exp(float(-(p * torch.log(p)).sum())),
+        "energy90": int((cum < 0.9).sum()) + 1,
+        "energy99": int((cum < 0.99).sum()) + 1,
+    }
+
+
+def classify(
+    s: list[float],
+    res: list[float],
+    spk: list[float],
+    cap_res: float,
+    cap_spk: float,
+    edge: float,
+    threshold: float,
+    dominance: float,
+) -> tuple[str, list[str], int]:
+    """(regime, per-outlier labels, outlier count) from the rules in the module docstring."""
+    outliers = count_outliers(s, edge)
+    labels = []
+    for i in range(min(outliers, len(s))):
+        if res[i] >= threshold and res[i] >= spk[i]:
+            labels.append("residue")
+        elif spk[i] >= threshold and spk[i] > res[i]:
+            labels.append("spike")
+        else:
+            labels.append("mixed")
+    if outliers == 0:
+        return "no-structure", labels, 0
+    if outliers == 1 or s[0] > dominance * s[1]:
+        return {"residue": "residue-dominated", "spike": "spike-dominated"}.get(labels[0], "mixed"), labels, outliers
+    if cap_res >= threshold and cap_spk >= threshold:
+        return "rank-two", labels, outliers
+    return "mixed", labels, outliers
+
+
+def captured(U: torch.Tensor, v: torch.Tensor) -> float:
+    """Norm of the unit vector v/|v| projected onto span(U) (U orthonormal columns)."""
+    nv = float(v.norm())
+    return float((U.T @ v).norm()) / nv if nv > 0 and U.shape[1] else 0.0
+
+
+def compute(
+    spec_G: Spectrum,
+    spec_E: Spectrum,
+    dec: Decomposition,
+    rmv,
+    q: torch.Tensor,
+    a: torch.Tensor,
+    reg_norm: float | None,
+    identity_error: float,
+    acfg,
+) -> dict:
+    """metrics.json's measurement part (see product.md); rmv: U -> G^T U (G never formed)."""
+    norm_G, fro_G = float(spec_G.values[0]), math.sqrt(spec_G.fro2)
+    norms = {
+        "G": norm_G,
+        "G_fro": fro_G,
+        "S1": dec.S1.norm(),
+        "S12": dec.S12.norm(),
+        "S2": dec.S2.norm(),
+        "E": float(spec_E.values[0]),
+        "E_fro": math.sqrt(spec_E.fro2),
+    }
+    if reg_norm is not None:
+        norms["reg"] = reg_norm
+    residue_dir = dec.S1.left
+    align = {
+        "residue": abs_cos(spec_G.U, residue_dir),
+        "spike": abs_cos(spec_G.U, q),
+        "right_mu": abs_cos(spec_G.V, a * dec.mu),
+        "right_spike": abs_cos(spec_G.V, dec.S2.right),
+    }
+    # energy of G in the predicted subspace span{X_B^T r, q} vs its own top-2 subspace, and how
+    # strongly G as a whole (penalty included) points along each predicted direction
+    P = torch.linalg.qr(torch.stack([residue_dir, q], 1))[0]
+    GtP = rmv(torch.cat([P, residue_dir[:, None], q[:, None]], 1))
+    pred = float(GtP[:, :2].pow(2).sum())
+    directions = {"residue": float(GtP[:, 2].norm()) / max(float(residue_dir.norm()), 1e-300), "spike": float(GtP[:, 3].norm())}
+    fro2 = max(spec_G.fro2, 1e-300)
+    top = spec_G.s.double()
+    edge = bulk_edge(norms["E"], norm_G, acfg.edge_margin, spec_G.s.dtype)
+    s_list = [float(v) for v in top]
+    n_out = count_outliers(s_list, edge)
+    U_out = spec_G.U[:, :n_out]
+    cap = {"residue": captured(U_out, residue_dir), "spike": captured(U_out, q)}
+    regime, labels, outliers = classify(
+        s_list, align["residue"], align["spike"], cap["residue"], cap["spike"], edge, acfg.align_threshold, acfg.dominance
+    )
+    ranks = rank_measures(spec_G.values, spec_G.fro2)
+    ranks["outliers"] = outliers
+    return {
+        "norms": norms,
+        "shares": {k: norms[k] * norms[k] / fro2 for k in ("S1", "S12", "S2")}
+        | {"E": spec_E.fro2 / fro2},  # inf, not OverflowError
+        "singular_values": s_list,
+        "alignment": align,
+        "captured": cap,
+        "directions": directions,
+        "energy": {"predicted_subspace": pred / fro2, "top2_subspace": float((top[:2] ** 2).sum()) / fro2},
+        "rank": ranks,
+        "bulk_edge": edge,
+        "regime": regime,
+        "outlier_labels": labels,
+        "mu_mean": float(dec.mu.mean()),
+        "identity_error": identity_error,
+    }

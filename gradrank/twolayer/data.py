@@ -1,0 +1,299 @@
+"""Data: the spiked model X = X_B + zeta z q^T (spec section 2), targets, and user/real data.
+
+Everything is drawn on the CPU in float64 from generators derived from the one seed, then
+cast, so the same seed gives the same data on every device and dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gradrank.config import Config, DataConfig
+from gradrank.errors import InputError
+from gradrank.rng import generator
+
+
+# Independent random streams derived from the one seed: changing the width never changes the data.
+@dataclass
+class Dataset:
+    """X = X_B + zeta z q^T exactly; `eigenvalues`/`basis` describe the bulk covariance."""
+
+    X: torch.Tensor
+    y: torch.Tensor
+    X_B: torch.Tensor
+    q: torch.Tensor
+    z: torch.Tensor
+    zeta: float
+    eigenvalues: torch.Tensor  # population bulk spectrum (spiked) or empirical one (real data)
+    basis: torch.Tensor | None = None  # eigenbasis V of the bulk covariance (None = identity)
+    X_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    population: bool = True  # eigenvalues/basis are the true covariance (so population mu is exact)
+    info: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+    def bulk_quadratic(self, W: torch.Tensor) -> torch.Tensor:
+        """w_j^T Sigma_hat w_j for every row of W."""
+        Wb = W if self.basis is None else W @ self.basis
+        return (Wb * Wb) @ self.eigenvalues.to(W)
+
+    def to(self, device, dtype) -> "Dataset":
+        def mv(t):
+            return None if t is None else t.to(device=device, dtype=dtype)
+
+        return Dataset(
+            mv(self.X),
+            mv(self.y),
+            mv(self.X_B),
+            mv(self.q),
+            mv(self.z),
+            self.zeta,
+            mv(self.eigenvalues),
+            mv(self.basis),
+            mv(self.X_test),
+            mv(self.y_test),
+            self.population,
+            dict(self.info),
+        )
+
+
+# ---------------------------------------------------------------------------- spiked model
+
+
+def bulk_spectrum(dc: DataConfig) -> torch.Tensor:
+    """lambda_k = k^-alpha, optionally rescaled to mean 1 (trace d)."""
+    lam = torch.arange(1, dc.d + 1, dtype=torch.float64) ** (-dc.alpha)
+    if dc.normalize == "trace":
+        lam = lam * (dc.d / lam.sum())
+    return lam
+
+
+def _unit_rows(A: torch.Tensor) -> torch.Tensor:
+    return A / A.norm(dim=-1, keepdim=True)
+
+
+def spiked(cfg: Config) -> Dataset:
+    """Draw (X, y) from the spiked model of spec section 2."""
+    dc = cfg.data
+    n, d = dc.n, dc.d
+    lam = bulk_spectrum(dc)
+    g_bulk, g_spike = generator(cfg.seed, "bulk"), generator(cfg.seed, "spike")
+    V = None
+    if dc.basis == "random":
+        V, _ = torch.linalg.qr(torch.randn(d, d, generator=g_bulk, dtype=torch.float64))
+    if dc.spike == "eigvec":
+        q = torch.zeros(d, dtype=torch.float64)
+        q[dc.spike_index] = 1.0
+        q = q if V is None else V @ q
+    else:
+        q = _unit_rows(torch.randn(d, generator=g_spike, dtype=torch.float64))
+    zeta = dc.zeta if dc.zeta is not None else float(n) ** dc.nu
+    X_B, z = _draw(n, lam, V, dc.latent, g_bulk, g_spike)
+    X = X_B + zeta * torch.outer(z, q)
+    ds = Dataset(X, torch.empty(0), X_B, q, z, zeta, lam, V)
+    ds.info.update(nu=dc.nu if dc.zeta is None else math.log(max(zeta, 1e-300)) / math.log(max(n, 2)))
+    ds.y = make_targets(cfg, ds, X, X_B)
+    if dc.n_test:
+        g_test = generator(cfg.seed, "test")
+        Xt_B, zt = _draw(dc.n_test, lam, V, dc.latent, g_test, g_test)
+        ds.X_test = Xt_B + zeta * torch.outer(zt, q)
+        ds.y_test = make_targets(cfg, ds, ds.X_test, Xt_B, test=True)
+    return ds
+
+
+def _draw(n, lam, V, latent, g_bulk, g_spike):
+    G = torch.randn(n, lam.numel(), generator=g_bulk, dtype=torch.float64) * lam.sqrt()
+    X_B = G if V is None else G @ V.T
+    if latent == "rademacher":
+        z = torch.randint(0, 2, (n,), generator=g_spike, dtype=torch.float64) * 2 - 1
+    else:
+        z = torch.randn(n, generator=g_spike, dtype=torch.float64)
+    return X_B, z
+
+
+# ---------------------------------------------------------------------------- targets
+
+_LINKS = {  # name -> (number of indices k, g(u) with u of shape n x k)
+    "triple": (3, lambda u: torch.tanh(u[:, 0]) + (u[:, 1] ** 2 - 1) + u[:, 0] * u[:, 2]),
+    "pair": (2, lambda u: u[:, 0] * u[:, 1]),
+    "linear": (1, lambda u: u[:, 0]),
+    "tanh": (1, lambda u: torch.tanh(u[:, 0])),
+    "relu": (1, lambda u: torch.relu(u[:, 0])),
+    "he2": (1, lambda u: u[:, 0] ** 2 - 1),
+    "he3": (1, lambda u: u[:, 0] ** 3 - 3 * u[:, 0]),
+    "sign": (1, lambda u: torch.sign(u[:, 0])),
+}
+
+
+def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, test: bool = False) -> torch.Tensor:
+    """y = g(beta_1^T x, ..., beta_k^T x) (or a teacher net, or noise), plus label noise.
+
+    Indices are standardised to unit population variance. With index_sees_spike = false
+    they read the bulk X_B only. For the logistic loss the labels are sign(y) in {+-1}.
+    """
+    dc = cfg.data
+    g = generator(cfg.seed, "target")  # directions: the same for train and test
+    g_noise = generator(cfg.seed, "test_noise" if test else "noise")
+    inputs = X if dc.index_sees_spike else X_B
+    n, d = X.shape
+    if dc.target == "noise":
+        y = torch.randn(n, generator=g_noise, dtype=torch.float64)
+    elif dc.target == "teacher":
+        from gradrank.twolayer.activations import get
+
+        act = get(dc.teacher_activation)
+        B = _unit_rows(torch.randn(dc.teacher_width, d, generator=g, dtype=torch.float64))
+        c = torch.randint(0, 2, (dc.teacher_width,), generator=g, dtype=torch.float64) * 2 - 1
+        y = act.f((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike)) @ c / math.sqrt(dc.teacher_width)
+    else:
+        link = {"linear": "linear"}.get(dc.target, dc.link)
+        k, fn = _LINKS[link]
+        if dc.target == "single_index" and k != 1:
+            raise InputError(f"config key 'data.link' = {link} has {k} indices; data.target = single_index needs one")
+        B, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
+        B = B.T[:k]
+        if k > d:
+            raise InputError(f"config key 'data.link' = {link} needs d >= {k}")
+        y = fn((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike))
+    if dc.label_noise:
+        y = y + dc.label_noise * torch.randn(n, generator=g_noise, dtype=torch.float64)
+    if cfg.loss.kind == "logistic":
+        y = torch.where(y >= 0, 1.0, -1.0).to(torch.float64)
+    return y
+
+
+def _index_scale(ds: Dataset, B: torch.Tensor, sees_spike: bool) -> torch.Tensor:
+    """Population std of each index beta^T x (or beta^T x_B); for given data, where only the
+    empirical spectrum is known (not its basis), the empirical std over the training rows."""
+    if not ds.population:
+        return ((ds.X if sees_spike else ds.X_B) @ B.T).pow(2).mean(0).clamp_min(1e-300).sqrt()
+    var = ds.bulk_quadratic(B)
+    if sees_spike:
+        var = var + (ds.zeta * (B @ ds.q)) ** 2
+    return var.clamp_min(1e-300).sqrt()
+
+
+# ---------------------------------------------------------------------------- given data
+
+
+def from_matrix(
+    cfg: Config, X: np.ndarray, y: np.ndarray | None, q: np.ndarray | None = None, X_test=None, y_test=None, name: str = "data"
+) -> Dataset:
+    """Spike extraction for given X (spec section 2, real data): q = given or top principal
+    direction, zeta z = X q with z of unit empirical variance, X_B = X - (Xq) q^T."""
+    dc = cfg.data
+    X = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    mean = X.mean(0) if dc.center else torch.zeros(X.shape[1], dtype=torch.float64)
+    scale = X.std(0).clamp_min(1e-12) if dc.standardize else torch.ones(X.shape[1], dtype=torch.float64)
+    prep = lambda A: (A - mean) / scale  # noqa: E731  (the same map for train and test)
+    X = prep(X)
+    if X_test is not None:
+        X_test = prep(torch.as_tensor(np.asarray(X_test, dtype=np.float64)))
+    if dc.embed_dim:
+        X, X_test = _embed(cfg, X, X_test)
+    n, d = X.shape
+    if q is None:
+        q = torch.linalg.svd(X, full_matrices=False)[2][0]
+    else:
+        q = torch.as_tensor(np.asarray(q, dtype=np.float64))
+        if q.shape != (d,) or dc.embed_dim:
+            raise InputError(f"{name}: q must have shape ({d},) and cannot be combined with data.embed_dim")
+        if float(q.norm()) == 0.0:
+            raise InputError(f"{name}: q is the zero vector")
+        q = q / q.norm()
+    Xq = X @ q
+    zeta = float(Xq.pow(2).mean().sqrt())
+    z = Xq / zeta if zeta > 0 else torch.zeros_like(Xq)
+    X_B = X - torch.outer(Xq, q)
+    eig = torch.linalg.svdvals(X_B).pow(2) / n
+    fit = fit_power_law(eig)
+    info = {
+        "nu": math.log(zeta) / math.log(n) if zeta > 0 and n > 1 else float("nan"),
+        "alpha_fit": fit[0],
+        "alpha_fit_r2": fit[1],
+        "source": name,
+    }
+    ds = Dataset(X, torch.empty(0), X_B, q, z, zeta, eig, None, X_test, None, population=False, info=info)
+    ds.y = torch.as_tensor(np.asarray(y, dtype=np.float64)) if y is not None else make_targets(cfg, ds, X, X_B)
+    if y_test is not None:
+        ds.y_test = torch.as_tensor(np.asarray(y_test, dtype=np.float64))
+    elif X_test is not None:
+        ds.y_test = make_targets(cfg, ds, X_test, X_test - torch.outer(X_test @ q, q), test=True)
+    if cfg.loss.kind == "logistic":
+        for t in (ds.y, ds.y_test):
+            if t is not None and not bool(((t == 1) | (t == -1)).all()):
+                raise InputError(f"{name}: logistic loss needs labels y in {{-1, +1}}")
+    return ds
+
+
+def _embed(cfg: Config, X: torch.Tensor, X_test):
+    """Random-feature embedding x -> tanh(F x / sqrt(d)) into data.embed_dim dimensions, re-centred."""
+    g = generator(cfg.seed, "embed")
+    F = torch.randn(cfg.data.embed_dim, X.shape[1], generator=g, dtype=torch.float64) / math.sqrt(X.shape[1])
+    E = torch.tanh(X @ F.T)
+    mean = E.mean(0)
+    return E - mean, None if X_test is None else torch.tanh(X_test @ F.T) - mean
+
+
+def fit_power_law(eigenvalues: torch.Tensor) -> tuple[float, float]:
+    """Least-squares fit log lambda_k = c - alpha log k over the non-negligible eigenvalues: (alpha, R^2)."""
+    lam = eigenvalues[eigenvalues > eigenvalues.max() * 1e-10].double().sort(descending=True).values
+    if lam.numel() < 3:
+        return float("nan"), float("nan")
+    lam = lam[: max(3, int(0.9 * lam.numel()))]  # the last eigenvalues of a finite sample fall off a cliff
+    x = torch.log(torch.arange(1, lam.numel() + 1, dtype=torch.float64))
+    yv = torch.log(lam)
+    A = torch.stack([torch.ones_like(x), x], 1)
+    coef = torch.linalg.lstsq(A, yv[:, None]).solution[:, 0]
+    resid = yv - A @ coef
+    r2 = 1 - float(resid.pow(2).sum() / (yv - yv.mean()).pow(2).sum().clamp_min(1e-300))
+    return -float(coef[1]), r2
+
+
+def load_file(cfg: Config, path: str) -> Dataset:
+    """A user data file: .npz (X, y, optional q, X_test, y_test), .npy (X only) or .csv (X only)."""
+    from gradrank.io import load_arrays
+
+    p = Path(path)
+    arrays = load_arrays(p, required=("X",), optional=("y", "q", "X_test", "y_test"))
+    X = arrays["X"]
+    if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 1:
+        raise InputError(f"{p}: X must be a 2-d array with at least 2 rows, got shape {X.shape}")
+    n, d = X.shape
+    for key, shape in (("y", (n,)), ("q", (d,))):
+        if key in arrays and arrays[key].shape != shape:
+            raise InputError(f"{p}: {key} must have shape {shape}, got {arrays[key].shape}")
+    if ("X_test" in arrays) != ("y_test" in arrays) and "y" in arrays:
+        raise InputError(f"{p}: X_test and y_test must come together")
+    if "X_test" in arrays:
+        Xt = arrays["X_test"]
+        if Xt.ndim != 2 or Xt.shape[1] != d:
+            raise InputError(f"{p}: X_test must have shape (*, {d}), got {Xt.shape}")
+        if "y_test" in arrays and arrays["y_test"].shape != (Xt.shape[0],):
+            raise InputError(f"{p}: y_test must have shape ({Xt.shape[0]},), got {arrays['y_test'].shape}")
+    return from_matrix(cfg, X, arrays.get("y"), arrays.get("q"), arrays.get("X_test"), arrays.get("y_test"), name=str(p))
+
+
+def load(cfg: Config) -> Dataset:
+    """The data set a config describes (CPU, float64)."""
+    src = cfg.data.source
+    if src == "spiked":
+        return spiked(cfg)
+    if src == "file":
+        return load_file(cfg, cfg.data.path)
+    from gradrank.twolayer import realdata
+
+    X, y, X_test, y_test = realdata.load(cfg)
+    return from_matrix(cfg, X, y, None, X_test, y_test, name=src)

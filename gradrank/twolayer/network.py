@@ -1,0 +1,61 @@
+"""The two-layer network f(x) = gamma_m * a^T sigma(W x) with fixed outer weights (spec section 1)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from gradrank.config import Config
+from gradrank.rng import generator
+from gradrank.twolayer.activations import Activation, get
+from gradrank.twolayer.data import Dataset
+
+
+@dataclass
+class Network:
+    W: torch.Tensor  # m x d inner weights
+    a: torch.Tensor  # m outer weights in {+-1}
+    gamma: float  # c/sqrt(m) (NTK) or c/m (mean field)
+    act: Activation
+
+    @property
+    def m(self) -> int:
+        return self.W.shape[0]
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.gamma * (self.act.f(X @ self.W.T) @ self.a)
+
+    def to(self, device, dtype) -> "Network":
+        return Network(self.W.to(device=device, dtype=dtype), self.a.to(device=device, dtype=dtype), self.gamma, self.act)
+
+
+def gamma_m(cfg: Config, m: int) -> float:
+    return cfg.model.c / (math.sqrt(m) if cfg.model.scaling == "ntk" else m)
+
+
+def init(cfg: Config, ds: Dataset) -> Network:
+    """W = W_S (rows uniform on the sphere) + planted * n^(-1/4) v q^T, then normalised."""
+    mc = cfg.model
+    m, d, n = mc.width, ds.d, ds.n
+    g = generator(cfg.seed, "weights")
+    W = torch.randn(m, d, generator=g, dtype=torch.float64)
+    W = W / W.norm(dim=1, keepdim=True)
+    if mc.planted:
+        v = torch.ones(m, dtype=torch.float64)
+        if mc.planted_vector == "signs":
+            v = torch.randint(0, 2, (m,), generator=g, dtype=torch.float64) * 2 - 1
+        W = W + mc.planted * n ** (-0.25) * torch.outer(v, ds.q.double().cpu())
+        if mc.planted_normalize == "rows":
+            W = W / W.norm(dim=1, keepdim=True)
+    return Network(W, outer_weights(cfg, m), gamma_m(cfg, m), get(mc.activation, mc.leaky_slope))
+
+
+def outer_weights(cfg: Config, m: int) -> torch.Tensor:
+    g = generator(cfg.seed, "outer")
+    if cfg.model.outer == "balanced":
+        a = torch.ones(m, dtype=torch.float64)
+        a[m // 2 :] = -1
+        return a[torch.randperm(m, generator=g)]
+    return torch.randint(0, 2, (m,), generator=g, dtype=torch.float64) * 2 - 1
