@@ -20,7 +20,6 @@ def resolve_config(config: Any = None, overrides: dict | None = None, seed: int 
     if isinstance(config, Config):
         raw: dict = config.to_dict()
     elif isinstance(config, dict):
-        raw = {}
         flat = {k: v for k, v in config.items() if "." in k}
         raw = {k: v for k, v in config.items() if "." not in k}
         overrides = {**flat, **(overrides or {})}
@@ -85,14 +84,16 @@ def train(config: Any = None, overrides: dict | None = None, seed: int | None = 
 def save(result, target: str | Path) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
     as the result's config asks (output.report, output.pdf)."""
+    from gradrank.experiments.scaling import ScalingResult
+    from gradrank.pipeline.training import Trajectory
     from gradrank.results import runs
 
-    if hasattr(result, "rows"):  # a training trajectory
-        target = runs.write_train(Path(target), result)
-        cfg = result.result.config
+    if isinstance(result, Trajectory):
+        target, cfg = runs.write_train(Path(target), result), result.result.config
+    elif isinstance(result, ScalingResult):
+        target, cfg = runs.write_scaling(Path(target), result), result.config
     else:
-        target = runs.write_run(Path(target), result)
-        cfg = result.config
+        target, cfg = runs.write_run(Path(target), result), result.config
     formats = (["html"] if cfg.output.report else []) + (["pdf"] if cfg.output.pdf else [])
     if formats:
         from gradrank.report import render

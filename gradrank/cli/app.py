@@ -438,10 +438,10 @@ def scaling(
         if not ns or min(ns) < 2:
             raise InputError("option --n: sizes must be integers >= 2")
         cfg = load_config(config, set_, seed, device)
+        from gradrank import api
         from gradrank.config.resources import check_memory
         from gradrank.experiments import scaling as scaling_mod
         from gradrank.experiments.sweep import Progress
-        from gradrank.results import runs
 
         check_memory(scaling_mod.sized(cfg, ns[-1]))
         target = output_dir(out, cfg, "scaling")
@@ -450,11 +450,7 @@ def scaling(
             result = scaling_mod.study(
                 cfg, ns, seeds, lambda i, total, label: bar(Progress(total, i, 0, 0, None, time.perf_counter() - t0, total))
             )
-        runs.write_scaling(target, result)
-        if cfg.output.report or cfg.output.pdf:
-            from gradrank.report import render
-
-            render.render_dir(target, (["html"] if cfg.output.report else []) + (["pdf"] if cfg.output.pdf else []))
+        api.save(result, target)
         if quiet:
             typer.echo(str(target))
             return
