@@ -1,0 +1,76 @@
+"""What every command shares: the Typer app, the common options, config loading, the output
+directory check and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from gradrank.errors import InputError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Low-rank structure of first-layer gradients in two-layer networks.",
+)
+_state = {"debug": False}
+
+ConfigArg = typer.Argument(None, help="TOML config (default: the paper's Figure 1 setting)", show_default=False)
+SetOpt = typer.Option(None, "--set", help="override a config key: KEY=VALUE (repeatable, dotted keys)")
+SeedOpt = typer.Option(None, "--seed", help="seed for everything (overrides the config)")
+OutOpt = typer.Option(None, "-o", "--out", help="output directory")
+DeviceOpt = typer.Option(None, "--device", help="cpu or cuda")
+QuietOpt = typer.Option(False, "-q", "--quiet", help="print only the output directory")
+ForceOpt = typer.Option(False, "--force", help="run even when the memory estimate exceeds the limit")
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks of internal errors")):
+    _state["debug"] = debug
+
+
+def run_guarded(fn: Callable[[], int | None]) -> None:
+    """Exit 2 with one line for bad input, 1 for internal errors (traceback only with --debug)."""
+    try:
+        code = fn()
+    except InputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
+        if _state["debug"]:
+            raise
+        typer.echo(f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for a traceback)", err=True)
+        raise typer.Exit(1)
+    raise typer.Exit(code or 0)
+
+
+def load_config(
+    path: Optional[Path],
+    sets: Optional[List[str]],
+    seed: Optional[int],
+    device: Optional[str] = None,
+    overrides: Optional[dict] = None,
+):
+    from gradrank import config
+
+    extra = list(sets or [])
+    if device:
+        extra.append(f"compute.device={device}")
+    return config.load(path, extra, seed, overrides)
+
+
+def output_dir(out: Optional[Path], cfg, kind: str) -> Path:
+    """-o DIR, or runs/<name>-<config hash>; checked before any work: new, empty or gradrank's own."""
+    from gradrank.io import check_output_dir, safe_name
+
+    target = out if out is not None else Path("runs") / f"{safe_name(cfg.output.name, kind)}-{cfg.hash()[:8]}"
+    check_output_dir(target)
+    return target

@@ -1,0 +1,148 @@
+"""sweep and report: grids of runs on an executor, and (re)rendering any result directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from gradrank.cli.common import (
+    DeviceOpt,
+    OutOpt,
+    SeedOpt,
+    SetOpt,
+    app,
+    run_guarded,
+)
+from gradrank.cli.progress import SweepProgress
+from gradrank.errors import InputError
+
+
+def _sweep_status(root: Path) -> int:
+    from gradrank.experiments import executors
+    from gradrank.results import sweeps as sws
+
+    store = sws.Store(root)
+    s = sws.summary(store)
+    m = s["manifest"]
+    typer.echo(
+        f"sweep {root}: {s['total']} points, {s['done']} done, {s['failed']} failed, {s['pending']} pending "
+        f"(command {m['command']}, executor {m['executor'].get('name')})"
+    )
+    latest = executors.latest_slurm_tasks(m)
+    if latest:
+        states = executors.slurm_states(list(latest.values()))
+        pending = [h for h in latest if store.state(h) == "pending"]
+        counts: dict[str, int] = {}
+        for h in pending:
+            state = states.get(latest[h], "UNKNOWN")
+            counts[state] = counts.get(state, 0) + 1
+        jobs = ", ".join(j["job_id"] for j in m["slurm_jobs"])
+        typer.echo(
+            f"slurm jobs {jobs}: " + (", ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items())) or "nothing queued")
+        )
+    for f in s["failed_points"]:
+        typer.echo(f"  failed {f['hash']}  {sws.describe(f['values'])}: {f['error'].splitlines()[0] if f['error'] else ''}")
+    return 0
+
+
+@app.command()
+def sweep(
+    config: Optional[Path] = typer.Argument(None, help="TOML config, optionally with a [sweep] grid", show_default=False),
+    grid: Optional[List[str]] = typer.Option(None, "--grid", help="an axis KEY=a,b,c or KEY=start:stop:num (repeatable)"),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="N seeds (seed .. seed+N-1) as an axis"),
+    zip_: bool = typer.Option(False, "--zip", help="zip the axes instead of their cartesian product"),
+    executor: str = typer.Option("local", "--executor", help="local, dask or slurm"),
+    jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="parallel workers (default: number of cores)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask: existing scheduler tcp://HOST:PORT"),
+    partition: Optional[str] = typer.Option(None, "--partition", help="slurm partition"),
+    time_limit: Optional[str] = typer.Option(None, "--time", help="slurm time limit per point (minutes or HH:MM:SS)"),
+    mem: Optional[str] = typer.Option(None, "--mem", help="slurm memory per point, e.g. 4G"),
+    array_parallelism: Optional[int] = typer.Option(None, "--array-parallelism", help="slurm: array tasks at once"),
+    gpus: Optional[int] = typer.Option(None, "--gpus", help="slurm: GPUs per point"),
+    status: Optional[Path] = typer.Option(None, "--status", help="show the state of the sweep in DIR and exit"),
+    set_: Optional[List[str]] = SetOpt,
+    seed: Optional[int] = SeedOpt,
+    out: Optional[Path] = OutOpt,
+    device: Optional[str] = DeviceOpt,
+    pdf: bool = typer.Option(False, "--pdf", help="also write report.pdf"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip the sweep report"),
+):
+    """Many analyze (or train) runs over a grid, locally, on Dask or on SLURM; resumable."""
+
+    def go():
+        if status is not None:
+            return _sweep_status(status)
+        import signal
+
+        from gradrank.experiments import executors
+        from gradrank.experiments import sweep as sw
+        from gradrank.io import safe_name
+        from gradrank.results import sweeps as sws
+
+        sets = [*(set_ or []), *([f"compute.device={device}"] if device else [])]
+        base, spec = sw.load(config, sets, seed, grid or [], seeds, zip_)
+        if scheduler and executor != "dask":
+            raise InputError("--scheduler needs --executor dask")
+        pts = sw.points(base, spec)
+        target = out or Path("runs") / f"{safe_name(base.output.name, 'sweep')}-{sw.sweep_id(base, spec)}"
+        flags = {"partition": partition, "time": time_limit, "mem": mem, "array_parallelism": array_parallelism, "gpus": gpus}
+        ex = executors.make(
+            executor,
+            target,
+            jobs=jobs,
+            scheduler=scheduler,
+            slurm={**spec.slurm, **{k: v for k, v in flags.items() if v is not None}},
+            dask=spec.dask,
+        )
+        store = sws.open_store(target, base, spec, pts, ex.info())
+
+        def terminate(signum, frame):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, terminate)
+        try:
+            with SweepProgress(f"sweep {target.name}") as progress:
+                failed = sw.run(store, pts, spec.command, ex, sws.run_point, progress)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if not no_report or pdf:
+            from gradrank.report import render as report
+
+            report.render_dir(target, (["html"] if not no_report else []) + (["pdf"] if pdf else []))
+        typer.echo(f"sweep {target}: {len(pts) - len(failed)} of {len(pts)} points done; table {target / sw.TABLE}")
+        if failed:
+            typer.echo(f"{len(failed)} point(s) failed:", err=True)
+            for p in failed:
+                typer.echo(f"  {p.hash}  {sws.describe(p.values)}: {store.failure(p.hash).splitlines()[0]}", err=True)
+            return 3
+
+    run_guarded(go)
+
+
+@app.command()
+def report(
+    directory: Path = typer.Argument(
+        ..., help="a run directory (metrics.json) or a sweep directory (sweep.json)", show_default=False
+    ),
+    format_: str = typer.Option("html", "--format", help="html, pdf or html,pdf"),
+    paper: Optional[str] = typer.Option(None, "--paper", help="PDF page size: a4 or letter (default: the run's output.paper)"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="directory for the report files (default: DIRECTORY)"),
+):
+    """(Re)render the HTML/PDF report of a run, training run or sweep directory."""
+
+    def go():
+        from gradrank.report import render as report_mod
+
+        formats = report_mod.parse_formats(format_)
+        if paper is not None and paper not in report_mod.PAPERS:
+            raise InputError(f"option --paper: must be a4 or letter, got {paper!r}")
+        if (directory / "sweep.json").is_file():  # a sweep's table is rebuilt from its store first
+            from gradrank.results import sweeps as sws
+
+            sws.write_table(sws.Store(directory))
+        for path in report_mod.render_dir(directory, formats, out, paper):
+            typer.echo(f"wrote {path}")
+
+    run_guarded(go)
