@@ -6,23 +6,94 @@ paper's Figure 1 setting), dotted-key `overrides` and a `seed`, and returns a ty
 
 from __future__ import annotations
 
+import copy
+import html
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradrank.config import Config
 from gradrank.errors import InputError
+from gradrank.pipeline.analysis import Analysis
+
+
+class Result(Analysis):
+    """An analysis (or a stored run read back by `load`): `config`, typed `metrics`
+    (`metrics.norms.G`, `metrics.to_dict()` as metrics.json holds it), `arrays` (arrays.npz) and
+    `terms`, the four terms as factors (S1, S12, S2 as scale * left right^T, E = coef L^T R; None
+    for a loaded run). In a notebook it shows its summary and figures."""
+
+    def figures(self) -> dict:
+        """The run report's figures as matplotlib Figures: spectrum, norms, alignment (and data where
+        the bulk eigenvalues are known)."""
+        from gradrank.report import figures as F
+
+        m, arrays = self.metrics, self.arrays
+        out = {}
+        with F.collect() as made:
+            if "singular_values" in arrays:
+                F.spectrum(arrays["singular_values"], arrays.get("E_singular_values"), m.norms.to_dict(), m.bulk_edge)
+                out["spectrum"] = made[-1]
+            F.term_norms(m.norms.to_dict(), m.shares.to_dict())
+            out["norms"] = made[-1]
+            F.alignment(m.alignment.to_dict(), m.rank.outliers)
+            out["alignment"] = made[-1]
+        return out
+
+    def save(self, target: str | Path) -> Path:
+        """The run directory at target (see `gradrank.save`)."""
+        return save(self, target)
+
+    def _repr_html_(self) -> str:
+        from gradrank.report import figures as F
+        from gradrank.report.render import headline
+
+        m = self.metrics
+        rows = [
+            ("n × d × m", f"{m.sizes.n} × {m.sizes.d} × {m.sizes.m}"),
+            ("regime", m.regime),
+            ("outliers", str(m.rank.outliers)),
+            *((f"‖{k}‖", f"{getattr(m.norms, k):.4g}") for k in ("G", "S1", "S12", "S2", "E")),
+            ("stable rank", f"{m.rank.stable:.4g}"),
+            ("identity error", f"{m.identity_error:.2e}"),
+        ]
+        table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        warn = "".join(f"<p><b>warning:</b> {html.escape(w)}</p>" for w in m.trust.warnings)
+        svgs = []
+        for i, (name, fig) in enumerate(self.figures().items()):
+            svgs.append(F.svg(fig, f"nb{id(self)}-{i}", name))
+        return (
+            f"<div><p>{html.escape(headline(m.to_dict()))}</p>{warn}<table>{table}</table>"
+            + "".join(f"<div>{s}</div>" for s in svgs)
+            + "</div>"
+        )
+
+
+def _result(a: Analysis) -> Result:
+    return Result(a.config, a.metrics, a.arrays, a.timings, a.terms)
 
 
 def resolve_config(config: Any = None, overrides: dict | None = None, seed: int | None = None) -> Config:
     """A resolved Config from a path, a dict (nested sections or dotted keys), a Config or None."""
     from gradrank import config as config_mod
 
+    full = resolve_raw(config, overrides)
+    if seed is not None:
+        full["seed"] = seed
+    return config_mod.resolve(config_mod.from_dict(full))
+
+
+def resolve_raw(config: Any, overrides: dict | None = None) -> dict:
+    """The full nested config dict (every section present) of a path (its [sweep] table dropped), a
+    dict (sections and dotted keys), a Config or None, with dotted-key overrides applied."""
+    from gradrank import config as config_mod
+
+    dotted: dict = {}
     if isinstance(config, Config):
-        raw: dict = config.to_dict()
+        raw = config.to_dict()
     elif isinstance(config, dict):
-        flat = {k: v for k, v in config.items() if "." in k}
-        raw = {k: v for k, v in config.items() if "." not in k}
-        overrides = {**flat, **(overrides or {})}
+        raw = copy.deepcopy({k: v for k, v in config.items() if "." not in k})
+        dotted = {k: v for k, v in config.items() if "." in k}
     elif config is None:
         raw = {}
     elif isinstance(config, (str, Path)):
@@ -31,18 +102,16 @@ def resolve_config(config: Any = None, overrides: dict | None = None, seed: int 
     else:
         raise InputError(f"config must be a path, a dict, a Config or None, got {type(config).__name__}")
     full = config_mod.apply_sets(raw, [])
-    for key, value in (overrides or {}).items():
+    for key, value in {**dotted, **(overrides or {})}.items():
         config_mod.schema._assign(full, key, value)
-    if seed is not None:
-        full["seed"] = seed
-    return config_mod.resolve(config_mod.from_dict(full))
+    return full
 
 
 def analyze(config: Any = None, overrides: dict | None = None, seed: int | None = None):
     """Data -> network -> gradient -> the four-term decomposition and its measures."""
     from gradrank.pipeline import analysis
 
-    return analysis.analyze(resolve_config(config, overrides, seed))
+    return _result(analysis.analyze(resolve_config(config, overrides, seed)))
 
 
 def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | None = None):
@@ -71,22 +140,103 @@ def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | N
             raise InputError(f"W must be (m, {ds.d}) and a (m,), got {W.shape} and {a.shape}")
         net = analysis.network_from_arrays(cfg, W, a)
     cfg = cfg.replace(**{"data.n": ds.n, "data.d": ds.d, "model.width": net.m})
-    return analysis.analyze_prepared(cfg, ds.to(device, dtype), net.to(device, dtype))
+    return _result(analysis.analyze_prepared(cfg, ds.to(device, dtype), net.to(device, dtype)))
 
 
 def train(config: Any = None, overrides: dict | None = None, seed: int | None = None, on_record=None):
     """Training with the decomposition tracked over steps (docs/training.md)."""
     from gradrank.pipeline import training
 
-    return training.train(training.resolve(resolve_config(config, overrides, seed)), on_record)
+    tr = training.train(training.resolve(resolve_config(config, overrides, seed)), on_record)
+    tr.result = _result(tr.result)
+    return tr
+
+
+def load(run_dir: str | Path) -> Result:
+    """A run directory read back through its typed records (exit 2 / InputError on a foreign or
+    malformed metrics.json, naming the file and field). A training run's metrics are its
+    TrainSummary (the final analysis' fields, and `kind`, `train`, `final`)."""
+    from gradrank.results.runs import read_run
+
+    run = read_run(Path(run_dir))
+    return Result(run.config, run.metrics, run.arrays, {}, None)
+
+
+@dataclass
+class SweepResult:
+    """A sweep's directory, its points (hash -> swept values) and the hashes of the failed ones."""
+
+    directory: Path
+    points: dict[str, dict] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+
+    def table(self) -> list[dict]:
+        """results.csv's rows as dicts (rebuilt from the store): the swept values, status and metrics."""
+        from gradrank.results import sweeps
+
+        return sweeps.table_rows(sweeps.Store(self.directory))[1]
+
+    def load(self, point: str) -> Result:
+        """One point's run (by config hash)."""
+        return load(self.directory / "points" / point)
+
+
+def sweep(
+    config: Any = None,
+    overrides: dict | None = None,
+    seed: int | None = None,
+    *,
+    grid: dict | None = None,
+    seeds: int | None = None,
+    zip_axes: bool = False,
+    out: str | Path,
+    executor: str = "local",
+    jobs: int | None = None,
+) -> SweepResult:
+    """A sweep (docs/sweeps.md) into the directory `out`: the config's [sweep] table (for a TOML
+    path) with `grid` ({dotted key: list of values}) and `seeds` added, run on `executor`
+    (local, dask, slurm) and resumable like `gradrank sweep`. The report is written when the
+    config's output.report or output.pdf asks."""
+    from gradrank import config as config_mod
+    from gradrank.experiments import executors
+    from gradrank.experiments import sweep as sw
+    from gradrank.results import sweeps
+
+    spec = sw.read_spec(config)[1] if isinstance(config, (str, Path)) else sw.SweepSpec()
+    raw = resolve_raw(config, overrides)
+    if seed is not None:
+        raw["seed"] = seed
+    base = config_mod.from_dict(raw)
+    for key, values in (grid or {}).items():
+        spec.axes[key] = sw.parse_values(values, key) if isinstance(values, str) else list(values)
+    if seeds is not None:
+        spec.seeds = seeds
+    if zip_axes:
+        spec.mode = "zip"
+    spec = sw.check_spec(spec)
+    pts = sw.points(base, spec)
+    target = Path(out)
+    ex = executors.make(executor, target, jobs=jobs, slurm=spec.slurm, dask=spec.dask)
+    store = sweeps.open_store(target, base, spec, pts, ex.info())
+    failed = sw.run(store, pts, spec.command, ex, sweeps.run_point)
+    formats = (["html"] if base.output.report else []) + (["pdf"] if base.output.pdf else [])
+    if formats:
+        from gradrank.report import render
+
+        render.render_dir(target, formats)
+    return SweepResult(target, {p.hash: p.values for p in pts}, [p.hash for p in failed])
 
 
 def save(result, target: str | Path) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
     as the result's config asks (output.report, output.pdf)."""
     from gradrank.experiments.scaling import ScalingResult
+    from gradrank.measures.records import TrainSummary
     from gradrank.pipeline.training import Trajectory
     from gradrank.results import runs
+
+    if isinstance(getattr(result, "metrics", None), TrainSummary):
+        raise InputError("a loaded training run has no trajectory to save; copy its directory instead")
 
     if isinstance(result, Trajectory):
         target, cfg = runs.write_train(Path(target), result), result.result.config

@@ -430,21 +430,28 @@ def safe_name(text: str, fallback: str = "run") -> str:
 # ---------------------------------------------------------------------------- provenance
 
 
-def provenance(device: str, dtype: str, seed: int, timings: dict | None = None) -> dict:
+def versions(extra: tuple[str, ...] = ()) -> dict:
+    """Python's and the packages' versions from their metadata (imports none of them); gradrank's own
+    from the source tree when it is not installed."""
     import importlib.metadata as md
 
-    versions = {"python": platform.python_version()}
-    for pkg in ("gradrank", "numpy", "scipy", "torch"):
+    out = {"python": platform.python_version()}
+    for pkg in ("gradrank", "numpy", "scipy", "torch", *extra):
         try:
-            versions[pkg] = md.version(pkg)
+            out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             from gradrank._version import __version__
 
-            versions[pkg] = __version__ if pkg == "gradrank" else "absent"
+            out[pkg] = __version__ if pkg == "gradrank" else "absent"
+    return out
+
+
+def provenance(device: str, dtype: str, seed: int, timings: dict | None = None) -> dict:
+    """Versions, platform, seed, device and thread count of a run (every artifact carries them)."""
     import torch
 
     return {
-        "versions": versions,
+        "versions": versions(),
         "platform": platform.platform(),
         "seed": seed,
         "device": device,

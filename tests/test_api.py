@@ -33,7 +33,7 @@ def test_decompose_of_own_arrays_against_numpy():
     s = np.linalg.svd(G, compute_uv=False)
     assert res.metrics["norms"]["G"] == pytest.approx(s[0], rel=1e-10)
     assert res.metrics["singular_values"] == pytest.approx(s[:3], rel=1e-8)
-    assert res.metrics["sizes"] == {"n": n, "d": d, "m": m}
+    assert res.metrics.sizes.to_dict() == {"n": n, "d": d, "m": m}
 
 
 def test_bad_api_input_is_an_input_error():

@@ -266,6 +266,12 @@ def test_report_command_bad_input(run, tmp_path):
     assert res.exit_code == 2 and "metrics.json" in res.output and not (bad / "report.html").exists()
 
 
+def _manifest(**fields) -> dict:
+    """A sweep.json with the manifest's required fields (the report reads axes, seeds, base_config)."""
+    base = {"format": "gradrank-sweep/1", "schema": 1, "base_hash": "0" * 16, "axes": {}, "seeds": 0, "mode": "product"}
+    return base | {"command": "analyze", "keys": list(fields.get("axes", {})), "base_config": {}, "points": []} | fields
+
+
 def test_training_section(run, tmp_path):
     """A run dir with trajectory.csv gets a training page; missing columns are tolerated."""
     target, m, _, _ = run
@@ -275,6 +281,15 @@ def test_training_section(run, tmp_path):
         "kind": "train",
         "diverged": True,
         "message": "loss <inf> at step 45",
+        "train": {
+            "steps_done": 45,
+            "lr_effective": 0.1,
+            "n_test": 10,
+            "records": 10,
+            "track_fallbacks": 0,
+            "track_iterations_mean": 1.0,
+        },
+        "final": {},
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
     steps = np.arange(0, 50, 5)
@@ -352,13 +367,12 @@ def test_sweep_report_from_real_analyses(tmp_path):
         w.writerows(rows)
     (tmp_path / "sweep.json").write_text(
         json.dumps(
-            {
-                "format": "gradrank-sweep/1",
-                "axes": {"data.nu": nus, "model.activation": acts},
-                "seeds": 2,
-                "mode": "product",
-                "base_config": {"seed": 0, "output": {"name": "nu<x>"}},
-            }
+            _manifest(
+                axes={"data.nu": nus, "model.activation": acts},
+                seeds=2,
+                mode="product",
+                base_config={"seed": 0, "output": {"name": "nu<x>"}},
+            )
         )
     )
     files = report.render_dir(tmp_path, ["html", "pdf"])
@@ -398,7 +412,7 @@ def test_sweep_report_from_real_analyses(tmp_path):
         w = csv.DictWriter(fh, [k for k in one[0] if k not in ("model.activation", "norms.S12")])
         w.writeheader()
         w.writerows([{k: v for k, v in r.items() if k in w.fieldnames} for r in one])
-    (tmp_path / "sweep.json").write_text(json.dumps({"axes": {"data.nu": nus}, "seeds": 2}))
+    (tmp_path / "sweep.json").write_text(json.dumps(_manifest(axes={"data.nu": nus}, seeds=2)))
     page = Page(report.render_sweep(tmp_path)[0].read_text())
     assert page.svgs == 3 and page.text["h1"] == [f"sweep {tmp_path.name}"]
 

@@ -147,6 +147,7 @@ def regpath(
             raise InputError(f"--seeds must list non-negative integers, got {seeds!r}")
         from gradrank.config.resources import check_memory
         from gradrank.experiments import regpath as rp
+        from gradrank.results import runs
 
         grids = rp.parse_grid(list(grid or []))
         check_memory(cfg)
@@ -161,7 +162,7 @@ def regpath(
                 )
 
         res = rp.run(cfg, grids, seed_list, steps, progress)
-        rp.write(target, cfg, res)
+        runs.write_regpath(target, cfg, res)
         if not quiet:
             for name, summ in res.summary.items():
                 lc = summ["log_change"]

@@ -53,6 +53,36 @@ class Decomposition:
     def E_dense(self, X_B: torch.Tensor) -> torch.Tensor:
         return self.coef * (X_B.T @ self.D_perp)
 
+    def terms(self, X_B: torch.Tensor) -> "Terms":
+        """The four terms as factors, E = coef X_B^T D_perp among them."""
+        return Terms(self.S1, self.S12, self.S2, Factored(self.coef, X_B, self.D_perp))
+
+
+@dataclass
+class Factored:
+    """coef * L^T R kept as its factors (L: n x d, R: n x m)."""
+
+    coef: float
+    L: torch.Tensor
+    R: torch.Tensor
+
+    def dense(self) -> torch.Tensor:
+        return self.coef * (self.L.T @ self.R)
+
+
+@dataclass
+class Terms:
+    """G_loss = S1 + S12 + S2 + E: the rank-one terms as factor vectors, E as its factors."""
+
+    S1: RankOne
+    S12: RankOne
+    S2: RankOne
+    E: Factored
+
+    def dense(self) -> torch.Tensor:
+        """S1 + S12 + S2 + E as one d x m matrix (for checks and small problems)."""
+        return self.S1.dense() + self.S12.dense() + self.S2.dense() + self.E.dense()
+
 
 def split(
     coef: float,

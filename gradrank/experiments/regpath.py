@@ -20,6 +20,7 @@ import numpy as np
 
 from gradrank.config import Config
 from gradrank.errors import InputError
+from gradrank.linalg.floors import NORM_FLOOR
 
 KEYS = {"weight_decay": "regularizer.weight_decay", "jacobian": "regularizer.jacobian", "input_noise": "regularizer.input_noise"}
 GRIDS = {"weight_decay": [0.0, 0.01, 0.1, 1.0], "jacobian": [0.0, 0.1, 1.0, 10.0], "input_noise": [0.0, 0.03, 0.1, 0.3]}
@@ -71,7 +72,7 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
     return grids
 
 
-def point(cfg: Config, steps: int) -> dict:
+def point(cfg: Config, steps: int):
     """The decomposition metrics for one config: at initialisation or after `steps` training steps."""
     from gradrank.pipeline import analysis
 
@@ -100,24 +101,24 @@ def run(
         for seed in seeds:
             for lam in strengths:
                 m = point(base.replace(**{KEYS[name]: lam, "seed": seed}), steps)
-                nr = m["norms"]
+                nr, dr = m.norms, m.directions
                 row = {
                     "regularizer": name,
                     "strength": lam,
                     "seed": seed,
-                    "S1": nr["S1"],
-                    "S12": nr["S12"],
-                    "S2": nr["S2"],
-                    "E": nr["E"],
-                    "reg": nr.get("reg", 0.0),
-                    "G": nr["G"],
-                    "S1_over_S2": nr["S1"] / max(nr["S2"], 1e-300),
-                    "G_residue": m["directions"]["residue"],
-                    "G_spike": m["directions"]["spike"],
-                    "G_residue_over_spike": m["directions"]["residue"] / max(m["directions"]["spike"], 1e-300),
-                    "outliers": m["rank"]["outliers"],
-                    "regime": m["regime"],
-                    "loss": m["loss"],
+                    "S1": nr.S1,
+                    "S12": nr.S12,
+                    "S2": nr.S2,
+                    "E": nr.E,
+                    "reg": nr.reg or 0.0,
+                    "G": nr.G,
+                    "S1_over_S2": nr.S1 / max(nr.S2, NORM_FLOOR),
+                    "G_residue": dr.residue,
+                    "G_spike": dr.spike,
+                    "G_residue_over_spike": dr.residue / max(dr.spike, NORM_FLOOR),
+                    "outliers": m.rank.outliers,
+                    "regime": m.regime,
+                    "loss": m.loss,
                 }
                 rows.append(row)
                 if on_point is not None:
@@ -137,7 +138,7 @@ def summarize(rows: list[dict]) -> dict:
             per_seed = []
             for seed in dict.fromkeys(r["seed"] for r in mine):
                 at = {r["strength"]: r[key] for r in mine if r["seed"] == seed}
-                per_seed.append(math.log(max(at[top], 1e-300) / max(at[0.0], 1e-300)))
+                per_seed.append(math.log(max(at[top], NORM_FLOOR) / max(at[0.0], NORM_FLOOR)))
             logs[key] = {"mean": float(np.mean(per_seed)), "min": float(np.min(per_seed)), "max": float(np.max(per_seed))}
         ratio = logs["S1_over_S2"]
         stable = ratio["min"] > 0 or ratio["max"] < 0
@@ -195,32 +196,3 @@ def figure_svg(res: PathResult) -> str:
     fig.savefig(buf, format="svg")
     plt.close(fig)
     return buf.getvalue()
-
-
-def write(target, cfg: Config, res: PathResult):
-    """path.csv (one row per point), path.json (summary, config, provenance) and regpath.svg, all or nothing."""
-    from pathlib import Path
-
-    from gradrank import io
-    from gradrank.config import to_toml
-
-    lines = [",".join(COLUMNS)] + [
-        ",".join(repr(r[c]) if isinstance(r[c], float) else str(r[c]) for c in COLUMNS) for r in res.rows
-    ]
-    prov = io.provenance(cfg.compute.device, cfg.compute.dtype, cfg.seed, res.timings)
-    doc = {
-        "kind": "regpath",
-        "summary": res.summary,
-        "grids": res.grids,
-        "seeds": res.seeds,
-        "steps": res.steps,
-        "config": cfg.to_dict(),
-        "config_hash": cfg.hash(),
-        "provenance": prov,
-    }
-    with io.staged_dir(Path(target), "regpath") as tmp:
-        io.write_text(tmp / "path.csv", "\n".join(lines) + "\n")
-        io.write_json(tmp / "path.json", doc)
-        io.write_text(tmp / "config.toml", to_toml(cfg))
-        io.write_text(tmp / "regpath.svg", figure_svg(res))
-    return Path(target)

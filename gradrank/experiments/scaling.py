@@ -46,17 +46,17 @@ def study(cfg: Config, ns: list[int], seeds: int, progress: Callable[[int, int, 
         for s in range(seeds):
             run_cfg = sized(cfg, n).replace(seed=cfg.seed + s)
             res = analysis.analyze(run_cfg)
-            nm = res.metrics["norms"]
+            m = res.metrics
             row = {
                 "n": n,
                 "d": run_cfg.data.d,
                 "m": run_cfg.model.width,
                 "seed": run_cfg.seed,
-                **{k: nm[k] for k in ("S1", "S12", "S2", "E", "G")},
-                "zeta": res.metrics["data"]["zeta"],
+                **{k: getattr(m.norms, k) for k in ("S1", "S12", "S2", "E", "G")},
+                "zeta": m.data.zeta,
                 "a_mu": float(np.linalg.norm(res.arrays["a"] * res.arrays["mu"])),
-                "outliers": res.metrics["rank"]["outliers"],
-                "regime": res.metrics["regime"],
+                "outliers": m.rank.outliers,
+                "regime": m.regime,
             }
             rows.append(row)
             if progress:

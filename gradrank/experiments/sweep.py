@@ -23,6 +23,7 @@ from gradrank import config as config_mod
 from gradrank.config import Config
 from gradrank.errors import InputError
 from gradrank.experiments.executors import Outcome, check_scheduler_options
+from gradrank.measures.records import Record, check_schema
 
 MANIFEST = "sweep.json"
 TABLE = "results.csv"
@@ -31,6 +32,42 @@ MODES = ("product", "zip")
 COMMANDS = ("analyze", "train")
 SWEEP_KEYS = ("seeds", "mode", "command", "grid", "slurm", "dask")
 MAX_LIST = 32  # metric lists longer than this (time series) stay out of the table
+
+
+# ---------------------------------------------------------------------------- the manifest's records
+
+
+@dataclass
+class ManifestPoint(Record):
+    hash: str
+    values: dict[str, Any]
+
+
+@dataclass
+class SweepManifest(Record):
+    """sweep.json: the sweep's identity (base config hash, axes, seeds, mode, command), its points,
+    how it is executed, the scheduler jobs submitted and the package versions."""
+
+    format: str
+    base_hash: str
+    axes: dict[str, list[Any]]
+    seeds: int
+    mode: str
+    command: str
+    keys: list[str]
+    base_config: dict[str, Any]
+    points: list[ManifestPoint]
+    executor: dict[str, Any] = field(default_factory=dict)
+    slurm_jobs: list[dict[str, Any]] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+
+    @classmethod
+    def from_dict(cls, d, source: str = "sweep.json", _path: str = ""):
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise InputError(f"{source}: not a gradrank sweep manifest (field 'format' is not {FORMAT!r})")
+        check_schema(d, source)
+        return super().from_dict(d, source, _path)
 
 
 # ---------------------------------------------------------------------------- the grid

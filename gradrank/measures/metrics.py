@@ -1,4 +1,4 @@
-"""What is measured (spec section 4): norms, spectra, alignments, energies, ranks and a regime.
+"""What is measured (docs/model.md, measures): norms, spectra, alignments, energies, ranks and a regime.
 
 Regime rules (analysis.* thresholds): an outlier is a singular value of G above
 (1 + edge_margin) * ||E|| and above the numerical floor s_1 sqrt(eps) (by Weyl's inequality at most two can be, since S1 + S12 + S2 has
@@ -21,7 +21,9 @@ import math
 import torch
 
 from gradrank.decomposition.split import Decomposition
+from gradrank.linalg.floors import NORM_FLOOR, resolution
 from gradrank.linalg.spectral import Spectrum
+from gradrank.measures import records as R
 
 
 def abs_cos(U: torch.Tensor, v: torch.Tensor) -> list[float]:
@@ -29,14 +31,14 @@ def abs_cos(U: torch.Tensor, v: torch.Tensor) -> list[float]:
     nv = float(v.norm())
     if nv == 0.0:
         return [0.0] * U.shape[1]
-    return [float(x) for x in (v @ U).abs() / (U.norm(dim=0).clamp_min(1e-300) * nv)]
+    return [float(x) for x in (v @ U).abs() / (U.norm(dim=0).clamp_min(NORM_FLOOR) * nv)]
 
 
 def bulk_edge(norm_E: float, norm_G: float, margin: float, dtype: torch.dtype, accuracy: float = 0.0) -> float:
     """The one outlier threshold: (1 + margin) ||E||, never below what the singular values resolve:
     ||G|| sqrt(eps) for the exact spectrum (the Gram route's error), ||G|| * accuracy for values
     accepted at a relative residual `accuracy` (training's tracked top-k)."""
-    return max((1 + margin) * norm_E, norm_G * max(torch.finfo(dtype).eps ** 0.5, accuracy))
+    return max((1 + margin) * norm_E, norm_G * max(resolution(dtype), accuracy))
 
 
 def count_outliers(s, edge: float) -> int:
@@ -44,18 +46,25 @@ def count_outliers(s, edge: float) -> int:
     return sum(1 for v in s if v > edge)
 
 
-def rank_measures(values: torch.Tensor, fro2: float) -> dict:
+def stable_rank(fro2: float, s1: float) -> float:
+    """||G||_F^2 / ||G||_2^2 (0 for G = 0)."""
+    return fro2 / max(s1**2, NORM_FLOOR)
+
+
+def rank_measures(values: torch.Tensor, fro2: float, outliers: int) -> R.Ranks:
+    """Stable and effective (entropy) rank, the count of values holding 90% / 99% of ||G||_F^2."""
     s = values[values > 0].double()
     if s.numel() == 0:
-        return {"stable": 0.0, "effective": 0.0, "energy90": 0, "energy99": 0}
+        return R.Ranks(0.0, 0.0, 0, 0, outliers)
     p = s / s.sum()
     cum = torch.cumsum(s**2, 0) / (s**2).sum()
-    return {
-        "stable": fro2 / float(s[0]) ** 2,
-        "effective": math.exp(float(-(p * torch.log(p)).sum())),
-        "energy90": int((cum < 0.9).sum()) + 1,
-        "energy99": int((cum < 0.99).sum()) + 1,
-    }
+    return R.Ranks(
+        stable=stable_rank(fro2, float(s[0])),
+        effective=math.exp(float(-(p * torch.log(p)).sum())),
+        energy90=int((cum < 0.9).sum()) + 1,
+        energy99=int((cum < 0.99).sum()) + 1,
+        outliers=outliers,
+    )
 
 
 def classify(
@@ -93,6 +102,24 @@ def captured(U: torch.Tensor, v: torch.Tensor) -> float:
     return float((U.T @ v).norm()) / nv if nv > 0 and U.shape[1] else 0.0
 
 
+def reg_term(reg: torch.Tensor, residue_dir: torch.Tensor, q: torch.Tensor, G_fro2: float) -> R.RegTerm:
+    """The regulariser's own term: its size, its share of ||G||_F^2, and the fraction of its Frobenius
+    norm along the residue direction X_B^T r and along the spike q (||u^T reg|| / ||reg||_F)."""
+    fro = float(reg.norm())
+
+    def along(v: torch.Tensor) -> float:
+        nv = float(v.norm())
+        return float((v @ reg).norm()) / (nv * fro) if fro > 0 and nv > 0 else 0.0
+
+    return R.RegTerm(
+        norm=float(torch.linalg.matrix_norm(reg, 2)),
+        fro=fro,
+        share=fro**2 / max(G_fro2, NORM_FLOOR),
+        residue=along(residue_dir),
+        spike=along(q),
+    )
+
+
 def compute(
     spec_G: Spectrum,
     spec_E: Spectrum,
@@ -100,61 +127,63 @@ def compute(
     rmv,
     q: torch.Tensor,
     a: torch.Tensor,
-    reg_norm: float | None,
+    reg: R.RegTerm | None,
     identity_error: float,
     acfg,
 ) -> dict:
-    """metrics.json's measurement part (see product.md); rmv: U -> G^T U (G never formed)."""
+    """The measurement part of Metrics (docs/model.md, measures), as the record fields it fills;
+    rmv: U -> G^T U (G never formed)."""
     norm_G, fro_G = float(spec_G.values[0]), math.sqrt(spec_G.fro2)
-    norms = {
-        "G": norm_G,
-        "G_fro": fro_G,
-        "S1": dec.S1.norm(),
-        "S12": dec.S12.norm(),
-        "S2": dec.S2.norm(),
-        "E": float(spec_E.values[0]),
-        "E_fro": math.sqrt(spec_E.fro2),
-    }
-    if reg_norm is not None:
-        norms["reg"] = reg_norm
+    norms = R.Norms(
+        G=norm_G,
+        G_fro=fro_G,
+        S1=dec.S1.norm(),
+        S12=dec.S12.norm(),
+        S2=dec.S2.norm(),
+        E=float(spec_E.values[0]),
+        E_fro=math.sqrt(spec_E.fro2),
+        reg=None if reg is None else reg.norm,
+    )
     residue_dir = dec.S1.left
-    align = {
-        "residue": abs_cos(spec_G.U, residue_dir),
-        "spike": abs_cos(spec_G.U, q),
-        "right_mu": abs_cos(spec_G.V, a * dec.mu),
-        "right_spike": abs_cos(spec_G.V, dec.S2.right),
-    }
+    align = R.Alignment(
+        residue=abs_cos(spec_G.U, residue_dir),
+        spike=abs_cos(spec_G.U, q),
+        right_mu=abs_cos(spec_G.V, a * dec.mu),
+        right_spike=abs_cos(spec_G.V, dec.S2.right),
+    )
     # energy of G in the predicted subspace span{X_B^T r, q} vs its own top-2 subspace, and how
     # strongly G as a whole (penalty included) points along each predicted direction
     P = torch.linalg.qr(torch.stack([residue_dir, q], 1))[0]
     GtP = rmv(torch.cat([P, residue_dir[:, None], q[:, None]], 1))
     pred = float(GtP[:, :2].pow(2).sum())
-    directions = {"residue": float(GtP[:, 2].norm()) / max(float(residue_dir.norm()), 1e-300), "spike": float(GtP[:, 3].norm())}
-    fro2 = max(spec_G.fro2, 1e-300)
+    directions = R.Directions(float(GtP[:, 2].norm()) / max(float(residue_dir.norm()), NORM_FLOOR), float(GtP[:, 3].norm()))
+    fro2 = max(spec_G.fro2, NORM_FLOOR)
     top = spec_G.s.double()
-    edge = bulk_edge(norms["E"], norm_G, acfg.edge_margin, spec_G.s.dtype)
+    edge = bulk_edge(norms.E, norm_G, acfg.edge_margin, spec_G.s.dtype)
     s_list = [float(v) for v in top]
     n_out = count_outliers(s_list, edge)
     U_out = spec_G.U[:, :n_out]
-    cap = {"residue": captured(U_out, residue_dir), "spike": captured(U_out, q)}
+    cap = R.Directions(captured(U_out, residue_dir), captured(U_out, q))
     regime, labels, outliers = classify(
-        s_list, align["residue"], align["spike"], cap["residue"], cap["spike"], edge, acfg.align_threshold, acfg.dominance
+        s_list, align.residue, align.spike, cap.residue, cap.spike, edge, acfg.align_threshold, acfg.dominance
     )
-    ranks = rank_measures(spec_G.values, spec_G.fro2)
-    ranks["outliers"] = outliers
     return {
         "norms": norms,
-        "shares": {k: norms[k] * norms[k] / fro2 for k in ("S1", "S12", "S2")}
-        | {"E": spec_E.fro2 / fro2},  # inf, not OverflowError
+        "shares": R.Shares(
+            *(getattr(norms, k) * getattr(norms, k) / fro2 for k in ("S1", "S12", "S2")),
+            E=spec_E.fro2 / fro2,  # inf, not OverflowError
+            reg=None if reg is None else reg.share,
+        ),
         "singular_values": s_list,
         "alignment": align,
         "captured": cap,
         "directions": directions,
-        "energy": {"predicted_subspace": pred / fro2, "top2_subspace": float((top[:2] ** 2).sum()) / fro2},
-        "rank": ranks,
+        "energy": R.Energy(predicted_subspace=pred / fro2, top2_subspace=float((top[:2] ** 2).sum()) / fro2),
+        "rank": rank_measures(spec_G.values, spec_G.fro2, outliers),
         "bulk_edge": edge,
         "regime": regime,
         "outlier_labels": labels,
         "mu_mean": float(dec.mu.mean()),
         "identity_error": identity_error,
+        "reg": reg,
     }

@@ -13,9 +13,13 @@ import numpy as np
 import torch
 
 from gradrank.config import Config
+from gradrank.decomposition.split import Terms
 from gradrank.errors import InputError
+from gradrank.linalg.floors import NORM_FLOOR, resolution, tiny
 from gradrank.linalg.spectral import Spectrum, spectrum, spectrum_pair
 from gradrank.measures import metrics as metrics_mod
+from gradrank.measures.records import DataFacts, Metrics, Sizes
+from gradrank.measures.trust import trust
 from gradrank.twolayer import data as data_mod
 from gradrank.twolayer import network, regularizers
 from gradrank.twolayer.data import Dataset
@@ -25,11 +29,15 @@ from gradrank.twolayer.network import Network
 
 
 @dataclass
-class Result:
+class Analysis:
+    """One analysis: its resolved config, typed metrics (metrics.json), the arrays of arrays.npz,
+    timings, and the four terms as factors (on the compute device; not stored in a run directory)."""
+
     config: Config
-    metrics: dict
+    metrics: Metrics
     arrays: dict[str, np.ndarray]
     timings: dict = field(default_factory=dict)
+    terms: Terms | None = None
 
 
 def device_and_dtype(cfg: Config) -> tuple[torch.device, torch.dtype]:
@@ -38,7 +46,7 @@ def device_and_dtype(cfg: Config) -> tuple[torch.device, torch.dtype]:
     return torch.device(cfg.compute.device), getattr(torch, cfg.compute.dtype)
 
 
-def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None = None, noise_draw: int = 0) -> Result:
+def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None = None, noise_draw: int = 0) -> Analysis:
     """Decompose the gradient at (data, weights) already on the compute device.
 
     Input noise (single/average) changes the data the loss gradient is taken at, the noise joining
@@ -71,14 +79,24 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     spec_G, spec_E = spectra(grad, ds, dec, acfg.top_k, reg, accurate)
     lap("spectrum")
     mv, rmv = grad.operator(reg)  # G = G_loss + reg, never formed unless reg is
-    reg_m = None if reg is None else reg_metrics(reg, dec.S1.left, ds.q, spec_G.fro2)
-    m = metrics_mod.compute(spec_G, spec_E, dec, rmv, ds.q, net.a, None if reg is None else reg_m["norm"], identity_error, acfg)
-    if reg is not None:
-        m["reg"] = reg_m
-        m["shares"]["reg"] = reg_m["share"]
-    m["loss"] = grad.loss + regularizers.penalty_value(cfg, net, clean.X, clean.y, cfg.loss.kind)
-    m["spectral_residual"] = spectral_residual(mv, rmv, spec_G, m["norms"]["E"])
-    m["trust"] = trust(cfg, m, mu_err, ds)
+    reg_term = None if reg is None else metrics_mod.reg_term(reg, dec.S1.left, ds.q, spec_G.fro2)
+    measured = metrics_mod.compute(spec_G, spec_E, dec, rmv, ds.q, net.a, reg_term, identity_error, acfg)
+    residual = spectral_residual(mv, rmv, spec_G, measured["norms"].E)
+    m = Metrics(
+        sizes=Sizes(ds.n, ds.d, net.m),
+        data=DataFacts(
+            source=cfg.data.source,
+            zeta=ds.zeta,
+            nu=ds.info.get("nu"),
+            alpha_fit=ds.info.get("alpha_fit"),
+            alpha_fit_r2=ds.info.get("alpha_fit_r2"),
+        ),
+        **measured,
+        loss=grad.loss + regularizers.penalty_value(cfg, net, clean.X, clean.y, cfg.loss.kind),
+        spectral_residual=residual,
+        trust=trust(acfg, cfg.compute.dtype, measured["norms"], measured["singular_values"], identity_error, residual, mu_err),
+        config_hash=cfg.hash(),
+    )
     lap("metrics")
     arrays = {
         "singular_values": spec_G.values,
@@ -93,7 +111,7 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
         "bulk_eigenvalues": ds.eigenvalues,
     }
     arrays = {k: v.detach().cpu().double().numpy() for k, v in arrays.items()}
-    return Result(cfg, m, arrays, timings)
+    return Analysis(cfg, m, arrays, timings, dec.terms(ds.X_B))
 
 
 def spectra(grad, ds: Dataset, dec, k: int, reg: torch.Tensor | None, accurate: bool) -> tuple[Spectrum, Spectrum]:
@@ -123,7 +141,7 @@ def identity_probe(grad, dec, X_B: torch.Tensor, probes: int = 8) -> float:
     G_Om = grad.mv(Omega)
     left, right = dec.spikes()
     diff = G_Om - dec.coef * (X_B.T @ (dec.D_perp @ Omega)) - left @ (right @ Omega)
-    return float(diff.norm()) / max(float(G_Om.norm()), 1e-300)
+    return float(diff.norm()) / max(float(G_Om.norm()), NORM_FLOOR)
 
 
 def identity_residual(G_loss: torch.Tensor, dec, X_B: torch.Tensor, block_bytes: int = 1 << 25) -> float:
@@ -136,58 +154,7 @@ def identity_residual(G_loss: torch.Tensor, dec, X_B: torch.Tensor, block_bytes:
         cols = slice(j, j + step)
         diff = torch.addmm(G_loss[:, cols], X_B.T, dec.D_perp[:, cols], alpha=-dec.coef)
         diff2 += float(diff.addmm_(left, right[:, cols], alpha=-1).pow(2).sum())
-    return diff2**0.5 / max(float(G_loss.norm()), 1e-300)
-
-
-def reg_metrics(reg: torch.Tensor, residue_dir: torch.Tensor, q: torch.Tensor, G_fro2: float) -> dict:
-    """The regulariser's own term: its size, its share of ||G||_F^2, and the fraction of its Frobenius
-    norm along the residue direction X_B^T r and along the spike q (||u^T reg|| / ||reg||_F)."""
-    fro = float(reg.norm())
-
-    def along(v: torch.Tensor) -> float:
-        nv = float(v.norm())
-        return float((v @ reg).norm()) / (nv * fro) if fro > 0 and nv > 0 else 0.0
-
-    return {
-        "norm": float(torch.linalg.matrix_norm(reg, 2)),
-        "fro": fro,
-        "share": fro**2 / max(G_fro2, 1e-300),
-        "residue": along(residue_dir),
-        "spike": along(q),
-    }
-
-
-def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset) -> dict:
-    """Flags that say when a number should not be believed (reported, never hidden)."""
-    tol = cfg.analysis.identity_tol if cfg.compute.dtype == "float64" else max(cfg.analysis.identity_tol, 1e-4)
-    finite = all(np.isfinite(v) for v in m["norms"].values()) and bool(np.isfinite(m["singular_values"]).all())
-    spec_tol = 1e-3 if cfg.compute.dtype == "float64" else 1e-2
-    floor = m["singular_values"][0] * np.finfo(cfg.compute.dtype).eps ** 0.5
-    checks = {
-        "finite": finite,
-        "identity": m["identity_error"] <= tol,
-        "quadrature": mu_err <= 1e-6,
-        "spectrum": m.get("spectral_residual", 0.0) <= spec_tol,
-        "resolution": bool((1 + cfg.analysis.edge_margin) * m["norms"]["E"] >= floor or m["norms"]["E"] == 0),
-    }
-    warnings = []
-    if not finite:
-        warnings.append("non-finite values in the gradient or its spectrum")
-    if not checks["identity"]:
-        warnings.append(f"decomposition identity error {m['identity_error']:.2e} exceeds {tol:.0e}")
-    if not checks["quadrature"]:
-        warnings.append(f"Gauss-Hermite quadrature for mu not converged (change {mu_err:.1e}); raise analysis.quadrature")
-    if not checks["spectrum"]:
-        warnings.append(
-            f"top singular triplets not converged (residual {m['spectral_residual']:.1e} > {spec_tol:.0e}): "
-            "singular values, outlier count and regime are unreliable"
-        )
-    if not checks["resolution"]:
-        warnings.append(
-            f"||E|| = {m['norms']['E']:.2e} is below the {cfg.compute.dtype} resolution s_1 sqrt(eps) = "
-            f"{floor:.2e} of G's spectrum: outliers between them cannot be counted"
-        )
-    return {"ok": all(checks.values()), "checks": checks, "warnings": warnings}
+    return diff2**0.5 / max(float(G_loss.norm()), NORM_FLOOR)
 
 
 def spectral_residual(mv, rmv, spec, scale: float) -> float:
@@ -195,13 +162,13 @@ def spectral_residual(mv, rmv, spec, scale: float) -> float:
     triplets (mv, rmv: V -> G V, U -> G^T U): an independent check of the Gram-based spectrum, whose
     error grows like eps (s_1 / s_k)^2 (scale = ||E||, the bulk edge the outlier count is measured against)."""
     s = spec.s
-    keep = s > s[0] * torch.finfo(s.dtype).eps ** 0.5 if s.numel() else s > 0  # numerically null triplets have no direction
+    keep = s > s[0] * resolution(s.dtype) if s.numel() else s > 0  # numerically null triplets have no direction
     s, U, V = s[keep], spec.U[:, keep], spec.V[:, keep]
     if not s.numel():
         return 0.0
-    U, V = U / U.norm(dim=0).clamp_min(1e-300), V / V.norm(dim=0).clamp_min(1e-300)
+    U, V = U / U.norm(dim=0).clamp_min(NORM_FLOOR), V / V.norm(dim=0).clamp_min(NORM_FLOOR)
     res = torch.maximum((mv(V) - U * s).norm(dim=0), (rmv(U) - V * s).norm(dim=0))
-    return float((res / s.clamp_min(max(scale, torch.finfo(s.dtype).tiny))).max())
+    return float((res / s.clamp_min(max(scale, tiny(s.dtype)))).max())
 
 
 def prepare(cfg: Config) -> tuple[Config, Dataset, Network]:
@@ -239,32 +206,14 @@ def network_from_arrays(cfg: Config, W: np.ndarray, a: np.ndarray) -> Network:
     )
 
 
-def analyze(cfg: Config) -> Result:
+def analyze(cfg: Config) -> Analysis:
     """The whole analysis of a resolved config."""
     t = time.perf_counter()
     cfg, ds, net = prepare(cfg)
     return analyze_prepared(cfg, ds, net, {"setup": time.perf_counter() - t})
 
 
-def analyze_prepared(cfg: Config, ds: Dataset, net: Network, timings: dict | None = None) -> Result:
-    """The analysis at given data and weights (on the compute device), sizes and hash added."""
+def analyze_prepared(cfg: Config, ds: Dataset, net: Network, timings: dict | None = None) -> Analysis:
+    """The analysis at given data and weights (on the compute device)."""
     timings = {} if timings is None else timings
-    result = analyze_state(cfg, ds, net, timings)
-    finish(result, ds, net)
-    return result
-
-
-def finish(result: Result, ds: Dataset, net: Network) -> None:
-    """Add sizes, data facts and the config hash to the metrics."""
-    result.metrics = {
-        "sizes": {"n": ds.n, "d": ds.d, "m": net.m},
-        "data": {
-            "source": result.config.data.source,
-            "zeta": ds.zeta,
-            "nu": ds.info.get("nu"),
-            "alpha_fit": ds.info.get("alpha_fit"),
-            "alpha_fit_r2": ds.info.get("alpha_fit_r2"),
-        },
-        **result.metrics,
-        "config_hash": result.config.hash(),
-    }
+    return analyze_state(cfg, ds, net, timings)

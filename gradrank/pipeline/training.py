@@ -1,4 +1,4 @@
-"""Training with the gradient's decomposition followed over steps (spec section 7).
+"""Training with the gradient's decomposition followed over steps (docs/training.md).
 
 Gradient descent on W (full batch by default; mini-batch SGD and Adam as options), outer
 weights a fixed unless train.train_outer. Learning-rate convention (train.lr_scale = auto):
@@ -18,7 +18,7 @@ analysis is taken at the last weights with a finite loss and gradient.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -27,7 +27,8 @@ import torch
 from gradrank.config import Config
 from gradrank.errors import InputError
 from gradrank.linalg.spectral import Triplets, dense_spectrum, spectrum, top_k
-from gradrank.measures.metrics import abs_cos, bulk_edge, count_outliers
+from gradrank.measures.metrics import abs_cos, bulk_edge, count_outliers, stable_rank
+from gradrank.measures.records import FinalLosses, TrainInfo, TrainRecord, TrainSummary
 from gradrank.pipeline import analysis
 from gradrank.rng import generator
 from gradrank.twolayer import regularizers
@@ -45,43 +46,27 @@ def block_size(k: int, d: int, m: int) -> int:
 
 def columns(k: int) -> list[str]:
     """trajectory.csv's columns, in order."""
-    return [
-        "step",
-        "train_loss",
-        "test_loss",
-        "objective",
-        "G",
-        "G_fro",
-        "S1",
-        "S12",
-        "S2",
-        "E",
-        "reg",
-        *(f"s{i + 1}" for i in range(k)),
-        "outliers",
-        "stable_rank",
-        "align_residue_1",
-        "align_spike_1",
-        "align_residue_2",
-        "align_spike_2",
-        "drift_max_angle",
-        "drift",
-        "track_residual",
-        "track_fallback",
-        "track_iterations",
-    ]
+    return TrainRecord.columns(k)
 
 
 @dataclass
 class Trajectory:
-    rows: list[dict]
+    rows: list[TrainRecord]
     checkpoints: dict[str, np.ndarray]
-    result: analysis.Result  # the exact analysis at the final weights
+    result: analysis.Analysis  # the exact analysis at the final weights
     W: torch.Tensor
     a: torch.Tensor
     diverged: bool = False
     message: str = ""
-    info: dict = field(default_factory=dict)
+    info: TrainInfo | None = None
+
+    def summary(self) -> TrainSummary:
+        """What the run directory's metrics.json holds (besides config and provenance)."""
+        last = self.rows[-1] if self.rows else None
+        final = FinalLosses() if last is None else FinalLosses(last.train_loss, last.test_loss, last.objective)
+        return TrainSummary(
+            analysis=self.result.metrics, diverged=self.diverged, message=self.message, train=self.info, final=final
+        )
 
 
 def lr_effective(cfg: Config, m: int) -> float:
@@ -104,6 +89,7 @@ def _rows(ds: Dataset, idx: torch.Tensor) -> Dataset:
 
 
 def _loss(kind: str, net: Network, X: torch.Tensor, y: torch.Tensor) -> float:
+    """The mean loss of the network on (X, y)."""
     return float(loss_and_residue(kind, net.forward(X), y)[0].mean())
 
 
@@ -156,7 +142,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
     batches = generator(cfg.seed, "batches")
     order, cursor = torch.randperm(n, generator=batches), 0
     adam = {"m": torch.zeros_like(net.W), "v": torch.zeros_like(net.W), "t": 0}
-    rows: list[dict] = []
+    rows: list[TrainRecord] = []
     ckpts: dict[str, np.ndarray] = {}
     U_prev = None
     diverged, message = False, ""
@@ -220,7 +206,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
                 diverged, message = True, f"diverged at step {t}: the mini-batch loss or gradient is not finite; lower train.lr"
                 break
         if tc.train_outer:  # dL/da_j = (gamma/n) sum_i r_i sigma(w_j^T x_i)
-            net.a = net.a - lr * net.gamma * (net.act.f(a_grad_ds.X @ net.W.T).T @ r) / a_grad_ds.n
+            net.a = net.a - lr * net.gamma * (net.act.f(net.preactivations(a_grad_ds.X)).T @ r) / a_grad_ds.n
         if tc.optimizer == "adam":
             adam["t"] += 1
             adam["m"] = 0.9 * adam["m"] + 0.1 * direction
@@ -230,24 +216,22 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
         net.W = net.W - lr * direction
     if diverged:
         net = Network(good[0], good[1], net.gamma, net.act)
-    steps_done = rows[-1]["step"] if rows else 0
+    steps_done = rows[-1].step if rows else 0
     result = analysis.analyze_state(cfg, ds, net, noise_draw=steps_done)
-    analysis.finish(result, ds, net)
-    fallbacks = sum(int(r["track_fallback"]) for r in rows)
-    info = {
-        "steps_done": steps_done,
-        "lr_effective": lr,
-        "n_test": 0 if ds.X_test is None else ds.X_test.shape[0],
-        "records": len(rows),
-        "track_fallbacks": fallbacks,
-        "track_iterations_mean": float(np.mean([r["track_iterations"] for r in rows])) if rows else 0.0,
-    }
+    info = TrainInfo(
+        steps_done=steps_done,
+        lr_effective=lr,
+        n_test=0 if ds.X_test is None else ds.X_test.shape[0],
+        records=len(rows),
+        track_fallbacks=sum(r.track_fallback for r in rows),
+        track_iterations_mean=float(np.mean([r.track_iterations for r in rows])) if rows else 0.0,
+    )
     return Trajectory(
         rows, {k_: v.detach().cpu().double().numpy() for k_, v in ckpts.items()}, result, net.W, net.a, diverged, message, info
     )
 
 
-def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W0, k) -> dict:
+def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W0, k) -> TrainRecord:
     """One row of trajectory.csv from the full-batch gradient at step t."""
     acfg, kind = cfg.analysis, cfg.loss.kind
     track_G, track_E, track_R = trackers
@@ -266,38 +250,28 @@ def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W
     G_fro = float(G.norm())
     res_cos, spk_cos = abs_cos(tG.U[:, :2], dec.S1.left), abs_cos(tG.U[:, :2], ds.q)
     res_cos, spk_cos = res_cos + [float("nan")] * (2 - len(res_cos)), spk_cos + [float("nan")] * (2 - len(spk_cos))
-    row = {
-        "step": t,
-        "train_loss": train_loss,
-        "test_loss": test_loss,
-        "objective": grad.loss + penalty,
-        "G": s[0],
-        "G_fro": G_fro,
-        "S1": dec.S1.norm(),
-        "S12": dec.S12.norm(),
-        "S2": dec.S2.norm(),
-        "E": norm_E,
-        "reg": 0.0
-        if reg is None
-        else float(track_R(lambda V: reg @ V, lambda U: reg.T @ U, lambda: dense_spectrum(reg, 2)).s[0]),
-        **{f"s{i + 1}": v for i, v in enumerate(s)},
-        "outliers": count_outliers(s, bulk_edge(norm_E, s[0], acfg.edge_margin, tG.s.dtype, tG.residual)),
-        "stable_rank": G_fro**2 / max(s[0] ** 2, 1e-300),
-        "align_residue_1": res_cos[0],
-        "align_spike_1": spk_cos[0],
-        "align_residue_2": res_cos[1],
-        "align_spike_2": spk_cos[1],
-        "drift_max_angle": _max_angle(tG.U[:, :k], U_prev),
-        "drift": float((net.W - W0).norm()),
-        "track_residual": tG.residual,
-        "track_fallback": int(tG.fallback),
-        "track_iterations": tG.iterations,
-    }
-    return row
-
-
-def trajectory_csv(rows: list[dict], k: int) -> str:
-    cols = columns(k)
-    lines = [",".join(cols)]
-    lines += [",".join(repr(r[c]) if isinstance(r[c], float) else str(r[c]) for c in cols) for r in rows]
-    return "\n".join(lines) + "\n"
+    return TrainRecord(
+        step=t,
+        train_loss=train_loss,
+        test_loss=test_loss,
+        objective=grad.loss + penalty,
+        G=s[0],
+        G_fro=G_fro,
+        S1=dec.S1.norm(),
+        S12=dec.S12.norm(),
+        S2=dec.S2.norm(),
+        E=norm_E,
+        reg=0.0 if reg is None else float(track_R(lambda V: reg @ V, lambda U: reg.T @ U, lambda: dense_spectrum(reg, 2)).s[0]),
+        s=s,
+        outliers=count_outliers(s, bulk_edge(norm_E, s[0], acfg.edge_margin, tG.s.dtype, tG.residual)),
+        stable_rank=stable_rank(G_fro**2, s[0]),
+        align_residue_1=res_cos[0],
+        align_spike_1=spk_cos[0],
+        align_residue_2=res_cos[1],
+        align_spike_2=spk_cos[1],
+        drift_max_angle=_max_angle(tG.U[:, :k], U_prev),
+        drift=float((net.W - W0).norm()),
+        track_residual=tG.residual,
+        track_fallback=int(tG.fallback),
+        track_iterations=tG.iterations,
+    )

@@ -8,6 +8,8 @@ document, no timestamps (the same run gives the same bytes).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import io
 import math
@@ -66,8 +68,30 @@ def _figure(nrows: int = 1, ncols: int = 1, *, figsize, **kw):
     return fig, fig.subplots(nrows, ncols, **kw)
 
 
+_COLLECT: contextvars.ContextVar[list | None] = contextvars.ContextVar("collect", default=None)
+
+
+@contextlib.contextmanager
+def collect():
+    """Inside the block every figure drawn is also appended to the yielded list (as a matplotlib
+    Figure), for notebooks (gradrank.api.Result.figures)."""
+    made: list = []
+    token = _COLLECT.set(made)
+    try:
+        yield made
+    finally:
+        _COLLECT.reset(token)
+
+
 def _svg(fig, key: str, label: str) -> str:
     """The figure as inline SVG with every id prefixed by `key` (unique within a document)."""
+    if (made := _COLLECT.get()) is not None:
+        made.append(fig)
+    return svg(fig, key, label)
+
+
+def svg(fig, key: str, label: str) -> str:
+    """A Figure as inline SVG markup, ids prefixed by `key`, labelled for screen readers."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()

@@ -19,6 +19,7 @@ import numpy as np
 
 from gradrank import io
 from gradrank.errors import InputError
+from gradrank.measures.records import check_schema
 
 FORMATS = ("html", "pdf")
 PAPERS = {"a4": "A4", "letter": "letter"}
@@ -44,42 +45,35 @@ def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, pa
         payload = _read_json(run_dir / "scaling.json", "scaling directory")
         paper = paper or _get(payload.get("config") or {}, "output.paper", "a4")
         return _write(render_scaling(payload, paper), formats, Path(out_dir or run_dir), paper)
-    metrics = _read_json(run_dir / "metrics.json", "run directory")
-    _check_metrics(metrics, run_dir / "metrics.json")
+    metrics = read_metrics(run_dir / "metrics.json")
     cfg = metrics.get("config") or {}
     paper = paper or (cfg.get("output") or {}).get("paper", "a4")
     html = templates_env().get_template("run.html.j2").render(**run_context(run_dir, metrics), paper=PAPERS[paper])
     return _write(html, formats, Path(out_dir or run_dir), paper)
 
 
-_METRIC_TYPES = {
-    "norms": dict,
-    "singular_values": list,
-    "alignment": dict,
-    "rank": dict,
-    "regime": str,
-    "config_hash": str,
-    "config": dict,
-}
+def read_metrics(path: Path) -> dict:
+    """metrics.json read through its typed record (a foreign or malformed file is exit 2 naming the
+    file and field), as the dict the templates read: the record's keys, config and provenance."""
+    from gradrank.results.runs import metrics_from_dict, read_json
 
-
-def _check_metrics(metrics, path: Path) -> None:
-    """A hand-edited or foreign metrics.json is bad input (exit 2), not an internal error."""
-    if not isinstance(metrics, dict):
-        raise InputError(f"{path}: not a gradrank metrics file (expected a JSON object)")
-    for key, kind in _METRIC_TYPES.items():
-        if not isinstance(metrics.get(key), kind):
-            raise InputError(f"{path}: field '{key}' is missing or not a {kind.__name__}")
-    if not all(isinstance(v, (int, float)) for v in metrics["singular_values"]) or not all(
-        isinstance(v, (int, float)) for v in metrics["norms"].values()
-    ):
-        raise InputError(f"{path}: fields 'singular_values' and 'norms' must hold numbers")
+    if not path.is_file():
+        raise InputError(f"{path.parent}: not a gradrank run directory (no readable {path.name})")
+    doc = read_json(path)
+    record = metrics_from_dict(doc, str(path))
+    for key in ("config", "provenance"):
+        if not isinstance(doc.get(key, {}), dict):
+            raise InputError(f"{path}: field '{key}' must be an object")
+    return {**record.to_dict(), "config": doc.get("config") or {}, "provenance": doc.get("provenance") or {}}
 
 
 def render_sweep(sweep_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None) -> list[Path]:
     """Write the report of a sweep directory (sweep.json manifest + results.csv): phase diagrams and seed bands."""
     sweep_dir = Path(sweep_dir)
+    from gradrank.experiments.sweep import SweepManifest
+
     manifest = _read_json(sweep_dir / "sweep.json", "sweep directory")
+    SweepManifest.from_dict(manifest, str(sweep_dir / "sweep.json"))
     rows = _read_csv(sweep_dir / "results.csv")
     if rows is None:
         raise InputError(f"{sweep_dir / 'results.csv'}: missing or unreadable (not a finished sweep directory)")
@@ -125,18 +119,8 @@ def _read_json(path: Path, what: str) -> dict:
         raise InputError(f"{path.parent}: not a gradrank {what} (no readable {path.name})") from None
     if not isinstance(obj, dict):
         raise InputError(f"{path}: expected a JSON object")
+    check_schema(obj, str(path))
     return obj
-
-
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """arrays.npz without unpickling; a missing file gives {} (figures needing it are left out)."""
-    if not path.is_file():
-        return {}
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files if z[k].dtype.kind in "biuf"}
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
-        raise InputError(f"{path}: unreadable array file ({exc.__class__.__name__})") from None
 
 
 def _read_csv(path: Path) -> list[dict[str, str]] | None:
@@ -212,8 +196,9 @@ def _sub(k: int) -> str:
 def run_context(run_dir: Path, metrics: dict) -> dict:
     """Everything the run template shows: headline, key numbers, figures, config and provenance."""
     from gradrank.report import figures
+    from gradrank.results.runs import read_arrays
 
-    arrays = _read_arrays(run_dir / "arrays.npz")
+    arrays = read_arrays(run_dir / "arrays.npz")
     cfg = metrics.get("config") or {}
     m = metrics
     has_analysis = all(k in m for k in ("norms", "rank", "alignment", "regime", "bulk_edge", "singular_values"))

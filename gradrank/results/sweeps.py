@@ -4,10 +4,7 @@ config hash, the worker function that runs and stores a point, and the aggregate
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import json
-import math
 import time
 import traceback
 from pathlib import Path
@@ -18,7 +15,10 @@ from gradrank import io
 from gradrank.config import Config
 from gradrank.errors import InputError
 from gradrank.experiments.executors import Outcome, limit_threads
-from gradrank.experiments.sweep import FORMAT, MANIFEST, MAX_LIST, TABLE, Point, PointTask, SweepSpec
+from gradrank.experiments.sweep import FORMAT, MANIFEST, MAX_LIST, TABLE, Point, PointTask, SweepManifest, SweepSpec
+from gradrank.measures.records import SCHEMA
+from gradrank.results.runs import metrics_from_dict, read_json
+from gradrank.results.tables import csv_text
 
 
 def _run_analyze(cfg: Config, target: Path) -> None:
@@ -98,7 +98,8 @@ class Store:
     def record_failure(self, h: str, error: str, trace: str = "") -> None:
         self.points.mkdir(parents=True, exist_ok=True)
         io.write_json(
-            self.failed_path(h), {"hash": h, "error": error, "traceback": trace, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            self.failed_path(h),
+            {"schema": SCHEMA, "hash": h, "error": error, "traceback": trace, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         )
 
     def manifest(self) -> dict:
@@ -107,8 +108,7 @@ class Store:
             m = json.loads(path.read_text())
         except (OSError, ValueError):
             raise InputError(f"{self.root}: not a gradrank sweep directory (no readable {MANIFEST})") from None
-        if not isinstance(m, dict) or m.get("format") != FORMAT:
-            raise InputError(f"{path}: not a gradrank sweep manifest")
+        SweepManifest.from_dict(m, str(path))  # exit 2 naming the field of a foreign or damaged manifest
         return m
 
     def write_table(self) -> Path:
@@ -146,31 +146,18 @@ def open_store(root: Path, base: Config, spec: SweepSpec, pts: list[Point], exec
     store.write_manifest(
         {
             "format": FORMAT,
+            "schema": SCHEMA,
             **identity,
             "keys": keys,
             "base_config": base.to_dict(),
             "points": [{"hash": p.hash, "values": p.values} for p in pts],
             "executor": executor,
             "slurm_jobs": [],
-            "versions": _versions(),
+            "versions": io.versions(("distributed", "submitit")),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
     )
     return store
-
-
-def _versions() -> dict:
-    """Package versions from their metadata (the sweep process itself never imports torch)."""
-    import importlib.metadata as md
-    import platform
-
-    out = {"python": platform.python_version()}
-    for pkg in ("gradrank", "numpy", "scipy", "torch", "distributed", "submitit"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "absent"
-    return out
 
 
 # ---------------------------------------------------------------------------- the table
@@ -197,16 +184,6 @@ def _scalar(v) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
 
 
-def _cell(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return repr(v) if math.isfinite(v) else str(v)
-    text = str(v)
-    # a spreadsheet must not read a user string as a formula
-    return "'" + text if text[:1] in ("=", "+", "@", "\t", "\r") else text
-
-
 def table_rows(store: Store) -> tuple[list[str], list[dict]]:
     """(columns, rows): one row per point of the manifest, in grid order."""
     m = store.manifest()
@@ -216,10 +193,11 @@ def table_rows(store: Store) -> tuple[list[str], list[dict]]:
         h = p["hash"]
         row = {"point": h, **{k: p["values"].get(k) for k in keys}, "status": store.state(h), "error": ""}
         if row["status"] == "done":
+            path = store.point_dir(h) / "metrics.json"
             try:
-                metrics = json.loads((store.point_dir(h) / "metrics.json").read_text())
-            except (OSError, ValueError):
-                row["status"], row["error"] = "failed", "unreadable metrics.json"
+                metrics = metrics_from_dict(read_json(path), str(path)).to_dict()
+            except InputError as exc:
+                row["status"], row["error"] = "failed", str(exc)
             else:  # a metric named like a swept key (data.nu) is prefixed: metrics.data.nu
                 flat = {(f"metrics.{k}" if k in keys else k): v for k, v in flatten(metrics).items()}
                 metric_cols |= dict.fromkeys(flat)
@@ -232,14 +210,8 @@ def table_rows(store: Store) -> tuple[list[str], list[dict]]:
 
 def write_table(store: Store) -> Path:
     """Rebuild DIR/results.csv from the store (atomic)."""
-    columns, rows = table_rows(store)
-    buf = _io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for row in rows:
-        w.writerow([_cell(row.get(c)) for c in columns])
     path = store.root / TABLE
-    io.write_text(path, buf.getvalue())
+    io.write_text(path, csv_text(*table_rows(store)))
     return path
 
 
