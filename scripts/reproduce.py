@@ -1,4 +1,4 @@
-"""Measure every claim of spec section 5 at the paper's sizes over several seeds.
+"""Measure every claim of the paper (docs/reproduction.md) at the paper's sizes over several seeds.
 
 Prints markdown tables (mean ± sd over seeds) for docs/reproduction.md and writes the raw
 per-run numbers as JSON. Every run goes through gradrank.pipeline.analysis.analyze, the same pipeline

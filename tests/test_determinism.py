@@ -33,7 +33,7 @@ def analyze_sets(sets: list[str], seed: int = 3) -> tuple[str, dict]:
     from gradrank.pipeline import analysis
 
     res = analysis.analyze(config.load(sets=sets, seed=seed))
-    return json.dumps(res.metrics, sort_keys=True), res.arrays
+    return json.dumps(res.metrics.to_dict(), sort_keys=True), res.arrays
 
 
 def assert_identical(a, b):

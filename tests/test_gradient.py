@@ -50,14 +50,18 @@ def test_scalings_differ_by_gamma(small_cfg):
 
 
 def test_activation_derivatives_match_autograd():
-    """sigma' and sigma'' of every activation against autograd (away from kinks)."""
-    from gradrank.twolayer.activations import get
+    """The first three derivatives of every activation against autograd (away from kinks), and the
+    registry holds exactly the activations the config accepts."""
+    from gradrank.twolayer.activations import TRAITS, get
 
+    assert tuple(TRAITS) == ACTIVATIONS
     u = torch.linspace(-3, 3, 101, dtype=torch.float64) + 1e-3
     for name in ACTIVATIONS:
         act = get(name, 0.1)
         x = u.clone().requires_grad_(True)
         (d1,) = torch.autograd.grad(act.f(x).sum(), x, create_graph=True)
         assert torch.allclose(act.d1(u), d1.detach(), atol=1e-12), name
-        d2 = torch.autograd.grad(d1.sum(), x)[0] if d1.requires_grad else torch.zeros_like(u)  # piecewise linear
-        assert torch.allclose(act.d2(u), d2, atol=1e-12), name
+        d2 = torch.autograd.grad(d1.sum(), x, create_graph=True)[0] if d1.requires_grad else torch.zeros_like(u)
+        assert torch.allclose(act.d2(u), d2.detach(), atol=1e-12), name  # 0 for piecewise linear sigma
+        d3 = torch.autograd.grad(d2.sum(), x)[0] if d2.requires_grad else torch.zeros_like(u)
+        assert torch.allclose(act.d3(u), d3, atol=1e-11), name

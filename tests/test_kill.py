@@ -91,8 +91,8 @@ def test_analyze_killed_at_random_times(tmp_path):
     assert p.wait(timeout=300) == 0
     assert check_parent(tmp_path, "run") == "complete"
     reference = analysis.analyze(config.load(sets=SMALL[1::2]))
-    assert json.loads(json.dumps(reference.metrics)) == {
-        k: v for k, v in check_run(out).items() if k not in ("config", "provenance")
+    assert json.loads(json.dumps(reference.metrics.to_dict())) == {
+        k: v for k, v in check_run(out).items() if k not in ("schema", "config", "provenance")
     }
     record(
         "kill",
@@ -225,8 +225,8 @@ def test_sweep_killed_and_resumed(tmp_path):
 
     late = next(e for e in final if e.name not in complete)
     alone = analysis.analyze(config.from_dict(tomllib.loads((late / "config.toml").read_text())))
-    assert json.loads(json.dumps(alone.metrics)) == {
-        k: v for k, v in check_run(late).items() if k not in ("config", "provenance")
+    assert json.loads(json.dumps(alone.metrics.to_dict())) == {
+        k: v for k, v in check_run(late).items() if k not in ("schema", "config", "provenance")
     }
     record(
         "kill",

@@ -102,7 +102,7 @@ def test_extremes_float32_right_or_flagged(sets):
     either agree with the float64 dense SVD to 1e-3 on the bulk-edge scale, or trust says no."""
     res, ds, net = run(*sets, "compute.dtype=float32")
     m = res.metrics
-    assert np.isfinite(m["singular_values"]).all() and all(np.isfinite(v) for v in m["norms"].values())
+    assert np.isfinite(m["singular_values"]).all() and all(np.isfinite(v) for v in m.norms.to_dict().values())
     assert m["identity_error"] < 1e-4
     err = spectrum_error(res, dense_reference(ds, net, res.config.loss.kind))
     assert m["trust"]["ok"] == (not m["trust"]["warnings"])
@@ -158,11 +158,16 @@ def test_trust_flags_fire_and_show(tmp_path):
     """Each check fails when its quantity is out of bounds, and the summary and metrics.json say so."""
     res, ds, net = run()
     cfg, m = res.config, res.metrics
-    assert analysis.trust(cfg, m, 0.0, ds)["ok"]
-    assert not analysis.trust(cfg, m, 1e-3, ds)["checks"]["quadrature"]
-    assert not analysis.trust(cfg, {**m, "identity_error": 1e-6}, 0.0, ds)["checks"]["identity"]
-    assert not analysis.trust(cfg, {**m, "spectral_residual": 1.0}, 0.0, ds)["checks"]["spectrum"]
-    assert not analysis.trust(cfg, {**m, "singular_values": [np.nan] + m["singular_values"][1:]}, 0.0, ds)["checks"]["finite"]
+    from gradrank.measures.trust import trust as trust_of
+
+    def check(identity=m.identity_error, residual=m.spectral_residual, mu_err=0.0, s=m.singular_values):
+        return trust_of(cfg.analysis, cfg.compute.dtype, m.norms, s, identity, residual, mu_err)
+
+    assert check().ok and check() == m.trust
+    assert not check(mu_err=1e-3).checks.quadrature
+    assert not check(identity=1e-6).checks.identity
+    assert not check(residual=1.0).checks.spectrum
+    assert not check(s=[np.nan] + m.singular_values[1:]).checks.finite
     # a residual that is really measured: perturb the spectrum and recompute it
     from gradrank.linalg.spectral import Spectrum
 

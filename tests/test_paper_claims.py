@@ -1,4 +1,4 @@
-"""Reduced-size versions of the paper's claims (spec section 5), each over several seeds.
+"""Reduced-size versions of the paper's claims (docs/reproduction.md), each over several seeds.
 
 Sizes n=200, d=266, m=333 keep the paper's ratios d/n = 4/3, m/n = 5/3. The claims are about
 typical behaviour, so the regime claims ask for at least 4 of 5 seeds; the activation and

@@ -1,4 +1,4 @@
-"""Regularisers (spec section 6): closed forms against torch autograd, input noise in the decomposition."""
+"""Regularisers (docs/model.md, section 6): closed forms against torch autograd, input noise in the decomposition."""
 
 import pytest
 import torch

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from gradrank.cli.app import app
-from gradrank.linalg import spectral
+from gradrank.linalg import lapack, spectral
 from gradrank.pipeline import analysis
 from gradrank.twolayer.gradient import gradient
 from gradrank.twolayer.mu import decompose, mu_population
@@ -52,15 +52,15 @@ def test_values_only_and_torch_eigh_route_agree():
     assert vals.U.shape == (100, 0) and vals.V.shape == (140, 0)
     assert torch.allclose(full.values, vals.values, rtol=0, atol=1e-12 * float(full.values[0]))
     M = R[:, :100].T @ R[:, :100] + torch.diag(torch.arange(100.0, dtype=torch.float64))
-    lam_l, P_l = spectral._eig_top(M.clone(), 7, lapack=True)
-    lam_t, P_t = spectral._eig_top(M.clone(), 7, lapack=False)
+    lam_l, P_l = spectral._eig_top(M.clone(), 7, use_lapack=True)
+    lam_t, P_t = spectral._eig_top(M.clone(), 7, use_lapack=False)
     ref = torch.linalg.eigvalsh(M).flip(0)
     for lam in (lam_l, lam_t):
         assert float((lam - ref).abs().max()) <= 1e-12 * float(ref[0])
     assert _angle(P_l, P_t) < 1e-6
     assert float((M @ P_l - P_l * lam_l[:7]).norm(dim=0).max()) <= 1e-10 * float(ref[0])
     strided = (M @ M)[::2, ::2]  # LAPACK reads memory: a strided view must be copied, not misread
-    lam_s, P_s = spectral._eig_top(strided, 3, lapack=True)
+    lam_s, P_s = spectral._eig_top(strided, 3, use_lapack=True)
     assert float((lam_s - torch.linalg.eigvalsh(strided.contiguous()).flip(0)).abs().max()) <= 1e-12 * float(lam_s[0])
     assert float((strided @ P_s - P_s * lam_s[:3]).norm()) <= 1e-10 * float(lam_s[0])
 
@@ -221,12 +221,12 @@ def test_spectrum_pair_matches_dense_svds(p, n, d, m):
     A, A2 = 0.7 * L.T @ Rp, 0.7 * L.T @ (Rp - U @ B.T)
     calls = []
     other = lambda: calls.append(1) or spectral.spectrum(L, Rp - U @ B.T, 0.7, 0)  # noqa: E731
-    pools = spectral._blas_pools().info()
+    pools = lapack.blas_pools().info()
     sp, sp2 = spectral.spectrum_pair(L, R, U, B, 0.7, 5, other)
     U0, S, Vh = torch.linalg.svd(A, full_matrices=False)
     S2 = torch.linalg.svdvals(A2)
     assert len(calls) == (p >= min(d, m))  # the update serves whenever the Gram route fits
-    assert spectral._blas_pools().info() == pools  # the two reductions' thread limits left nothing behind
+    assert lapack.blas_pools().info() == pools  # the two reductions' thread limits left nothing behind
     assert sp.values.shape == S.shape and sp2.values.shape == S2.shape
     assert float((sp.values - S).abs().max()) <= 1e-8 * float(S[0])  # normwise: null values come out ~sqrt(eps) s_1
     assert float((sp2.values - S2).abs().max()) <= 1e-8 * float(S2[0])

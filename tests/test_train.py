@@ -1,4 +1,4 @@
-"""Training (spec section 7): descent, reproducibility, tracked top-k against exact SVDs, divergence, CLI."""
+"""Training (docs/training.md): descent, reproducibility, tracked top-k against exact SVDs, divergence, CLI."""
 
 import csv
 import json
@@ -32,7 +32,7 @@ def test_gradient_descent_lowers_the_loss_and_the_same_seed_repeats_it():
     assert all(x > y for x, y in zip(losses, losses[1:])) and losses[-1] < 0.5 * losses[0]
     assert not a.diverged and math.isfinite(a.rows[-1]["test_loss"]) and a.info["n_test"] == 15  # n // 4 by default
     for ra, rb in zip(a.rows, b.rows):
-        assert all(ra[k] == rb[k] or (ra[k] != ra[k] and rb[k] != rb[k]) for k in ra)  # NaN == NaN here
+        assert all(ra[k] == rb[k] or (ra[k] != ra[k] and rb[k] != rb[k]) for k in ra.to_dict())  # NaN == NaN here
     assert torch.equal(a.W, b.W)
     # the final analysis is the exact decomposition at the final weights
     assert a.result.metrics["norms"]["S1"] == pytest.approx(a.rows[-1]["S1"], rel=1e-12)

@@ -9,7 +9,8 @@ from typing import Callable
 from gradrank.config import Config
 from gradrank.errors import InputError
 from gradrank.measures.fits import Fit, fit_loglog
-from gradrank.twolayer.theory import ACTIVATION_CLASS, QUANTITIES, Prediction, predict
+from gradrank.twolayer.activations import traits
+from gradrank.twolayer.theory import QUANTITIES, Prediction, predict
 
 
 @dataclass
@@ -63,7 +64,7 @@ def study(cfg: Config, ns: list[int], seeds: int, progress: Callable[[int, int, 
                 progress(len(rows), total, f"n={n} seed={run_cfg.seed}")
     fits = {q: fit_loglog([r["n"] for r in rows], [r[q] for r in rows]) for q in QUANTITIES}
     pred = predict(cfg)
-    p = ACTIVATION_CLASS[cfg.model.activation][1]
+    p = traits(cfg.model.activation).p
     expected = {
         **pred.exponents,
         "zeta": cfg.data.nu if cfg.data.zeta is None else 0.0,

@@ -23,7 +23,7 @@ from gradrank import config as config_mod
 from gradrank.config import Config
 from gradrank.errors import InputError
 from gradrank.experiments.executors import Outcome, check_scheduler_options
-from gradrank.measures.records import Record, check_schema
+from gradrank.measures.records import SCHEMA, Record, check_schema
 
 MANIFEST = "sweep.json"
 TABLE = "results.csv"
@@ -43,12 +43,13 @@ class ManifestPoint(Record):
     values: dict[str, Any]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SweepManifest(Record):
     """sweep.json: the sweep's identity (base config hash, axes, seeds, mode, command), its points,
     how it is executed, the scheduler jobs submitted and the package versions."""
 
     format: str
+    schema: int = SCHEMA
     base_hash: str
     axes: dict[str, list[Any]]
     seeds: int

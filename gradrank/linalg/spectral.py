@@ -21,11 +21,13 @@ never forms anything larger than n x block.
 
 from __future__ import annotations
 
-import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
+
+from gradrank.linalg import lapack
+from gradrank.linalg.floors import SCALE_SAFE, eps, resolution, tiny
 
 
 @dataclass
@@ -51,90 +53,15 @@ class Triplets:
     fallback: bool = False  # not converged within max_dim columns: `exact()` was used
 
 
-@functools.lru_cache(maxsize=1)
-def _blas_pools():
-    """threadpoolctl's view of the loaded BLAS libraries (scipy's OpenBLAS among them), found once."""
-    import scipy.linalg.lapack  # noqa: F401 - loads the library to be found
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-@functools.lru_cache(maxsize=None)
-def _lapack(name: str):
-    """A LAPACK routine from scipy's Cython LAPACK table (scipy.linalg.cython_lapack, public API),
-    called through ctypes, which releases the GIL: two reductions can run on the two cores at once."""
-    import ctypes
-
-    from scipy.linalg import cython_lapack
-
-    api = ctypes.pythonapi
-    api.PyCapsule_GetName.restype, api.PyCapsule_GetName.argtypes = ctypes.c_char_p, [ctypes.py_object]
-    api.PyCapsule_GetPointer.restype = ctypes.c_void_p
-    api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-    capsule = cython_lapack.__pyx_capi__[name]
-    address = api.PyCapsule_GetPointer(capsule, api.PyCapsule_GetName(capsule))
-    return ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * {"sytrd": 10, "sterf": 4}[name[1:]])(address)
-
-
-def _tridiagonal(A):
-    """A = Q T Q^T, in place when A is contiguous, for a symmetric float32/64 numpy array A (LAPACK
-    sytrd, uplo = L of the Fortran view, whose memory is A's own), and all eigenvalues of T (sterf), ascending.
-    Returns the reflectors (Fortran view of A), T's diagonal and off-diagonal, tau and the eigenvalues."""
-    import numpy as np
-
-    A = np.ascontiguousarray(A)  # LAPACK reads the memory: a strided view is copied first
-    n, dt = A.shape[0], A.dtype
-    x = "d" if dt == np.float64 else "s"
-    ptr = lambda a: a.ctypes.data  # noqa: E731
-    N, lwork, info = (np.array([v], np.int32) for v in (n, -1, 0))
-    uplo = np.array([b"L"], "S1")
-    d, e, tau, work = np.empty(n, dt), np.empty(max(n - 1, 1), dt), np.empty(max(n - 1, 1), dt), np.empty(1, dt)
-    F = A.T  # Fortran-ordered view of the same memory (A is symmetric)
-    args = lambda: (ptr(uplo), ptr(N), ptr(F), ptr(N), ptr(d), ptr(e), ptr(tau), ptr(work), ptr(lwork), ptr(info))  # noqa: E731
-    _lapack(x + "sytrd")(*args())  # workspace query
-    lwork[0] = int(work[0])
-    work = np.empty(int(lwork[0]), dt)
-    _lapack(x + "sytrd")(*args())
-    if info[0]:
-        raise RuntimeError(f"LAPACK {x}sytrd failed (info = {info[0]})")
-    diag, off = d.copy(), e[: n - 1].copy()
-    _lapack(x + "sterf")(ptr(N), ptr(d), ptr(e), ptr(info))
-    if info[0]:
-        raise RuntimeError(f"LAPACK {x}sterf did not converge (info = {info[0]})")
-    return F, diag, off, tau[: n - 1], d
-
-
-def _eig_top(C: torch.Tensor, k: int, lapack: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _eig_top(C: torch.Tensor, k: int, use_lapack: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """All eigenvalues of the symmetric C (descending, clamped at 0) and the top-k eigenvectors.
 
-    On the CPU (lapack = None: when C is there) one tridiagonal reduction serves both and C is
-    overwritten; elsewhere torch.linalg.eigh computes all n eigenvectors, of which k are kept."""
-    n = C.shape[0]
-    if not (C.device.type == "cpu" if lapack is None else lapack) or n < 3:
+    On the CPU (use_lapack = None: when C is there) one tridiagonal reduction serves both and C is
+    overwritten (linalg.lapack); elsewhere torch.linalg.eigh computes all n eigenvectors, of which k are kept."""
+    if not (C.device.type == "cpu" if use_lapack is None else use_lapack) or C.shape[0] < 3:
         return _eigh(C, k)
-    import numpy as np
-    from scipy.linalg import lapack
-
-    # one thread: scipy's OpenBLAS helper threads would otherwise spin against torch's OpenMP pool
-    with _blas_pools().limit(limits=1, user_api="blas"):
-        refl, diag, off, tau, lam = _tridiagonal(C.numpy())  # C = Q T Q^T
-        lam = torch.from_numpy(lam).flip(0).clamp_min(0)
-        if k == 0:
-            return lam, C.new_zeros(n, 0)
-        # eigenvectors of T for the k largest eigenvalues (1-based indices n-k+1 .. n), then Q times them
-        stemr, ormqr = lapack.get_lapack_funcs(("stemr", "ormqr"), dtype=diag.dtype)
-        found, _, Z, info = stemr(diag, np.append(off, 0.0), 2, 0.0, 0.0, n - k + 1, n)
-        if info or found != k:  # MRRR declined (rare): a dense solver on the tridiagonal T instead
-            e = torch.from_numpy(off)
-            Z = torch.linalg.eigh(torch.diag(torch.from_numpy(diag)) + torch.diag(e, 1) + torch.diag(e, -1))[1][
-                :, n - k :
-            ].numpy()
-        P = np.asfortranarray(Z[:, :k][:, ::-1])
-        # Q = diag(1, Q~), Q~ from the reflectors stored below the subdiagonal (LAPACK's dormtr, uplo = L);
-        # OpenBLAS on one thread: MKL's threads would wait on the core the other reduction holds
-        P[1:] = ormqr("L", "N", refl[1:, :-1], tau, P[1:], lwork=max(1, 64 * k))[0]
-    return lam, torch.from_numpy(np.ascontiguousarray(P))
+    lam, P = lapack.eig_top(C.numpy(), k)
+    return torch.from_numpy(lam).flip(0).clamp_min(0), torch.from_numpy(P) if k else C.new_zeros(C.shape[0], 0)
 
 
 def _eigh(C: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,8 +72,7 @@ def _eigh(C: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _resolved(lam: torch.Tensor, k: int) -> bool:
     """Gram eigenvalues give s_k to a relative error ~ eps (s_1 / s_k)^2: trusted while that is
     below sqrt(eps), else the caller takes an SVD of the factor itself (e.g. a strong spike, nu ~ 2)."""
-    eps = torch.finfo(lam.dtype).eps
-    return bool(lam[k - 1] >= lam[0] * eps**0.5) if k else True
+    return bool(lam[k - 1] >= lam[0] * resolution(lam.dtype)) if k else True
 
 
 def _factor_spectrum(
@@ -160,7 +86,7 @@ def _factor_spectrum(
         lam, P = _eig_top(C, k)
         if _resolved(lam, k):
             s = lam.sqrt()
-            return s, (M.T @ P) / s[:k].clamp_min(torch.finfo(s.dtype).tiny), fro2
+            return s, (M.T @ P) / s[:k].clamp_min(tiny(s.dtype)), fro2
     if k == 0:
         return torch.linalg.svdvals(M), M.new_zeros(M.shape[1], 0), fro2
     _, s, Vh = torch.linalg.svd(M, full_matrices=False)
@@ -221,7 +147,7 @@ def spectrum_pair(
     if K.device.type == "cpu" and torch.get_num_threads() > 1:  # A''s reduction on another core (LAPACK
         # without the GIL) while A's runs here, unless the process is held to one thread (a sweep worker);
         # the outer limit makes the two threads' own limits restore 1, and this one the original count
-        with _blas_pools().limit(limits=1, user_api="blas"), ThreadPoolExecutor(1) as pool:
+        with lapack.one_blas_thread(), ThreadPoolExecutor(1) as pool:
             other_eig = pool.submit(_eig_top, K, 0)
             s, V, fro2 = _factor_spectrum(M, min(k, n, d, m), accurate, C)
             lam_other = other_eig.result()[0]
@@ -242,7 +168,7 @@ def spectrum_pair(
 def _from_factor(L, R, coef, s, V, fro2, d, m) -> Spectrum:
     """A = coef L^T R's Spectrum from M's values s, top right vectors V and ||M||_F^2."""
     k = V.shape[1]
-    U = _A(L, R, 1.0, V) / s[:k].clamp_min(torch.finfo(s.dtype).tiny)
+    U = _A(L, R, 1.0, V) / s[:k].clamp_min(tiny(s.dtype))
     values = torch.cat([s, s.new_zeros(min(d, m) - s.numel())])
     return Spectrum(coef * values, U, coef * s[:k], V, coef**2 * fro2)
 
@@ -253,14 +179,14 @@ def dense_spectrum(A: torch.Tensor, k: int, accurate: bool = False) -> Spectrum:
     wide = A.shape[0] <= A.shape[1]
     M = A if wide else A.T
     s, Y, fro2 = _factor_spectrum(M, k, accurate)  # Y: right singular vectors of M
-    X = M @ Y / s[:k].clamp_min(torch.finfo(s.dtype).tiny)
+    X = M @ Y / s[:k].clamp_min(tiny(s.dtype))
     U, V = (X, Y) if wide else (Y, X)
     return Spectrum(s, U, s[:k], V, fro2)
 
 
 def _A(L: torch.Tensor, R: torch.Tensor, coef: float, V: torch.Tensor) -> torch.Tensor:
     """coef L^T (R V) for a thin V, computed transposed, ((V^T R^T) L)^T: BLAS runs thin products
-    with the long dimension last 1.8-3.6x faster (measured at n=2048, m=16384, 32 columns)."""
+    faster with the long dimension last (docs/performance.md)."""
     return coef * ((V.T @ R.T) @ L).T
 
 
@@ -277,7 +203,7 @@ def _orth(K: torch.Tensor, Q: torch.Tensor | None) -> torch.Tensor:
     if Q is not None:
         for _ in range(2):
             K = K - Q @ (Q.T @ K)
-    floor = torch.finfo(K.dtype).eps ** 0.5 * scale
+    floor = resolution(K.dtype) * scale
     Qk, Rk = torch.linalg.qr(K)
     if bool((Rk.diagonal().abs() > floor).all()):  # the usual case; else the SVD says which directions are new
         return Qk
@@ -315,13 +241,13 @@ def top_k(mv, rmv, start: torch.Tensor, k: int, tol: float = 1e-6, max_dim: int 
         limit = max_dim or min(max(20 * b, 400), d, W.shape[0])
         Wall, Kall, Qall, wall = torch.cat(Ws, 1), torch.cat(Ks, 1), torch.cat(Qs, 1), torch.cat(ws)
         top = float(wall.max())
-        c = 1.0 if 1e-100 < top < 1e100 else top  # scale the Gram only where it could over- or underflow
+        c = 1.0 if SCALE_SAFE[0] < top < SCALE_SAFE[1] else top  # scale the Gram only where it could over- or underflow
         Wc = Wall if c == 1.0 else Wall / c
         lam, P = _eig_top(Wc.T @ Wc, min(b, dim))  # (Q^T A)(Q^T A)^T / c^2
         s = c * lam[: P.shape[1]].sqrt()
-        inv = torch.where(s > s[0] * torch.finfo(s.dtype).eps, 1 / s, 0.0)  # rank-deficient A: zero, not huge, columns
+        inv = torch.where(s > s[0] * eps(s.dtype), 1 / s, 0.0)  # rank-deficient A: zero, not huge, columns
         U, AV = Qall @ P, Kall @ (P * wall[:, None] * inv)  # A v_i = A W p_i / s_i
-        residual = float((AV[:, :k] - U[:, :k] * s[:k]).norm(dim=0).max() / s[0].clamp_min(torch.finfo(s.dtype).tiny))
+        residual = float((AV[:, :k] - U[:, :k] * s[:k]).norm(dim=0).max() / s[0].clamp_min(tiny(s.dtype)))
         if residual <= tol:
             return Triplets(U, s, Wall @ P * inv, k, residual, it)
         Q = _orth(K, Qall)[:, : limit - dim] if dim < limit else K[:, :0]

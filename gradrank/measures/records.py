@@ -97,6 +97,8 @@ class Record:
     def get(self, key: str, default=None):
         return self[key] if key in self else default
 
+    __iter__ = None  # not a mapping: iterate over to_dict()
+
 
 @functools.lru_cache(maxsize=None)
 def _hints(cls) -> dict:

@@ -1,4 +1,4 @@
-"""Data: the spiked model X = X_B + zeta z q^T (spec section 2), targets, and user/real data.
+"""Data: the spiked model X = X_B + zeta z q^T (docs/model.md, section 2), targets, and user/real data.
 
 Everything is drawn on the CPU in float64 from generators derived from the one seed, then
 cast, so the same seed gives the same data on every device and dtype.
@@ -85,7 +85,7 @@ def _unit_rows(A: torch.Tensor) -> torch.Tensor:
 
 
 def spiked(cfg: Config) -> Dataset:
-    """Draw (X, y) from the spiked model of spec section 2."""
+    """Draw (X, y) from the spiked model (docs/model.md, section 2)."""
     dc = cfg.data
     n, d = dc.n, dc.d
     lam = bulk_spectrum(dc)
@@ -191,7 +191,7 @@ def _index_scale(ds: Dataset, B: torch.Tensor, sees_spike: bool) -> torch.Tensor
 def from_matrix(
     cfg: Config, X: np.ndarray, y: np.ndarray | None, q: np.ndarray | None = None, X_test=None, y_test=None, name: str = "data"
 ) -> Dataset:
-    """Spike extraction for given X (spec section 2, real data): q = given or top principal
+    """Spike extraction for given X (docs/model.md, section 2, real data): q = given or top principal
     direction, zeta z = X q with z of unit empirical variance, X_B = X - (Xq) q^T."""
     dc = cfg.data
     X = torch.as_tensor(np.asarray(X, dtype=np.float64))

@@ -55,8 +55,8 @@ class Gradient:
 
 
 def gradient(net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> Gradient:
-    Z = X @ net.W.T  # pre-activations, n x m
-    f = net.gamma * (net.act.f(Z) @ net.a)
+    Z = net.preactivations(X)
+    f = net.output(Z)
     ell, r = loss_and_residue(loss_kind, f, y)
     Sp = net.act.d1(Z)
     D = (Sp * net.a).mul_(r[:, None])

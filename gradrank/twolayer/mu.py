@@ -18,7 +18,7 @@ from gradrank.twolayer.network import Network
 HERMITE_MAX = 360  # numpy's hermgauss overflows (NaN weights) from ~380 points
 
 
-@functools.lru_cache(maxsize=None)  # a 256-point rule costs ~0.2 s to build; every run reuses it
+@functools.lru_cache(maxsize=None)  # large rules are slow to build (docs/performance.md); every run reuses them
 def _hermite_rule(k: int):
     """Nodes g and weights for E f(g), g ~ N(0, 1), from k-point Gauss-Hermite."""
     x, w = np.polynomial.hermite.hermgauss(k)

@@ -1,4 +1,4 @@
-"""The two-layer network f(x) = gamma_m * a^T sigma(W x) with fixed outer weights (spec section 1)."""
+"""The two-layer network f(x) = gamma_m * a^T sigma(W x) with fixed outer weights (docs/model.md, the network)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,16 @@ class Network:
     def m(self) -> int:
         return self.W.shape[0]
 
+    def preactivations(self, X: torch.Tensor) -> torch.Tensor:
+        """Z = X W^T (n x m)."""
+        return X @ self.W.T
+
+    def output(self, Z: torch.Tensor) -> torch.Tensor:
+        """f = gamma_m sigma(Z) a from the pre-activations: the one forward pass."""
+        return self.gamma * (self.act.f(Z) @ self.a)
+
     def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return self.gamma * (self.act.f(X @ self.W.T) @ self.a)
+        return self.output(self.preactivations(X))
 
     def to(self, device, dtype) -> "Network":
         return Network(self.W.to(device=device, dtype=dtype), self.a.to(device=device, dtype=dtype), self.gamma, self.act)

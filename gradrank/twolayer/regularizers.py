@@ -1,4 +1,4 @@
-"""Regularisers (spec section 6): values and closed-form gradients lambda * grad_{W^T} R as
+"""Regularisers (docs/training.md): values and closed-form gradients lambda * grad_{W^T} R as
 d x m matrices, and input noise as a change of the data the loss gradient is taken at.
 
 - weight decay     R = 1/2 ||W||_F^2                       -> lambda W^T
@@ -11,7 +11,6 @@ Notation: Z = X W^T (n x m), B = a o sigma'(Z) (rows b_i), so grad_x f(x_i) = ga
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
@@ -20,23 +19,6 @@ from gradrank.config import Config
 from gradrank.rng import generator
 from gradrank.twolayer.data import Dataset
 from gradrank.twolayer.network import Network
-
-_SQRT_PI = math.sqrt(math.pi)
-
-
-def _d3(name: str, u: torch.Tensor) -> torch.Tensor:
-    """sigma''' (only the surrogate's Laplacian term needs it); 0 for piecewise-linear/polynomial sigma."""
-    if name == "tanh":
-        t = torch.tanh(u)
-        return (1 - t * t) * (6 * t * t - 2)
-    if name in ("sigmoid", "softplus"):
-        s = torch.sigmoid(u)
-        return s * (1 - s) * (1 - 6 * s + 6 * s * s) if name == "sigmoid" else s * (1 - s) * (1 - 2 * s)
-    if name == "gelu":
-        return torch.exp(-0.5 * u * u) / math.sqrt(2 * math.pi) * (u**3 - 4 * u)
-    if name == "erf":
-        return 2 / _SQRT_PI * torch.exp(-u * u) * (4 * u * u - 2)
-    return torch.zeros_like(u)
 
 
 def _loss_d2_d3(kind: str, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +39,7 @@ def _input_grad_sq(net: Network, X: torch.Tensor, h: torch.Tensor) -> tuple[torc
 
     With Gm = B W (rows W^T b_i) and C = (h o Gm W^T) o (a o sigma''(Z)):
     d/dW^T sum_i h_i gamma^2 ||W^T b_i||^2 = 2 gamma^2 [Gm^T diag(h) B + X^T C]."""
-    Z = X @ net.W.T
+    Z = net.preactivations(X)
     B = net.a * net.act.d1(Z)
     Gm = B @ net.W
     J = net.gamma**2 * Gm.pow(2).sum(1)
@@ -68,7 +50,7 @@ def _input_grad_sq(net: Network, X: torch.Tensor, h: torch.Tensor) -> tuple[torc
 
 def jacobian_value(net: Network, X: torch.Tensor) -> float:
     """R = (1/n) sum_i ||grad_x f(x_i)||^2."""
-    return float(net.gamma**2 * (net.a * net.act.d1(X @ net.W.T) @ net.W).pow(2).sum(1).mean())
+    return float(net.gamma**2 * (net.a * net.act.d1(net.preactivations(X)) @ net.W).pow(2).sum(1).mean())
 
 
 def jacobian_gradient(net: Network, X: torch.Tensor) -> torch.Tensor:
@@ -85,8 +67,8 @@ def _laplacian(net: Network, Z: torch.Tensor) -> torch.Tensor:
 def surrogate_value(net: Network, X: torch.Tensor, y: torch.Tensor, kind: str, tau: float) -> float:
     from gradrank.twolayer.gradient import loss_and_residue
 
-    Z = X @ net.W.T
-    f = net.gamma * (net.act.f(Z) @ net.a)
+    Z = net.preactivations(X)
+    f = net.output(Z)
     _, r = loss_and_residue(kind, f, y)
     h, _ = _loss_d2_d3(kind, f)
     J = net.gamma**2 * (net.a * net.act.d1(Z) @ net.W).pow(2).sum(1)
@@ -102,8 +84,8 @@ def surrogate_gradient(net: Network, X: torch.Tensor, y: torch.Tensor, kind: str
     from gradrank.twolayer.gradient import loss_and_residue
 
     n = X.shape[0]
-    Z = X @ net.W.T
-    f = net.gamma * (net.act.f(Z) @ net.a)
+    Z = net.preactivations(X)
+    f = net.output(Z)
     _, r = loss_and_residue(kind, f, y)
     h, t = _loss_d2_d3(kind, f)
     J, grad_J = _input_grad_sq(net, X, h)
@@ -111,7 +93,7 @@ def surrogate_gradient(net: Network, X: torch.Tensor, y: torch.Tensor, kind: str
     c = t * J + h * lap
     g_f = net.gamma * (X.T @ (c[:, None] * net.a * net.act.d1(Z)))
     w2 = net.W.pow(2).sum(1)
-    g_lap = net.gamma * (X.T @ (r[:, None] * (net.a * w2) * _d3(net.act.name, Z)) + 2 * net.W.T * (net.a * (net.act.d2(Z).T @ r)))
+    g_lap = net.gamma * (X.T @ (r[:, None] * (net.a * w2) * net.act.d3(Z)) + 2 * net.W.T * (net.a * (net.act.d2(Z).T @ r)))
     return (0.5 * tau**2 / n) * (g_f + grad_J + g_lap)
 
 

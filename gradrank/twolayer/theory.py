@@ -12,20 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from gradrank.config import Config
+from gradrank.twolayer.activations import traits
 
-# activation -> (mu = E sigma'(s g) is zero, p with sd(sigma'_perp) ~ s^p as s -> 0 (None: sigma'_perp = 0),
-#               E sigma''(s g) != 0, E sigma(s g) != 0)
-ACTIVATION_CLASS = {
-    "relu": (False, 0, True, True),
-    "leaky_relu": (False, 0, True, True),
-    "gelu": (False, 1, True, True),
-    "softplus": (False, 1, True, True),
-    "tanh": (False, 2, False, False),
-    "erf": (False, 2, False, False),
-    "sigmoid": (False, 2, False, True),
-    "quadratic": (True, 1, True, True),
-    "linear": (False, None, False, False),
-}
 TERMS = ("S1", "S12", "S2", "E")
 
 
@@ -51,7 +39,7 @@ def _mean_target_nonzero(cfg: Config) -> bool:
     if dc.target == "noise":
         return False
     if dc.target == "teacher":
-        return ACTIVATION_CLASS[dc.teacher_activation][3]
+        return traits(dc.teacher_activation).f_mean
     link = "linear" if dc.target == "linear" else dc.link
     if cfg.loss.kind == "logistic":  # labels sign(y): unbalanced for skewed links
         return link in ("triple", "he2", "relu")
@@ -62,7 +50,8 @@ def predict(cfg: Config) -> Prediction:
     """Predicted exponents (docs/theory.md, section 2) and regime (section 3) for a spiked config."""
     nu, alpha = cfg.data.nu, cfg.data.alpha
     act = cfg.model.activation
-    mu_zero, p, d2_mean, f_mean = ACTIVATION_CLASS[act]
+    tr = traits(act)
+    mu_zero, p, d2_mean, f_mean = tr.mu_zero, tr.p, tr.d2_mean, tr.f_mean
     g = 0.5 if cfg.model.scaling == "ntk" else 1.0  # gamma_m ~ n^-g
     a = min(alpha, 1.0) if cfg.data.normalize == "none" else 0.0  # s^2 ~ n^-a
     omega = 0.25 if cfg.model.planted > 0 else 0.0  # w_j^T q ~ n^(-1/2 + omega)
