@@ -11,7 +11,6 @@ import re
 import shutil
 import tempfile
 import time
-import warnings
 import zipfile
 import zlib
 from io import BytesIO
@@ -50,19 +49,22 @@ def _numeric(name: str, key: str, arr: np.ndarray) -> np.ndarray:
 def load_arrays(path: Path, required=(), optional=(), max_bytes: float | None = None) -> dict[str, np.ndarray]:
     """Numeric, finite float64 arrays from .npz/.npy/.csv, with pickling disabled.
 
-    Array headers are read first: object dtypes, shapes larger than the file holds, or
-    sizes above max_bytes (default 80% of free memory) are refused before anything is allocated."""
+    Array headers are read first (declared_shapes): object dtypes, shapes larger than the file
+    holds, or sizes above max_bytes (default 80% of free memory; the float64 copy of a small dtype
+    counted) are refused before anything is allocated. An .npz member is found by the name numpy
+    would read (`X`, else `X.npy`), and read here, never by np.load's lookup."""
     path = Path(path)
-    name = str(path)
+    name = _show(path)
     suffix = path.suffix.lower()
     out: dict[str, np.ndarray] = {}
     with _reading(path):
         declared_shapes(path, (*required, *optional), max_bytes)
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                for key in (*required, *optional):
-                    if key in z.files:
-                        out[key] = _numeric(name, key, z[key])
+            with zipfile.ZipFile(path) as zf:
+                members = _npz_members(zf, (*required, *optional))
+                for key, info in members.items():
+                    with zf.open(info) as fh:
+                        out[key] = _numeric(name, key, np.lib.format.read_array(fh, allow_pickle=False))
         elif suffix == ".npy":
             out["X"] = _numeric(name, "X", np.load(path, allow_pickle=False))
         else:
@@ -73,94 +75,183 @@ def load_arrays(path: Path, required=(), optional=(), max_bytes: float | None = 
     return out
 
 
+def _npz_members(zf: zipfile.ZipFile, keys) -> dict[str, zipfile.ZipInfo]:
+    """key -> the archive member numpy reads for it: the exact name first, else name + '.npy'."""
+    members = {i.filename: i for i in zf.infolist()}
+    return {k: members.get(k, members.get(f"{k}.npy")) for k in keys if k in members or f"{k}.npy" in members}
+
+
 def _one_line(exc: Exception) -> str:
     text = " ".join(str(exc).split())
     return text[:200] + ("..." if len(text) > 200 else "")
 
 
-def _check_header(name: str, key: str, fh, total: int, max_bytes: float) -> tuple:
-    """Refuse an .npy stream whose header declares a non-numeric dtype or more data than fits."""
+def _check_header(name: str, key: str, fh, total: int, numeric: bool = True) -> tuple[tuple, int]:
+    """(shape, bytes of the float64 working copy plus the stored array) of an .npy stream whose
+    header must declare a numeric dtype (when `numeric`) and no more data than the stream holds."""
     from numpy.lib import format as npf
 
-    readers = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0}
-    version = npf.read_magic(fh)
+    readers = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0, (3, 0): npf.read_array_header_2_0}
+    try:
+        version = npf.read_magic(fh)
+    except ValueError:
+        raise InputError(f"{name}: array '{key}' is not an .npy array") from None
     if version not in readers:
         raise InputError(f"{name}: array '{key}' has unsupported .npy format version {version}")
-    shape, _, dtype = readers[version](fh)
-    if dtype.hasobject:
+    try:
+        shape, _, dtype = readers[version](fh, max_header_size=10000)
+    except ValueError as exc:
+        raise InputError(f"{name}: array '{key}' has an unreadable .npy header ({_one_line(exc)})") from None
+    if numeric and dtype.hasobject:
         raise InputError(f"{name}: array '{key}' is an object array, which would need unpickling (refused)")
-    if dtype.kind not in "biuf":
+    if numeric and dtype.kind not in "biuf":
         raise InputError(f"{name}: array '{key}' must be numeric, got dtype {dtype}")
     if any(k < 0 for k in shape):
         raise InputError(f"{name}: array '{key}' declares a negative shape {shape}")
-    declared, stored = math.prod(shape) * dtype.itemsize, total - fh.tell()
+    count = math.prod(shape)
+    declared, stored = count * dtype.itemsize, total - fh.tell()
     if declared > stored:
         raise InputError(
             f"{name}: array '{key}' declares shape {shape} ({declared} bytes) but the file holds "
             f"{stored} bytes (truncated or corrupt)"
         )
-    if 2 * declared > max_bytes:  # the float64 copy doubles it
+    return tuple(shape), declared + 8 * count  # the array as stored, and its float64 copy (8x a bool's)
+
+
+def _check_total(name: str, sizes: dict[str, tuple[tuple, int]], max_bytes: float) -> None:
+    need = sum(b for _, b in sizes.values())
+    if need > max_bytes:
+        what = ", ".join(f"'{k}' {s}" for k, (s, _) in sizes.items())
         raise InputError(
-            f"{name}: array '{key}' of shape {shape} needs {declared / 2**30:.1f} GiB, "
-            f"more than the {max_bytes / 2**30:.1f} GiB allowed"
+            f"{name}: array(s) {what} need {need / 2**30:.2f} GiB as float64, more than the {max_bytes / 2**30:.2f} GiB allowed"
         )
-    return shape
 
 
 @contextlib.contextmanager
 def _reading(path: Path) -> Iterator[None]:
     """Turn every way a user file can be missing, corrupt or unsafe into one InputError line."""
-    name = str(path)
-    if not path.is_file():
-        raise InputError(f"{name}: no such file")
+    import stat
+
+    name = _show(path)
+    try:
+        st = path.stat()
+    except OSError:
+        raise InputError(f"{name}: no such file") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{name}: no such file" if stat.S_ISDIR(st.st_mode) else f"{name}: not a regular file")
     if path.suffix.lower() not in (".npz", ".npy", ".csv"):
-        raise InputError(f"{name}: unsupported file type '{path.suffix}' (use .npz, .npy or .csv)")
+        raise InputError(f"{name}: unsupported file type '{_show(path.suffix)}' (use .npz, .npy or .csv)")
     try:
         yield
     except InputError:
         raise
-    except (zipfile.BadZipFile, zlib.error):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error):
         raise InputError(f"{name}: not a valid .npz (zip) archive, or truncated or corrupt") from None
     except ValueError as exc:
         if "pickle" in str(exc):
             raise InputError(f"{name}: contains object arrays, which would need unpickling (refused)") from None
         raise InputError(f"{name}: unreadable array file ({_one_line(exc)})") from None
-    except (OSError, EOFError, KeyError, MemoryError, NotImplementedError) as exc:
+    except (OSError, EOFError, KeyError, MemoryError, NotImplementedError, RuntimeError) as exc:
         raise InputError(f"{name}: unreadable or corrupt file ({exc.__class__.__name__})") from None
 
 
 def declared_shapes(path: Path, keys=("X",), max_bytes: float | None = None) -> dict[str, tuple]:
-    """Shapes the .npy/.npz headers declare for `keys`, checked (see load_arrays) without loading."""
+    """Shapes the .npy/.npz headers (or a CSV's rows and columns) declare for `keys`, checked (see
+    load_arrays) without loading. Every member of an .npz must be a well-formed .npy stream no
+    larger than the archive says; the members read for `keys` count against max_bytes together."""
     path = Path(path)
     if max_bytes is None:
         max_bytes = 0.8 * available_bytes()
-    name, suffix, shapes = str(path), path.suffix.lower(), {}
+    name, suffix, sizes = _show(path), path.suffix.lower(), {}
     with _reading(path):
         if suffix == ".npy":
             with open(path, "rb") as fh:
-                shapes["X"] = _check_header(name, "X", fh, path.stat().st_size, max_bytes)
+                sizes["X"] = _check_header(name, "X", fh, path.stat().st_size)
         elif suffix == ".npz":
             with zipfile.ZipFile(path) as zf:
-                members = {i.filename: i for i in zf.infolist()}
-                for key in keys:
-                    if f"{key}.npy" in members:
-                        with zf.open(members[f"{key}.npy"]) as fh:
-                            shapes[key] = _check_header(name, key, fh, members[f"{key}.npy"].file_size, max_bytes)
-        elif 4 * path.stat().st_size > max_bytes:
-            raise InputError(f"{name}: {path.stat().st_size / 2**30:.1f} GiB of CSV is more than fits in memory")
-    return shapes
+                wanted = {info.filename: k for k, info in _npz_members(zf, keys).items()}
+                for info in zf.infolist():
+                    if info.is_dir():
+                        continue
+                    key = wanted.get(info.filename)
+                    with zf.open(info) as fh:
+                        if key is not None:
+                            sizes[key] = _check_header(name, key, fh, info.file_size)
+                        elif fh.read(6) == b"\x93NUMPY":  # a member nobody reads: only its size is checked
+                            fh.seek(0)
+                            _check_header(name, info.filename, fh, info.file_size, numeric=False)
+        else:
+            size = path.stat().st_size
+            if 4 * size > max_bytes:  # a number takes at least two characters: at most size/2 float64s
+                raise InputError(f"{name}: {size / 2**30:.2f} GiB of CSV is more than fits in memory")
+            rows, cols = _csv_shape(path)
+            sizes["X"] = ((rows, cols), 8 * rows * cols)
+        _check_total(name, sizes, max_bytes)
+    return {k: s for k, (s, _) in sizes.items()}
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, cells) of every row: UTF-8 (a byte-order mark allowed), comma-separated, cells
+    stripped; trailing blank lines end the file, a blank line between rows is an error."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader, blank = csv.reader(fh, strict=True), None
+            for cells in reader:
+                if not any(c.strip() for c in cells):
+                    blank = blank or reader.line_num
+                    continue
+                if blank is not None:
+                    raise InputError(f"{_show(path)}: row {blank} is empty (a CSV row per sample, no blank lines)")
+                yield reader.line_num, [c.strip() for c in cells]
+    except UnicodeDecodeError:
+        raise InputError(f"{_show(path)}: not a UTF-8 text file") from None
+    except csv.Error as exc:
+        raise InputError(f"{_show(path)}: not a valid CSV file ({_one_line(exc)})") from None
+
+
+def _is_header(cells: list[str]) -> bool:
+    """A first row in which no cell is a number names the columns."""
+    return not any(_NUMBER.fullmatch(c) for c in cells)
+
+
+def _csv_shape(path: Path) -> tuple[int, int]:
+    """(data rows, columns of the first data row) without parsing a number."""
+    rows, cols = 0, 0
+    for i, (_, cells) in enumerate(_csv_rows(path)):
+        if i == 0 and _is_header(cells):
+            continue
+        rows, cols = rows + 1, cols or len(cells)
+    return rows, cols
 
 
 def _read_csv(path: Path) -> np.ndarray:
-    """Comma-separated numbers; one header row is skipped when present."""
-    for skip in (0, 1):
-        try:
-            with warnings.catch_warnings():  # an empty file warns; it is reported as empty instead
-                warnings.simplefilter("ignore")
-                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=skip, dtype=np.float64)
-        except ValueError:
+    """Comma-separated numbers, one row per sample; one header row (no number in it) is skipped.
+    Nothing is dropped: a cell that is not a finite number, or a row with another number of
+    columns than the first, is an error naming its row (line) and column."""
+    rows, cols = _csv_shape(path)
+    X = np.empty((rows, cols), dtype=np.float64)
+    r = 0
+    for i, (line, cells) in enumerate(_csv_rows(path)):
+        if i == 0 and _is_header(cells):
             continue
-    raise InputError(f"{path}: not a numeric CSV file")
+        if len(cells) != cols:
+            raise InputError(f"{_show(path)}: row {line} has {len(cells)} columns, the first data row {cols}")
+        for c, cell in enumerate(cells):
+            if not _NUMBER.fullmatch(cell):
+                raise InputError(f"{_show(path)}: row {line}, column {c + 1}: {printable(repr(cell))[:40]} is not a number")
+        X[r] = [float(cell) for cell in cells]
+        if not np.isfinite(X[r]).all():
+            c = int(np.argmin(np.isfinite(X[r])))
+            raise InputError(f"{_show(path)}: row {line}, column {c + 1}: {cells[c]!r} overflows float64")
+        r += 1
+    if r != rows:  # the file changed between the two passes
+        raise InputError(f"{_show(path)}: changed while it was read")
+    return X
 
 
 # ---------------------------------------------------------------------------- writing
@@ -235,11 +326,25 @@ def sha256_file(path: Path, what: str = "file") -> str:
     return h.hexdigest()
 
 
+def printable(text: str) -> str:
+    """A message as one printable line: newlines and other control characters escaped, and bytes of
+    a non-UTF-8 file name (surrogate escapes) shown as \\xNN, so the terminal prints it as it is."""
+    out = []
+    for c in text:
+        if ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(c.encode("unicode_escape").decode("ascii"))
+        elif 0xDC80 <= ord(c) <= 0xDCFF:
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif 0xD800 <= ord(c) <= 0xDFFF:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
 def _show(path) -> str:
-    """A path for a one-line message: control characters (newlines) escaped."""
-    return (
-        str(path).encode("unicode_escape", "backslashreplace").decode("ascii") if any(c < " " for c in str(path)) else str(path)
-    )
+    """A path for a one-line message."""
+    return printable(str(path))
 
 
 def _listing(root: Path) -> dict[str, str] | None:

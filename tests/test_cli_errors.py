@@ -167,7 +167,7 @@ def _bad_data_files(d: Path, tripwire: Path) -> list[tuple[Path, str, str]]:
     (d / "empty.csv").write_text("")
     cases.append((d / "empty.csv", "empty CSV", "empty"))
     (d / "words.csv").write_text("a,b\n1,x\n2,y\n")
-    cases.append((d / "words.csv", "non-numeric CSV", "not a numeric CSV"))
+    cases.append((d / "words.csv", "non-numeric CSV", "row 2, column 2"))
     (d / "ragged.csv").write_text("1,2,3\n4,5\n")
     cases.append((d / "ragged.csv", "ragged CSV", "ragged.csv"))
     (d / "data.txt").write_text("1,2\n")

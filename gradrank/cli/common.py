@@ -3,12 +3,14 @@ directory check and the one place errors become exit codes."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
 
 from gradrank.errors import InputError
+from gradrank.io import printable as one_line
 
 app = typer.Typer(
     add_completion=False,
@@ -37,7 +39,13 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
     try:
         code = fn()
     except InputError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
+        raise typer.Exit(2)
+    except OSError as exc:
+        if exc.errno not in _USER_ERRNOS:
+            return _internal(exc)
+        where = exc.filename if exc.filename is not None else "output"
+        typer.echo(f"error: {one_line(str(where))}: {exc.strerror or exc.__class__.__name__}", err=True)
         raise typer.Exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
@@ -45,11 +53,32 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
     except typer.Exit:
         raise
     except Exception as exc:  # noqa: BLE001 - the one place internal errors are reported
-        if _state["debug"]:
-            raise
-        typer.echo(f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for a traceback)", err=True)
-        raise typer.Exit(1)
+        _internal(exc)
     raise typer.Exit(code or 0)
+
+
+# The file system's answers to a path the user chose (full disk, quota, read-only, too long, not a
+# directory, no permission): bad input, exit 2 naming the path, wherever in a command they arise.
+_USER_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.ENAMETOOLONG,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ELOOP,
+    errno.EXDEV,
+    errno.EFBIG,
+}
+
+
+def _internal(exc: Exception):
+    if _state["debug"]:
+        raise exc
+    typer.echo(f"internal error: {exc.__class__.__name__}: {one_line(str(exc))} (rerun with --debug for a traceback)", err=True)
+    raise typer.Exit(1)
 
 
 def load_config(

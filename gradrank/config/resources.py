@@ -1,4 +1,5 @@
-"""Resource guard: estimate a run's peak memory before starting it."""
+"""Resource guard: estimate a run's peak memory before starting it, from every size the config
+(and its input files' headers) can set."""
 
 from __future__ import annotations
 
@@ -15,30 +16,72 @@ def estimate_bytes(n: int, d: int, m: int, dtype: str) -> int:
     return item * (4 * n * d + 5 * n * m + 4 * d * m + 2 * min(n, d) ** 2) + 8 * 2 * n * d
 
 
-def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int | None = None) -> int:
-    """Refuse (InputError) a run estimated above compute.max_memory_gb (default: 80% of free RAM)."""
-    n = n or cfg.data.n
-    d = d or cfg.data.d
-    m = m or cfg.model.width
-    rc = cfg.regularizer
+def sizes(cfg: Config, n: int | None = None, d: int | None = None, m: int | None = None) -> tuple[int, int, int, int]:
+    """(n, d as the network sees it, m, test rows): from the arguments, else the input files' headers
+    (data.path for source = file, model.weights), else the config keys."""
+    from gradrank.io import declared_shapes
+
+    dc, n_test = cfg.data, cfg.data.n_test
+    if dc.source == "file" and dc.path and (n is None or d is None):
+        shapes = declared_shapes(dc.path, ("X", "X_test"))
+        X, Xt = shapes.get("X", ()), shapes.get("X_test", ())
+        if len(X) == 2:
+            n, d = n or X[0], d or X[1]
+        n_test = Xt[0] if len(Xt) == 2 else 0
+    if cfg.model.weights and m is None:
+        W = declared_shapes(cfg.model.weights, ("W",)).get("W", ())
+        m = W[0] if len(W) == 2 else None
+    if dc.source == "patches":
+        d = d or dc.patch_size**2
+    n, d, m = n or dc.n, d or dc.d, m or cfg.model.width
+    return n, (dc.embed_dim or d), m, n_test
+
+
+def parts(cfg: Config, n: int | None = None, d: int | None = None, m: int | None = None) -> dict[str, tuple[str, int]]:
+    """Each size key's share of the peak memory: label -> (the keys and values, bytes)."""
+    n, d, m, n_test = sizes(cfg, n, d, m)
+    dc, rc, tc, k = cfg.data, cfg.regularizer, cfg.train, cfg.analysis.top_k
+    item = 8 if cfg.compute.dtype == "float64" else 4
     draws = rc.noise_draws if rc.input_noise and rc.noise_mode == "average" else 1  # K draws stacked: nK rows
-    need = estimate_bytes(n * draws, d, m, cfg.compute.dtype)
+    main = f"config keys 'data.n', 'data.d', 'model.width' = {n}, {d}, {m}" + (f" with {draws} noise draws" if draws > 1 else "")
+    out = {"main": (main, estimate_bytes(n * draws, d, m, cfg.compute.dtype))}
+    out["n_test"] = ("config key 'data.n_test' = " + str(n_test), (item + 8) * n_test * (d + m))
+    if dc.target == "teacher":
+        out["teacher"] = (f"config key 'data.teacher_width' = {dc.teacher_width}", 8 * dc.teacher_width * (d + n + n_test))
+    if dc.embed_dim:
+        out["embed"] = (f"config key 'data.embed_dim' = {dc.embed_dim}", 8 * dc.embed_dim * (2 * (n + n_test) + d))
+    out["top_k"] = (f"config key 'analysis.top_k' = {k}", 4 * item * min(k, n + d + m) * (n + d + m))
+    out["quadrature"] = (f"config key 'analysis.quadrature' = {cfg.analysis.quadrature}", 8 * 4 * cfg.analysis.quadrature * m)
+    if cfg.train.steps:
+        kk = min(k, d, m)
+        checkpoints = tc.steps // tc.checkpoint_every + 2
+        records = tc.steps // tc.record_every + 2
+        out["train"] = (
+            f"config keys 'train.steps', 'train.record_every', 'train.checkpoint_every' = "
+            f"{tc.steps}, {tc.record_every}, {tc.checkpoint_every}",
+            8 * checkpoints * (3 * min(d, m) + 2 * d * kk + kk) + 8192 * records,
+        )
+    return out
+
+
+def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int | None = None, train: bool | None = None) -> int:
+    """Refuse (InputError) a run estimated above compute.max_memory_gb (default: 80% of free RAM),
+    naming the key whose size dominates. Training's record counts only for `train` (default: the
+    config has steps, as `gradrank train` and a train sweep resolve it)."""
+    p = parts(cfg, n, d, m)
+    if train is False:
+        p.pop("train", None)
+    need = sum(b for _, b in p.values())
     limit = cfg.compute.max_memory_gb * 2**30 if cfg.compute.max_memory_gb else 0.8 * available_bytes()
     if need > limit:
+        label, _ = max(p.values(), key=lambda lb: lb[1])
         raise InputError(
-            f"config keys 'data.n', 'data.d', 'model.width' = {n}, {d}, {m}"
-            + (f" with {draws} noise draws" if draws > 1 else "")
-            + f" need about {need / 2**30:.1f} GiB, "
+            f"{label} need about {need / 2**30:.1f} GiB, "
             f"more than the {limit / 2**30:.1f} GiB allowed (pass --force or raise compute.max_memory_gb)"
         )
     return need
 
 
-def check_files(cfg: Config, data_path, weights_path=None) -> int:
-    """check_memory for sizes read from the array headers of a data file (and weights file)."""
-    from gradrank.io import declared_shapes
-
-    X = declared_shapes(data_path, ("X",)).get("X", ())
-    W = declared_shapes(weights_path, ("W",)).get("W", ()) if weights_path else ()
-    n, d = X if len(X) == 2 else (None, None)
-    return check_memory(cfg, n, d, W[0] if len(W) == 2 else None)
+def check_files(cfg: Config, data_path=None, weights_path=None) -> int:
+    """check_memory with the sizes read from the input files' headers (those of the config)."""
+    return check_memory(cfg)

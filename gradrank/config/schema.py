@@ -42,7 +42,7 @@ class DataConfig:
     d: int = _f(1000, lo=1, doc="input dimension")
     alpha: float = _f(0.0, lo=0.0, hi=10.0, doc="bulk eigenvalues k^-alpha")
     nu: float = _f(0.4, lo=0.0, hi=4.0, doc="spike strength zeta = n^nu")
-    zeta: float = _f(None, lo=0.0, optional=True, doc="explicit spike strength (overrides nu)")
+    zeta: float = _f(None, lo=0.0, hi=1e100, optional=True, doc="explicit spike strength (overrides nu)")
     spike: str = _f("random", choices=("random", "eigvec"), doc="spike direction q")
     spike_index: int = _f(0, lo=0, doc="which eigenvector of the bulk for spike = eigvec (0 = largest)")
     latent: str = _f("gaussian", choices=("gaussian", "rademacher"), doc="law of z")
@@ -53,7 +53,7 @@ class DataConfig:
     index_sees_spike: bool = _f(False, doc="index directions act on X (true) or on the bulk X_B only")
     teacher_width: int = _f(4, lo=1)
     teacher_activation: str = _f("tanh", choices=ACTIVATIONS)
-    label_noise: float = _f(0.0, lo=0.0, doc="std of Gaussian noise added to the targets")
+    label_noise: float = _f(0.0, lo=0.0, hi=1e6, doc="std of Gaussian noise added to the targets")
     n_test: int = _f(0, lo=0, doc="held-out samples drawn from the same model")
     center: bool = _f(True, doc="real/file data: subtract the column means")
     standardize: bool = _f(False, doc="real/file data: unit variance per column")
@@ -68,8 +68,8 @@ class ModelConfig:
     activation: str = _f("relu", choices=ACTIVATIONS)
     leaky_slope: float = _f(0.01, lo=0.0, hi=1.0)
     scaling: str = _f("ntk", choices=("ntk", "mf"), doc="gamma_m = c/sqrt(m) or c/m")
-    c: float = _f(1.0, lo=0.0, lo_open=True, doc="constant in gamma_m")
-    planted: float = _f(0.0, lo=0.0, doc="coefficient of the planted n^(-1/4) v q^T part of W")
+    c: float = _f(1.0, lo=0.0, lo_open=True, hi=1e6, doc="constant in gamma_m")
+    planted: float = _f(0.0, lo=0.0, hi=1e6, doc="coefficient of the planted n^(-1/4) v q^T part of W")
     planted_vector: str = _f("ones", choices=("ones", "signs"), doc="the planted m-vector v")
     planted_normalize: str = _f("rows", choices=("rows", "none"), doc="normalisation after planting")
     outer: str = _f("rademacher", choices=("rademacher", "balanced"), doc="law of a in {+-1}^m")
@@ -84,11 +84,11 @@ class LossConfig:
 
 @dataclass
 class RegularizerConfig:
-    weight_decay: float = _f(0.0, lo=0.0, doc="lambda of lambda/2 ||W||_F^2")
-    input_noise: float = _f(0.0, lo=0.0, doc="tau: inputs X + tau N")
+    weight_decay: float = _f(0.0, lo=0.0, hi=1e6, doc="lambda of lambda/2 ||W||_F^2")
+    input_noise: float = _f(0.0, lo=0.0, hi=1e6, doc="tau: inputs X + tau N")
     noise_mode: str = _f("single", choices=("single", "average", "surrogate"))
     noise_draws: int = _f(8, lo=1, doc="K for noise_mode = average")
-    jacobian: float = _f(0.0, lo=0.0, doc="strength of (1/n) sum_i ||grad_x f(x_i)||^2")
+    jacobian: float = _f(0.0, lo=0.0, hi=1e6, doc="strength of (1/n) sum_i ||grad_x f(x_i)||^2")
 
 
 @dataclass
@@ -322,7 +322,10 @@ def _assign(raw: dict, key: str, value: Any) -> None:
         node = node[p]
     if parts[-1] not in node:
         raise InputError(f"unknown config key '{key}'{suggest(parts[-1], node)}")
-    node[parts[-1]] = value
+    if isinstance(value, dict) and isinstance(node[parts[-1]], dict):  # a table merges: keys set before stay
+        _deep_update(node[parts[-1]], value, f"{key}.")
+    else:
+        node[parts[-1]] = value
 
 
 def apply_sets(raw: dict, sets: list[str]) -> dict:
@@ -349,16 +352,46 @@ def _deep_update(base: dict, new: dict, prefix: str) -> None:
             base[k] = v
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred lines; anything far larger is a mistake
+
+
 def read_toml(path: str | Path) -> dict:
+    """A TOML config file: a regular file (a FIFO or a device would hang or never end) of at most
+    MAX_CONFIG_BYTES, UTF-8, nested no deeper than the parser can follow."""
+    import os
+    import stat
+
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks on a FIFO
+    except OSError as exc:
         raise InputError(f"cannot read config file {path}: {exc.__class__.__name__}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"cannot read config file {path}: IsADirectoryError")
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"config file {path}: not a regular file (a FIFO, a device or a socket)")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise InputError(f"config file {path}: {st.st_size} bytes, more than the {MAX_CONFIG_BYTES} allowed")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read config file {path}: {exc.__class__.__name__}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise InputError(f"config file {path}: more than the {MAX_CONFIG_BYTES} bytes allowed")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read config file {path}: UnicodeDecodeError") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"config file {path}: {exc}") from None
+    except RecursionError:
+        raise InputError(f"config file {path}: nested too deeply") from None
 
 
 def load(path: str | Path | None = None, sets: list[str] = (), seed: int | None = None, overrides: dict | None = None) -> Config:

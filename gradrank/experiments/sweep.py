@@ -32,6 +32,7 @@ MODES = ("product", "zip")
 COMMANDS = ("analyze", "train")
 SWEEP_KEYS = ("seeds", "mode", "command", "grid", "slurm", "dask")
 MAX_LIST = 32  # metric lists longer than this (time series) stay out of the table
+MAX_POINTS = 100_000  # a grid is sized before it is expanded: more points than this is a mistake
 
 
 # ---------------------------------------------------------------------------- the manifest's records
@@ -104,6 +105,8 @@ def parse_values(text: str, key: str = "--grid") -> list:
             raise InputError(f"--grid {key}: range must be start:stop:num with numbers, got {text!r}")
         if not isinstance(num, int) or num < 1:
             raise InputError(f"--grid {key}: range count must be a positive integer, got {num!r}")
+        if num > MAX_POINTS:
+            raise InputError(f"--grid {key}: range count {num} is more than the {MAX_POINTS} points a sweep may have")
         step = (stop - start) / (num - 1) if num > 1 else 0.0
         values = [round(start + i * step, 12) for i in range(num)]
         if isinstance(start, int) and isinstance(stop, int) and all(float(v).is_integer() for v in values):
@@ -172,7 +175,20 @@ def check_spec(spec: SweepSpec) -> SweepSpec:
     if spec.mode == "zip" and len({len(v) for v in spec.axes.values()}) > 1:
         lengths = ", ".join(f"{k}: {len(v)}" for k, v in spec.axes.items())
         raise InputError(f"sweep.mode = zip needs axes of equal length ({lengths})")
+    total = grid_size(spec)
+    if total > MAX_POINTS:
+        lengths = " x ".join(f"{k}: {len(v)}" for k, v in spec.axes.items()) + (f" x seeds: {spec.seeds}" if spec.seeds else "")
+        raise InputError(f"sweep: the grid has {total} points ({lengths}), more than the {MAX_POINTS} allowed")
     return spec
+
+
+def grid_size(spec: SweepSpec) -> int:
+    """The number of points, from the axes' lengths (nothing is expanded)."""
+    import math
+
+    lengths = [len(v) for v in spec.axes.values()]
+    combos = (min(lengths) if spec.mode == "zip" else math.prod(lengths)) if lengths else 1
+    return combos * max(1, spec.seeds)
 
 
 def load(
