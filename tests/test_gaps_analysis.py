@@ -263,12 +263,17 @@ def test_a_run_whose_spectrum_is_wrong_raises_the_trust_flag(monkeypatch):
 
 
 def test_a_run_below_the_resolution_floor_raises_the_resolution_flag():
-    """float32 with a strong spike: ||E|| falls below s_1 sqrt(eps) and the run says so."""
-    cfg = _cfg("compute.dtype=float32", "data.nu=1.5", "model.activation=tanh", "analysis.mu=empirical")
-    m = analysis.analyze(cfg).metrics
-    floor = m["singular_values"][0] * np.finfo(np.float32).eps ** 0.5
-    assert (1.05 * m["norms"]["E"] < floor) == (not m["trust"]["checks"]["resolution"])
-    assert m["bulk_edge"] >= floor * (1 - 1e-6)
+    """A nearly linear net (leaky slope 0.9999: Sigma'_perp ~ 1e-4) has ||E|| ~ 1e-4 s_1: below float32's
+    floor s_1 sqrt(eps) the run says the outliers cannot be counted (and the edge is the floor); in
+    float64 the same run is resolved and its edge is (1 + margin) ||E||."""
+    sets = ("model.activation=leaky_relu", "model.leaky_slope=0.9999", "analysis.mu=empirical")
+    for dtype, resolved in (("float32", False), ("float64", True)):
+        m = analysis.analyze(_cfg(*sets, f"compute.dtype={dtype}")).metrics
+        floor = m["singular_values"][0] * np.finfo(dtype).eps ** 0.5
+        assert (1.05 * m["norms"]["E"] >= floor) is resolved
+        assert m["trust"]["checks"]["resolution"] is resolved and m["trust"]["ok"] is resolved
+        assert any("resolution" in w for w in m["trust"]["warnings"]) is not resolved
+        assert m["bulk_edge"] == pytest.approx(max(1.05 * m["norms"]["E"], floor), rel=1e-5)
 
 
 # ---------------------------------------------------------------------------- input noise, population mu
