@@ -269,8 +269,8 @@ def test_a_run_below_the_resolution_floor_raises_the_resolution_flag():
     sets = ("model.activation=leaky_relu", "model.leaky_slope=0.9999", "analysis.mu=empirical")
     for dtype, resolved in (("float32", False), ("float64", True)):
         m = analysis.analyze(_cfg(*sets, f"compute.dtype={dtype}")).metrics
-        floor = m["singular_values"][0] * np.finfo(dtype).eps ** 0.5
-        assert (1.05 * m["norms"]["E"] >= floor) is resolved
+        floor = m["singular_values"][0] * float(np.finfo(dtype).eps) ** 0.5
+        assert bool(1.05 * m["norms"]["E"] >= floor) is resolved
         assert m["trust"]["checks"]["resolution"] is resolved and m["trust"]["ok"] is resolved
         assert any("resolution" in w for w in m["trust"]["warnings"]) is not resolved
         assert m["bulk_edge"] == pytest.approx(max(1.05 * m["norms"]["E"], floor), rel=1e-5)
