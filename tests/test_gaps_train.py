@@ -154,7 +154,7 @@ def test_every_trajectory_column_against_a_one_shot_analysis():
         test_loss = float((0.5 * (_np_forward(net, W.numpy(), ds.X_test.numpy()) - ds.y_test.numpy()) ** 2).mean())
         assert row["train_loss"] == pytest.approx(loss, rel=1e-10)
         assert row["test_loss"] == pytest.approx(test_loss, rel=1e-10)
-        assert row["objective"] == pytest.approx(float(_objective(cfg, W, net.a, ds.X, ds.y)), rel=1e-10)
+        assert row["objective"] == pytest.approx(float(_objective(cfg, W, net.a, ds.X, ds.y).detach()), rel=1e-10)
         assert row["objective"] == pytest.approx(m["loss"], rel=1e-10)
         from gradrank.twolayer import regularizers
         from gradrank.twolayer.gradient import gradient
