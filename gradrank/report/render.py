@@ -235,29 +235,55 @@ def run_context(run_dir: Path, metrics: dict) -> dict:
         "alpha_source": None,
         "training": None,
     }
+    draw = _drawer(ctx)
     if has_analysis:
         ctx["key_numbers"] = _key_numbers(m, cfg)
         ctx["spikes"] = _spike_facts(m)
         if "singular_values" in arrays:
-            ctx["figures"]["spectrum"] = figures.spectrum(
-                arrays["singular_values"], arrays.get("E_singular_values"), m["norms"], m["bulk_edge"]
+            draw(
+                "spectrum",
+                "singular values of G",
+                figures.spectrum,
+                arrays["singular_values"],
+                arrays.get("E_singular_values"),
+                m["norms"],
+                m["bulk_edge"],
             )
-        ctx["figures"]["norms"] = figures.term_norms(m["norms"], m.get("shares", {}))
-        ctx["figures"]["alignment"] = figures.alignment(m["alignment"], m["rank"]["outliers"])
+        draw("norms", "term norms", figures.term_norms, m["norms"], m.get("shares", {}))
+        draw("alignment", "alignment heatmap", figures.alignment, m["alignment"], m["rank"]["outliers"])
     if "bulk_eigenvalues" in arrays:
         alpha = _get(m, "data.alpha_fit")
         ctx["alpha_source"] = "fitted" if alpha is not None else "configured"
         alpha = alpha if alpha is not None else _get(cfg, "data.alpha")
         ctx["alpha"] = alpha
-        ctx["figures"]["data"] = figures.data_diagnostics(
-            arrays["bulk_eigenvalues"], alpha, _get(m, "data.zeta"), _get(m, "sizes.n")
+        draw(
+            "data",
+            "bulk spectrum",
+            figures.data_diagnostics,
+            arrays["bulk_eigenvalues"],
+            alpha,
+            _get(m, "data.zeta"),
+            _get(m, "sizes.n"),
         )
     rows = _read_csv(run_dir / "trajectory.csv")
     if rows:
         cols = _columns(rows)
         ctx["training"] = _training_facts(cols)
-        ctx["figures"]["trajectory"] = figures.trajectory(cols)
+        draw("trajectory", "training trajectory", figures.trajectory, cols)
     return ctx
+
+
+def _drawer(ctx: dict):
+    """draw(key, what, fn, *args): ctx["figures"][key] = fn(*args), or a warning naming the figure
+    that failed (a figure never costs a report, nor a report a run)."""
+
+    def draw(key: str, what: str, fn, *args) -> None:
+        try:
+            ctx["figures"][key] = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - any figure failure is reported, never raised
+            ctx["warnings"].append(f"figure '{what}' could not be drawn ({exc.__class__.__name__}: {exc})")
+
+    return draw
 
 
 def _key_numbers(m: dict, cfg: dict) -> list[tuple[str, str, str]]:
