@@ -37,7 +37,6 @@ from gradrank.twolayer.gradient import gradient, loss_and_residue
 from gradrank.twolayer.mu import compute_mu, decompose
 from gradrank.twolayer.network import Network
 
-
 BLOWUP = 1e6  # a loss this many times max(L0, 1) has diverged, even while finite
 
 
@@ -200,9 +199,12 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
                 diverged, message = True, f"diverged at step {t}: the training loss or gradient is not finite; lower train.lr"
                 break
             if _blown_up(grad.loss, loss0):
-                diverged, message = True, (
-                    f"diverged at step {t}: the training loss {grad.loss:.3g} exceeds {BLOWUP:.0e} × max(initial loss "
-                    f"{loss0:.3g}, 1); lower train.lr"
+                diverged, message = (
+                    True,
+                    (
+                        f"diverged at step {t}: the training loss {grad.loss:.3g} exceeds {BLOWUP:.0e} × max(initial loss "
+                        f"{loss0:.3g}, 1); lower train.lr"
+                    ),
                 )
                 break
             loss0 = grad.loss if loss0 is None else loss0
@@ -250,9 +252,12 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
                 diverged, message = True, f"diverged at step {t}: the mini-batch loss or gradient is not finite; lower train.lr"
                 break
             if _blown_up(g_b.loss, loss0):
-                diverged, message = True, (
-                    f"diverged at step {t}: the mini-batch loss {g_b.loss:.3g} exceeds {BLOWUP:.0e} × max(initial loss "
-                    f"{loss0:.3g}, 1); lower train.lr"
+                diverged, message = (
+                    True,
+                    (
+                        f"diverged at step {t}: the mini-batch loss {g_b.loss:.3g} exceeds {BLOWUP:.0e} × max(initial loss "
+                        f"{loss0:.3g}, 1); lower train.lr"
+                    ),
                 )
                 break
         if tc.train_outer:  # dL/da_j = (gamma/n) sum_i r_i sigma(w_j^T x_i)
