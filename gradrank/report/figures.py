@@ -195,57 +195,100 @@ def data_diagnostics(eigenvalues: np.ndarray, alpha: float | None, zeta: float |
 # ---------------------------------------------------------------------------- training
 
 
+# trajectory.csv column -> (legend label, colour, line style, width)
+TRAJ_LINES = {
+    "train_loss": ("train loss", "#222222", "-", 1.2),
+    "test_loss": ("test loss", "#d0661c", "--", 1.2),
+    "G": ("‖G‖", "#222222", "-", 2.6),
+    "S1": ("‖S1‖ residue spike", COLORS["S1"], "-", 1.1),
+    "S12": ("‖S12‖ interpolant", COLORS["S12"], "-.", 1.1),
+    "S2": ("‖S2‖ data spike", COLORS["S2"], "-", 1.1),
+    "E": ("‖E‖ bulk", COLORS["E"], "--", 1.1),
+    "outliers": ("outliers", "#a33333", "-", 1.2),
+    "stable_rank": ("stable rank", "#222222", "--", 1.1),
+    "align_residue_1": ("u₁ · X_Bᵀr", COLORS["S1"], "-", 1.2),
+    "align_residue_2": ("u₂ · X_Bᵀr", COLORS["S1"], ":", 1.2),
+    "align_spike_1": ("u₁ · q", COLORS["S2"], "-", 1.2),
+    "align_spike_2": ("u₂ · q", COLORS["S2"], ":", 1.2),
+    "feat_residue_1": ("v₁ · X_Bᵀr", COLORS["S1"], "-", 1.2),
+    "feat_residue_2": ("v₂ · X_Bᵀr", COLORS["S1"], ":", 1.2),
+    "feat_spike_1": ("v₁ · q", COLORS["S2"], "-", 1.2),
+    "feat_spike_2": ("v₂ · q", COLORS["S2"], ":", 1.2),
+    "feat_index_1": ("v₁ in index span", COLORS["reg"], "-", 1.2),
+    "feat_index_2": ("v₂ in index span", COLORS["reg"], ":", 1.2),
+    "batch_G": ("‖G_batch‖", "#222222", "-", 2.6),
+    "batch_S1": ("‖S1‖ batch", COLORS["S1"], "-", 1.1),
+    "batch_S12": ("‖S12‖ batch", COLORS["S12"], "-.", 1.1),
+    "batch_S2": ("‖S2‖ batch", COLORS["S2"], "-", 1.1),
+    "batch_E": ("‖E‖ batch", COLORS["E"], "--", 1.1),
+    "drift": ("‖W − W₀‖_F", "#222222", "-", 1.2),
+}
+
+
+def _log_ok(values) -> bool:
+    """A log axis when the values are positive and span more than a decade (and stay in range)."""
+    v = np.concatenate([np.asarray(x, float) for x in values])
+    v = v[np.isfinite(v)]
+    return bool(v.size) and v.min() > 0 and 10 * v.min() < v.max() < 1e300 * v.min()
+
+
 @_styled
 def trajectory(cols: dict[str, np.ndarray]) -> str | None:
-    """Figure 5: loss, term norms, top singular values, outliers/stable rank, alignments on one step axis."""
+    """Figure 5: loss, term norms, top singular values, rank, alignments of G's top vectors, feature
+    learning (W − W0's top input directions), the mini-batch gradient's terms and ‖W − W0‖, on one step axis."""
     if "step" not in cols:
         return None
-    panels = []
-    if loss := [c for c in ("train_loss", "test_loss") if c in cols]:
-        panels.append(("loss", loss, True))
-    if terms := [c for c in ("G", "S1", "S12", "S2", "E") if c in cols]:
-        panels.append(("term norms", terms, True))
-    if sk := sorted((c for c in cols if re.fullmatch(r"s\d+", c)), key=lambda c: int(c[1:])):
-        panels.append(("top singular values", sk, True))
-    if rank := [c for c in ("outliers", "stable_rank") if c in cols]:
-        panels.append(("rank", rank, False))
-    if al := [c for c in cols if c.startswith("align_")]:
-        panels.append(("|cos| alignments", al, False))
-    if "drift" in cols:
-        panels.append(("‖W − W₀‖", ["drift"], False))
+
+    def have(names):
+        return [c for c in names if c in cols and np.isfinite(cols[c]).any()]
+
+    panels = [
+        ("loss", have(("train_loss", "test_loss"))),
+        ("term norms of G", have(("G", "S1", "S12", "S2", "E"))),
+        ("top singular values", sorted(have([c for c in cols if re.fullmatch(r"s\d+", c)]), key=lambda c: int(c[1:]))),
+        ("rank", have(("outliers", "stable_rank"))),
+        ("|cos| of G's top left vectors", have([f"align_{w}_{i}" for i in (1, 2) for w in ("residue", "spike")])),
+        ("features: |cos| of W − W₀'s top input directions", have([c for c in TRAJ_LINES if c.startswith("feat_")])),
+        ("mini-batch gradient: term norms", have([c for c in TRAJ_LINES if c.startswith("batch_")])),
+        ("drift", have(("drift",))),
+    ]
+    panels = [(t, names) for t, names in panels if names]
     if not panels:
         return None
-    fig, axes = _figure(len(panels), 1, figsize=(WIDTH, 0.4 + 1.25 * len(panels)), sharex=True, squeeze=False)
+    ncols = 2 if len(panels) > 3 else 1
+    nrows = -(-len(panels) // ncols)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(WIDTH, 0.4 + 1.45 * nrows), layout="constrained")
+    grid = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
+    axes = grid.T.reshape(-1, 1)[: len(panels)] if ncols == 1 else grid.reshape(-1, 1)[: len(panels)]
+    for ax in grid.reshape(-1)[len(panels) :]:
+        ax.set_visible(False)
     step = cols["step"]
     o = cols.get("outliers")
     jumps = [] if o is None else [step[i] for i in range(1, o.size) if o[i] != o[i - 1] and np.isfinite(o[i - 1 : i + 1]).all()]
-    for ax, (title, names, logy) in zip(axes[:, 0], panels):
+    for ax, (title, names) in zip(axes[:, 0], panels):
         for x in jumps[:8]:  # where the outlier count changes
-            ax.axvline(x, color="#a33", lw=0.7, ls=":")
+            ax.axvline(x, color="#a33", lw=0.6, ls=":", alpha=0.7)
         for name in names:
-            y = cols[name]
-            color = COLORS.get(name, "#555" if name == "outliers" else None)
-            if re.fullmatch(r"s\d+", name):
-                color, lw = ("#222" if name == "s1" else "#9aa4b0"), (1.1 if name == "s1" else 0.7)
+            sv = re.fullmatch(r"s(\d+)", name)
+            if sv:
+                i = int(sv.group(1))
+                label = "s₁" if i == 1 else ("s₂ … s_k" if i == 2 else None)
+                color, ls, lw = ("#222222" if i == 1 else "#9aa4b0"), "-", (1.3 if i == 1 else 0.7)
             else:
-                lw = 1.2
-            ls = "--" if name in ("E", "test_loss") else "-"
-            draw = ax.step if name == "outliers" else ax.plot
-            draw(
-                step,
-                y,
-                color=color,
-                lw=lw,
-                ls=ls,
-                label=_plain(name) if not re.fullmatch(r"s\d+", name) or name in ("s1", "s2") else None,
-                **({"where": "post"} if name == "outliers" else {}),
-            )
-        if logy and all(np.nanmin(cols[c]) > 0 for c in names if np.isfinite(cols[c]).any()):
+                label, color, ls, lw = TRAJ_LINES.get(name, (name, None, "-", 1.1))
+            kw = {"where": "post"} if name == "outliers" else {}
+            (ax.step if name == "outliers" else ax.plot)(step, cols[name], color=color, lw=lw, ls=ls, label=label, **kw)
+        if title.startswith(("loss", "term norms", "top singular", "mini-batch")) and _log_ok([cols[c] for c in names]):
             ax.set_yscale("log")
-        ax.set_ylabel(title)
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
-    axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
+        if "|cos|" in title:
+            ax.set_ylim(-0.03, 1.03)
+        ax.set_title(title, loc="left", fontsize=7, pad=2)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6, handlelength=2.0, borderaxespad=0, labelspacing=0.25)
+        ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in grid[-1]:
+        ax.set_xlabel("step")
     return _svg(fig, "fig-train", "training trajectory")
 
 

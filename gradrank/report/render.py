@@ -339,6 +339,7 @@ def _training_facts(cols: dict[str, np.ndarray]) -> dict:
     for key in ("train_loss", "test_loss", "outliers", "stable_rank", "S1", "S2"):
         if key in cols and cols[key].size:
             facts[key] = (_g(float(cols[key][0])), _g(float(cols[key][-1])))
+    facts["batch"] = bool("batch_G" in cols and np.isfinite(cols["batch_G"]).any())
     if "step" in cols and "outliers" in cols:
         o = cols["outliers"]
         facts["changes"] = [
