@@ -72,7 +72,11 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     lap("spectrum")
     mv, rmv = grad.operator(reg)  # G = G_loss + reg, never formed unless reg is
     reg_m = None if reg is None else reg_metrics(reg, dec.S1.left, ds.q, spec_G.fro2)
-    m = metrics_mod.compute(spec_G, spec_E, dec, rmv, ds.q, net.a, None if reg is None else reg_m["norm"], identity_error, acfg)
+    # with a penalty the bulk is E + reg (metrics module docstring): its norm sets the bulk edge
+    bulk = None if reg is None else float(spectrum(ds.X_B, dec.D_perp, dec.coef, 0, dense_add=reg, accurate=accurate).values[0])
+    m = metrics_mod.compute(
+        spec_G, spec_E, dec, rmv, ds.q, net.a, None if reg is None else reg_m["norm"], identity_error, acfg, bulk
+    )
     if reg is not None:
         m["reg"] = reg_m
         m["shares"]["reg"] = reg_m["share"]

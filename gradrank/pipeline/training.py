@@ -303,6 +303,8 @@ def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W
     E_rmv = lambda U: dec.coef * (dec.D_perp.T @ (step_ds.X_B @ U))  # noqa: E731
     tE = track_E(E_mv, E_rmv, lambda: spectrum(step_ds.X_B, dec.D_perp, dec.coef, 2))
     norm_E = float(tE.s[0])
+    # the bulk edge's base: ||E||, or ||E + reg|| when a penalty is added to G (measures.metrics)
+    norm_B = norm_E if reg is None else float(spectrum(step_ds.X_B, dec.D_perp, dec.coef, 0, dense_add=reg).values[0])
     s = [float(v) for v in tG.s[:k]]
     G_fro = float(G.norm())
     res_cos, spk_cos = abs_cos(tG.U[:, :2], dec.S1.left), abs_cos(tG.U[:, :2], ds.q)
@@ -322,7 +324,7 @@ def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W
         if reg is None
         else float(track_R(lambda V: reg @ V, lambda U: reg.T @ U, lambda: dense_spectrum(reg, 2)).s[0]),
         **{f"s{i + 1}": v for i, v in enumerate(s)},
-        "outliers": count_outliers(s, bulk_edge(norm_E, s[0], acfg.edge_margin, tG.s.dtype, tG.residual)),
+        "outliers": count_outliers(s, bulk_edge(norm_B, s[0], acfg.edge_margin, tG.s.dtype, tG.residual)),
         "stable_rank": G_fro**2 / max(s[0] ** 2, 1e-300),
         "align_residue_1": res_cos[0],
         "align_spike_1": spk_cos[0],
