@@ -58,18 +58,18 @@ def _styled(fn):
     return wrapper
 
 
-def _figure(nrows: int = 1, ncols: int = 1, *, figsize, **kw):
+def _figure(nrows: int = 1, ncols: int = 1, *, figsize, layout=None, **kw):
     """A figure without pyplot (no backend switch, nothing to close): (fig, axes)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots(nrows, ncols, **kw)
 
 
 def _svg(fig, key: str, label: str) -> str:
     """The figure as inline SVG with every id prefixed by `key` (unique within a document)."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
+    fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.04)  # nothing clipped
     text = buf.getvalue()
     text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
@@ -257,10 +257,7 @@ def trajectory(cols: dict[str, np.ndarray]) -> str | None:
         return None
     ncols = 2 if len(panels) > 3 else 1
     nrows = -(-len(panels) // ncols)
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(WIDTH, 0.4 + 1.45 * nrows), layout="constrained")
-    grid = fig.subplots(nrows, ncols, sharex=True, squeeze=False)
+    fig, grid = _figure(nrows, ncols, figsize=(WIDTH, 0.4 + 1.45 * nrows), layout="constrained", sharex=True, squeeze=False)
     axes = grid.T.reshape(-1, 1)[: len(panels)] if ncols == 1 else grid.reshape(-1, 1)[: len(panels)]
     for ax in grid.reshape(-1)[len(panels) :]:
         ax.set_visible(False)
@@ -304,52 +301,71 @@ def _ticks(values) -> list[str]:
     return [f"{v:.3g}" if isinstance(v, float) else _plain(v) for v in values]
 
 
+def _categorical_ticks(ax, positions, labels, axis: str = "x") -> None:
+    """Category names that never overlap: rotated (right-aligned) when long or many, else level."""
+    labels = _ticks(labels)
+    long = len(labels) > 4 or max((len(t) for t in labels), default=0) > 6
+    if axis == "x":
+        ax.set_xticks(positions, labels, rotation=35 if long else 0, ha="right" if long else "center", rotation_mode="anchor")
+    else:
+        ax.set_yticks(positions, labels)
+
+
 @_styled
-def regime_map(xkey: str, xs: list, ykey: str | None, ys: list, regimes: list[list[str | None]]) -> str:
+def regime_map(xkey: str, xs: list, ykey: str | None, ys: list, regimes: list[list[str | None]], key: str = "fig-regime") -> str:
     """Regime (most frequent over seeds) on the grid of two swept keys (ykey None: one row)."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     names = list(REGIME_COLORS)
     M = np.array([[names.index(r) if r in names else np.nan for r in row] for row in regimes], float)
-    fig, ax = _figure(figsize=(min(WIDTH, 3.2 + 0.5 * len(xs)), 1.0 + 0.32 * len(ys)))
+    fig, ax = _figure(figsize=(min(WIDTH * 0.8, 2.4 + 0.45 * len(xs)), 0.6 + 0.3 * len(ys)))
     _mesh(ax, M, cmap=ListedColormap(list(REGIME_COLORS.values())), vmin=-0.5, vmax=len(names) - 0.5)
     _grid_axes(ax, xkey, xs, ykey, ys)
     present = [n for n in names if n in {r for row in regimes for r in row}]
     ax.legend(handles=[Patch(color=REGIME_COLORS[n], label=n) for n in present], loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.set_title("regime")
-    fig.tight_layout()
-    return _svg(fig, "fig-regime", "regime map")
+    return _svg(fig, key, "regime map")
 
 
 @_styled
-def ratio_map(xkey: str, xs: list, ykey: str | None, ys: list, ratio: np.ndarray) -> str:
-    """‖S2‖/‖S1‖ (mean over seeds) on the grid of two swept keys, log colour scale when it spans a decade."""
+def metric_map(
+    xkey: str, xs: list, ykey: str | None, ys: list, values: np.ndarray, undefined=None, title: str = "", key: str = "fig-map"
+) -> str:
+    """A metric (mean over seeds) on the grid of two swept keys. Undefined cells (a ratio over a
+    rounding-level zero) are drawn grey, labelled 'undef.' and kept out of the colour scale, which
+    is logarithmic when the positive values span more than a decade."""
     from matplotlib.colors import LogNorm
 
-    R = np.asarray(ratio, float)
-    pos = R[np.isfinite(R) & (R > 0)]
-    norm = LogNorm(pos.min(), pos.max()) if pos.size and pos.max() > 10 * pos.min() else None
-    fig, ax = _figure(figsize=(min(WIDTH, 2.4 + 0.5 * len(xs)), 1.0 + 0.32 * len(ys)))
+    R = np.asarray(values, float)
+    und = np.zeros(R.shape, bool) if undefined is None else np.asarray(undefined, bool)
+    fin = R[np.isfinite(R)]
+    pos = fin[fin > 0]
+    norm = LogNorm(pos.min(), pos.max()) if pos.size == fin.size and pos.size and pos.max() > 10 * pos.min() else None
+    fig, ax = _figure(figsize=(min(WIDTH * 0.8, 2.0 + 0.45 * len(xs)), 0.6 + 0.3 * len(ys)))
+    if und.any():
+        from matplotlib.colors import ListedColormap
+
+        _mesh(ax, np.where(und, 0.0, np.nan), cmap=ListedColormap(["#d4d4d4"]), vmin=0, vmax=1)
     im = _mesh(ax, R, cmap="viridis", norm=norm)
     if R.size <= 150:
         for (i, j), v in np.ndenumerate(R):
             if np.isfinite(v):
                 r, g, b, _ = im.cmap(im.norm(v))
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.2g}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="#222" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white",
-                )
+                color = "#222" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+                ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=6, color=color)
+            elif und[i, j]:
+                ax.text(j, i, "undef.", ha="center", va="center", fontsize=5.5, color="#444")
     _grid_axes(ax, xkey, xs, ykey, ys)
-    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
-    ax.set_title("‖S2‖ / ‖S1‖ (mean over seeds)")
-    fig.tight_layout()
-    return _svg(fig, "fig-ratio", "S2 to S1 ratio map")
+    cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+    cb.solids.set_rasterized(False)  # vector quads: no embedded raster (WeasyPrint drops it)
+    cb.solids.set_edgecolor("face")
+    if norm is not None:  # decade labels only: minor labels of a log bar overlap
+        from matplotlib.ticker import NullFormatter
+
+        cb.ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_title(_plain(title))
+    return _svg(fig, key, _plain(title) or "metric map")
 
 
 def _mesh(ax, M: np.ndarray, **kw):
@@ -361,7 +377,7 @@ def _mesh(ax, M: np.ndarray, **kw):
 
 
 def _grid_axes(ax, xkey, xs, ykey, ys) -> None:
-    ax.set_xticks(range(len(xs)), _ticks(xs), rotation=45 if len(xs) > 8 else 0)
+    _categorical_ticks(ax, range(len(xs)), xs)
     ax.set_xlabel(_plain(xkey))
     ax.set_yticks(range(len(ys)), _ticks(ys) if ykey else [""])
     ax.set_ylabel(_plain(ykey or ""))
@@ -370,24 +386,44 @@ def _grid_axes(ax, xkey, xs, ykey, ys) -> None:
 
 
 @_styled
-def seed_bands(xkey: str, xs: list, series: dict[str, list[tuple[str, np.ndarray, np.ndarray]]]) -> str:
+def seed_bands(
+    xkey: str, xs: list, series: dict[str, list[tuple[str, np.ndarray, np.ndarray]]], series_key: str | None = None,
+    key: str = "fig-lines",
+) -> str:
     """Line plots over one swept key: per panel, lines (mean over seeds) with mean ± sd bands.
 
-    `series` maps a panel title to [(label, mean, sd)], arrays aligned with xs."""
+    `series` maps a panel title to [(label, mean, sd)], arrays aligned with xs. A quantity that is
+    never negative keeps its band above zero (a log axis when it spans more than two decades); a
+    numeric x spanning more than two decades gets a log axis too."""
     import matplotlib
 
-    numeric = all(isinstance(v, (int, float)) for v in xs)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
     x = np.asarray(xs, float) if numeric else np.arange(len(xs))
-    fig, axes = _figure(1, len(series), figsize=(WIDTH, 2.2), squeeze=False)
-    for ax, (title, lines) in zip(axes[0], series.items()):
+    ncols = min(len(series), 3)
+    nrows = -(-len(series) // ncols)
+    fig, axes = _figure(nrows, ncols, figsize=(WIDTH, 0.3 + 2.1 * nrows), squeeze=False, layout="constrained")
+    for ax in axes.reshape(-1)[len(series) :]:
+        ax.set_visible(False)
+    for ax, (title, lines) in zip(axes.reshape(-1), series.items()):
+        allv = np.concatenate([m[np.isfinite(m)] for _, m, _ in lines])
+        positive = allv.size and allv.min() >= 0
         for i, (label, mean, sd) in enumerate(lines):
             color = COLORS.get(label, matplotlib.colormaps["tab10"](i % 10) if len(lines) > 1 else "#222")
             ax.plot(x, mean, "o-", ms=2.5, color=color, label=_plain(label))
-            ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
-        if not numeric:
-            ax.set_xticks(x, _ticks(xs))
-        ax.set(xlabel=_plain(xkey), title=title)
+            lo, hi = mean - sd, mean + sd
+            if positive:  # mean ± sd of a positive quantity: clipped at zero (or below the mean on a log axis)
+                lo = np.maximum(lo, 0.0)
+            ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+        pos = allv[allv > 0]
+        if positive and pos.size == allv.size and pos.size and pos.max() > 100 * pos.min():
+            ax.set_yscale("log")
+        if numeric:
+            xp = x[x > 0]
+            if xp.size == x.size and xp.max() > 100 * xp.min():
+                ax.set_xscale("log")
+        else:
+            _categorical_ticks(ax, x, xs)
+        ax.set(xlabel=_plain(xkey), title=_plain(title))
         if len(lines) > 1:
-            ax.legend(loc="best")
-    fig.tight_layout()
-    return _svg(fig, "fig-lines", "line plots over " + xkey)
+            ax.legend(loc="best", title=_plain(series_key) if series_key else None, title_fontsize=6.5)
+    return _svg(fig, key, "line plots over " + xkey)

@@ -10,6 +10,7 @@ name, file paths, swept keys) is shown as text.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from collections import Counter
@@ -76,7 +77,9 @@ def _check_metrics(metrics, path: Path) -> None:
         raise InputError(f"{path}: fields 'singular_values' and 'norms' must hold numbers")
 
 
-def render_sweep(sweep_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None) -> list[Path]:
+def render_sweep(
+    sweep_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, metrics: str | None = None
+) -> list[Path]:
     """Write the report of a sweep directory (sweep.json manifest + results.csv): phase diagrams and seed bands."""
     sweep_dir = Path(sweep_dir)
     manifest = _read_json(sweep_dir / "sweep.json", "sweep directory")
@@ -84,7 +87,7 @@ def render_sweep(sweep_dir: Path, formats=("html",), out_dir: Path | None = None
     if rows is None:
         raise InputError(f"{sweep_dir / 'results.csv'}: missing or unreadable (not a finished sweep directory)")
     paper = paper or _get(_base_config(manifest), "output.paper", "a4")
-    html = templates_env().get_template("sweep.html.j2").render(**sweep_context(sweep_dir, manifest, rows), paper=PAPERS[paper])
+    html = templates_env().get_template("sweep.html.j2").render(**sweep_context(sweep_dir, manifest, rows, metrics), paper=PAPERS[paper])
     return _write(html, formats, Path(out_dir or sweep_dir), paper)
 
 
@@ -359,6 +362,98 @@ def _config_sections(cfg: dict) -> list[tuple[str, list[tuple[str, str]]]]:
 # ---------------------------------------------------------------------------- sweeps
 
 METRIC_PREFIXES = ("norms.", "rank.", "regime", "status", "seed", "shares.", "energy.", "alignment", "loss", "identity", "error")
+DEFAULT_METRICS = "norms.S2/norms.S1, rank.outliers"
+ROUNDING = 1e4  # a term norm below ROUNDING · eps · ‖G‖ is zero in exact arithmetic (rounding level)
+LABELS = {"norms.reg": "‖λ∇R‖", "norms.bulk": "‖E + λ∇R‖", "rank.outliers": "outliers", "rank.stable": "stable rank",
+          "rank.effective": "effective rank", "energy.predicted_subspace": "energy in span(X_Bᵀr, q)"}
+
+
+def metric_label(name: str) -> str:
+    """'norms.S1/norms.E' -> '‖S1‖ / ‖E‖'."""
+    def one(col):
+        if col in LABELS:
+            return LABELS[col]
+        return f"‖{col[6:]}‖" if col.startswith("norms.") else col
+    return " / ".join(one(c) for c in name.split("/"))
+
+
+def parse_metrics(text: str | None, columns: list[str] | None = None, what: str = "option --metrics") -> list[str]:
+    """'norms.S1/norms.E, rank.outliers' -> the sweep report's metrics: results.csv columns or ratios a/b."""
+    items = [i.replace(" ", "") for i in (text or DEFAULT_METRICS).split(",") if i.strip()]
+    if not items:
+        raise InputError(f"{what}: give at least one metric (a results.csv column or a ratio a/b)")
+    for item in items:
+        parts = item.split("/")
+        if len(parts) > 2 or not all(parts):
+            raise InputError(f"{what}: {item!r} is neither a column nor a ratio a/b")
+        bad = [c for c in parts if columns is not None and c not in columns]
+        if bad:
+            raise InputError(f"{what}: {bad[0]!r} is not a column of results.csv (e.g. norms.S1, norms.E, rank.outliers)")
+    return items
+
+
+def _rounding_floor(base: dict) -> float:
+    dtype = _get(base, "compute.dtype", "float64")
+    return ROUNDING * float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
+
+
+def metric_value(row: dict, metric: str, floor: float) -> float:
+    """A metric of one run; term norms at rounding level (≤ floor·‖G‖) count as 0, and a ratio
+    over such a zero is undefined (NaN): never a huge number stretching a scale."""
+    G = _num(row.get("norms.G"))
+
+    def val(col):
+        v = _num(row.get(col))
+        return 0.0 if col.startswith("norms.") and np.isfinite(G) and abs(v) <= floor * G else v
+
+    parts = metric.split("/")
+    if len(parts) == 1:
+        return val(parts[0])
+    a, b = val(parts[0]), val(parts[1])
+    return a / b if b != 0 and np.isfinite(b) else math.nan
+
+
+class Dim:
+    """One axis of the sweep's figures: a swept key (levels = its values), or zipped keys moving
+    together (each zipped setting is one labelled level)."""
+
+    def __init__(self, keys: list[str], levels: list[tuple]):
+        self.keys, self.levels = keys, levels
+        if len(keys) == 1:
+            self.name = keys[0]
+            self.labels = [_fmt(v[0]) for v in levels]
+        else:
+            self.name = _joined_name(keys)
+            self.labels = [_zip_label(keys, levels, i) for i in range(len(levels))]
+        vals = [v[0] for v in levels]
+        self.numeric = len(keys) == 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+        self.values = [float(v) for v in vals] if self.numeric else list(range(len(levels)))
+
+    def index(self, row: dict) -> int | None:
+        for i, lv in enumerate(self.levels):
+            if all(_match(row.get(k), [v]) == 0 for k, v in zip(self.keys, lv)):
+                return i
+        return None
+
+
+def _fmt(v) -> str:
+    return _g(v) if isinstance(v, float) else str(v)
+
+
+def _joined_name(keys: list[str]) -> str:
+    """Zipped keys as one axis name: 'regularizer.{weight_decay, input_noise}' when they share a section."""
+    heads = {k.rsplit(".", 1)[0] for k in keys if "." in k}
+    if len(heads) == 1 and all("." in k for k in keys):
+        return f"{heads.pop()}.{{{', '.join(k.rsplit('.', 1)[1] for k in keys)}}}"
+    return " + ".join(keys)
+
+
+def _zip_label(keys: list[str], levels: list[tuple], i: int) -> str:
+    """A zipped level named by the keys that differ from their most common value ('baseline' when
+    none does; the levels table lists every value)."""
+    common = [Counter(str(lv[j]) for lv in levels).most_common(1)[0][0] for j in range(len(keys))]
+    own = [f"{k.split('.')[-1]}={_fmt(v)}" for k, v, c in zip(keys, levels[i], common) if str(v) != c]
+    return ", ".join(own) if own else "baseline"
 
 
 def _axes(manifest: dict, rows: list[dict[str, str]]) -> dict[str, list]:
@@ -373,6 +468,13 @@ def _axes(manifest: dict, rows: list[dict[str, str]]) -> dict[str, list]:
             if len(vals) > 1:
                 out[name] = [(_num(v) if not math.isnan(_num(v)) else v) for v in vals]
     return out
+
+
+def _dims(axes: dict[str, list], mode: str) -> list[Dim]:
+    if mode == "zip" and axes:
+        keys = list(axes)
+        return [Dim(keys, list(dict.fromkeys(zip(*axes.values()))))]
+    return [Dim([k], [(v,) for v in vals]) for k, vals in axes.items()]
 
 
 def _base_config(manifest: dict) -> dict:
@@ -390,15 +492,24 @@ def _match(cell: str | None, values: list) -> int | None:
     return None
 
 
-def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]]) -> dict:
-    """Phase diagrams over the first two swept keys, seed bands over the first, a per-point table."""
+MAX_FACETS = 12
+
+
+def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]], metrics: str | None = None) -> dict:
+    """Per facet (each combination of the swept keys past the first two): a regime map and one map per
+    metric over the first two keys, line plots with seed bands over the first; a per-point table.
+    Nothing is averaged over a swept key: only over seeds."""
     from gradrank.report import figures
 
     axes = _axes(manifest, rows)
-    keys = list(axes)[:1] if manifest.get("mode") == "zip" else list(axes)  # zipped axes move together: one x axis
+    mode = manifest.get("mode", "product")
+    dims = _dims(axes, mode)
     ok = [r for r in rows if r.get("status", "done") in ("ok", "done", "")]
     failed = [r for r in rows if r.get("status") == "failed"]
     base = _base_config(manifest)
+    chosen = metrics if metrics is not None else (_get(base, "output.metrics") or None)
+    names = parse_metrics(chosen, list(rows[0]) if rows else None, "option --metrics" if metrics else "config key 'output.metrics'")
+    floor = _rounding_floor(base)
     prov = manifest.get("provenance") or {
         "versions": manifest.get("versions") or {},
         "config_hash": manifest.get("base_hash", ""),
@@ -406,90 +517,81 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]]) -
     ctx = {
         "title": _get(base, "output.name") or f"sweep {sweep_dir.name}",
         "axes": axes,
+        "dims": [{"name": d.name, "labels": d.labels, "zipped": len(d.keys) > 1, "zkeys": d.keys,
+                  "levels": [[_fmt(v) for v in lv] for lv in d.levels]} for d in dims],
         "n_rows": len(rows),
         "n_ok": len(ok),
         "n_pending": len(rows) - len(ok) - len(failed),
-        "mode": manifest.get("mode", "product"),
+        "mode": mode,
         "failed": [{k: r.get(k, "") for k in (*axes, "seed", "error") if k in r} for r in failed],
         "seeds": manifest.get("seeds"),
-        "figures": {},
+        "metrics": [{"name": n, "label": metric_label(n)} for n in names],
+        "nu_swept": "data.nu" in axes,
+        "facets": [],
+        "facets_left_out": 0,
         "config_sections": _config_sections(base),
         "provenance": prov,
         "columns": list(rows[0]) if rows else [],
-        "regime_counts": [],
+        "regime_counts": Counter(r.get("regime") for r in ok if r.get("regime")).most_common(),
         "table": [],
-        "table_keys": [],
-        "more_axes": [],
+        "table_keys": [d.name for d in dims],
+        "undefined": 0,
     }
-    if not keys or not ok:
+    if not dims or not ok:
         return ctx
-    xkey, ykey = keys[0], (keys[1] if len(keys) > 1 else None)
-    xs, ys = axes[xkey], (axes[ykey] if ykey else [None])
-    cells: dict[tuple[int, int], list[dict]] = {}
+    xdim, ydim, fdims = dims[0], (dims[1] if len(dims) > 1 else None), dims[2:]
+    facet_combos = list(itertools.product(*(range(len(d.levels)) for d in fdims)))
+    ctx["facets_left_out"] = max(0, len(facet_combos) - MAX_FACETS)
+    index = {}
     for r in ok:
-        i = _match(r.get(xkey), xs)
-        j = _match(r.get(ykey), ys) if ykey else 0
-        if i is not None and j is not None:
-            cells.setdefault((j, i), []).append(r)
-
-    def ratio(r):
-        s1, s2 = _num(r.get("norms.S1")), _num(r.get("norms.S2"))
-        return s2 / s1 if s1 > 0 else math.nan
-
-    if any("regime" in r for r in ok):
-        grid = [[_mode([r.get("regime") for r in cells.get((j, i), [])]) for i in range(len(xs))] for j in range(len(ys))]
-        ctx["figures"]["regime"] = figures.regime_map(xkey, xs, ykey, ys if ykey else [""], grid)
-        ctx["regime_counts"] = Counter(r.get("regime") for r in ok).most_common()
-    have_ratio = any(np.isfinite(ratio(r)) for r in ok)
-    if have_ratio:
-        R = np.array([[_mean([ratio(r) for r in cells.get((j, i), [])])[0] for i in range(len(xs))] for j in range(len(ys))])
-        ctx["figures"]["ratio"] = figures.ratio_map(xkey, xs, ykey, ys if ykey else [""], R)
-    ctx["figures"]["lines"] = _seed_band_figure(xkey, xs, ykey, ys, cells, ratio)
-    ctx["table_keys"] = [k for k in (xkey, ykey) if k]
-    ctx["table"] = [
-        {
-            "x": _g(xs[i]) if isinstance(xs[i], float) else xs[i],
-            "y": (_g(ys[j]) if isinstance(ys[j], float) else ys[j]) if ykey else None,
+        ids = [d.index(r) for d in dims]
+        if None not in ids:
+            index.setdefault(tuple(ids), []).append(r)
+    nY = len(ydim.levels) if ydim else 1
+    for fc in facet_combos[:MAX_FACETS]:
+        cells = {(j, i): index.get((i, *((j,) if ydim else ()), *fc), []) for i in range(len(xdim.levels)) for j in range(nY)}
+        title = ", ".join(f"{d.name} = {d.labels[k]}" for d, k in zip(fdims, fc))
+        key = "-".join(str(k) for k in fc) or "all"
+        facet = {"title": title, "figures": {}, "key": key}
+        draw = _drawer({"figures": facet["figures"], "warnings": ctx.setdefault("warnings", [])})
+        ylabels = ydim.labels if ydim else [""]
+        yname = ydim.name if ydim else None
+        if any(r.get("regime") for rs in cells.values() for r in rs):
+            grid = [[_mode([r.get("regime") for r in cells[(j, i)]]) for i in range(len(xdim.levels))] for j in range(nY)]
+            draw("regime", "regime map", figures.regime_map, xdim.name, xdim.labels, yname, ylabels, grid, f"fig-regime-{key}")
+        stats = {n: {c: _mean([metric_value(r, n, floor) for r in rs]) for c, rs in cells.items()} for n in names}
+        if ydim:
+            for n in names:
+                M = np.array([[stats[n][(j, i)][0] for i in range(len(xdim.levels))] for j in range(nY)])
+                und = np.array([[bool(cells[(j, i)]) and not np.isfinite(stats[n][(j, i)][0]) for i in range(len(xdim.levels))]
+                                for j in range(nY)])
+                draw(f"map:{n}", f"{metric_label(n)} map", figures.metric_map, xdim.name, xdim.labels, yname, ylabels, M, und,
+                     metric_label(n) + " (mean over seeds)", f"fig-map-{names.index(n)}-{key}")
+        series = {
+            metric_label(n): [
+                (ylabels[j] if ydim else metric_label(n), np.array([stats[n][(j, i)][0] for i in range(len(xdim.levels))]),
+                 np.array([stats[n][(j, i)][1] for i in range(len(xdim.levels))]))
+                for j in range(nY)
+            ]
+            for n in names
+        }
+        series = {t: [ln for ln in lines if np.isfinite(ln[1]).any()] for t, lines in series.items()}
+        series = {t: lines for t, lines in series.items() if lines}
+        if series:
+            draw("lines", "line plots", figures.seed_bands, xdim.name, xdim.values if xdim.numeric else xdim.labels, series,
+                 yname, f"fig-lines-{key}")
+        ctx["facets"].append(facet)
+    for ids, rs in sorted(index.items()):
+        vals = {n: _mean([metric_value(r, n, floor) for r in rs]) for n in names}
+        ctx["undefined"] += sum(1 for n in names for r in rs if not np.isfinite(metric_value(r, n, floor)))
+        ctx["table"].append({
+            "levels": [d.labels[i] for d, i in zip(dims, ids)],
             "runs": len(rs),
             "regime": _mode([r.get("regime") for r in rs]) or "–",
-            "S1": _g(_mean([_num(r.get("norms.S1")) for r in rs])[0]),
-            "S2": _g(_mean([_num(r.get("norms.S2")) for r in rs])[0]),
-            "ratio": _g(_mean([ratio(r) for r in rs])[0]),
-            "outliers": _g(_mean([_num(r.get("rank.outliers")) for r in rs])[0]),
-        }
-        for (j, i), rs in sorted(cells.items())
-    ]
-    ctx["more_axes"] = keys[2:]
+            "metrics": [("undefined" if not np.isfinite(v[0]) else _g(v[0])) + ("" if not np.isfinite(v[1]) or len(rs) < 2
+                        else f" ± {_g(v[1], 2)}") for v in vals.values()],
+        })
     return ctx
-
-
-def _seed_band_figure(xkey, xs, ykey, ys, cells, ratio) -> str | None:
-    from gradrank.report import figures
-
-    def band(values_at):  # (mean, sd) arrays over the x values
-        stats = [_mean(values_at(i)) for i in range(len(xs))]
-        return np.array([s[0] for s in stats]), np.array([s[1] for s in stats])
-
-    def col(name, j=None):
-        return lambda i: [
-            _num(r.get(name)) if name != "ratio" else ratio(r)
-            for jj in (range(len(ys)) if j is None else [j])
-            for r in cells.get((jj, i), [])
-        ]
-
-    series = {}
-    if ykey is None:
-        terms = [(k, *band(col(f"norms.{k}"))) for k in ("S1", "S12", "S2", "E")]
-        series["term norms"] = [t for t in terms if np.isfinite(t[1]).any()]
-        series["‖S2‖ / ‖S1‖"] = [("S2/S1", *band(col("ratio")))]
-        series["rank"] = [(lab, *band(col(k))) for lab, k in (("outliers", "rank.outliers"), ("stable rank", "rank.stable"))]
-    else:
-        shown = list(range(len(ys)))[:8]
-        series["‖S2‖ / ‖S1‖"] = [(f"{ykey}={_g(ys[j])}", *band(col("ratio", j))) for j in shown]
-        series["outliers"] = [(f"{ykey}={_g(ys[j])}", *band(col("rank.outliers", j))) for j in shown]
-    series = {t: [ln for ln in lines if np.isfinite(ln[1]).any()] for t, lines in series.items()}
-    series = {t: lines for t, lines in series.items() if lines}
-    return figures.seed_bands(xkey, xs, series) if series else None
 
 
 def _mean(values) -> tuple[float, float]:
