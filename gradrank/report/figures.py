@@ -427,3 +427,31 @@ def seed_bands(
         if len(lines) > 1:
             ax.legend(loc="best", title=_plain(series_key) if series_key else None, title_fontsize=6.5)
     return _svg(fig, key, "line plots over " + xkey)
+
+
+@_styled
+def regpath(panels: dict[str, tuple[list[float], dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]], steps: int) -> str:
+    """One panel per regulariser: lines (mean over seeds) with min–max bands against the strength,
+    on log axes with strength 0 drawn a decade left of the smallest positive one (tick '0').
+
+    `panels` maps a regulariser to (strengths, {label: (mean, low, high)})."""
+    fig, axes = _figure(1, len(panels), figsize=(WIDTH, 2.3), squeeze=False, layout="constrained")
+    styles = [(COLORS["S1"], "-"), (COLORS["S2"], "--"), ("#222222", ":")]
+    for ax, (name, (xs, lines)) in zip(axes[0], panels.items()):
+        xs = np.asarray(xs, float)
+        pos = xs[xs > 0]
+        zero = pos.min() / 10 if pos.size else 1e-3
+        x = np.where(xs > 0, xs, zero)
+        for (label, (mean, lo, hi)), (color, ls) in zip(lines.items(), styles):
+            ax.plot(x, mean, ls, marker="o", ms=2.5, color=color, label=_plain(label))
+            ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+        ax.set_xscale("log")
+        if _log_ok([m for m, _, _ in lines.values()]):
+            ax.set_yscale("log")
+        ticks = sorted(set(x))
+        ax.set_xticks(ticks, ["0" if t == zero and 0 in xs else f"{t:.3g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set(title=_plain(name.replace("_", " ")), xlabel="strength")
+    axes[0][0].set_ylabel("ratio")
+    axes[0][-1].legend(loc="best", fontsize=6.5)
+    return _svg(fig, "fig-regpath", "regularisation path " + ("at initialisation" if steps == 0 else f"after {steps} steps"))

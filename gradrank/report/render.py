@@ -34,22 +34,46 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return out
 
 
-def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None) -> list[Path]:
-    """Write report.html / report.pdf for a run or sweep directory; returns the files written."""
+def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **options) -> list[Path]:
+    """Write report.html / report.pdf for any result directory; returns the files written.
+
+    The first RENDERERS entry whose marker file the directory holds renders it; `options` (e.g. a
+    sweep's metrics) go to that renderer."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such directory")
-    if (run_dir / "sweep.json").is_file():
-        return render_sweep(run_dir, formats, out_dir, paper)
-    if (run_dir / "scaling.json").is_file():
-        payload = _read_json(run_dir / "scaling.json", "scaling directory")
-        paper = paper or _get(payload.get("config") or {}, "output.paper", "a4")
-        return _write(render_scaling(payload, paper), formats, Path(out_dir or run_dir), paper)
+    for marker, renderer in RENDERERS:
+        if (run_dir / marker).is_file():
+            return renderer(run_dir, formats, out_dir, paper, **options)
+    markers = ", ".join(m for m, _ in RENDERERS)
+    raise InputError(f"{run_dir}: not a gradrank result directory (none of {markers})")
+
+
+def render_run(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_) -> list[Path]:
+    """An analyze/decompose/train run directory (metrics.json, arrays.npz, trajectory.csv)."""
     metrics = _read_json(run_dir / "metrics.json", "run directory")
     _check_metrics(metrics, run_dir / "metrics.json")
     cfg = metrics.get("config") or {}
     paper = paper or (cfg.get("output") or {}).get("paper", "a4")
     html = templates_env().get_template("run.html.j2").render(**run_context(run_dir, metrics), paper=PAPERS[paper])
+    return _write(html, formats, Path(out_dir or run_dir), paper)
+
+
+def render_scaling_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
+    """A scaling study directory (scaling.json)."""
+    payload = _read_json(run_dir / "scaling.json", "scaling directory")
+    paper = paper or _get(payload.get("config") or {}, "output.paper", "a4")
+    return _write(render_scaling(payload, paper), formats, Path(out_dir or run_dir), paper)
+
+
+def render_regpath_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
+    """A regularisation path directory (path.json + path.csv)."""
+    doc = _read_json(run_dir / "path.json", "regpath directory")
+    rows = _read_csv(run_dir / "path.csv")
+    if not rows:
+        raise InputError(f"{run_dir / 'path.csv'}: missing or empty (not a finished regpath directory)")
+    paper = paper or _get(doc.get("config") or {}, "output.paper", "a4")
+    html = templates_env().get_template("regpath.html.j2").render(**regpath_context(doc, rows), paper=PAPERS[paper])
     return _write(html, formats, Path(out_dir or run_dir), paper)
 
 
@@ -78,7 +102,7 @@ def _check_metrics(metrics, path: Path) -> None:
 
 
 def render_sweep(
-    sweep_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, metrics: str | None = None
+    sweep_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, metrics: str | None = None, **_
 ) -> list[Path]:
     """Write the report of a sweep directory (sweep.json manifest + results.csv): phase diagrams and seed bands."""
     sweep_dir = Path(sweep_dir)
@@ -89,6 +113,15 @@ def render_sweep(
     paper = paper or _get(_base_config(manifest), "output.paper", "a4")
     html = templates_env().get_template("sweep.html.j2").render(**sweep_context(sweep_dir, manifest, rows, metrics), paper=PAPERS[paper])
     return _write(html, formats, Path(out_dir or sweep_dir), paper)
+
+
+# marker file -> renderer(dir, formats, out_dir, paper, **options); a new result kind adds one line
+RENDERERS = [
+    ("sweep.json", render_sweep),
+    ("scaling.json", render_scaling_dir),
+    ("path.json", render_regpath_dir),
+    ("metrics.json", render_run),
+]
 
 
 def html_to_pdf(html: str) -> bytes:
@@ -404,6 +437,8 @@ def metric_value(row: dict, metric: str, floor: float) -> float:
 
     def val(col):
         v = _num(row.get(col))
+        if col == "norms.bulk" and not np.isfinite(v):  # no penalty: the bulk is E
+            v = _num(row.get("norms.E"))
         return 0.0 if col.startswith("norms.") and np.isfinite(G) and abs(v) <= floor * G else v
 
     parts = metric.split("/")
@@ -626,6 +661,46 @@ def templates_env():
     )
     env.filters["g"] = _g
     return env
+
+
+def regpath_context(doc: dict, rows: list[dict[str, str]]) -> dict:
+    """The regularisation path report: verdicts, the path figure, per-strength means over seeds."""
+    from gradrank.report import figures
+
+    cfg = doc.get("config") or {}
+    ctx = {
+        "title": _get(cfg, "output.name") or f"regularisation path {doc.get('config_hash', '')}",
+        "doc": doc,
+        "summary": doc.get("summary") or {},
+        "steps": doc.get("steps", 0),
+        "seeds": doc.get("seeds") or [],
+        "figures": {},
+        "warnings": [],
+        "table": [],
+        "config_sections": _config_sections(cfg),
+        "provenance": doc.get("provenance") or {},
+        "config_hash": doc.get("config_hash", ""),
+    }
+    cols = ("S1", "S2", "E", "reg", "S1_over_S2", "G_residue_over_spike", "outliers")
+    panels = {}
+    for name in dict.fromkeys(r.get("regularizer", "") for r in rows):
+        mine = [r for r in rows if r.get("regularizer") == name]
+        xs = sorted({_num(r.get("strength")) for r in mine} - {math.nan})
+        at = {x: [r for r in mine if _num(r.get("strength")) == x] for x in xs}
+        lines = {}
+        for key, label in (("S1_over_S2", "‖S1‖/‖S2‖"), ("G_residue_over_spike", "G along X_Bᵀr / along q")):
+            v = [[_num(r.get(key)) for r in at[x]] for x in xs]
+            lines[label] = tuple(np.array([f(np.array(vals)) for vals in v]) for f in (np.nanmean, np.nanmin, np.nanmax))
+        panels[name] = (xs, lines)
+        for x in xs:
+            ctx["table"].append(
+                {"regularizer": name, "strength": _g(x), "runs": len(at[x]),
+                 **{c: _g(_mean([_num(r.get(c)) for r in at[x]])[0]) for c in cols},
+                 "regime": _mode([r.get("regime") for r in at[x]]) or "–"}
+            )
+    if panels:
+        _drawer(ctx)("path", "regularisation path", figures.regpath, panels, ctx["steps"])
+    return ctx
 
 
 def render_scaling(payload: dict, paper: str = "a4") -> str:
