@@ -387,7 +387,10 @@ def _grid_axes(ax, xkey, xs, ykey, ys) -> None:
 
 @_styled
 def seed_bands(
-    xkey: str, xs: list, series: dict[str, list[tuple[str, np.ndarray, np.ndarray]]], series_key: str | None = None,
+    xkey: str,
+    xs: list,
+    series: dict[str, list[tuple[str, np.ndarray, np.ndarray]]],
+    series_key: str | None = None,
     key: str = "fig-lines",
 ) -> str:
     """Line plots over one swept key: per panel, lines (mean over seeds) with mean ± sd bands.
@@ -455,3 +458,48 @@ def regpath(panels: dict[str, tuple[list[float], dict[str, tuple[np.ndarray, np.
     axes[0][0].set_ylabel("ratio")
     axes[0][-1].legend(loc="best", fontsize=6.5)
     return _svg(fig, "fig-regpath", "regularisation path " + ("at initialisation" if steps == 0 else f"after {steps} steps"))
+
+
+@_styled
+def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]) -> str:
+    """Log–log panels, one per quantity: every (n, seed) value, the fitted line c·n^slope with the
+    band of slopes inside its confidence interval (pivoted at the geometric mean of n), and the
+    predicted slope through the same pivot (dashed)."""
+    from matplotlib.ticker import NullFormatter
+
+    ncols = min(3, len(quantities))
+    nrows = -(-len(quantities) // ncols)
+    fig, axes = _figure(nrows, ncols, figsize=(WIDTH, 0.3 + 2.0 * nrows), squeeze=False, layout="constrained")
+    for ax in axes.reshape(-1)[len(quantities) :]:
+        ax.set_visible(False)
+    n_all = np.array([float(r["n"]) for r in rows])
+    grid = np.geomspace(n_all.min(), n_all.max(), 50) if n_all.size else np.array([1.0])
+    for ax, q in zip(axes.reshape(-1), quantities):
+        color = COLORS.get(q, "#222222")
+        v = np.array([float(r.get(q, np.nan)) for r in rows])
+        keep = np.isfinite(v) & (v > 0)
+        ax.loglog(n_all[keep], v[keep], "o", ms=3, color=color, alpha=0.6, label="runs")
+        f = fits.get(q)
+        if f:
+            pivot = math.exp(float(np.mean(np.log(n_all[keep])))) if keep.any() else 1.0
+            at = math.exp(f["intercept"]) * pivot ** f["slope"]
+            ax.loglog(
+                grid,
+                math.exp(f["intercept"]) * grid ** f["slope"],
+                "-",
+                color=color,
+                lw=1.2,
+                label=f"fit {f['slope']:+.2f} [{f['ci_low']:+.2f}, {f['ci_high']:+.2f}]",
+            )
+            lo, hi = at * (grid / pivot) ** f["ci_low"], at * (grid / pivot) ** f["ci_high"]
+            ax.fill_between(grid, np.minimum(lo, hi), np.maximum(lo, hi), color=color, alpha=0.15, lw=0)
+            p = predicted.get(q)
+            if p is not None:
+                ax.loglog(grid, at * (grid / pivot) ** p, "--", color="#222222", lw=1, label=f"predicted {p:+.2f}")
+        name = {"a_mu": "‖a∘μ‖", "zeta": "ζ"}.get(q, f"‖{q}‖")
+        ns = sorted(set(n_all))
+        ax.set_xticks(ns, [f"{x:g}" for x in ns], minor=False)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set(title=name, xlabel="n")
+        ax.legend(loc="best", fontsize=6)
+    return _svg(fig, "fig-scaling", "log-log scaling with fitted and predicted slopes")

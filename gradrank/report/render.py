@@ -111,7 +111,11 @@ def render_sweep(
     if rows is None:
         raise InputError(f"{sweep_dir / 'results.csv'}: missing or unreadable (not a finished sweep directory)")
     paper = paper or _get(_base_config(manifest), "output.paper", "a4")
-    html = templates_env().get_template("sweep.html.j2").render(**sweep_context(sweep_dir, manifest, rows, metrics), paper=PAPERS[paper])
+    html = (
+        templates_env()
+        .get_template("sweep.html.j2")
+        .render(**sweep_context(sweep_dir, manifest, rows, metrics), paper=PAPERS[paper])
+    )
     return _write(html, formats, Path(out_dir or sweep_dir), paper)
 
 
@@ -397,16 +401,24 @@ def _config_sections(cfg: dict) -> list[tuple[str, list[tuple[str, str]]]]:
 METRIC_PREFIXES = ("norms.", "rank.", "regime", "status", "seed", "shares.", "energy.", "alignment", "loss", "identity", "error")
 DEFAULT_METRICS = "norms.S2/norms.S1, rank.outliers"
 ROUNDING = 1e4  # a term norm below ROUNDING · eps · ‖G‖ is zero in exact arithmetic (rounding level)
-LABELS = {"norms.reg": "‖λ∇R‖", "norms.bulk": "‖E + λ∇R‖", "rank.outliers": "outliers", "rank.stable": "stable rank",
-          "rank.effective": "effective rank", "energy.predicted_subspace": "energy in span(X_Bᵀr, q)"}
+LABELS = {
+    "norms.reg": "‖λ∇R‖",
+    "norms.bulk": "‖E + λ∇R‖",
+    "rank.outliers": "outliers",
+    "rank.stable": "stable rank",
+    "rank.effective": "effective rank",
+    "energy.predicted_subspace": "energy in span(X_Bᵀr, q)",
+}
 
 
 def metric_label(name: str) -> str:
     """'norms.S1/norms.E' -> '‖S1‖ / ‖E‖'."""
+
     def one(col):
         if col in LABELS:
             return LABELS[col]
         return f"‖{col[6:]}‖" if col.startswith("norms.") else col
+
     return " / ".join(one(c) for c in name.split("/"))
 
 
@@ -543,7 +555,9 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]], m
     failed = [r for r in rows if r.get("status") == "failed"]
     base = _base_config(manifest)
     chosen = metrics if metrics is not None else (_get(base, "output.metrics") or None)
-    names = parse_metrics(chosen, list(rows[0]) if rows else None, "option --metrics" if metrics else "config key 'output.metrics'")
+    names = parse_metrics(
+        chosen, list(rows[0]) if rows else None, "option --metrics" if metrics else "config key 'output.metrics'"
+    )
     floor = _rounding_floor(base)
     prov = manifest.get("provenance") or {
         "versions": manifest.get("versions") or {},
@@ -552,8 +566,16 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]], m
     ctx = {
         "title": _get(base, "output.name") or f"sweep {sweep_dir.name}",
         "axes": axes,
-        "dims": [{"name": d.name, "labels": d.labels, "zipped": len(d.keys) > 1, "zkeys": d.keys,
-                  "levels": [[_fmt(v) for v in lv] for lv in d.levels]} for d in dims],
+        "dims": [
+            {
+                "name": d.name,
+                "labels": d.labels,
+                "zipped": len(d.keys) > 1,
+                "zkeys": d.keys,
+                "levels": [[_fmt(v) for v in lv] for lv in d.levels],
+            }
+            for d in dims
+        ],
         "n_rows": len(rows),
         "n_ok": len(ok),
         "n_pending": len(rows) - len(ok) - len(failed),
@@ -598,14 +620,32 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]], m
         if ydim:
             for n in names:
                 M = np.array([[stats[n][(j, i)][0] for i in range(len(xdim.levels))] for j in range(nY)])
-                und = np.array([[bool(cells[(j, i)]) and not np.isfinite(stats[n][(j, i)][0]) for i in range(len(xdim.levels))]
-                                for j in range(nY)])
-                draw(f"map:{n}", f"{metric_label(n)} map", figures.metric_map, xdim.name, xdim.labels, yname, ylabels, M, und,
-                     metric_label(n) + " (mean over seeds)", f"fig-map-{names.index(n)}-{key}")
+                und = np.array(
+                    [
+                        [bool(cells[(j, i)]) and not np.isfinite(stats[n][(j, i)][0]) for i in range(len(xdim.levels))]
+                        for j in range(nY)
+                    ]
+                )
+                draw(
+                    f"map:{n}",
+                    f"{metric_label(n)} map",
+                    figures.metric_map,
+                    xdim.name,
+                    xdim.labels,
+                    yname,
+                    ylabels,
+                    M,
+                    und,
+                    metric_label(n) + " (mean over seeds)",
+                    f"fig-map-{names.index(n)}-{key}",
+                )
         series = {
             metric_label(n): [
-                (ylabels[j] if ydim else metric_label(n), np.array([stats[n][(j, i)][0] for i in range(len(xdim.levels))]),
-                 np.array([stats[n][(j, i)][1] for i in range(len(xdim.levels))]))
+                (
+                    ylabels[j] if ydim else metric_label(n),
+                    np.array([stats[n][(j, i)][0] for i in range(len(xdim.levels))]),
+                    np.array([stats[n][(j, i)][1] for i in range(len(xdim.levels))]),
+                )
                 for j in range(nY)
             ]
             for n in names
@@ -613,19 +653,32 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]], m
         series = {t: [ln for ln in lines if np.isfinite(ln[1]).any()] for t, lines in series.items()}
         series = {t: lines for t, lines in series.items() if lines}
         if series:
-            draw("lines", "line plots", figures.seed_bands, xdim.name, xdim.values if xdim.numeric else xdim.labels, series,
-                 yname, f"fig-lines-{key}")
+            draw(
+                "lines",
+                "line plots",
+                figures.seed_bands,
+                xdim.name,
+                xdim.values if xdim.numeric else xdim.labels,
+                series,
+                yname,
+                f"fig-lines-{key}",
+            )
         ctx["facets"].append(facet)
     for ids, rs in sorted(index.items()):
         vals = {n: _mean([metric_value(r, n, floor) for r in rs]) for n in names}
         ctx["undefined"] += sum(1 for n in names for r in rs if not np.isfinite(metric_value(r, n, floor)))
-        ctx["table"].append({
-            "levels": [d.labels[i] for d, i in zip(dims, ids)],
-            "runs": len(rs),
-            "regime": _mode([r.get("regime") for r in rs]) or "–",
-            "metrics": [("undefined" if not np.isfinite(v[0]) else _g(v[0])) + ("" if not np.isfinite(v[1]) or len(rs) < 2
-                        else f" ± {_g(v[1], 2)}") for v in vals.values()],
-        })
+        ctx["table"].append(
+            {
+                "levels": [d.labels[i] for d, i in zip(dims, ids)],
+                "runs": len(rs),
+                "regime": _mode([r.get("regime") for r in rs]) or "–",
+                "metrics": [
+                    ("undefined" if not np.isfinite(v[0]) else _g(v[0]))
+                    + ("" if not np.isfinite(v[1]) or len(rs) < 2 else f" ± {_g(v[1], 2)}")
+                    for v in vals.values()
+                ],
+            }
+        )
     return ctx
 
 
@@ -694,9 +747,13 @@ def regpath_context(doc: dict, rows: list[dict[str, str]]) -> dict:
         panels[name] = (xs, lines)
         for x in xs:
             ctx["table"].append(
-                {"regularizer": name, "strength": _g(x), "runs": len(at[x]),
-                 **{c: _g(_mean([_num(r.get(c)) for r in at[x]])[0]) for c in cols},
-                 "regime": _mode([r.get("regime") for r in at[x]]) or "–"}
+                {
+                    "regularizer": name,
+                    "strength": _g(x),
+                    "runs": len(at[x]),
+                    **{c: _g(_mean([_num(r.get(c)) for r in at[x]])[0]) for c in cols},
+                    "regime": _mode([r.get("regime") for r in at[x]]) or "–",
+                }
             )
     if panels:
         _drawer(ctx)("path", "regularisation path", figures.regpath, panels, ctx["steps"])
@@ -704,6 +761,14 @@ def regpath_context(doc: dict, rows: list[dict[str, str]]) -> dict:
 
 
 def render_scaling(payload: dict, paper: str = "a4") -> str:
-    """The scaling study's HTML report (templates/scaling.html.j2)."""
+    """The scaling study's HTML report (templates/scaling.html.j2) with its log–log figure."""
+    from gradrank.report import figures
+
     title = _get(payload.get("config") or {}, "output.name", "") or f"scaling {payload.get('config_hash', '')}"
-    return templates_env().get_template("scaling.html.j2").render(s=payload, title=title, paper=PAPERS[paper])
+    ctx = {"figures": {}, "warnings": []}
+    rows, fits = payload.get("rows") or [], payload.get("fits") or {}
+    predicted = {c["quantity"]: c.get("predicted") for c in payload.get("comparison") or []}
+    quantities = [q for q in ("S1", "S12", "S2", "E", "zeta", "a_mu") if rows and q in rows[0]]
+    if quantities:
+        _drawer(ctx)("scaling", "log-log scaling", figures.scaling, rows, fits, predicted, quantities)
+    return templates_env().get_template("scaling.html.j2").render(s=payload, title=title, paper=PAPERS[paper], **ctx)
