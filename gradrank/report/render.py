@@ -218,20 +218,36 @@ def _get(d: dict, dotted: str, default=None):
 
 
 def headline(m: dict) -> str:
-    """One sentence: regime, outliers above the bulk edge, both spikes' sizes and alignments, stable rank.
-
-    The larger of the two spikes is matched with u_1 and the other with u_2."""
+    """One sentence from one rule: the regime, then each outlier (only values above the bulk edge)
+    with the label the outlier rule gave it (metrics.outlier_labels: residue, spike or mixed) and
+    the |cos| that earned it, then the largest term (the one s_1 comes from) beside the others."""
     out = m["rank"]["outliers"]
-    nr, al = m["norms"], m["alignment"]
-    i_res, i_spk = (0, 1) if nr["S1"] >= nr["S2"] else (1, 0)
-    res = f"{al['residue'][i_res]:.2f}" if len(al["residue"]) > i_res else "–"
-    spk = f"{al['spike'][i_spk]:.2f}" if len(al["spike"]) > i_spk else "–"
+    nr, al, s = m["norms"], m["alignment"], m["singular_values"]
+    labels = list(m.get("outlier_labels") or [])
+    parts = []
+    for i, lab in enumerate(labels[: min(out, 2)]):
+        u, sv = f"u{_sub(i + 1)}", f"s{_sub(i + 1)} = {_g(s[i])}" if i < len(s) else ""
+        res, spk = _cos(al, "residue", i), _cos(al, "spike", i)
+        if lab == "residue":
+            parts.append(f"{u} ({sv}) is the residue direction (|cos({u}, X_Bᵀr)| = {res})")
+        elif lab == "spike":
+            parts.append(f"{u} ({sv}) is the data spike direction (|cos({u}, q)| = {spk})")
+        else:
+            parts.append(f"{u} ({sv}) is aligned with neither (|cos| {res} with X_Bᵀr, {spk} with q)")
+    terms = [k for k in ("S1", "S12", "S2", "E") if k in nr]
+    top = max(terms, key=lambda k: nr[k])
+    names = {"S1": "residue spike", "S12": "interpolant", "S2": "data spike", "E": "bulk"}
+    others = ", ".join(f"‖{k}‖ = {_g(nr[k])}" for k in terms if k != top)
+    outliers = f"{out} outlier{'' if out == 1 else 's'} above the bulk edge {_g(m['bulk_edge'])}"
     return (
-        f"{m['regime']}: {out} outlier{'' if out == 1 else 's'} above the bulk edge {_g(m['bulk_edge'])}; "
-        f"residue spike ‖S1‖ = {_g(nr['S1'])} (|cos(u{_sub(i_res + 1)}, X_Bᵀr)| = {res}), "
-        f"data spike ‖S2‖ = {_g(nr['S2'])} (|cos(u{_sub(i_spk + 1)}, q)| = {spk}); "
-        f"stable rank {_g(m['rank']['stable'])}."
+        f"{m['regime']}: {outliers}{': ' + '; '.join(parts) if parts else ''}. "
+        f"Largest term: the {names[top]} ‖{top}‖ = {_g(nr[top])} ({others}); stable rank {_g(m['rank']['stable'])}."
     )
+
+
+def _cos(al: dict, key: str, i: int) -> str:
+    v = al.get(key) or []
+    return f"{v[i]:.2f}" if i < len(v) else "–"
 
 
 def _g(x, digits: int = 3) -> str:
