@@ -186,6 +186,14 @@ def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset) -> dict:
             f"top singular triplets not converged (residual {m['spectral_residual']:.1e} > {spec_tol:.0e}): "
             "singular values, outlier count and regime are unreliable"
         )
+    if ds.info.get("synthetic_targets"):
+        warnings.append(
+            f"{ds.info.get('source', 'the data')} has no targets y: synthetic targets were drawn from its X "
+            f"(data.target = {ds.info['synthetic_targets']}); add y to the file to use your own"
+        )
+    k_max = min(ds.n, ds.d, cfg.model.width)
+    if cfg.analysis.top_k > k_max:
+        warnings.append(f"analysis.top_k = {cfg.analysis.top_k} exceeds min(n, d, m) = {k_max}: only {k_max} singular vectors exist")
     if not checks["resolution"]:
         warnings.append(
             f"||E|| = {m['norms']['E']:.2e} is below the {cfg.compute.dtype} resolution s_1 sqrt(eps) = "
@@ -268,6 +276,7 @@ def finish(result: Result, ds: Dataset, net: Network) -> None:
             "nu": ds.info.get("nu"),
             "alpha_fit": ds.info.get("alpha_fit"),
             "alpha_fit_r2": ds.info.get("alpha_fit_r2"),
+            **({"synthetic_targets": ds.info["synthetic_targets"]} if ds.info.get("synthetic_targets") else {}),
         },
         **result.metrics,
         "config_hash": result.config.hash(),

@@ -351,6 +351,7 @@ def _key_numbers(m: dict, cfg: dict) -> list[tuple[str, str, str]]:
             ("network", "config.model", f"{model.get('activation')}, {model.get('scaling')}, {_get(cfg, 'loss.kind')} loss")
         )
     for label, key in (
+        ("synthetic targets (no y in the file)", "data.synthetic_targets"),
         ("ζ (spike strength)", "data.zeta"),
         ("ν", "data.nu"),
         ("regime", "regime"),
