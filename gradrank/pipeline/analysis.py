@@ -193,7 +193,9 @@ def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset) -> dict:
         )
     k_max = min(ds.n, ds.d, cfg.model.width)
     if cfg.analysis.top_k > k_max:
-        warnings.append(f"analysis.top_k = {cfg.analysis.top_k} exceeds min(n, d, m) = {k_max}: only {k_max} singular vectors exist")
+        warnings.append(
+            f"analysis.top_k = {cfg.analysis.top_k} exceeds min(n, d, m) = {k_max}: only {k_max} singular vectors exist"
+        )
     if not checks["resolution"]:
         warnings.append(
             f"||E|| = {m['norms']['E']:.2e} is below the {cfg.compute.dtype} resolution s_1 sqrt(eps) = "

@@ -230,7 +230,9 @@ def from_matrix(
     ds = Dataset(X, torch.empty(0), X_B, q, z, zeta, eig, None, X_test, None, population=False, info=info)
     ds.y = torch.as_tensor(np.asarray(y, dtype=np.float64)) if y is not None else make_targets(cfg, ds, X, X_B)
     if y is None:  # said in the terminal and the report (analysis.trust)
-        ds.info["synthetic_targets"] = dc.target if dc.target not in ("single_index", "multi_index") else f"{dc.target} ({dc.link})"
+        ds.info["synthetic_targets"] = (
+            dc.target if dc.target not in ("single_index", "multi_index") else f"{dc.target} ({dc.link})"
+        )
     if y_test is not None:
         ds.y_test = torch.as_tensor(np.asarray(y_test, dtype=np.float64))
     elif X_test is not None:
