@@ -66,10 +66,39 @@ def _figure(nrows: int = 1, ncols: int = 1, *, figsize, layout=None, **kw):
     return fig, fig.subplots(nrows, ncols, **kw)
 
 
-def _svg(fig, key: str, label: str) -> str:
-    """The figure as inline SVG with every id prefixed by `key` (unique within a document)."""
+def _plain_log_labels(fig) -> None:
+    """Log axes labelled with plain numbers (no mathtext: it costs more than the rest of a figure),
+    minor labels only when the axis spans less than a decade (else they overlap)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    for ax in fig.axes:
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            if axis.get_scale() != "log":
+                continue
+            lo, hi = sorted(lim)
+            axis.set_major_formatter(FuncFormatter(lambda v, _: _tick_number(v)))
+            if lo > 0 and hi / lo < 10:
+                axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+                axis.set_minor_formatter(FuncFormatter(lambda v, _: _tick_number(v)))
+            else:  # no minor ticks: each one costs a tick object and its layout
+                axis.set_minor_locator(NullLocator())
+
+
+def _tick_number(v: float) -> str:
+    """1000 -> '1000', 0.002 -> '0.002', 1e-7 -> '1e-7': short labels for log axes."""
+    a = abs(v)
+    if a == 0 or 1e-3 <= a < 1e5:
+        return f"{v:.0f}" if float(v).is_integer() else f"{v:.3g}"
+    return f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
+
+
+def _svg(fig, key: str, label: str, tight: bool = False) -> str:
+    """The figure as inline SVG with every id prefixed by `key` (unique within a document); `tight`
+    crops to what is drawn (an extra layout pass: for figures whose labels vary, e.g. sweep maps)."""
+    _plain_log_labels(fig)
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.04)  # nothing clipped
+    kw = {"bbox_inches": "tight", "pad_inches": 0.04} if tight else {}
+    fig.savefig(buf, format="svg", metadata={"Date": None}, **kw)
     text = buf.getvalue()
     text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
@@ -125,7 +154,7 @@ def spectrum(values: np.ndarray, e_values: np.ndarray | None, norms: dict, edge:
     ax2.set(xlabel="index k", ylabel="s_k (log scale)", title="sorted spectrum")
     ax2.set_xscale("log")
     ax2.legend(loc="lower left")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.985, bottom=0.17, top=0.8, wspace=0.28)
     return _svg(fig, "fig-spectrum", "singular values of G")
 
 
@@ -142,7 +171,7 @@ def term_norms(norms: dict, shares: dict) -> str:
     bars = ax2.barh([f"{k}" for k in sk][::-1], [shares[k] for k in sk][::-1], color=[COLORS[k] for k in sk][::-1], height=0.6)
     ax2.bar_label(bars, fmt="%.2f", fontsize=7, padding=1.5)
     ax2.set(xlabel="share of ‖G‖²_F", title="energy shares", xlim=(0, max(1.0, max((shares[k] for k in sk), default=0) * 1.15)))
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.09, right=0.97, bottom=0.2, top=0.88, wspace=0.25)
     return _svg(fig, "fig-norms", "term norms")
 
 
@@ -167,8 +196,7 @@ def alignment(align: dict, n_outliers: int) -> str:
         ax.tick_params(length=0)
         ax.set_title(title)
         ax.spines[:].set_visible(False)
-    fig.tight_layout()
-    return _svg(fig, "fig-align", "alignment heatmap")
+    return _svg(fig, "fig-align", "alignment heatmap", tight=True)
 
 
 @_styled
@@ -188,7 +216,7 @@ def data_diagnostics(eigenvalues: np.ndarray, alpha: float | None, zeta: float |
         ax.axhline(zeta**2, color=COLORS["S2"], lw=1.1, label=f"spike ζ² = {zeta**2:.3g} (ζ = {zeta:.3g}{nu})")
     ax.set(xlabel="k", ylabel="eigenvalue", title="data: bulk spectrum and spike strength")
     ax.legend(loc="best")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.18, top=0.88)
     return _svg(fig, "fig-data", "bulk spectrum and spike strength")
 
 
@@ -325,7 +353,7 @@ def regime_map(xkey: str, xs: list, ykey: str | None, ys: list, regimes: list[li
     present = [n for n in names if n in {r for row in regimes for r in row}]
     ax.legend(handles=[Patch(color=REGIME_COLORS[n], label=n) for n in present], loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.set_title("regime")
-    return _svg(fig, key, "regime map")
+    return _svg(fig, key, "regime map", tight=True)
 
 
 @_styled
@@ -365,7 +393,7 @@ def metric_map(
 
         cb.ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_title(_plain(title))
-    return _svg(fig, key, _plain(title) or "metric map")
+    return _svg(fig, key, _plain(title) or "metric map", tight=True)
 
 
 def _mesh(ax, M: np.ndarray, **kw):
