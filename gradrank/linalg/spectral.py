@@ -51,12 +51,42 @@ class Triplets:
     fallback: bool = False  # not converged within max_dim columns: `exact()` was used
 
 
+@functools.lru_cache(maxsize=None)
+def _scipy_linalg_module(name: str):
+    """scipy.linalg's extension module `name` (cython_lapack, _flapack), loaded from its file without
+    running scipy/linalg/__init__ (0.5 s of imports on the first analysis of a process); the plain
+    import if that fails."""
+    import glob
+    import importlib
+    import importlib.util
+    import os
+
+    try:
+        root = os.path.dirname(importlib.util.find_spec("scipy").origin)
+        spec = importlib.util.spec_from_file_location(f"scipy.linalg.{name}", glob.glob(f"{root}/linalg/{name}.*so")[0])
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    except Exception:  # noqa: BLE001 - any unusual layout: the ordinary import
+        return importlib.import_module(f"scipy.linalg.{name}")
+
+
+def one_blas_thread():
+    """A context in which numpy's and scipy's OpenBLAS run on one thread: their helper threads
+    would spin against torch's pool (a 256 x 256 eigvalsh takes 0.5 s instead of 4 ms)."""
+    return _blas_pools().limit(limits=1, user_api="blas")
+
+
+def _cython_lapack():
+    return _scipy_linalg_module("cython_lapack")
+
+
 @functools.lru_cache(maxsize=1)
 def _blas_pools():
     """threadpoolctl's view of the loaded BLAS libraries (scipy's OpenBLAS among them), found once."""
-    import scipy.linalg.lapack  # noqa: F401 - loads the library to be found
     from threadpoolctl import ThreadpoolController
 
+    _cython_lapack()  # loads the library to be found
     return ThreadpoolController()
 
 
@@ -66,8 +96,7 @@ def _lapack(name: str):
     called through ctypes, which releases the GIL: two reductions can run on the two cores at once."""
     import ctypes
 
-    from scipy.linalg import cython_lapack
-
+    cython_lapack = _cython_lapack()
     api = ctypes.pythonapi
     api.PyCapsule_GetName.restype, api.PyCapsule_GetName.argtypes = ctypes.c_char_p, [ctypes.py_object]
     api.PyCapsule_GetPointer.restype = ctypes.c_void_p
@@ -114,16 +143,17 @@ def _eig_top(C: torch.Tensor, k: int, lapack: bool | None = None) -> tuple[torch
     if not (C.device.type == "cpu" if lapack is None else lapack) or n < 3:
         return _eigh(C, k)
     import numpy as np
-    from scipy.linalg import lapack
 
+    flapack = _scipy_linalg_module("_flapack")
     # one thread: scipy's OpenBLAS helper threads would otherwise spin against torch's OpenMP pool
-    with _blas_pools().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         refl, diag, off, tau, lam = _tridiagonal(C.numpy())  # C = Q T Q^T
         lam = torch.from_numpy(lam).flip(0).clamp_min(0)
         if k == 0:
             return lam, C.new_zeros(n, 0)
         # eigenvectors of T for the k largest eigenvalues (1-based indices n-k+1 .. n), then Q times them
-        stemr, ormqr = lapack.get_lapack_funcs(("stemr", "ormqr"), dtype=diag.dtype)
+        prefix = {np.dtype("float32"): "s", np.dtype("float64"): "d"}[diag.dtype]
+        stemr, ormqr = getattr(flapack, prefix + "stemr"), getattr(flapack, prefix + "ormqr")
         found, _, Z, info = stemr(diag, np.append(off, 0.0), 2, 0.0, 0.0, n - k + 1, n)
         if info or found != k:  # MRRR declined (rare): a dense solver on the tridiagonal T instead
             e = torch.from_numpy(off)
