@@ -75,7 +75,9 @@ def inproc(tmp: Path) -> dict:
     code = r"""
 import json, sys, time
 t0 = time.perf_counter()
+import torch  # noqa: F401 - the import is timed apart from the first analysis
 from gradrank import api
+from gradrank.pipeline import analysis  # noqa: F401
 from gradrank.results import runs
 t1 = time.perf_counter()
 r = api.analyze(None, {"output.report": False})

@@ -1,6 +1,6 @@
 """Screenshots of a report for looking at it: Chromium (full page, PNG) and the PDF's pages (pdftoppm).
 
-    python scripts/snap_report.py RUN_DIR OUT_DIR [--width 1000]
+python scripts/snap_report.py RUN_DIR OUT_DIR [--width 1000]
 """
 
 from __future__ import annotations

@@ -244,7 +244,7 @@ TRAJ_LINES = {
     "feat_spike_2": ("v₂ · q", COLORS["S2"], ":", 1.2),
     "feat_index_1": ("v₁ in index span", COLORS["reg"], "-", 1.2),
     "feat_index_2": ("v₂ in index span", COLORS["reg"], ":", 1.2),
-    "batch_G": ("‖G_batch‖", "#222222", "-", 2.6),
+    "batch_G": ("‖G‖ batch", "#222222", "-", 2.6),
     "batch_S1": ("‖S1‖ batch", COLORS["S1"], "-", 1.1),
     "batch_S12": ("‖S12‖ batch", COLORS["S12"], "-.", 1.1),
     "batch_S2": ("‖S2‖ batch", COLORS["S2"], "-", 1.1),
@@ -260,15 +260,20 @@ def _log_ok(values) -> bool:
     return bool(v.size) and v.min() > 0 and 10 * v.min() < v.max() < 1e300 * v.min()
 
 
-@_styled
-def trajectory(cols: dict[str, np.ndarray]) -> str | None:
-    """Figure 5: loss, term norms, top singular values, rank, alignments of G's top vectors, feature
-    learning (W − W0's top input directions), the mini-batch gradient's terms and ‖W − W0‖, on one step axis."""
-    if "step" not in cols:
-        return None
+def trajectory_panels(cols: dict[str, np.ndarray]) -> list[tuple[str, list[tuple[str, str | None, str, str, float]]]]:
+    """What the trajectory figure draws: [(panel title, [(column, legend label, colour, style, width)])],
+    panels with no finite value left out. Every line has a legend label (s₃ … s_k share one)."""
 
     def have(names):
         return [c for c in names if c in cols and np.isfinite(cols[c]).any()]
+
+    def line(name):
+        sv = re.fullmatch(r"s(\d+)", name)
+        if sv:
+            i = int(sv.group(1))
+            label = "s₁" if i == 1 else ("s₂ … sₖ" if i == 2 else None)
+            return (name, label, "#222222" if i == 1 else "#9aa4b0", "-", 1.3 if i == 1 else 0.7)
+        return (name, *TRAJ_LINES.get(name, (name, None, "-", 1.1)))
 
     panels = [
         ("loss", have(("train_loss", "test_loss"))),
@@ -280,32 +285,34 @@ def trajectory(cols: dict[str, np.ndarray]) -> str | None:
         ("mini-batch gradient: term norms", have([c for c in TRAJ_LINES if c.startswith("batch_")])),
         ("drift", have(("drift",))),
     ]
-    panels = [(t, names) for t, names in panels if names]
+    return [(t, [line(c) for c in names]) for t, names in panels if names]
+
+
+@_styled
+def trajectory(cols: dict[str, np.ndarray]) -> str | None:
+    """Figure 5: loss, term norms, top singular values, rank, alignments of G's top vectors, feature
+    learning (W − W0's top input directions), the mini-batch gradient's terms and ‖W − W0‖, on one step axis."""
+    if "step" not in cols:
+        return None
+    panels = trajectory_panels(cols)
     if not panels:
         return None
     ncols = 2 if len(panels) > 3 else 1
     nrows = -(-len(panels) // ncols)
     fig, grid = _figure(nrows, ncols, figsize=(WIDTH, 0.4 + 1.45 * nrows), layout="constrained", sharex=True, squeeze=False)
-    axes = grid.T.reshape(-1, 1)[: len(panels)] if ncols == 1 else grid.reshape(-1, 1)[: len(panels)]
-    for ax in grid.reshape(-1)[len(panels) :]:
+    axes = grid.reshape(-1)
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     step = cols["step"]
     o = cols.get("outliers")
     jumps = [] if o is None else [step[i] for i in range(1, o.size) if o[i] != o[i - 1] and np.isfinite(o[i - 1 : i + 1]).all()]
-    for ax, (title, names) in zip(axes[:, 0], panels):
+    for ax, (title, lines) in zip(axes, panels):
         for x in jumps[:8]:  # where the outlier count changes
             ax.axvline(x, color="#a33", lw=0.6, ls=":", alpha=0.7)
-        for name in names:
-            sv = re.fullmatch(r"s(\d+)", name)
-            if sv:
-                i = int(sv.group(1))
-                label = "s₁" if i == 1 else ("s₂ … s_k" if i == 2 else None)
-                color, ls, lw = ("#222222" if i == 1 else "#9aa4b0"), "-", (1.3 if i == 1 else 0.7)
-            else:
-                label, color, ls, lw = TRAJ_LINES.get(name, (name, None, "-", 1.1))
+        for name, label, color, ls, lw in lines:
             kw = {"where": "post"} if name == "outliers" else {}
             (ax.step if name == "outliers" else ax.plot)(step, cols[name], color=color, lw=lw, ls=ls, label=label, **kw)
-        if title.startswith(("loss", "term norms", "top singular", "mini-batch")) and _log_ok([cols[c] for c in names]):
+        if title.startswith(("loss", "term norms", "top singular", "mini-batch")) and _log_ok([cols[n] for n, *_ in lines]):
             ax.set_yscale("log")
         if "|cos|" in title:
             ax.set_ylim(-0.03, 1.03)
@@ -413,6 +420,12 @@ def _grid_axes(ax, xkey, xs, ykey, ys) -> None:
     ax.spines[:].set_visible(False)
 
 
+def band(mean: np.ndarray, sd: np.ndarray, positive: bool) -> tuple[np.ndarray, np.ndarray]:
+    """mean ± sd; for a quantity that is never negative the lower edge stops at zero."""
+    lo, hi = mean - sd, mean + sd
+    return (np.maximum(lo, 0.0) if positive else lo), hi
+
+
 @_styled
 def seed_bands(
     xkey: str,
@@ -441,10 +454,7 @@ def seed_bands(
         for i, (label, mean, sd) in enumerate(lines):
             color = COLORS.get(label, matplotlib.colormaps["tab10"](i % 10) if len(lines) > 1 else "#222")
             ax.plot(x, mean, "o-", ms=2.5, color=color, label=_plain(label))
-            lo, hi = mean - sd, mean + sd
-            if positive:  # mean ± sd of a positive quantity: clipped at zero (or below the mean on a log axis)
-                lo = np.maximum(lo, 0.0)
-            ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+            ax.fill_between(x, *band(mean, sd, positive), color=color, alpha=0.2, lw=0)
         pos = allv[allv > 0]
         if positive and pos.size == allv.size and pos.size and pos.max() > 100 * pos.min():
             ax.set_yscale("log")
