@@ -290,7 +290,11 @@ def test_input_noise_population_mu_is_the_monte_carlo_mean_over_noisy_inputs():
     W, q, lam = net.W.numpy(), ds.q.numpy(), ds.eigenvalues.numpy()
     rng = np.random.default_rng(1)
     N = 40000
-    x = rng.standard_normal((N, ds.d)) * np.sqrt(lam) + tau * rng.standard_normal((N, ds.d)) + ds.zeta * np.outer(rng.standard_normal(N), q)
+    x = (
+        rng.standard_normal((N, ds.d)) * np.sqrt(lam)
+        + tau * rng.standard_normal((N, ds.d))
+        + ds.zeta * np.outer(rng.standard_normal(N), q)
+    )
     mc = (1 - np.tanh(x @ W.T) ** 2).mean(0)
     se = (1 - np.tanh(x @ W.T) ** 2).std(0) / math.sqrt(N)
     assert np.all(np.abs(res.arrays["mu"] - mc) < 5 * se + 1e-4)

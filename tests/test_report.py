@@ -113,42 +113,43 @@ def run(tmp_path_factory, request):
 
 
 def test_headline_matches_metrics(run):
+    """The headline follows the outlier labels (one rule) and quotes only outliers."""
     _, m, _, page = run
     (headline,) = page.text["headline"]
     assert headline == report.headline(m)
-    nums = re.search(
-        r"^(\S+): (\d+) outliers? above the bulk edge (\S+); residue spike ‖S1‖ = (\S+) \(\|cos\(u(.), X_Bᵀr\)\| = (\S+)\), "
-        r"data spike ‖S2‖ = (\S+) \(\|cos\(u(.), q\)\| = (\S+)\); stable rank (\S+)\.$",
-        headline,
-    )
-    assert nums, headline
-    regime, outliers, edge, s1, i_res, cos_res, s2, i_spk, cos_spk, stable = nums.groups()
-    assert regime == m["regime"] and int(outliers) == m["rank"]["outliers"]
-    assert _close(edge, m["bulk_edge"]) and _close(s1, m["norms"]["S1"]) and _close(s2, m["norms"]["S2"])
-    assert _close(stable, m["rank"]["stable"])
-    # the larger spike is matched with u_1, the other with u_2
-    first = "₁" if m["norms"]["S1"] >= m["norms"]["S2"] else "₂"
-    assert i_res == first and i_spk == ("₂" if first == "₁" else "₁")
-    assert abs(float(cos_res) - m["alignment"]["residue"]["₁₂".index(i_res)]) <= 0.005
-    assert abs(float(cos_spk) - m["alignment"]["spike"]["₁₂".index(i_spk)]) <= 0.005
+    head = re.match(r"^(\S+): (\d+) outliers? above the bulk edge ([0-9.e+-]+)", headline)
+    assert head and head.group(1) == m["regime"] and int(head.group(2)) == m["rank"]["outliers"]
+    assert _close(head.group(3), m["bulk_edge"])
+    said = re.findall(r"u(.) \(s. = (\S+)\) is the (residue|data spike) direction \(\|cos\(u., (X_Bᵀr|q)\)\| = (\S+)\)", headline)
+    assert len(said) == min(2, m["rank"]["outliers"])
+    for k, sk, what, vec, cos in said:
+        i = "₁₂".index(k)
+        assert m["outlier_labels"][i] == {"residue": "residue", "data spike": "spike"}[what]
+        assert _close(sk, m["singular_values"][i]) and m["singular_values"][i] > m["bulk_edge"]
+        assert abs(float(cos) - m["alignment"]["residue" if vec == "X_Bᵀr" else "spike"][i]) <= 0.005
+    top = max(("S1", "S12", "S2", "E"), key=lambda t: m["norms"][t])
+    assert re.search(rf"Largest term: the [a-z ]+ ‖{top}‖ = (\S+) ", headline)
 
 
 def test_headline_wording_of_the_issue_example():
+    """Real patches: s1 comes from S12, u1 is labelled spike, u2 is below the bulk edge and never quoted."""
     m = {
-        "regime": "rank-two",
+        "regime": "spike-dominated",
         "bulk_edge": 0.37203,
-        "rank": {"outliers": 2, "stable": 1.4859},
-        "norms": {"S1": 1.2391, "S2": 0.78687},
-        "alignment": {"residue": [0.68856, 0.656], "spike": [0.743, 0.55599]},
+        "rank": {"outliers": 1, "stable": 1.4859},
+        "norms": {"S1": 1.2391, "S12": 5.9, "S2": 1.16, "E": 0.35},
+        "singular_values": [5.97, 0.3],
+        "outlier_labels": ["spike"],
+        "alignment": {"residue": [0.18856, 0.656], "spike": [0.943, 0.55599]},
     }
     assert report.headline(m) == (
-        "rank-two: 2 outliers above the bulk edge 0.372; residue spike ‖S1‖ = 1.24 (|cos(u₁, X_Bᵀr)| = 0.69), "
-        "data spike ‖S2‖ = 0.787 (|cos(u₂, q)| = 0.56); stable rank 1.49."
+        "spike-dominated: 1 outlier above the bulk edge 0.372: u₁ (s₁ = 5.97) is the data spike direction (|cos(u₁, q)| = 0.94). "
+        "Largest term: the interpolant ‖S12‖ = 5.9 (‖S1‖ = 1.24, ‖S2‖ = 1.16, ‖E‖ = 0.35); stable rank 1.49."
     )
-    m["rank"]["outliers"] = 1
-    m["norms"]["S2"] = 2.0  # the data spike is now the larger one: it takes u_1
-    assert report.headline(m).startswith("rank-two: 1 outlier above")
-    assert "(|cos(u₂, X_Bᵀr)| = 0.66)" in report.headline(m) and "(|cos(u₁, q)| = 0.74)" in report.headline(m)
+    m |= {"rank": {"outliers": 2, "stable": 1.2}, "outlier_labels": ["residue", "mixed"], "singular_values": [5.97, 0.5]}
+    text = report.headline(m)
+    assert "u₁ (s₁ = 5.97) is the residue direction (|cos(u₁, X_Bᵀr)| = 0.19)" in text
+    assert "u₂ (s₂ = 0.5) is aligned with neither (|cos| 0.66 with X_Bᵀr, 0.56 with q)" in text
 
 
 def test_key_numbers_match_metrics(run):
@@ -379,30 +380,31 @@ def test_sweep_report_from_real_analyses(tmp_path):
     html = files[0].read_text()
     page = Page(html)
     assert page.text["h1"] == ["nu<x>"] and "boom &lt;b&gt;" in html
-    assert [c.split(".")[0] for c in page.text["figcaption"]] == [
-        "Phase diagram: regime",
-        "Phase diagram: ‖S2‖ / ‖S1‖",
-        "Trends over data",
+    assert [c.split(". ")[0] for c in page.text["figcaption"]] == [
+        "Regime over data.nu and model.activation",
+        "‖S2‖ / ‖S1‖ over data.nu and model.activation",
+        "outliers over data.nu and model.activation",
+        "Trends over data.nu",
     ]
     assert page.text["headline"][0].startswith(
         "8 of 9 runs succeeded over data.nu ∈ {0.1, 0.6} × model.activation ∈ {relu, tanh}"
     )
-    # the grid table: mean ratio over the two seeds of each point, and the most frequent regime
+    # the grid table: mean ratio ± sd over the two seeds of each point, and the most frequent regime
     ok = rows[:-1]
     table = re.findall(
         r"<tr><td>([^<]+)</td><td>([^<]+)</td><td class=\"num\">(\d+)</td><td>([^<]+)</td>"
-        r"<td class=\"num\">([^<]+)</td><td class=\"num\">([^<]+)</td><td class=\"num\">([^<]+)</td>",
+        r"<td class=\"num\">([^< ]+) ± [^<]+</td><td class=\"num\">([^< ]+)",
         html,
     )
     assert len(table) == 4
-    for nu_s, act, runs, regime, s1, s2, ratio in table:
+    for nu_s, act, runs, regime, ratio, outliers in table:
         pts = [r for r in ok if r["data.nu"] == float(nu_s) and r["model.activation"] == act]
         assert int(runs) == len(pts) == 2
         assert _close(ratio, float(np.mean([r["norms.S2"] / r["norms.S1"] for r in pts])))
-        assert _close(s1, float(np.mean([r["norms.S1"] for r in pts])))
+        assert _close(outliers, float(np.mean([r["rank.outliers"] for r in pts])))
         assert regime in {r["regime"] for r in pts}
     # the paper's trend: the data spike grows with nu relative to the residue spike
-    ratio = {(float(t[0]), t[1]): float(t[6]) for t in table}
+    ratio = {(float(t[0]), t[1]): float(t[4]) for t in table}
     assert all(ratio[(0.6, a)] > ratio[(0.1, a)] for a in acts)
     info = subprocess.run(["pdfinfo", str(files[1])], capture_output=True, text=True, check=True).stdout
     assert int(re.search(r"Pages:\s+(\d+)", info).group(1)) == page.pages == 4
@@ -414,7 +416,7 @@ def test_sweep_report_from_real_analyses(tmp_path):
         w.writerows([{k: v for k, v in r.items() if k in w.fieldnames} for r in one])
     (tmp_path / "sweep.json").write_text(json.dumps(_manifest(axes={"data.nu": nus}, seeds=2)))
     page = Page(report.render_sweep(tmp_path)[0].read_text())
-    assert page.svgs == 3 and page.text["h1"] == [f"sweep {tmp_path.name}"]
+    assert page.svgs == 2 and page.text["h1"] == [f"sweep {tmp_path.name}"]  # a one-row regime strip and the trends
 
 
 def test_figure_size_bounded_for_large_dimensions():
@@ -449,7 +451,7 @@ def test_user_strings_in_figures_are_literal():
     before = dict(matplotlib.rcParams)
     xs, ys = ["$x^$", "b"], ["c$", "d"]
     assert "<svg" in figures.regime_map("k$ey", xs, "o$", ys, [["rank-two", None], ["mixed", "no-structure"]])
-    assert "<svg" in figures.ratio_map("k$ey", xs, "o$", ys, np.array([[0.5, 2.0], [np.nan, 1.0]]))
+    assert "<svg" in figures.metric_map("k$ey", xs, "o$", ys, np.array([[0.5, 2.0], [np.nan, 1.0]]), None, "t$")
     assert "<svg" in figures.seed_bands("k$ey", xs, {"ratio": [("$a^$", np.ones(2), np.zeros(2)), ("b", np.ones(2), np.ones(2))]})
     assert dict(matplotlib.rcParams) == before  # the report style never leaks into the caller's matplotlib
 

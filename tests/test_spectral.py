@@ -68,25 +68,27 @@ def test_values_only_and_torch_eigh_route_agree():
 def test_eig_top_falls_back_when_mrrr_declines(monkeypatch):
     """If LAPACK's stemr reports failure, the top-k vectors come from a dense solve of the same
     tridiagonal matrix: still the eigenpairs of C."""
-    from scipy.linalg import lapack
+    import types
 
-    real = lapack.get_lapack_funcs
+    from gradrank.linalg import lapack
 
-    def failing(names, *args, **kwargs):
-        funcs = real(names, *args, **kwargs)
-        if isinstance(names, tuple) and "stemr" in names:
-            i = names.index("stemr")
-            stemr = funcs[i]
-            funcs = (*funcs[:i], lambda *a, **k: (0, *stemr(*a, **k)[1:3], 1), *funcs[i + 1 :])
-        return funcs
+    flapack = lapack.scipy_linalg_module("_flapack")
+    calls = []
 
-    monkeypatch.setattr(lapack, "get_lapack_funcs", failing)
+    def failing(*a, **k):
+        calls.append(1)
+        return (0, *flapack.dstemr(*a, **k)[1:3], 1)
+
+    shim = types.SimpleNamespace(dstemr=failing, dormqr=flapack.dormqr)
+    real = lapack.scipy_linalg_module
+    monkeypatch.setattr(lapack, "scipy_linalg_module", lambda name: shim if name == "_flapack" else real(name))
     M = _factors(50, 60, 80)[1]
     C = M @ M.T
     lam, P = spectral._eig_top(C.clone(), 5)
     ref = torch.linalg.eigvalsh(C).flip(0)
     assert float((lam - ref).abs().max()) <= 1e-12 * float(ref[0])
     assert float((C @ P - P * lam[:5]).norm(dim=0).max()) <= 1e-10 * float(ref[0])
+    assert calls, "the failing stemr was not called"
 
 
 def test_accurate_mode_resolves_tiny_singular_values():

@@ -9,7 +9,7 @@ import sys
 import typer
 
 from gradrank.cli import run, sweep, theory, train  # noqa: F401  (registers the commands)
-from gradrank.cli.common import app
+from gradrank.cli.common import app, take_debug
 
 __all__ = ["app", "main"]
 
@@ -18,7 +18,7 @@ def main() -> None:
     """The entry point. Usage errors (unknown option, bad option value) become one line and exit 2,
     like every other bad input, instead of click's three-line usage block."""
     try:
-        code = app(prog_name="gradrank", standalone_mode=False)
+        code = app(args=take_debug(sys.argv[1:]), prog_name="gradrank", standalone_mode=False)
     except typer.Abort:
         typer.echo("interrupted", err=True)
         code = 130

@@ -29,9 +29,69 @@ QuietOpt = typer.Option(False, "-q", "--quiet", help="print only the output dire
 ForceOpt = typer.Option(False, "--force", help="run even when the memory estimate exceeds the limit")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from gradrank._version import __version__
+
+        typer.echo(f"gradrank {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="show tracebacks of internal errors")):
-    _state["debug"] = debug
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="show tracebacks of internal errors (accepted anywhere on the line)"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
+):
+    _state["debug"] = _state["debug"] or debug
+
+
+def take_debug(argv: list[str]) -> list[str]:
+    """--debug anywhere on the command line (before `--`): noted, and removed so every command accepts it."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[:cut]:
+        _state["debug"] = True
+        argv = [a for a in argv[:cut] if a != "--debug"] + argv[cut:]
+    return argv
+
+
+def example(*lines: str) -> str:
+    """A command's --help epilog: examples to copy."""
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def console():
+    """The rich console for summaries: a terminal's width on a terminal; in batch jobs (no
+    terminal) lines are never wrapped and carry no trailing padding."""
+    import sys
+
+    from rich.console import Console
+
+    if sys.stdout.isatty():
+        return Console()
+    return Console(file=_Stripped(sys.stdout), width=100_000, soft_wrap=True, no_color=True, highlight=False)
+
+
+class _Stripped:
+    """A text stream that drops the trailing spaces of every line written through it."""
+
+    def __init__(self, stream):
+        self.stream, self.buf = stream, ""
+
+    def write(self, text: str) -> int:
+        self.buf += text
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            self.stream.write(line.rstrip() + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.buf:
+            self.stream.write(self.buf.rstrip())
+            self.buf = ""
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
 
 
 def run_guarded(fn: Callable[[], int | None]) -> None:

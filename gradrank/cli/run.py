@@ -16,6 +16,7 @@ from gradrank.cli.common import (
     SeedOpt,
     SetOpt,
     app,
+    example,
     load_config,
     output_dir,
     run_guarded,
@@ -23,7 +24,9 @@ from gradrank.cli.common import (
 from gradrank.errors import InputError
 
 
-@app.command()
+@app.command(
+    epilog=example("gradrank analyze", "gradrank analyze sample_configs/fig1_isotropic.toml --set data.nu=0.3 --pdf -o runs/nu03")
+)
 def analyze(
     config: Optional[Path] = ConfigArg,
     set_: Optional[List[str]] = SetOpt,
@@ -58,7 +61,7 @@ def analyze(
     run_guarded(go)
 
 
-@app.command()
+@app.command(epilog=example("gradrank generate -o data.npz --set data.n=500", "gradrank decompose --data data.npz"))
 def generate(
     config: Optional[Path] = ConfigArg,
     out: Path = typer.Option(..., "-o", "--out", help="output .npz file"),
@@ -96,7 +99,11 @@ def generate(
     run_guarded(go)
 
 
-@app.command()
+@app.command(
+    epilog=example(
+        "gradrank decompose --data mydata.npz", "gradrank decompose --data X.npy --weights runs/train1/weights.npz -o runs/mine"
+    )
+)
 def decompose(
     data: Path = typer.Option(..., "--data", help="data file (.npz/.npy/.csv)"),
     weights: Optional[Path] = typer.Option(None, "--weights", help=".npz with W (m x d) and a (m)"),

@@ -7,11 +7,13 @@ from pathlib import Path
 
 def print_summary(result, target: Path | None = None, command: str = "analyze") -> None:
     """A compact rich summary: sizes, term norms, top singular values with alignments, regime."""
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    from gradrank.cli.common import console
+
     m = result.metrics
-    con = Console()
+    con = console()
     sz, nr = m["sizes"], m["norms"]
     cfg = result.config
     con.print(
@@ -39,6 +41,7 @@ def print_summary(result, target: Path | None = None, command: str = "analyze") 
         f"identity error={m['identity_error']:.1e}"
     )
     for w in m["trust"]["warnings"]:
-        con.print(f"[bold red]warning:[/] {w}")
+        con.print("[bold red]warning:[/] " + escape(w))
     if target is not None:
-        con.print(f"wrote [cyan]{target}[/]")
+        con.print("wrote [cyan]" + escape(str(target)) + "[/]")
+    con.file.flush()

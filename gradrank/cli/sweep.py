@@ -13,9 +13,17 @@ from gradrank.cli.common import (
     SeedOpt,
     SetOpt,
     app,
+    example,
     run_guarded,
 )
 from gradrank.cli.progress import SweepProgress
+
+MetricsOpt = typer.Option(
+    None,
+    "--metrics",
+    help="sweep report: comma-separated results.csv columns or ratios a/b, e.g. norms.S1/norms.E,rank.outliers "
+    "(default: the config's output.metrics, else norms.S2/norms.S1,rank.outliers)",
+)
 from gradrank.errors import InputError
 
 
@@ -47,7 +55,13 @@ def _sweep_status(root: Path) -> int:
     return 0
 
 
-@app.command()
+@app.command(
+    epilog=example(
+        "gradrank sweep sample_configs/fig2_activations.toml -o runs/fig2",
+        "gradrank sweep --grid data.nu=0:0.6:7 --seeds 3 --metrics norms.S1/norms.E,rank.outliers",
+        "gradrank sweep --status runs/fig2",
+    )
+)
 def sweep(
     config: Optional[Path] = typer.Argument(None, help="TOML config, optionally with a [sweep] grid", show_default=False),
     grid: Optional[List[str]] = typer.Option(None, "--grid", help="an axis KEY=a,b,c or KEY=start:stop:num (repeatable)"),
@@ -68,6 +82,7 @@ def sweep(
     device: Optional[str] = DeviceOpt,
     pdf: bool = typer.Option(False, "--pdf", help="also write report.pdf"),
     no_report: bool = typer.Option(False, "--no-report", help="skip the sweep report"),
+    metrics: Optional[str] = MetricsOpt,
 ):
     """Many analyze (or train) runs over a grid, locally, on Dask or on SLURM; resumable."""
 
@@ -110,7 +125,7 @@ def sweep(
         if not no_report or pdf:
             from gradrank.report import render as report
 
-            report.render_dir(target, (["html"] if not no_report else []) + (["pdf"] if pdf else []))
+            report.render_dir(target, (["html"] if not no_report else []) + (["pdf"] if pdf else []), metrics=metrics or None)
         typer.echo(f"sweep {target}: {len(pts) - len(failed)} of {len(pts)} points done; table {target / sw.TABLE}")
         if failed:
             typer.echo(f"{len(failed)} point(s) failed:", err=True)
@@ -121,16 +136,21 @@ def sweep(
     run_guarded(go)
 
 
-@app.command()
+@app.command(
+    epilog=example(
+        "gradrank report runs/nu03 --format html,pdf", "gradrank report runs/fig2 --metrics norms.S1/norms.E,norms.S2/norms.E"
+    )
+)
 def report(
     directory: Path = typer.Argument(
-        ..., help="a run directory (metrics.json) or a sweep directory (sweep.json)", show_default=False
+        ..., help="a result directory: run or training run, sweep, scaling study or regularisation path", show_default=False
     ),
     format_: str = typer.Option("html", "--format", help="html, pdf or html,pdf"),
     paper: Optional[str] = typer.Option(None, "--paper", help="PDF page size: a4 or letter (default: the run's output.paper)"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="directory for the report files (default: DIRECTORY)"),
+    metrics: Optional[str] = MetricsOpt,
 ):
-    """(Re)render the HTML/PDF report of a run, training run or sweep directory."""
+    """(Re)render the HTML/PDF report of any result directory (analyze, decompose, train, sweep, scaling, regpath)."""
 
     def go():
         from gradrank.report import render as report_mod
@@ -142,7 +162,7 @@ def report(
             from gradrank.results import sweeps as sws
 
             sws.write_table(sws.Store(directory))
-        for path in report_mod.render_dir(directory, formats, out, paper):
+        for path in report_mod.render_dir(directory, formats, out, paper, metrics=metrics or None):
             typer.echo(f"wrote {path}")
 
     run_guarded(go)

@@ -17,6 +17,7 @@ from gradrank.cli.common import (
     SeedOpt,
     SetOpt,
     app,
+    example,
     load_config,
     output_dir,
     run_guarded,
@@ -25,7 +26,7 @@ from gradrank.cli.progress import SweepProgress
 from gradrank.errors import InputError
 
 
-@app.command()
+@app.command(epilog=example("gradrank theory --set data.nu=0.3", "gradrank theory sample_configs/scaling.toml --json"))
 def theory(
     config: Optional[Path] = ConfigArg,
     set_: Optional[List[str]] = SetOpt,
@@ -46,11 +47,12 @@ def theory(
         if as_json:
             typer.echo(json.dumps(pred.to_dict(), indent=2))
             return
-        from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
 
-        con = Console()
+        from gradrank.cli.common import console
+
+        con = console()
         i = pred.inputs
         con.print(
             f"[bold]gradrank theory[/]  nu={i['nu']:g} alpha={i['alpha']:g} {i['activation']}, {i['scaling']}, "
@@ -75,7 +77,7 @@ def theory(
     run_guarded(go)
 
 
-@app.command()
+@app.command(epilog=example("gradrank scaling sample_configs/scaling.toml --n 200,400,800 --seeds 5 -o runs/scaling --pdf"))
 def scaling(
     config: Optional[Path] = ConfigArg,
     n: str = typer.Option("200,400,800", "--n", help="comma-separated sample sizes; d and m follow at the config's ratios"),
@@ -84,6 +86,8 @@ def scaling(
     seed: Optional[int] = SeedOpt,
     out: Optional[Path] = OutOpt,
     device: Optional[str] = DeviceOpt,
+    pdf: bool = typer.Option(False, "--pdf", help="also write report.pdf"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
     quiet: bool = QuietOpt,
 ):
     """Scaling study: analyses over n at fixed d/n, m/n; log-log slopes with CIs beside the predictions."""
@@ -96,6 +100,8 @@ def scaling(
         if not ns or min(ns) < 2:
             raise InputError("option --n: sizes must be integers >= 2")
         cfg = load_config(config, set_, seed, device)
+        if pdf or no_report:
+            cfg = cfg.replace(**{"output.pdf": pdf or cfg.output.pdf, "output.report": not no_report})
         from gradrank import api
         from gradrank.config.resources import check_memory
         from gradrank.experiments import scaling as scaling_mod
@@ -122,7 +128,12 @@ def scaling(
     run_guarded(go)
 
 
-@app.command()
+@app.command(
+    epilog=example(
+        "gradrank regpath --grid weight_decay=0,0.01,0.1 --seeds 0,1,2 -o runs/regpath",
+        "gradrank report runs/regpath --format pdf",
+    )
+)
 def regpath(
     config: Optional[Path] = ConfigArg,
     set_: Optional[List[str]] = SetOpt,
@@ -133,6 +144,8 @@ def regpath(
     ),
     seeds: str = typer.Option("0,1,2", "--seeds", help="comma-separated seeds"),
     steps: int = typer.Option(0, "--steps", min=0, help="training steps before decomposing (0: at initialisation)"),
+    pdf: bool = typer.Option(False, "--pdf", help="also write report.pdf"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
     quiet: bool = QuietOpt,
 ):
     """Regularisation path: which component (S1 or S2) each regulariser suppresses or boosts."""
@@ -163,6 +176,11 @@ def regpath(
 
         res = rp.run(cfg, grids, seed_list, steps, progress)
         runs.write_regpath(target, cfg, res)
+        formats = (["html"] if not no_report and cfg.output.report else []) + (["pdf"] if pdf or cfg.output.pdf else [])
+        if formats:
+            from gradrank.report import render
+
+            render.render_dir(target, formats)
         if not quiet:
             for name, summ in res.summary.items():
                 lc = summ["log_change"]

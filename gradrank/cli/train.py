@@ -15,6 +15,7 @@ from gradrank.cli.common import (
     SeedOpt,
     SetOpt,
     app,
+    example,
     load_config,
     output_dir,
     run_guarded,
@@ -22,7 +23,13 @@ from gradrank.cli.common import (
 from gradrank.cli.progress import TrainProgress
 
 
-@app.command("train")
+@app.command(
+    "train",
+    epilog=example(
+        "gradrank train --set train.steps=200 --set train.lr=0.03 -o runs/train1 --pdf",
+        "gradrank train sample_configs/training.toml",
+    ),
+)
 def train_cmd(
     config: Optional[Path] = ConfigArg,
     set_: Optional[List[str]] = SetOpt,
@@ -30,6 +37,7 @@ def train_cmd(
     out: Optional[Path] = OutOpt,
     device: Optional[str] = DeviceOpt,
     weights: Optional[Path] = typer.Option(None, "--weights", help="start from W, a in an .npz file"),
+    pdf: bool = typer.Option(False, "--pdf", help="also write report.pdf"),
     no_report: bool = typer.Option(False, "--no-report", help="skip report.html"),
     quiet: bool = QuietOpt,
 ):
@@ -38,8 +46,8 @@ def train_cmd(
     def go():
         files = {"model.weights": str(weights), "model.weights_sha256": ""} if weights else None
         cfg = load_config(config, set_, seed, device, files)
-        if no_report:
-            cfg = cfg.replace(**{"output.report": False})
+        if pdf or no_report:
+            cfg = cfg.replace(**{"output.pdf": pdf or cfg.output.pdf, "output.report": not no_report})
         from gradrank import api
         from gradrank.cli.summary import print_summary
         from gradrank.config.resources import check_memory

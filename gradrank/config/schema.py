@@ -140,6 +140,10 @@ class OutputConfig:
     report: bool = _f(True, doc="write report.html")
     pdf: bool = _f(False, doc="also write report.pdf")
     paper: str = _f("a4", choices=("a4", "letter"), doc="PDF page size")
+    metrics: str = _f(
+        "",
+        doc="sweep reports: comma-separated results.csv columns or ratios a/b to show (empty: norms.S2/norms.S1, rank.outliers)",
+    )
 
 
 @dataclass

@@ -3,7 +3,7 @@ routines called without the GIL, BLAS thread limits, and the tridiagonal eigenso
 
 sytrd and sterf come from scipy's Cython LAPACK table (scipy.linalg.cython_lapack, public API)
 called through ctypes, which releases the GIL, so two reductions can run on two cores at once;
-stemr and ormqr through scipy.linalg.lapack.
+stemr and ormqr from scipy's _flapack; both loaded without scipy.linalg's package imports.
 """
 
 from __future__ import annotations
@@ -13,12 +13,32 @@ import functools
 import numpy as np
 
 
+@functools.lru_cache(maxsize=None)
+def scipy_linalg_module(name: str):
+    """scipy.linalg's extension module `name` (cython_lapack, _flapack), loaded from its file without
+    running scipy/linalg/__init__ (0.5 s of imports on the first analysis of a process); the plain
+    import if that fails."""
+    import glob
+    import importlib
+    import importlib.util
+    import os
+
+    try:
+        root = os.path.dirname(importlib.util.find_spec("scipy").origin)
+        spec = importlib.util.spec_from_file_location(f"scipy.linalg.{name}", glob.glob(f"{root}/linalg/{name}.*so")[0])
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    except Exception:  # noqa: BLE001 - any unusual layout: the ordinary import
+        return importlib.import_module(f"scipy.linalg.{name}")
+
+
 @functools.lru_cache(maxsize=1)
 def blas_pools():
     """threadpoolctl's view of the loaded BLAS libraries (scipy's OpenBLAS among them), found once."""
-    import scipy.linalg.lapack  # noqa: F401 - loads the library to be found
     from threadpoolctl import ThreadpoolController
 
+    scipy_linalg_module("cython_lapack")  # loads the library to be found
     return ThreadpoolController()
 
 
@@ -33,8 +53,7 @@ def routine(name: str):
     """A LAPACK routine (dsytrd, ssterf, ...) from scipy's Cython LAPACK table as a ctypes function."""
     import ctypes
 
-    from scipy.linalg import cython_lapack
-
+    cython_lapack = scipy_linalg_module("cython_lapack")
     api = ctypes.pythonapi
     api.PyCapsule_GetName.restype, api.PyCapsule_GetName.argtypes = ctypes.c_char_p, [ctypes.py_object]
     api.PyCapsule_GetPointer.restype = ctypes.c_void_p
@@ -73,15 +92,15 @@ def tridiagonal(A):
 def eig_top(C: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """All eigenvalues (ascending) of the symmetric float32/64 array C and its top-k eigenvectors
     (descending order, n x k), from one tridiagonal reduction; C is overwritten."""
-    from scipy.linalg import lapack
-
+    flapack = scipy_linalg_module("_flapack")
     n = C.shape[0]
     with one_blas_thread():
         refl, diag, off, tau, lam = tridiagonal(C)  # C = Q T Q^T
         if k == 0:
             return lam, np.zeros((n, 0), C.dtype)
         # eigenvectors of T for the k largest eigenvalues (1-based indices n-k+1 .. n), then Q times them
-        stemr, ormqr = lapack.get_lapack_funcs(("stemr", "ormqr"), dtype=diag.dtype)
+        prefix = {np.dtype("float32"): "s", np.dtype("float64"): "d"}[diag.dtype]
+        stemr, ormqr = getattr(flapack, prefix + "stemr"), getattr(flapack, prefix + "ormqr")
         found, _, Z, info = stemr(diag, np.append(off, 0.0), 2, 0.0, 0.0, n - k + 1, n)
         if info or found != k:  # MRRR declined (rare): a dense solver on the tridiagonal T instead
             import torch

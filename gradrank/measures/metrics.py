@@ -1,8 +1,11 @@
 """What is measured (docs/model.md, measures): norms, spectra, alignments, energies, ranks and a regime.
 
-Regime rules (analysis.* thresholds): an outlier is a singular value of G above
-(1 + edge_margin) * ||E|| and above the numerical floor s_1 sqrt(eps) (by Weyl's inequality at most two can be, since S1 + S12 + S2 has
-rank two). An outlier is *residue*-aligned when |cos(u_k, X_B^T r)| >= align_threshold and
+Regime rules (analysis.* thresholds): an outlier is a singular value of G above the bulk edge
+(1 + edge_margin) * ||B|| and above the numerical floor s_1 sqrt(eps) (by Weyl's inequality at most two can be, since S1 + S12 + S2 has
+rank two). The bulk B is what G holds besides the rank-two S1 + S12 + S2: B = E for the loss
+gradient, B = E + lambda grad R when a dense penalty is added to G (weight decay, Jacobian, noise
+surrogate), so that G = S1 + S12 + S2 + B and Weyl's inequality s_3(G) <= ||B|| still bounds the
+outliers by two. An outlier is *residue*-aligned when |cos(u_k, X_B^T r)| >= align_threshold and
 exceeds |cos(u_k, q)|, *spike*-aligned in the symmetric case, else *mixed*. Then
   no-structure       no outlier;
   residue-dominated  one outlier, or s_1 > dominance * s_2, and u_1 is residue-aligned;
@@ -130,9 +133,11 @@ def compute(
     reg: R.RegTerm | None,
     identity_error: float,
     acfg,
+    bulk_norm: float | None = None,
 ) -> dict:
     """The measurement part of Metrics (docs/model.md, measures), as the record fields it fills;
-    rmv: U -> G^T U (G never formed)."""
+    rmv: U -> G^T U (G never formed); bulk_norm: ||E + lambda grad R|| when a penalty is added to G
+    (the bulk edge's base, else ||E||)."""
     norm_G, fro_G = float(spec_G.values[0]), math.sqrt(spec_G.fro2)
     norms = R.Norms(
         G=norm_G,
@@ -143,6 +148,7 @@ def compute(
         E=float(spec_E.values[0]),
         E_fro=math.sqrt(spec_E.fro2),
         reg=None if reg is None else reg.norm,
+        bulk=bulk_norm,
     )
     residue_dir = dec.S1.left
     align = R.Alignment(
@@ -159,7 +165,7 @@ def compute(
     directions = R.Directions(float(GtP[:, 2].norm()) / max(float(residue_dir.norm()), NORM_FLOOR), float(GtP[:, 3].norm()))
     fro2 = max(spec_G.fro2, NORM_FLOOR)
     top = spec_G.s.double()
-    edge = bulk_edge(norms.E, norm_G, acfg.edge_margin, spec_G.s.dtype)
+    edge = bulk_edge(norms.E if norms.bulk is None else norms.bulk, norm_G, acfg.edge_margin, spec_G.s.dtype)
     s_list = [float(v) for v in top]
     n_out = count_outliers(s_list, edge)
     U_out = spec_G.U[:, :n_out]

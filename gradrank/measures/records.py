@@ -175,18 +175,21 @@ class Sizes(Record):
 
 @dataclasses.dataclass
 class DataFacts(Record):
-    """What the data turned out to be: zeta, and nu / the fitted bulk decay alpha where known."""
+    """What the data turned out to be: zeta, and nu / the fitted bulk decay alpha where known;
+    synthetic_targets: the target model drawn when a file held only X."""
 
     source: str
     zeta: float
     nu: float | None = None
     alpha_fit: float | None = None
     alpha_fit_r2: float | None = None
+    synthetic_targets: str | None = omit()
 
 
 @dataclasses.dataclass
 class Norms(Record):
-    """Operator norms of G and the terms (G_fro, E_fro: Frobenius); reg with a dense regulariser."""
+    """Operator norms of G and the terms (G_fro, E_fro: Frobenius); reg with a dense regulariser;
+    bulk = ||E + lambda grad R||, the bulk edge's base when a penalty is added to G."""
 
     G: float
     G_fro: float
@@ -196,6 +199,7 @@ class Norms(Record):
     E: float
     E_fro: float
     reg: float | None = omit()
+    bulk: float | None = omit()
 
 
 @dataclasses.dataclass
@@ -358,6 +362,9 @@ TRAJECTORY_TAIL = (
     "track_fallback",
     "track_iterations",
 )
+FEATURES = 2  # top singular vectors of W - W0 followed
+FEATURE_COLUMNS = tuple(f"feat_{what}_{i + 1}" for i in range(FEATURES) for what in ("residue", "spike", "index"))
+BATCH_COLUMNS = ("batch_G", "batch_S1", "batch_S12", "batch_S2", "batch_E")
 
 
 @dataclasses.dataclass
@@ -387,15 +394,20 @@ class TrainRecord(Record):
     track_residual: float
     track_fallback: int
     track_iterations: int
+    # feature learning (W - W0's top directions) and the mini-batch gradient's terms (sgd/adam), NaN where undefined
+    extra: dict[str, float] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(FEATURE_COLUMNS + BATCH_COLUMNS, float("nan"))
+    )
 
     @staticmethod
     def columns(k: int) -> list[str]:
         """trajectory.csv's columns, in order, for k tracked singular values."""
-        return [*TRAJECTORY_FIXED, *(f"s{i + 1}" for i in range(k)), *TRAJECTORY_TAIL]
+        return [*TRAJECTORY_FIXED, *(f"s{i + 1}" for i in range(k)), *TRAJECTORY_TAIL, *FEATURE_COLUMNS, *BATCH_COLUMNS]
 
     def to_dict(self) -> dict:
         d = {c: getattr(self, c) for c in TRAJECTORY_FIXED}
-        return d | {f"s{i + 1}": v for i, v in enumerate(self.s)} | {c: getattr(self, c) for c in TRAJECTORY_TAIL}
+        d |= {f"s{i + 1}": v for i, v in enumerate(self.s)} | {c: getattr(self, c) for c in TRAJECTORY_TAIL}
+        return d | {c: self.extra.get(c, float("nan")) for c in FEATURE_COLUMNS + BATCH_COLUMNS}
 
     @classmethod
     def from_dict(cls, d, source: str = "record", _path: str = ""):
@@ -405,9 +417,12 @@ class TrainRecord(Record):
         while f"s{k + 1}" in d:
             k += 1
         s = [d[f"s{i + 1}"] for i in range(k)]
-        return super().from_dict({**d, "s": s}, source, _path)
+        extra = {c: d[c] for c in FEATURE_COLUMNS + BATCH_COLUMNS if c in d}
+        return super().from_dict({**d, "s": s, "extra": extra}, source, _path)
 
     def __getitem__(self, key: str):
         if key.startswith("s") and key[1:].isdigit() and 1 <= int(key[1:]) <= len(self.s):
             return self.s[int(key[1:]) - 1]
+        if key in self.extra:
+            return self.extra[key]
         return super().__getitem__(key)

@@ -22,9 +22,17 @@ def spectrum_tol(dtype: str) -> float:
 
 
 def trust(
-    acfg, dtype: str, norms: R.Norms, singular_values: list[float], identity_error: float, spectral_residual: float, mu_err: float
+    acfg,
+    dtype: str,
+    norms: R.Norms,
+    singular_values: list[float],
+    identity_error: float,
+    spectral_residual: float,
+    mu_err: float,
+    notes: list[str] = (),
 ) -> R.Trust:
-    """The checks of an analysis with their warnings (acfg: the analysis section, dtype: compute.dtype)."""
+    """The checks of an analysis with their warnings (acfg: the analysis section, dtype: compute.dtype);
+    notes: warnings about the input that fail no check."""
     tol = identity_tol(acfg, dtype)
     finite = all(math.isfinite(v) for v in norms.to_dict().values()) and all(math.isfinite(v) for v in singular_values)
     spec_tol = spectrum_tol(dtype)
@@ -53,4 +61,5 @@ def trust(
             f"||E|| = {norms.E:.2e} is below the {dtype} resolution s_1 sqrt(eps) = "
             f"{floor:.2e} of G's spectrum: outliers between them cannot be counted"
         )
+    warnings += list(notes)
     return R.Trust(ok=all(checks.to_dict().values()), checks=checks, warnings=warnings)

@@ -80,7 +80,9 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     lap("spectrum")
     mv, rmv = grad.operator(reg)  # G = G_loss + reg, never formed unless reg is
     reg_term = None if reg is None else metrics_mod.reg_term(reg, dec.S1.left, ds.q, spec_G.fro2)
-    measured = metrics_mod.compute(spec_G, spec_E, dec, rmv, ds.q, net.a, reg_term, identity_error, acfg)
+    # with a penalty the bulk is E + reg (metrics module docstring): its norm sets the bulk edge
+    bulk = None if reg is None else float(spectrum(ds.X_B, dec.D_perp, dec.coef, 0, dense_add=reg, accurate=accurate).values[0])
+    measured = metrics_mod.compute(spec_G, spec_E, dec, rmv, ds.q, net.a, reg_term, identity_error, acfg, bulk)
     residual = spectral_residual(mv, rmv, spec_G, measured["norms"].E)
     m = Metrics(
         sizes=Sizes(ds.n, ds.d, net.m),
@@ -90,11 +92,21 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
             nu=ds.info.get("nu"),
             alpha_fit=ds.info.get("alpha_fit"),
             alpha_fit_r2=ds.info.get("alpha_fit_r2"),
+            synthetic_targets=ds.info.get("synthetic_targets") or None,
         ),
         **measured,
         loss=grad.loss + regularizers.penalty_value(cfg, net, clean.X, clean.y, cfg.loss.kind),
         spectral_residual=residual,
-        trust=trust(acfg, cfg.compute.dtype, measured["norms"], measured["singular_values"], identity_error, residual, mu_err),
+        trust=trust(
+            acfg,
+            cfg.compute.dtype,
+            measured["norms"],
+            measured["singular_values"],
+            identity_error,
+            residual,
+            mu_err,
+            notes(cfg, ds),
+        ),
         config_hash=cfg.hash(),
     )
     lap("metrics")
@@ -155,6 +167,20 @@ def identity_residual(G_loss: torch.Tensor, dec, X_B: torch.Tensor, block_bytes:
         diff = torch.addmm(G_loss[:, cols], X_B.T, dec.D_perp[:, cols], alpha=-dec.coef)
         diff2 += float(diff.addmm_(left, right[:, cols], alpha=-1).pow(2).sum())
     return diff2**0.5 / max(float(G_loss.norm()), NORM_FLOOR)
+
+
+def notes(cfg: Config, ds: Dataset) -> list[str]:
+    """Warnings about the input rather than the numbers: synthetic targets, an unreachable top_k."""
+    out = []
+    if ds.info.get("synthetic_targets"):
+        out.append(
+            f"{ds.info.get('source', 'the data')} has no targets y: synthetic targets were drawn from its X "
+            f"(data.target = {ds.info['synthetic_targets']}); add y to the file to use your own"
+        )
+    k_max = min(ds.n, ds.d, cfg.model.width)
+    if cfg.analysis.top_k > k_max:
+        out.append(f"analysis.top_k = {cfg.analysis.top_k} exceeds min(n, d, m) = {k_max}: only {k_max} singular vectors exist")
+    return out
 
 
 def spectral_residual(mv, rmv, spec, scale: float) -> float:

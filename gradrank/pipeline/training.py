@@ -11,8 +11,9 @@ decomposition, the top-k singular values and vectors of G (followed by `spectral
 warm-started from the last record; exact SVD with train.track = exact), alignments, and the
 largest principal angle between the top-k subspace now and at the previous record (degrees).
 Every train.checkpoint_every steps the exact spectra of G and of W - W0 are kept.
-A non-finite loss or gradient stops the run; the trajectory so far is kept and the final
-analysis is taken at the last weights with a finite loss and gradient.
+Divergence stops the run: a non-finite loss or gradient, or a finite blow-up (a training loss
+above BLOWUP · max(L0, 1), L0 the loss at step 0); the trajectory so far is kept and the final
+analysis is taken at the last weights before it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from gradrank.config import Config
 from gradrank.errors import InputError
 from gradrank.linalg.spectral import Triplets, dense_spectrum, spectrum, top_k
 from gradrank.measures.metrics import abs_cos, bulk_edge, count_outliers, stable_rank
-from gradrank.measures.records import FinalLosses, TrainInfo, TrainRecord, TrainSummary
+from gradrank.measures.records import FEATURE_COLUMNS, FEATURES, FinalLosses, TrainInfo, TrainRecord, TrainSummary
 from gradrank.pipeline import analysis
 from gradrank.rng import generator
 from gradrank.twolayer import regularizers
@@ -36,6 +37,12 @@ from gradrank.twolayer.data import Dataset
 from gradrank.twolayer.gradient import gradient, loss_and_residue
 from gradrank.twolayer.mu import compute_mu, decompose
 from gradrank.twolayer.network import Network
+
+BLOWUP = 1e6  # a loss this many times max(L0, 1) has diverged, even while finite
+
+
+def _blown_up(loss: float, loss0: float | None) -> bool:
+    return loss0 is not None and loss > BLOWUP * max(loss0, 1.0)
 
 
 def block_size(k: int, d: int, m: int) -> int:
@@ -139,6 +146,9 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
     # only the norms of E and of the penalty term: singular values converge quadratically in the residual
     track_E = _Tracker(1, 2, d, tc.track == "exact", 1e-3, cfg.seed, ds.X)
     track_R = _Tracker(1, 2, d, tc.track == "exact", 1e-3, cfg.seed, ds.X)
+    track_W = _Tracker(min(FEATURES, d, m), min(FEATURES + 4, d, m), d, tc.track == "exact", 1e-4, cfg.seed, ds.X)
+    B = ds.info.get("index_directions")
+    index_basis = None if B is None else torch.linalg.qr(B.to(ds.X).T)[0]  # orthonormal basis of the index span
     batches = generator(cfg.seed, "batches")
     order, cursor = torch.randperm(n, generator=batches), 0
     adam = {"m": torch.zeros_like(net.W), "v": torch.zeros_like(net.W), "t": 0}
@@ -147,6 +157,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
     U_prev = None
     diverged, message = False, ""
     good = (net.W, net.a)
+    loss0 = None
     for t in range(tc.steps + 1):
         record = t % tc.record_every == 0 or t == tc.steps
         checkpoint = t % tc.checkpoint_every == 0 or t == tc.steps
@@ -166,9 +177,20 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
             if not _finite(grad.loss, penalty, G):
                 diverged, message = True, f"diverged at step {t}: the training loss or gradient is not finite; lower train.lr"
                 break
+            if _blown_up(grad.loss, loss0):
+                diverged, message = (
+                    True,
+                    (
+                        f"diverged at step {t}: the training loss {grad.loss:.3g} exceeds {BLOWUP:.0e} × max(initial loss "
+                        f"{loss0:.3g}, 1); lower train.lr"
+                    ),
+                )
+                break
+            loss0 = grad.loss if loss0 is None else loss0
             good = (net.W, net.a)  # updates rebind W and a, never write in place
         if record:
-            row = _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, (track_G, track_E, track_R), U_prev, W0, k)
+            row, residue = _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, (track_G, track_E, track_R), U_prev, W0, k)
+            row.extra |= _features(net.W - W0, track_W, residue, ds.q, index_basis)
             U_prev = track_G.block[:, :k]
             rows.append(row)
             if on_record is not None:
@@ -202,8 +224,19 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
             reg_b = regularizers.penalty_gradient(cfg, net, batch.X, batch.y, kind)
             direction = (g_b.dense() if reg_b is None else g_b.dense() + reg_b).T
             r = g_b.r
+            if record:  # the mini-batch gradient's own decomposition (the step actually taken)
+                rows[-1].extra |= _batch_terms(cfg, g_b, a_grad_ds, net, direction.T)
             if not _finite(g_b.loss, direction):
                 diverged, message = True, f"diverged at step {t}: the mini-batch loss or gradient is not finite; lower train.lr"
+                break
+            if _blown_up(g_b.loss, loss0):
+                diverged, message = (
+                    True,
+                    (
+                        f"diverged at step {t}: the mini-batch loss {g_b.loss:.3g} exceeds {BLOWUP:.0e} × max(initial loss "
+                        f"{loss0:.3g}, 1); lower train.lr"
+                    ),
+                )
                 break
         if tc.train_outer:  # dL/da_j = (gamma/n) sum_i r_i sigma(w_j^T x_i)
             net.a = net.a - lr * net.gamma * (net.act.f(net.preactivations(a_grad_ds.X)).T @ r) / a_grad_ds.n
@@ -231,7 +264,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
     )
 
 
-def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W0, k) -> TrainRecord:
+def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W0, k) -> tuple[TrainRecord, torch.Tensor]:
     """One row of trajectory.csv from the full-batch gradient at step t."""
     acfg, kind = cfg.analysis, cfg.loss.kind
     track_G, track_E, track_R = trackers
@@ -246,11 +279,13 @@ def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W
     E_rmv = lambda U: dec.coef * (dec.D_perp.T @ (step_ds.X_B @ U))  # noqa: E731
     tE = track_E(E_mv, E_rmv, lambda: spectrum(step_ds.X_B, dec.D_perp, dec.coef, 2))
     norm_E = float(tE.s[0])
+    # the bulk edge's base: ||E||, or ||E + reg|| when a penalty is added to G (measures.metrics)
+    norm_B = norm_E if reg is None else float(spectrum(step_ds.X_B, dec.D_perp, dec.coef, 0, dense_add=reg).values[0])
     s = [float(v) for v in tG.s[:k]]
     G_fro = float(G.norm())
     res_cos, spk_cos = abs_cos(tG.U[:, :2], dec.S1.left), abs_cos(tG.U[:, :2], ds.q)
     res_cos, spk_cos = res_cos + [float("nan")] * (2 - len(res_cos)), spk_cos + [float("nan")] * (2 - len(spk_cos))
-    return TrainRecord(
+    record = TrainRecord(
         step=t,
         train_loss=train_loss,
         test_loss=test_loss,
@@ -263,7 +298,7 @@ def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W
         E=norm_E,
         reg=0.0 if reg is None else float(track_R(lambda V: reg @ V, lambda U: reg.T @ U, lambda: dense_spectrum(reg, 2)).s[0]),
         s=s,
-        outliers=count_outliers(s, bulk_edge(norm_E, s[0], acfg.edge_margin, tG.s.dtype, tG.residual)),
+        outliers=count_outliers(s, bulk_edge(norm_B, s[0], acfg.edge_margin, tG.s.dtype, tG.residual)),
         stable_rank=stable_rank(G_fro**2, s[0]),
         align_residue_1=res_cos[0],
         align_spike_1=spk_cos[0],
@@ -275,3 +310,33 @@ def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W
         track_fallback=int(tG.fallback),
         track_iterations=tG.iterations,
     )
+    return record, dec.S1.left  # X_B^T r's direction, for the feature alignments
+
+
+def _features(dW: torch.Tensor, tracker: _Tracker, residue: torch.Tensor, q: torch.Tensor, index_basis) -> dict:
+    """Feature learning: |cos| of the top right singular vectors of W - W0 (directions in input
+    space) with X_B^T r and q, and the norm of their projection on the target's index span."""
+    out = dict.fromkeys(FEATURE_COLUMNS, float("nan"))
+    if not bool(dW.abs().max() > 0):
+        return out
+    D = dW.T  # d x m: its left singular vectors are W - W0's input-space directions
+    V = tracker(lambda X: D @ X, lambda U: D.T @ U, lambda: dense_spectrum(D, tracker.block.shape[1])).U[:, : tracker.k]
+    for i, (c_r, c_q) in enumerate(zip(abs_cos(V, residue), abs_cos(V, q))):
+        out[f"feat_residue_{i + 1}"], out[f"feat_spike_{i + 1}"] = c_r, c_q
+        if index_basis is not None:
+            out[f"feat_index_{i + 1}"] = float((index_basis.T @ V[:, i]).norm())
+    return out
+
+
+def _batch_terms(cfg: Config, g_b, batch: Dataset, net: Network, G_b: torch.Tensor) -> dict:
+    """Operator norms of the mini-batch gradient (penalty included) and of its four terms."""
+    mu, _ = compute_mu(cfg.analysis.mu, g_b, batch, net, cfg.analysis.quadrature)
+    dec = decompose(g_b, batch, net, mu)
+    E = spectrum(batch.X_B, dec.D_perp, dec.coef, 0).values
+    return {
+        "batch_G": float(dense_spectrum(G_b, 0).values[0]),
+        "batch_S1": dec.S1.norm(),
+        "batch_S12": dec.S12.norm(),
+        "batch_S2": dec.S2.norm(),
+        "batch_E": float(E[0]) if E.numel() else 0.0,
+    }

@@ -60,12 +60,38 @@ def _styled(fn):
     return wrapper
 
 
-def _figure(nrows: int = 1, ncols: int = 1, *, figsize, **kw):
+def _figure(nrows: int = 1, ncols: int = 1, *, figsize, layout=None, **kw):
     """A figure without pyplot (no backend switch, nothing to close): (fig, axes)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize)
+    fig = Figure(figsize=figsize, layout=layout)
     return fig, fig.subplots(nrows, ncols, **kw)
+
+
+def _plain_log_labels(fig) -> None:
+    """Log axes labelled with plain numbers (no mathtext: it costs more than the rest of a figure),
+    minor labels only when the axis spans less than a decade (else they overlap)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    for ax in fig.axes:
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            if axis.get_scale() != "log":
+                continue
+            lo, hi = sorted(lim)
+            axis.set_major_formatter(FuncFormatter(lambda v, _: _tick_number(v)))
+            if lo > 0 and hi / lo < 10:
+                axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+                axis.set_minor_formatter(FuncFormatter(lambda v, _: _tick_number(v)))
+            else:  # no minor ticks: each one costs a tick object and its layout
+                axis.set_minor_locator(NullLocator())
+
+
+def _tick_number(v: float) -> str:
+    """1000 -> '1000', 0.002 -> '0.002', 1e-7 -> '1e-7': short labels for log axes."""
+    a = abs(v)
+    if a == 0 or 1e-3 <= a < 1e5:
+        return f"{v:.0f}" if float(v).is_integer() else f"{v:.3g}"
+    return f"{v:.0e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")
 
 
 _COLLECT: contextvars.ContextVar[list | None] = contextvars.ContextVar("collect", default=None)
@@ -83,17 +109,20 @@ def collect():
         _COLLECT.reset(token)
 
 
-def _svg(fig, key: str, label: str) -> str:
-    """The figure as inline SVG with every id prefixed by `key` (unique within a document)."""
+def _svg(fig, key: str, label: str, tight: bool = False) -> str:
+    """The figure as inline SVG with every id prefixed by `key` (unique within a document); `tight`
+    crops to what is drawn (an extra layout pass: for figures whose labels vary, e.g. sweep maps)."""
     if (made := _COLLECT.get()) is not None:
         made.append(fig)
-    return svg(fig, key, label)
+    return svg(fig, key, label, tight)
 
 
-def svg(fig, key: str, label: str) -> str:
+def svg(fig, key: str, label: str, tight: bool = False) -> str:
     """A Figure as inline SVG markup, ids prefixed by `key`, labelled for screen readers."""
+    _plain_log_labels(fig)
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
+    kw = {"bbox_inches": "tight", "pad_inches": 0.04} if tight else {}
+    fig.savefig(buf, format="svg", metadata={"Date": None}, **kw)
     text = buf.getvalue()
     text = text[text.index("<svg") :]
     text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
@@ -149,7 +178,7 @@ def spectrum(values: np.ndarray, e_values: np.ndarray | None, norms: dict, edge:
     ax2.set(xlabel="index k", ylabel="s_k (log scale)", title="sorted spectrum")
     ax2.set_xscale("log")
     ax2.legend(loc="lower left")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.985, bottom=0.17, top=0.8, wspace=0.28)
     return _svg(fig, "fig-spectrum", "singular values of G")
 
 
@@ -166,7 +195,7 @@ def term_norms(norms: dict, shares: dict) -> str:
     bars = ax2.barh([f"{k}" for k in sk][::-1], [shares[k] for k in sk][::-1], color=[COLORS[k] for k in sk][::-1], height=0.6)
     ax2.bar_label(bars, fmt="%.2f", fontsize=7, padding=1.5)
     ax2.set(xlabel="share of ‖G‖²_F", title="energy shares", xlim=(0, max(1.0, max((shares[k] for k in sk), default=0) * 1.15)))
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.09, right=0.97, bottom=0.2, top=0.88, wspace=0.25)
     return _svg(fig, "fig-norms", "term norms")
 
 
@@ -191,8 +220,7 @@ def alignment(align: dict, n_outliers: int) -> str:
         ax.tick_params(length=0)
         ax.set_title(title)
         ax.spines[:].set_visible(False)
-    fig.tight_layout()
-    return _svg(fig, "fig-align", "alignment heatmap")
+    return _svg(fig, "fig-align", "alignment heatmap", tight=True)
 
 
 @_styled
@@ -212,64 +240,111 @@ def data_diagnostics(eigenvalues: np.ndarray, alpha: float | None, zeta: float |
         ax.axhline(zeta**2, color=COLORS["S2"], lw=1.1, label=f"spike ζ² = {zeta**2:.3g} (ζ = {zeta:.3g}{nu})")
     ax.set(xlabel="k", ylabel="eigenvalue", title="data: bulk spectrum and spike strength")
     ax.legend(loc="best")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.18, top=0.88)
     return _svg(fig, "fig-data", "bulk spectrum and spike strength")
 
 
 # ---------------------------------------------------------------------------- training
 
 
+# trajectory.csv column -> (legend label, colour, line style, width)
+TRAJ_LINES = {
+    "train_loss": ("train loss", "#222222", "-", 1.2),
+    "test_loss": ("test loss", "#d0661c", "--", 1.2),
+    "G": ("‖G‖", "#222222", "-", 2.6),
+    "S1": ("‖S1‖ residue spike", COLORS["S1"], "-", 1.1),
+    "S12": ("‖S12‖ interpolant", COLORS["S12"], "-.", 1.1),
+    "S2": ("‖S2‖ data spike", COLORS["S2"], "-", 1.1),
+    "E": ("‖E‖ bulk", COLORS["E"], "--", 1.1),
+    "outliers": ("outliers", "#a33333", "-", 1.2),
+    "stable_rank": ("stable rank", "#222222", "--", 1.1),
+    "align_residue_1": ("u₁ · X_Bᵀr", COLORS["S1"], "-", 1.2),
+    "align_residue_2": ("u₂ · X_Bᵀr", COLORS["S1"], ":", 1.2),
+    "align_spike_1": ("u₁ · q", COLORS["S2"], "-", 1.2),
+    "align_spike_2": ("u₂ · q", COLORS["S2"], ":", 1.2),
+    "feat_residue_1": ("v₁ · X_Bᵀr", COLORS["S1"], "-", 1.2),
+    "feat_residue_2": ("v₂ · X_Bᵀr", COLORS["S1"], ":", 1.2),
+    "feat_spike_1": ("v₁ · q", COLORS["S2"], "-", 1.2),
+    "feat_spike_2": ("v₂ · q", COLORS["S2"], ":", 1.2),
+    "feat_index_1": ("v₁ in index span", COLORS["reg"], "-", 1.2),
+    "feat_index_2": ("v₂ in index span", COLORS["reg"], ":", 1.2),
+    "batch_G": ("‖G‖ batch", "#222222", "-", 2.6),
+    "batch_S1": ("‖S1‖ batch", COLORS["S1"], "-", 1.1),
+    "batch_S12": ("‖S12‖ batch", COLORS["S12"], "-.", 1.1),
+    "batch_S2": ("‖S2‖ batch", COLORS["S2"], "-", 1.1),
+    "batch_E": ("‖E‖ batch", COLORS["E"], "--", 1.1),
+    "drift": ("‖W − W₀‖_F", "#222222", "-", 1.2),
+}
+
+
+def _log_ok(values) -> bool:
+    """A log axis when the values are positive and span more than a decade (and stay in range)."""
+    v = np.concatenate([np.asarray(x, float) for x in values])
+    v = v[np.isfinite(v)]
+    return bool(v.size) and v.min() > 0 and 10 * v.min() < v.max() < 1e300 * v.min()
+
+
+def trajectory_panels(cols: dict[str, np.ndarray]) -> list[tuple[str, list[tuple[str, str | None, str, str, float]]]]:
+    """What the trajectory figure draws: [(panel title, [(column, legend label, colour, style, width)])],
+    panels with no finite value left out. Every line has a legend label (s₃ … s_k share one)."""
+
+    def have(names):
+        return [c for c in names if c in cols and np.isfinite(cols[c]).any()]
+
+    def line(name):
+        sv = re.fullmatch(r"s(\d+)", name)
+        if sv:
+            i = int(sv.group(1))
+            label = "s₁" if i == 1 else ("s₂ … sₖ" if i == 2 else None)
+            return (name, label, "#222222" if i == 1 else "#9aa4b0", "-", 1.3 if i == 1 else 0.7)
+        return (name, *TRAJ_LINES.get(name, (name, None, "-", 1.1)))
+
+    panels = [
+        ("loss", have(("train_loss", "test_loss"))),
+        ("term norms of G", have(("G", "S1", "S12", "S2", "E"))),
+        ("top singular values", sorted(have([c for c in cols if re.fullmatch(r"s\d+", c)]), key=lambda c: int(c[1:]))),
+        ("rank", have(("outliers", "stable_rank"))),
+        ("|cos| of G's top left vectors", have([f"align_{w}_{i}" for i in (1, 2) for w in ("residue", "spike")])),
+        ("features: |cos| of W − W₀'s top input directions", have([c for c in TRAJ_LINES if c.startswith("feat_")])),
+        ("mini-batch gradient: term norms", have([c for c in TRAJ_LINES if c.startswith("batch_")])),
+        ("drift", have(("drift",))),
+    ]
+    return [(t, [line(c) for c in names]) for t, names in panels if names]
+
+
 @_styled
 def trajectory(cols: dict[str, np.ndarray]) -> str | None:
-    """Figure 5: loss, term norms, top singular values, outliers/stable rank, alignments on one step axis."""
+    """Figure 5: loss, term norms, top singular values, rank, alignments of G's top vectors, feature
+    learning (W − W0's top input directions), the mini-batch gradient's terms and ‖W − W0‖, on one step axis."""
     if "step" not in cols:
         return None
-    panels = []
-    if loss := [c for c in ("train_loss", "test_loss") if c in cols]:
-        panels.append(("loss", loss, True))
-    if terms := [c for c in ("G", "S1", "S12", "S2", "E") if c in cols]:
-        panels.append(("term norms", terms, True))
-    if sk := sorted((c for c in cols if re.fullmatch(r"s\d+", c)), key=lambda c: int(c[1:])):
-        panels.append(("top singular values", sk, True))
-    if rank := [c for c in ("outliers", "stable_rank") if c in cols]:
-        panels.append(("rank", rank, False))
-    if al := [c for c in cols if c.startswith("align_")]:
-        panels.append(("|cos| alignments", al, False))
-    if "drift" in cols:
-        panels.append(("‖W − W₀‖", ["drift"], False))
+    panels = trajectory_panels(cols)
     if not panels:
         return None
-    fig, axes = _figure(len(panels), 1, figsize=(WIDTH, 0.4 + 1.25 * len(panels)), sharex=True, squeeze=False)
+    ncols = 2 if len(panels) > 3 else 1
+    nrows = -(-len(panels) // ncols)
+    fig, grid = _figure(nrows, ncols, figsize=(WIDTH, 0.4 + 1.45 * nrows), layout="constrained", sharex=True, squeeze=False)
+    axes = grid.reshape(-1)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     step = cols["step"]
     o = cols.get("outliers")
     jumps = [] if o is None else [step[i] for i in range(1, o.size) if o[i] != o[i - 1] and np.isfinite(o[i - 1 : i + 1]).all()]
-    for ax, (title, names, logy) in zip(axes[:, 0], panels):
+    for ax, (title, lines) in zip(axes, panels):
         for x in jumps[:8]:  # where the outlier count changes
-            ax.axvline(x, color="#a33", lw=0.7, ls=":")
-        for name in names:
-            y = cols[name]
-            color = COLORS.get(name, "#555" if name == "outliers" else None)
-            if re.fullmatch(r"s\d+", name):
-                color, lw = ("#222" if name == "s1" else "#9aa4b0"), (1.1 if name == "s1" else 0.7)
-            else:
-                lw = 1.2
-            ls = "--" if name in ("E", "test_loss") else "-"
-            draw = ax.step if name == "outliers" else ax.plot
-            draw(
-                step,
-                y,
-                color=color,
-                lw=lw,
-                ls=ls,
-                label=_plain(name) if not re.fullmatch(r"s\d+", name) or name in ("s1", "s2") else None,
-                **({"where": "post"} if name == "outliers" else {}),
-            )
-        if logy and all(np.nanmin(cols[c]) > 0 for c in names if np.isfinite(cols[c]).any()):
+            ax.axvline(x, color="#a33", lw=0.6, ls=":", alpha=0.7)
+        for name, label, color, ls, lw in lines:
+            kw = {"where": "post"} if name == "outliers" else {}
+            (ax.step if name == "outliers" else ax.plot)(step, cols[name], color=color, lw=lw, ls=ls, label=label, **kw)
+        if title.startswith(("loss", "term norms", "top singular", "mini-batch")) and _log_ok([cols[n] for n, *_ in lines]):
             ax.set_yscale("log")
-        ax.set_ylabel(title)
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
-    axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
+        if "|cos|" in title:
+            ax.set_ylim(-0.03, 1.03)
+        ax.set_title(title, loc="left", fontsize=7, pad=2)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6, handlelength=2.0, borderaxespad=0, labelspacing=0.25)
+        ax.xaxis.set_tick_params(labelbottom=True)
+    for ax in grid[-1]:
+        ax.set_xlabel("step")
     return _svg(fig, "fig-train", "training trajectory")
 
 
@@ -285,52 +360,71 @@ def _ticks(values) -> list[str]:
     return [f"{v:.3g}" if isinstance(v, float) else _plain(v) for v in values]
 
 
+def _categorical_ticks(ax, positions, labels, axis: str = "x") -> None:
+    """Category names that never overlap: rotated (right-aligned) when long or many, else level."""
+    labels = _ticks(labels)
+    long = len(labels) > 4 or max((len(t) for t in labels), default=0) > 6
+    if axis == "x":
+        ax.set_xticks(positions, labels, rotation=35 if long else 0, ha="right" if long else "center", rotation_mode="anchor")
+    else:
+        ax.set_yticks(positions, labels)
+
+
 @_styled
-def regime_map(xkey: str, xs: list, ykey: str | None, ys: list, regimes: list[list[str | None]]) -> str:
+def regime_map(xkey: str, xs: list, ykey: str | None, ys: list, regimes: list[list[str | None]], key: str = "fig-regime") -> str:
     """Regime (most frequent over seeds) on the grid of two swept keys (ykey None: one row)."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
     names = list(REGIME_COLORS)
     M = np.array([[names.index(r) if r in names else np.nan for r in row] for row in regimes], float)
-    fig, ax = _figure(figsize=(min(WIDTH, 3.2 + 0.5 * len(xs)), 1.0 + 0.32 * len(ys)))
+    fig, ax = _figure(figsize=(min(WIDTH * 0.8, 2.4 + 0.45 * len(xs)), 0.6 + 0.3 * len(ys)))
     _mesh(ax, M, cmap=ListedColormap(list(REGIME_COLORS.values())), vmin=-0.5, vmax=len(names) - 0.5)
     _grid_axes(ax, xkey, xs, ykey, ys)
     present = [n for n in names if n in {r for row in regimes for r in row}]
     ax.legend(handles=[Patch(color=REGIME_COLORS[n], label=n) for n in present], loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.set_title("regime")
-    fig.tight_layout()
-    return _svg(fig, "fig-regime", "regime map")
+    return _svg(fig, key, "regime map", tight=True)
 
 
 @_styled
-def ratio_map(xkey: str, xs: list, ykey: str | None, ys: list, ratio: np.ndarray) -> str:
-    """‖S2‖/‖S1‖ (mean over seeds) on the grid of two swept keys, log colour scale when it spans a decade."""
+def metric_map(
+    xkey: str, xs: list, ykey: str | None, ys: list, values: np.ndarray, undefined=None, title: str = "", key: str = "fig-map"
+) -> str:
+    """A metric (mean over seeds) on the grid of two swept keys. Undefined cells (a ratio over a
+    rounding-level zero) are drawn grey, labelled 'undef.' and kept out of the colour scale, which
+    is logarithmic when the positive values span more than a decade."""
     from matplotlib.colors import LogNorm
 
-    R = np.asarray(ratio, float)
-    pos = R[np.isfinite(R) & (R > 0)]
-    norm = LogNorm(pos.min(), pos.max()) if pos.size and pos.max() > 10 * pos.min() else None
-    fig, ax = _figure(figsize=(min(WIDTH, 2.4 + 0.5 * len(xs)), 1.0 + 0.32 * len(ys)))
+    R = np.asarray(values, float)
+    und = np.zeros(R.shape, bool) if undefined is None else np.asarray(undefined, bool)
+    fin = R[np.isfinite(R)]
+    pos = fin[fin > 0]
+    norm = LogNorm(pos.min(), pos.max()) if pos.size == fin.size and pos.size and pos.max() > 10 * pos.min() else None
+    fig, ax = _figure(figsize=(min(WIDTH * 0.8, 2.0 + 0.45 * len(xs)), 0.6 + 0.3 * len(ys)))
+    if und.any():
+        from matplotlib.colors import ListedColormap
+
+        _mesh(ax, np.where(und, 0.0, np.nan), cmap=ListedColormap(["#d4d4d4"]), vmin=0, vmax=1)
     im = _mesh(ax, R, cmap="viridis", norm=norm)
     if R.size <= 150:
         for (i, j), v in np.ndenumerate(R):
             if np.isfinite(v):
                 r, g, b, _ = im.cmap(im.norm(v))
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.2g}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="#222" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white",
-                )
+                color = "#222" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+                ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=6, color=color)
+            elif und[i, j]:
+                ax.text(j, i, "undef.", ha="center", va="center", fontsize=5.5, color="#444")
     _grid_axes(ax, xkey, xs, ykey, ys)
-    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
-    ax.set_title("‖S2‖ / ‖S1‖ (mean over seeds)")
-    fig.tight_layout()
-    return _svg(fig, "fig-ratio", "S2 to S1 ratio map")
+    cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
+    cb.solids.set_rasterized(False)  # vector quads: no embedded raster (WeasyPrint drops it)
+    cb.solids.set_edgecolor("face")
+    if norm is not None:  # decade labels only: minor labels of a log bar overlap
+        from matplotlib.ticker import NullFormatter
+
+        cb.ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_title(_plain(title))
+    return _svg(fig, key, _plain(title) or "metric map", tight=True)
 
 
 def _mesh(ax, M: np.ndarray, **kw):
@@ -342,7 +436,7 @@ def _mesh(ax, M: np.ndarray, **kw):
 
 
 def _grid_axes(ax, xkey, xs, ykey, ys) -> None:
-    ax.set_xticks(range(len(xs)), _ticks(xs), rotation=45 if len(xs) > 8 else 0)
+    _categorical_ticks(ax, range(len(xs)), xs)
     ax.set_xlabel(_plain(xkey))
     ax.set_yticks(range(len(ys)), _ticks(ys) if ykey else [""])
     ax.set_ylabel(_plain(ykey or ""))
@@ -350,25 +444,124 @@ def _grid_axes(ax, xkey, xs, ykey, ys) -> None:
     ax.spines[:].set_visible(False)
 
 
+def band(mean: np.ndarray, sd: np.ndarray, positive: bool) -> tuple[np.ndarray, np.ndarray]:
+    """mean ± sd; for a quantity that is never negative the lower edge stops at zero."""
+    lo, hi = mean - sd, mean + sd
+    return (np.maximum(lo, 0.0) if positive else lo), hi
+
+
 @_styled
-def seed_bands(xkey: str, xs: list, series: dict[str, list[tuple[str, np.ndarray, np.ndarray]]]) -> str:
+def seed_bands(
+    xkey: str,
+    xs: list,
+    series: dict[str, list[tuple[str, np.ndarray, np.ndarray]]],
+    series_key: str | None = None,
+    key: str = "fig-lines",
+) -> str:
     """Line plots over one swept key: per panel, lines (mean over seeds) with mean ± sd bands.
 
-    `series` maps a panel title to [(label, mean, sd)], arrays aligned with xs."""
+    `series` maps a panel title to [(label, mean, sd)], arrays aligned with xs. A quantity that is
+    never negative keeps its band above zero (a log axis when it spans more than two decades); a
+    numeric x spanning more than two decades gets a log axis too."""
     import matplotlib
 
-    numeric = all(isinstance(v, (int, float)) for v in xs)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
     x = np.asarray(xs, float) if numeric else np.arange(len(xs))
-    fig, axes = _figure(1, len(series), figsize=(WIDTH, 2.2), squeeze=False)
-    for ax, (title, lines) in zip(axes[0], series.items()):
+    ncols = min(len(series), 3)
+    nrows = -(-len(series) // ncols)
+    fig, axes = _figure(nrows, ncols, figsize=(WIDTH, 0.3 + 2.1 * nrows), squeeze=False, layout="constrained")
+    for ax in axes.reshape(-1)[len(series) :]:
+        ax.set_visible(False)
+    for ax, (title, lines) in zip(axes.reshape(-1), series.items()):
+        allv = np.concatenate([m[np.isfinite(m)] for _, m, _ in lines])
+        positive = allv.size and allv.min() >= 0
         for i, (label, mean, sd) in enumerate(lines):
             color = COLORS.get(label, matplotlib.colormaps["tab10"](i % 10) if len(lines) > 1 else "#222")
             ax.plot(x, mean, "o-", ms=2.5, color=color, label=_plain(label))
-            ax.fill_between(x, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
-        if not numeric:
-            ax.set_xticks(x, _ticks(xs))
-        ax.set(xlabel=_plain(xkey), title=title)
+            ax.fill_between(x, *band(mean, sd, positive), color=color, alpha=0.2, lw=0)
+        pos = allv[allv > 0]
+        if positive and pos.size == allv.size and pos.size and pos.max() > 100 * pos.min():
+            ax.set_yscale("log")
+        if numeric:
+            xp = x[x > 0]
+            if xp.size == x.size and xp.max() > 100 * xp.min():
+                ax.set_xscale("log")
+        else:
+            _categorical_ticks(ax, x, xs)
+        ax.set(xlabel=_plain(xkey), title=_plain(title))
         if len(lines) > 1:
-            ax.legend(loc="best")
-    fig.tight_layout()
-    return _svg(fig, "fig-lines", "line plots over " + xkey)
+            ax.legend(loc="best", title=_plain(series_key) if series_key else None, title_fontsize=6.5)
+    return _svg(fig, key, "line plots over " + xkey)
+
+
+@_styled
+def regpath(panels: dict[str, tuple[list[float], dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]], steps: int) -> str:
+    """One panel per regulariser: lines (mean over seeds) with min–max bands against the strength,
+    on log axes with strength 0 drawn a decade left of the smallest positive one (tick '0').
+
+    `panels` maps a regulariser to (strengths, {label: (mean, low, high)})."""
+    fig, axes = _figure(1, len(panels), figsize=(WIDTH, 2.3), squeeze=False, layout="constrained")
+    styles = [(COLORS["S1"], "-"), (COLORS["S2"], "--"), ("#222222", ":")]
+    for ax, (name, (xs, lines)) in zip(axes[0], panels.items()):
+        xs = np.asarray(xs, float)
+        pos = xs[xs > 0]
+        zero = pos.min() / 10 if pos.size else 1e-3
+        x = np.where(xs > 0, xs, zero)
+        for (label, (mean, lo, hi)), (color, ls) in zip(lines.items(), styles):
+            ax.plot(x, mean, ls, marker="o", ms=2.5, color=color, label=_plain(label))
+            ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+        ax.set_xscale("log")
+        if _log_ok([m for m, _, _ in lines.values()]):
+            ax.set_yscale("log")
+        ticks = sorted(set(x))
+        ax.set_xticks(ticks, ["0" if t == zero and 0 in xs else f"{t:.3g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set(title=_plain(name.replace("_", " ")), xlabel="strength")
+    axes[0][0].set_ylabel("ratio")
+    axes[0][-1].legend(loc="best", fontsize=6.5)
+    return _svg(fig, "fig-regpath", "regularisation path " + ("at initialisation" if steps == 0 else f"after {steps} steps"))
+
+
+@_styled
+def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]) -> str:
+    """Log–log panels, one per quantity: every (n, seed) value, the fitted line c·n^slope with the
+    band of slopes inside its confidence interval (pivoted at the geometric mean of n), and the
+    predicted slope through the same pivot (dashed)."""
+    from matplotlib.ticker import NullFormatter
+
+    ncols = min(3, len(quantities))
+    nrows = -(-len(quantities) // ncols)
+    fig, axes = _figure(nrows, ncols, figsize=(WIDTH, 0.3 + 2.0 * nrows), squeeze=False, layout="constrained")
+    for ax in axes.reshape(-1)[len(quantities) :]:
+        ax.set_visible(False)
+    n_all = np.array([float(r["n"]) for r in rows])
+    grid = np.geomspace(n_all.min(), n_all.max(), 50) if n_all.size else np.array([1.0])
+    for ax, q in zip(axes.reshape(-1), quantities):
+        color = COLORS.get(q, "#222222")
+        v = np.array([float(r.get(q, np.nan)) for r in rows])
+        keep = np.isfinite(v) & (v > 0)
+        ax.loglog(n_all[keep], v[keep], "o", ms=3, color=color, alpha=0.6, label="runs")
+        f = fits.get(q)
+        if f:
+            pivot = math.exp(float(np.mean(np.log(n_all[keep])))) if keep.any() else 1.0
+            at = math.exp(f["intercept"]) * pivot ** f["slope"]
+            ax.loglog(
+                grid,
+                math.exp(f["intercept"]) * grid ** f["slope"],
+                "-",
+                color=color,
+                lw=1.2,
+                label=f"fit {f['slope']:+.2f} [{f['ci_low']:+.2f}, {f['ci_high']:+.2f}]",
+            )
+            lo, hi = at * (grid / pivot) ** f["ci_low"], at * (grid / pivot) ** f["ci_high"]
+            ax.fill_between(grid, np.minimum(lo, hi), np.maximum(lo, hi), color=color, alpha=0.15, lw=0)
+            p = predicted.get(q)
+            if p is not None:
+                ax.loglog(grid, at * (grid / pivot) ** p, "--", color="#222222", lw=1, label=f"predicted {p:+.2f}")
+        name = {"a_mu": "‖a∘μ‖", "zeta": "ζ"}.get(q, f"‖{q}‖")
+        ns = sorted(set(n_all))
+        ax.set_xticks(ns, [f"{x:g}" for x in ns], minor=False)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set(title=name, xlabel="n")
+        ax.legend(loc="best", fontsize=6)
+    return _svg(fig, "fig-scaling", "log-log scaling with fitted and predicted slopes")

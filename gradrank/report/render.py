@@ -10,6 +10,7 @@ name, file paths, swept keys) is shown as text.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from collections import Counter
@@ -34,21 +35,45 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return out
 
 
-def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None) -> list[Path]:
-    """Write report.html / report.pdf for a run or sweep directory; returns the files written."""
+def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **options) -> list[Path]:
+    """Write report.html / report.pdf for any result directory; returns the files written.
+
+    The first RENDERERS entry whose marker file the directory holds renders it; `options` (e.g. a
+    sweep's metrics) go to that renderer."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such directory")
-    if (run_dir / "sweep.json").is_file():
-        return render_sweep(run_dir, formats, out_dir, paper)
-    if (run_dir / "scaling.json").is_file():
-        payload = _read_json(run_dir / "scaling.json", "scaling directory")
-        paper = paper or _get(payload.get("config") or {}, "output.paper", "a4")
-        return _write(render_scaling(payload, paper), formats, Path(out_dir or run_dir), paper)
+    for marker, renderer in RENDERERS:
+        if (run_dir / marker).is_file():
+            return renderer(run_dir, formats, out_dir, paper, **options)
+    markers = ", ".join(m for m, _ in RENDERERS)
+    raise InputError(f"{run_dir}: not a gradrank result directory (none of {markers})")
+
+
+def render_run(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_) -> list[Path]:
+    """An analyze/decompose/train run directory (metrics.json, arrays.npz, trajectory.csv)."""
     metrics = read_metrics(run_dir / "metrics.json")
     cfg = metrics.get("config") or {}
     paper = paper or (cfg.get("output") or {}).get("paper", "a4")
     html = templates_env().get_template("run.html.j2").render(**run_context(run_dir, metrics), paper=PAPERS[paper])
+    return _write(html, formats, Path(out_dir or run_dir), paper)
+
+
+def render_scaling_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
+    """A scaling study directory (scaling.json)."""
+    payload = _read_json(run_dir / "scaling.json", "scaling directory")
+    paper = paper or _get(payload.get("config") or {}, "output.paper", "a4")
+    return _write(render_scaling(payload, paper), formats, Path(out_dir or run_dir), paper)
+
+
+def render_regpath_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
+    """A regularisation path directory (path.json + path.csv)."""
+    doc = _read_json(run_dir / "path.json", "regpath directory")
+    rows = _read_csv(run_dir / "path.csv")
+    if not rows:
+        raise InputError(f"{run_dir / 'path.csv'}: missing or empty (not a finished regpath directory)")
+    paper = paper or _get(doc.get("config") or {}, "output.paper", "a4")
+    html = templates_env().get_template("regpath.html.j2").render(**regpath_context(doc, rows), paper=PAPERS[paper])
     return _write(html, formats, Path(out_dir or run_dir), paper)
 
 
@@ -67,7 +92,9 @@ def read_metrics(path: Path) -> dict:
     return {**record.to_dict(), "config": doc.get("config") or {}, "provenance": doc.get("provenance") or {}}
 
 
-def render_sweep(sweep_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None) -> list[Path]:
+def render_sweep(
+    sweep_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, metrics: str | None = None, **_
+) -> list[Path]:
     """Write the report of a sweep directory (sweep.json manifest + results.csv): phase diagrams and seed bands."""
     sweep_dir = Path(sweep_dir)
     from gradrank.experiments.sweep import SweepManifest
@@ -78,8 +105,21 @@ def render_sweep(sweep_dir: Path, formats=("html",), out_dir: Path | None = None
     if rows is None:
         raise InputError(f"{sweep_dir / 'results.csv'}: missing or unreadable (not a finished sweep directory)")
     paper = paper or _get(_base_config(manifest), "output.paper", "a4")
-    html = templates_env().get_template("sweep.html.j2").render(**sweep_context(sweep_dir, manifest, rows), paper=PAPERS[paper])
+    html = (
+        templates_env()
+        .get_template("sweep.html.j2")
+        .render(**sweep_context(sweep_dir, manifest, rows, metrics), paper=PAPERS[paper])
+    )
     return _write(html, formats, Path(out_dir or sweep_dir), paper)
+
+
+# marker file -> renderer(dir, formats, out_dir, paper, **options); a new result kind adds one line
+RENDERERS = [
+    ("sweep.json", render_sweep),
+    ("scaling.json", render_scaling_dir),
+    ("path.json", render_regpath_dir),
+    ("metrics.json", render_run),
+]
 
 
 def html_to_pdf(html: str) -> bytes:
@@ -162,20 +202,36 @@ def _get(d: dict, dotted: str, default=None):
 
 
 def headline(m: dict) -> str:
-    """One sentence: regime, outliers above the bulk edge, both spikes' sizes and alignments, stable rank.
-
-    The larger of the two spikes is matched with u_1 and the other with u_2."""
+    """One sentence from one rule: the regime, then each outlier (only values above the bulk edge)
+    with the label the outlier rule gave it (metrics.outlier_labels: residue, spike or mixed) and
+    the |cos| that earned it, then the largest term (the one s_1 comes from) beside the others."""
     out = m["rank"]["outliers"]
-    nr, al = m["norms"], m["alignment"]
-    i_res, i_spk = (0, 1) if nr["S1"] >= nr["S2"] else (1, 0)
-    res = f"{al['residue'][i_res]:.2f}" if len(al["residue"]) > i_res else "–"
-    spk = f"{al['spike'][i_spk]:.2f}" if len(al["spike"]) > i_spk else "–"
+    nr, al, s = m["norms"], m["alignment"], m["singular_values"]
+    labels = list(m.get("outlier_labels") or [])
+    parts = []
+    for i, lab in enumerate(labels[: min(out, 2)]):
+        u, sv = f"u{_sub(i + 1)}", f"s{_sub(i + 1)} = {_g(s[i])}" if i < len(s) else ""
+        res, spk = _cos(al, "residue", i), _cos(al, "spike", i)
+        if lab == "residue":
+            parts.append(f"{u} ({sv}) is the residue direction (|cos({u}, X_Bᵀr)| = {res})")
+        elif lab == "spike":
+            parts.append(f"{u} ({sv}) is the data spike direction (|cos({u}, q)| = {spk})")
+        else:
+            parts.append(f"{u} ({sv}) is aligned with neither (|cos| {res} with X_Bᵀr, {spk} with q)")
+    terms = [k for k in ("S1", "S12", "S2", "E") if k in nr]
+    top = max(terms, key=lambda k: nr[k])
+    names = {"S1": "residue spike", "S12": "interpolant", "S2": "data spike", "E": "bulk"}
+    others = ", ".join(f"‖{k}‖ = {_g(nr[k])}" for k in terms if k != top)
+    outliers = f"{out} outlier{'' if out == 1 else 's'} above the bulk edge {_g(m['bulk_edge'])}"
     return (
-        f"{m['regime']}: {out} outlier{'' if out == 1 else 's'} above the bulk edge {_g(m['bulk_edge'])}; "
-        f"residue spike ‖S1‖ = {_g(nr['S1'])} (|cos(u{_sub(i_res + 1)}, X_Bᵀr)| = {res}), "
-        f"data spike ‖S2‖ = {_g(nr['S2'])} (|cos(u{_sub(i_spk + 1)}, q)| = {spk}); "
-        f"stable rank {_g(m['rank']['stable'])}."
+        f"{m['regime']}: {outliers}{': ' + '; '.join(parts) if parts else ''}. "
+        f"Largest term: the {names[top]} ‖{top}‖ = {_g(nr[top])} ({others}); stable rank {_g(m['rank']['stable'])}."
     )
+
+
+def _cos(al: dict, key: str, i: int) -> str:
+    v = al.get(key) or []
+    return f"{v[i]:.2f}" if i < len(v) else "–"
 
 
 def _g(x, digits: int = 3) -> str:
@@ -220,29 +276,55 @@ def run_context(run_dir: Path, metrics: dict) -> dict:
         "alpha_source": None,
         "training": None,
     }
+    draw = _drawer(ctx)
     if has_analysis:
         ctx["key_numbers"] = _key_numbers(m, cfg)
         ctx["spikes"] = _spike_facts(m)
         if "singular_values" in arrays:
-            ctx["figures"]["spectrum"] = figures.spectrum(
-                arrays["singular_values"], arrays.get("E_singular_values"), m["norms"], m["bulk_edge"]
+            draw(
+                "spectrum",
+                "singular values of G",
+                figures.spectrum,
+                arrays["singular_values"],
+                arrays.get("E_singular_values"),
+                m["norms"],
+                m["bulk_edge"],
             )
-        ctx["figures"]["norms"] = figures.term_norms(m["norms"], m.get("shares", {}))
-        ctx["figures"]["alignment"] = figures.alignment(m["alignment"], m["rank"]["outliers"])
+        draw("norms", "term norms", figures.term_norms, m["norms"], m.get("shares", {}))
+        draw("alignment", "alignment heatmap", figures.alignment, m["alignment"], m["rank"]["outliers"])
     if "bulk_eigenvalues" in arrays:
         alpha = _get(m, "data.alpha_fit")
         ctx["alpha_source"] = "fitted" if alpha is not None else "configured"
         alpha = alpha if alpha is not None else _get(cfg, "data.alpha")
         ctx["alpha"] = alpha
-        ctx["figures"]["data"] = figures.data_diagnostics(
-            arrays["bulk_eigenvalues"], alpha, _get(m, "data.zeta"), _get(m, "sizes.n")
+        draw(
+            "data",
+            "bulk spectrum",
+            figures.data_diagnostics,
+            arrays["bulk_eigenvalues"],
+            alpha,
+            _get(m, "data.zeta"),
+            _get(m, "sizes.n"),
         )
     rows = _read_csv(run_dir / "trajectory.csv")
     if rows:
         cols = _columns(rows)
         ctx["training"] = _training_facts(cols)
-        ctx["figures"]["trajectory"] = figures.trajectory(cols)
+        draw("trajectory", "training trajectory", figures.trajectory, cols)
     return ctx
+
+
+def _drawer(ctx: dict):
+    """draw(key, what, fn, *args): ctx["figures"][key] = fn(*args), or a warning naming the figure
+    that failed (a figure never costs a report, nor a report a run)."""
+
+    def draw(key: str, what: str, fn, *args) -> None:
+        try:
+            ctx["figures"][key] = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - any figure failure is reported, never raised
+            ctx["warnings"].append(f"figure '{what}' could not be drawn ({exc.__class__.__name__}: {exc})")
+
+    return draw
 
 
 def _key_numbers(m: dict, cfg: dict) -> list[tuple[str, str, str]]:
@@ -254,6 +336,7 @@ def _key_numbers(m: dict, cfg: dict) -> list[tuple[str, str, str]]:
             ("network", "config.model", f"{model.get('activation')}, {model.get('scaling')}, {_get(cfg, 'loss.kind')} loss")
         )
     for label, key in (
+        ("synthetic targets (no y in the file)", "data.synthetic_targets"),
         ("ζ (spike strength)", "data.zeta"),
         ("ν", "data.nu"),
         ("regime", "regime"),
@@ -298,6 +381,7 @@ def _training_facts(cols: dict[str, np.ndarray]) -> dict:
     for key in ("train_loss", "test_loss", "outliers", "stable_rank", "S1", "S2"):
         if key in cols and cols[key].size:
             facts[key] = (_g(float(cols[key][0])), _g(float(cols[key][-1])))
+    facts["batch"] = bool("batch_G" in cols and np.isfinite(cols["batch_G"]).any())
     if "step" in cols and "outliers" in cols:
         o = cols["outliers"]
         facts["changes"] = [
@@ -317,6 +401,108 @@ def _config_sections(cfg: dict) -> list[tuple[str, list[tuple[str, str]]]]:
 # ---------------------------------------------------------------------------- sweeps
 
 METRIC_PREFIXES = ("norms.", "rank.", "regime", "status", "seed", "shares.", "energy.", "alignment", "loss", "identity", "error")
+DEFAULT_METRICS = "norms.S2/norms.S1, rank.outliers"
+ROUNDING = 1e4  # a term norm below ROUNDING · eps · ‖G‖ is zero in exact arithmetic (rounding level)
+LABELS = {
+    "norms.reg": "‖λ∇R‖",
+    "norms.bulk": "‖E + λ∇R‖",
+    "rank.outliers": "outliers",
+    "rank.stable": "stable rank",
+    "rank.effective": "effective rank",
+    "energy.predicted_subspace": "energy in span(X_Bᵀr, q)",
+}
+
+
+def metric_label(name: str) -> str:
+    """'norms.S1/norms.E' -> '‖S1‖ / ‖E‖'."""
+
+    def one(col):
+        if col in LABELS:
+            return LABELS[col]
+        return f"‖{col[6:]}‖" if col.startswith("norms.") else col
+
+    return " / ".join(one(c) for c in name.split("/"))
+
+
+def parse_metrics(text: str | None, columns: list[str] | None = None, what: str = "option --metrics") -> list[str]:
+    """'norms.S1/norms.E, rank.outliers' -> the sweep report's metrics: results.csv columns or ratios a/b."""
+    items = [i.replace(" ", "") for i in (text or DEFAULT_METRICS).split(",") if i.strip()]
+    if not items:
+        raise InputError(f"{what}: give at least one metric (a results.csv column or a ratio a/b)")
+    for item in items:
+        parts = item.split("/")
+        if len(parts) > 2 or not all(parts):
+            raise InputError(f"{what}: {item!r} is neither a column nor a ratio a/b")
+        bad = [c for c in parts if columns is not None and c not in columns]
+        if bad:
+            raise InputError(f"{what}: {bad[0]!r} is not a column of results.csv (e.g. norms.S1, norms.E, rank.outliers)")
+    return items
+
+
+def _rounding_floor(base: dict) -> float:
+    dtype = _get(base, "compute.dtype", "float64")
+    return ROUNDING * float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
+
+
+def metric_value(row: dict, metric: str, floor: float) -> float:
+    """A metric of one run; term norms at rounding level (≤ floor·‖G‖) count as 0, and a ratio
+    over such a zero is undefined (NaN): never a huge number stretching a scale."""
+    G = _num(row.get("norms.G"))
+
+    def val(col):
+        v = _num(row.get(col))
+        if col == "norms.bulk" and not np.isfinite(v):  # no penalty: the bulk is E
+            v = _num(row.get("norms.E"))
+        return 0.0 if col.startswith("norms.") and np.isfinite(G) and abs(v) <= floor * G else v
+
+    parts = metric.split("/")
+    if len(parts) == 1:
+        return val(parts[0])
+    a, b = val(parts[0]), val(parts[1])
+    return a / b if b != 0 and np.isfinite(b) else math.nan
+
+
+class Dim:
+    """One axis of the sweep's figures: a swept key (levels = its values), or zipped keys moving
+    together (each zipped setting is one labelled level)."""
+
+    def __init__(self, keys: list[str], levels: list[tuple]):
+        self.keys, self.levels = keys, levels
+        if len(keys) == 1:
+            self.name = keys[0]
+            self.labels = [_fmt(v[0]) for v in levels]
+        else:
+            self.name = _joined_name(keys)
+            self.labels = [_zip_label(keys, levels, i) for i in range(len(levels))]
+        vals = [v[0] for v in levels]
+        self.numeric = len(keys) == 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
+        self.values = [float(v) for v in vals] if self.numeric else list(range(len(levels)))
+
+    def index(self, row: dict) -> int | None:
+        for i, lv in enumerate(self.levels):
+            if all(_match(row.get(k), [v]) == 0 for k, v in zip(self.keys, lv)):
+                return i
+        return None
+
+
+def _fmt(v) -> str:
+    return _g(v) if isinstance(v, float) else str(v)
+
+
+def _joined_name(keys: list[str]) -> str:
+    """Zipped keys as one axis name: 'regularizer.{weight_decay, input_noise}' when they share a section."""
+    heads = {k.rsplit(".", 1)[0] for k in keys if "." in k}
+    if len(heads) == 1 and all("." in k for k in keys):
+        return f"{heads.pop()}.{{{', '.join(k.rsplit('.', 1)[1] for k in keys)}}}"
+    return " + ".join(keys)
+
+
+def _zip_label(keys: list[str], levels: list[tuple], i: int) -> str:
+    """A zipped level named by the keys that differ from their most common value ('baseline' when
+    none does; the levels table lists every value)."""
+    common = [Counter(str(lv[j]) for lv in levels).most_common(1)[0][0] for j in range(len(keys))]
+    own = [f"{k.split('.')[-1]}={_fmt(v)}" for k, v, c in zip(keys, levels[i], common) if str(v) != c]
+    return ", ".join(own) if own else "baseline"
 
 
 def _axes(manifest: dict, rows: list[dict[str, str]]) -> dict[str, list]:
@@ -331,6 +517,13 @@ def _axes(manifest: dict, rows: list[dict[str, str]]) -> dict[str, list]:
             if len(vals) > 1:
                 out[name] = [(_num(v) if not math.isnan(_num(v)) else v) for v in vals]
     return out
+
+
+def _dims(axes: dict[str, list], mode: str) -> list[Dim]:
+    if mode == "zip" and axes:
+        keys = list(axes)
+        return [Dim(keys, list(dict.fromkeys(zip(*axes.values()))))]
+    return [Dim([k], [(v,) for v in vals]) for k, vals in axes.items()]
 
 
 def _base_config(manifest: dict) -> dict:
@@ -348,15 +541,26 @@ def _match(cell: str | None, values: list) -> int | None:
     return None
 
 
-def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]]) -> dict:
-    """Phase diagrams over the first two swept keys, seed bands over the first, a per-point table."""
+MAX_FACETS = 12
+
+
+def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]], metrics: str | None = None) -> dict:
+    """Per facet (each combination of the swept keys past the first two): a regime map and one map per
+    metric over the first two keys, line plots with seed bands over the first; a per-point table.
+    Nothing is averaged over a swept key: only over seeds."""
     from gradrank.report import figures
 
     axes = _axes(manifest, rows)
-    keys = list(axes)[:1] if manifest.get("mode") == "zip" else list(axes)  # zipped axes move together: one x axis
+    mode = manifest.get("mode", "product")
+    dims = _dims(axes, mode)
     ok = [r for r in rows if r.get("status", "done") in ("ok", "done", "")]
     failed = [r for r in rows if r.get("status") == "failed"]
     base = _base_config(manifest)
+    chosen = metrics if metrics is not None else (_get(base, "output.metrics") or None)
+    names = parse_metrics(
+        chosen, list(rows[0]) if rows else None, "option --metrics" if metrics else "config key 'output.metrics'"
+    )
+    floor = _rounding_floor(base)
     prov = manifest.get("provenance") or {
         "versions": manifest.get("versions") or {},
         "config_hash": manifest.get("base_hash", ""),
@@ -364,90 +568,120 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]]) -
     ctx = {
         "title": _get(base, "output.name") or f"sweep {sweep_dir.name}",
         "axes": axes,
+        "dims": [
+            {
+                "name": d.name,
+                "labels": d.labels,
+                "zipped": len(d.keys) > 1,
+                "zkeys": d.keys,
+                "levels": [[_fmt(v) for v in lv] for lv in d.levels],
+            }
+            for d in dims
+        ],
         "n_rows": len(rows),
         "n_ok": len(ok),
         "n_pending": len(rows) - len(ok) - len(failed),
-        "mode": manifest.get("mode", "product"),
+        "mode": mode,
         "failed": [{k: r.get(k, "") for k in (*axes, "seed", "error") if k in r} for r in failed],
         "seeds": manifest.get("seeds"),
-        "figures": {},
+        "metrics": [{"name": n, "label": metric_label(n)} for n in names],
+        "nu_swept": "data.nu" in axes,
+        "facets": [],
+        "facets_left_out": 0,
         "config_sections": _config_sections(base),
         "provenance": prov,
         "columns": list(rows[0]) if rows else [],
-        "regime_counts": [],
+        "regime_counts": Counter(r.get("regime") for r in ok if r.get("regime")).most_common(),
         "table": [],
-        "table_keys": [],
-        "more_axes": [],
+        "table_keys": [d.name for d in dims],
+        "undefined": 0,
     }
-    if not keys or not ok:
+    if not dims or not ok:
         return ctx
-    xkey, ykey = keys[0], (keys[1] if len(keys) > 1 else None)
-    xs, ys = axes[xkey], (axes[ykey] if ykey else [None])
-    cells: dict[tuple[int, int], list[dict]] = {}
+    xdim, ydim, fdims = dims[0], (dims[1] if len(dims) > 1 else None), dims[2:]
+    facet_combos = list(itertools.product(*(range(len(d.levels)) for d in fdims)))
+    ctx["facets_left_out"] = max(0, len(facet_combos) - MAX_FACETS)
+    index = {}
     for r in ok:
-        i = _match(r.get(xkey), xs)
-        j = _match(r.get(ykey), ys) if ykey else 0
-        if i is not None and j is not None:
-            cells.setdefault((j, i), []).append(r)
-
-    def ratio(r):
-        s1, s2 = _num(r.get("norms.S1")), _num(r.get("norms.S2"))
-        return s2 / s1 if s1 > 0 else math.nan
-
-    if any("regime" in r for r in ok):
-        grid = [[_mode([r.get("regime") for r in cells.get((j, i), [])]) for i in range(len(xs))] for j in range(len(ys))]
-        ctx["figures"]["regime"] = figures.regime_map(xkey, xs, ykey, ys if ykey else [""], grid)
-        ctx["regime_counts"] = Counter(r.get("regime") for r in ok).most_common()
-    have_ratio = any(np.isfinite(ratio(r)) for r in ok)
-    if have_ratio:
-        R = np.array([[_mean([ratio(r) for r in cells.get((j, i), [])])[0] for i in range(len(xs))] for j in range(len(ys))])
-        ctx["figures"]["ratio"] = figures.ratio_map(xkey, xs, ykey, ys if ykey else [""], R)
-    ctx["figures"]["lines"] = _seed_band_figure(xkey, xs, ykey, ys, cells, ratio)
-    ctx["table_keys"] = [k for k in (xkey, ykey) if k]
-    ctx["table"] = [
-        {
-            "x": _g(xs[i]) if isinstance(xs[i], float) else xs[i],
-            "y": (_g(ys[j]) if isinstance(ys[j], float) else ys[j]) if ykey else None,
-            "runs": len(rs),
-            "regime": _mode([r.get("regime") for r in rs]) or "–",
-            "S1": _g(_mean([_num(r.get("norms.S1")) for r in rs])[0]),
-            "S2": _g(_mean([_num(r.get("norms.S2")) for r in rs])[0]),
-            "ratio": _g(_mean([ratio(r) for r in rs])[0]),
-            "outliers": _g(_mean([_num(r.get("rank.outliers")) for r in rs])[0]),
+        ids = [d.index(r) for d in dims]
+        if None not in ids:
+            index.setdefault(tuple(ids), []).append(r)
+    nY = len(ydim.levels) if ydim else 1
+    for fc in facet_combos[:MAX_FACETS]:
+        cells = {(j, i): index.get((i, *((j,) if ydim else ()), *fc), []) for i in range(len(xdim.levels)) for j in range(nY)}
+        title = ", ".join(f"{d.name} = {d.labels[k]}" for d, k in zip(fdims, fc))
+        key = "-".join(str(k) for k in fc) or "all"
+        facet = {"title": title, "figures": {}, "key": key}
+        draw = _drawer({"figures": facet["figures"], "warnings": ctx.setdefault("warnings", [])})
+        ylabels = ydim.labels if ydim else [""]
+        yname = ydim.name if ydim else None
+        if any(r.get("regime") for rs in cells.values() for r in rs):
+            grid = [[_mode([r.get("regime") for r in cells[(j, i)]]) for i in range(len(xdim.levels))] for j in range(nY)]
+            draw("regime", "regime map", figures.regime_map, xdim.name, xdim.labels, yname, ylabels, grid, f"fig-regime-{key}")
+        stats = {n: {c: _mean([metric_value(r, n, floor) for r in rs]) for c, rs in cells.items()} for n in names}
+        if ydim:
+            for n in names:
+                M = np.array([[stats[n][(j, i)][0] for i in range(len(xdim.levels))] for j in range(nY)])
+                und = np.array(
+                    [
+                        [bool(cells[(j, i)]) and not np.isfinite(stats[n][(j, i)][0]) for i in range(len(xdim.levels))]
+                        for j in range(nY)
+                    ]
+                )
+                draw(
+                    f"map:{n}",
+                    f"{metric_label(n)} map",
+                    figures.metric_map,
+                    xdim.name,
+                    xdim.labels,
+                    yname,
+                    ylabels,
+                    M,
+                    und,
+                    metric_label(n) + " (mean over seeds)",
+                    f"fig-map-{names.index(n)}-{key}",
+                )
+        series = {
+            metric_label(n): [
+                (
+                    ylabels[j] if ydim else metric_label(n),
+                    np.array([stats[n][(j, i)][0] for i in range(len(xdim.levels))]),
+                    np.array([stats[n][(j, i)][1] for i in range(len(xdim.levels))]),
+                )
+                for j in range(nY)
+            ]
+            for n in names
         }
-        for (j, i), rs in sorted(cells.items())
-    ]
-    ctx["more_axes"] = keys[2:]
+        series = {t: [ln for ln in lines if np.isfinite(ln[1]).any()] for t, lines in series.items()}
+        series = {t: lines for t, lines in series.items() if lines}
+        if series:
+            draw(
+                "lines",
+                "line plots",
+                figures.seed_bands,
+                xdim.name,
+                xdim.values if xdim.numeric else xdim.labels,
+                series,
+                yname,
+                f"fig-lines-{key}",
+            )
+        ctx["facets"].append(facet)
+    for ids, rs in sorted(index.items()):
+        vals = {n: _mean([metric_value(r, n, floor) for r in rs]) for n in names}
+        ctx["undefined"] += sum(1 for n in names for r in rs if not np.isfinite(metric_value(r, n, floor)))
+        ctx["table"].append(
+            {
+                "levels": [d.labels[i] for d, i in zip(dims, ids)],
+                "runs": len(rs),
+                "regime": _mode([r.get("regime") for r in rs]) or "–",
+                "metrics": [
+                    ("undefined" if not np.isfinite(v[0]) else _g(v[0]))
+                    + ("" if not np.isfinite(v[1]) or len(rs) < 2 else f" ± {_g(v[1], 2)}")
+                    for v in vals.values()
+                ],
+            }
+        )
     return ctx
-
-
-def _seed_band_figure(xkey, xs, ykey, ys, cells, ratio) -> str | None:
-    from gradrank.report import figures
-
-    def band(values_at):  # (mean, sd) arrays over the x values
-        stats = [_mean(values_at(i)) for i in range(len(xs))]
-        return np.array([s[0] for s in stats]), np.array([s[1] for s in stats])
-
-    def col(name, j=None):
-        return lambda i: [
-            _num(r.get(name)) if name != "ratio" else ratio(r)
-            for jj in (range(len(ys)) if j is None else [j])
-            for r in cells.get((jj, i), [])
-        ]
-
-    series = {}
-    if ykey is None:
-        terms = [(k, *band(col(f"norms.{k}"))) for k in ("S1", "S12", "S2", "E")]
-        series["term norms"] = [t for t in terms if np.isfinite(t[1]).any()]
-        series["‖S2‖ / ‖S1‖"] = [("S2/S1", *band(col("ratio")))]
-        series["rank"] = [(lab, *band(col(k))) for lab, k in (("outliers", "rank.outliers"), ("stable rank", "rank.stable"))]
-    else:
-        shown = list(range(len(ys)))[:8]
-        series["‖S2‖ / ‖S1‖"] = [(f"{ykey}={_g(ys[j])}", *band(col("ratio", j))) for j in shown]
-        series["outliers"] = [(f"{ykey}={_g(ys[j])}", *band(col("rank.outliers", j))) for j in shown]
-    series = {t: [ln for ln in lines if np.isfinite(ln[1]).any()] for t, lines in series.items()}
-    series = {t: lines for t, lines in series.items() if lines}
-    return figures.seed_bands(xkey, xs, series) if series else None
 
 
 def _mean(values) -> tuple[float, float]:
@@ -484,7 +718,59 @@ def templates_env():
     return env
 
 
+def regpath_context(doc: dict, rows: list[dict[str, str]]) -> dict:
+    """The regularisation path report: verdicts, the path figure, per-strength means over seeds."""
+    from gradrank.report import figures
+
+    cfg = doc.get("config") or {}
+    ctx = {
+        "title": _get(cfg, "output.name") or f"regularisation path {doc.get('config_hash', '')}",
+        "doc": doc,
+        "summary": doc.get("summary") or {},
+        "steps": doc.get("steps", 0),
+        "seeds": doc.get("seeds") or [],
+        "figures": {},
+        "warnings": [],
+        "table": [],
+        "config_sections": _config_sections(cfg),
+        "provenance": doc.get("provenance") or {},
+        "config_hash": doc.get("config_hash", ""),
+    }
+    cols = ("S1", "S2", "E", "reg", "S1_over_S2", "G_residue_over_spike", "outliers")
+    panels = {}
+    for name in dict.fromkeys(r.get("regularizer", "") for r in rows):
+        mine = [r for r in rows if r.get("regularizer") == name]
+        xs = sorted({_num(r.get("strength")) for r in mine} - {math.nan})
+        at = {x: [r for r in mine if _num(r.get("strength")) == x] for x in xs}
+        lines = {}
+        for key, label in (("S1_over_S2", "‖S1‖/‖S2‖"), ("G_residue_over_spike", "G along X_Bᵀr / along q")):
+            v = [[_num(r.get(key)) for r in at[x]] for x in xs]
+            lines[label] = tuple(np.array([f(np.array(vals)) for vals in v]) for f in (np.nanmean, np.nanmin, np.nanmax))
+        panels[name] = (xs, lines)
+        for x in xs:
+            ctx["table"].append(
+                {
+                    "regularizer": name,
+                    "strength": _g(x),
+                    "runs": len(at[x]),
+                    **{c: _g(_mean([_num(r.get(c)) for r in at[x]])[0]) for c in cols},
+                    "regime": _mode([r.get("regime") for r in at[x]]) or "–",
+                }
+            )
+    if panels:
+        _drawer(ctx)("path", "regularisation path", figures.regpath, panels, ctx["steps"])
+    return ctx
+
+
 def render_scaling(payload: dict, paper: str = "a4") -> str:
-    """The scaling study's HTML report (templates/scaling.html.j2)."""
+    """The scaling study's HTML report (templates/scaling.html.j2) with its log–log figure."""
+    from gradrank.report import figures
+
     title = _get(payload.get("config") or {}, "output.name", "") or f"scaling {payload.get('config_hash', '')}"
-    return templates_env().get_template("scaling.html.j2").render(s=payload, title=title, paper=PAPERS[paper])
+    ctx = {"figures": {}, "warnings": []}
+    rows, fits = payload.get("rows") or [], payload.get("fits") or {}
+    predicted = {c["quantity"]: c.get("predicted") for c in payload.get("comparison") or []}
+    quantities = [q for q in ("S1", "S12", "S2", "E", "zeta", "a_mu") if rows and q in rows[0]]
+    if quantities:
+        _drawer(ctx)("scaling", "log-log scaling", figures.scaling, rows, fits, predicted, quantities)
+    return templates_env().get_template("scaling.html.j2").render(s=payload, title=title, paper=PAPERS[paper], **ctx)

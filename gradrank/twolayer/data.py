@@ -157,6 +157,7 @@ def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, t
         B = _unit_rows(torch.randn(dc.teacher_width, d, generator=g, dtype=torch.float64))
         c = torch.randint(0, 2, (dc.teacher_width,), generator=g, dtype=torch.float64) * 2 - 1
         y = act.f((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike)) @ c / math.sqrt(dc.teacher_width)
+        ds.info["index_directions"] = B  # the target's index directions (rows), for feature learning
     else:
         link = {"linear": "linear"}.get(dc.target, dc.link)
         k, fn = _LINKS[link]
@@ -167,6 +168,7 @@ def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, t
         if k > d:
             raise InputError(f"config key 'data.link' = {link} needs d >= {k}")
         y = fn((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike))
+        ds.info["index_directions"] = B
     if dc.label_noise:
         y = y + dc.label_noise * torch.randn(n, generator=g_noise, dtype=torch.float64)
     if cfg.loss.kind == "logistic":
@@ -227,6 +229,10 @@ def from_matrix(
     }
     ds = Dataset(X, torch.empty(0), X_B, q, z, zeta, eig, None, X_test, None, population=False, info=info)
     ds.y = torch.as_tensor(np.asarray(y, dtype=np.float64)) if y is not None else make_targets(cfg, ds, X, X_B)
+    if y is None:  # said in the terminal and the report (analysis.trust)
+        ds.info["synthetic_targets"] = (
+            dc.target if dc.target not in ("single_index", "multi_index") else f"{dc.target} ({dc.link})"
+        )
     if y_test is not None:
         ds.y_test = torch.as_tensor(np.asarray(y_test, dtype=np.float64))
     elif X_test is not None:

@@ -18,10 +18,13 @@ from gradrank.twolayer.network import Network
 HERMITE_MAX = 360  # numpy's hermgauss overflows (NaN weights) from ~380 points
 
 
-@functools.lru_cache(maxsize=None)  # large rules are slow to build (docs/performance.md); every run reuses them
+@functools.lru_cache(maxsize=None)  # every run reuses a rule
 def _hermite_rule(k: int):
     """Nodes g and weights for E f(g), g ~ N(0, 1), from k-point Gauss-Hermite."""
-    x, w = np.polynomial.hermite.hermgauss(k)
+    from gradrank.linalg.lapack import one_blas_thread
+
+    with one_blas_thread():  # numpy's eigvalsh inside; threaded it is 100x slower next to torch
+        x, w = np.polynomial.hermite.hermgauss(k)
     return math.sqrt(2.0) * x, w / math.sqrt(math.pi)
 
 
