@@ -154,24 +154,44 @@ def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, t
         from gradrank.twolayer.activations import get
 
         act = get(dc.teacher_activation)
-        B = _unit_rows(torch.randn(dc.teacher_width, d, generator=g, dtype=torch.float64))
+        B = _directions(cfg, d, g)
         c = torch.randint(0, 2, (dc.teacher_width,), generator=g, dtype=torch.float64) * 2 - 1
         y = act.f((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike)) @ c / math.sqrt(dc.teacher_width)
     else:
-        link = {"linear": "linear"}.get(dc.target, dc.link)
-        k, fn = _LINKS[link]
-        if dc.target == "single_index" and k != 1:
-            raise InputError(f"config key 'data.link' = {link} has {k} indices; data.target = single_index needs one")
-        B, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
-        B = B.T[:k]
-        if k > d:
-            raise InputError(f"config key 'data.link' = {link} needs d >= {k}")
-        y = fn((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike))
+        B = _directions(cfg, d, g)
+        y = _LINKS[_link(dc)][1]((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike))
     if dc.label_noise:
         y = y + dc.label_noise * torch.randn(n, generator=g_noise, dtype=torch.float64)
     if cfg.loss.kind == "logistic":
         y = torch.where(y >= 0, 1.0, -1.0).to(torch.float64)
     return y
+
+
+def _link(dc: DataConfig) -> str:
+    return {"linear": "linear"}.get(dc.target, dc.link)
+
+
+def _directions(cfg: Config, d: int, g: torch.Generator) -> torch.Tensor:
+    """The target's index directions (k x d): orthonormal rows for index models, unit teacher rows."""
+    dc = cfg.data
+    if dc.target == "teacher":
+        return _unit_rows(torch.randn(dc.teacher_width, d, generator=g, dtype=torch.float64))
+    link = _link(dc)
+    k = _LINKS[link][0]
+    if dc.target == "single_index" and k != 1:
+        raise InputError(f"config key 'data.link' = {link} has {k} indices; data.target = single_index needs one")
+    B, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
+    if k > d:
+        raise InputError(f"config key 'data.link' = {link} needs d >= {k}")
+    return B.T[:k]
+
+
+def index_directions(cfg: Config, d: int) -> torch.Tensor | None:
+    """The directions beta_1..beta_k (rows) the targets of `make_targets` read; None for pure noise
+    or given labels (real data with y, where no index model exists)."""
+    if cfg.data.target == "noise":
+        return None
+    return _directions(cfg, d, generator(cfg.seed, "target"))
 
 
 def _index_scale(ds: Dataset, B: torch.Tensor, sees_spike: bool) -> torch.Tensor:
