@@ -2,7 +2,7 @@
 
 A sweep is a base config plus axes (dotted config key -> list of values), combined as a
 cartesian product ("product") or element-wise ("zip"), times an optional seed axis (seeds
-always multiply: they are repetitions). Each point is one full `analyze` (or `train`) run of
+always multiply: they are repetitions). Each point is one full `analyze` (or `train`, or `onestep`: every eta at the point's seed) run of
 the shared backend, stored as a normal run directory under DIR/points/<config hash>/, or as
 DIR/points/<config hash>.failed.json with the error text. DIR/sweep.json is the manifest and
 DIR/results.csv the table rebuilt from the store (columns in docs/sweeps.md). Pure Python at
@@ -28,7 +28,7 @@ MANIFEST = "sweep.json"
 TABLE = "results.csv"
 FORMAT = "gradrank-sweep/1"
 MODES = ("product", "zip")
-COMMANDS = ("analyze", "train")
+COMMANDS = ("analyze", "train", "onestep")
 SWEEP_KEYS = ("seeds", "mode", "command", "grid", "slurm", "dask")
 MAX_LIST = 32  # metric lists longer than this (time series) stay out of the table
 
@@ -177,6 +177,10 @@ def points(base: Config, spec: SweepSpec) -> list[Point]:
                 from gradrank.pipeline import training as train
 
                 cfg = train.resolve(cfg)
+            elif spec.command == "onestep":  # each point: every eta of onestep.eta at the point's seed
+                from gradrank.experiments import onestep
+
+                cfg = onestep.resolve(cfg)
             h = cfg.hash()
             if h in seen:
                 raise InputError(f"sweep: points {seen[h]} and {values} have the same config")

@@ -1,8 +1,9 @@
 """Shareable reports: one self-contained HTML file (inline SVG figures, no script, no fetch) and a
 PDF printed from the same HTML by WeasyPrint.
 
-`render_dir` renders whatever it finds in a directory: a sweep (sweep.json + results.csv) or a
-run (metrics.json, arrays.npz, and trajectory.csv for training runs). Templates live in
+`render_dir` renders whatever it finds in a directory: a sweep (sweep.json + results.csv), a
+scaling study (scaling.json), a one-step study (onestep.json) or a run (metrics.json, arrays.npz,
+and trajectory.csv for training runs). Templates live in
 gradrank/report/templates/ with autoescaping on, so every user string (run
 name, file paths, swept keys) is shown as text.
 """
@@ -38,18 +39,40 @@ def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, pa
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such directory")
-    if (run_dir / "sweep.json").is_file():
-        return render_sweep(run_dir, formats, out_dir, paper)
-    if (run_dir / "scaling.json").is_file():
-        payload = _read_json(run_dir / "scaling.json", "scaling directory")
-        paper = paper or _get(payload.get("config") or {}, "output.paper", "a4")
-        return _write(render_scaling(payload, paper), formats, Path(out_dir or run_dir), paper)
+    for marker, render in KINDS.items():  # the directory's kind, from the file that defines it
+        if (run_dir / marker).is_file():
+            return render(run_dir, formats, out_dir, paper)
     metrics = _read_json(run_dir / "metrics.json", "run directory")
     _check_metrics(metrics, run_dir / "metrics.json")
     cfg = metrics.get("config") or {}
     paper = paper or (cfg.get("output") or {}).get("paper", "a4")
     html = templates_env().get_template("run.html.j2").render(**run_context(run_dir, metrics), paper=PAPERS[paper])
     return _write(html, formats, Path(out_dir or run_dir), paper)
+
+
+def _render_scaling_dir(run_dir: Path, formats, out_dir, paper) -> list[Path]:
+    payload = _read_json(run_dir / "scaling.json", "scaling directory")
+    paper = paper or _get(payload.get("config") or {}, "output.paper", "a4")
+    return _write(render_scaling(payload, paper), formats, Path(out_dir or run_dir), paper)
+
+
+def _render_onestep_dir(run_dir: Path, formats, out_dir, paper) -> list[Path]:
+    from gradrank.report import onestep
+    from gradrank.results.onestep import read
+
+    result = read(run_dir)
+    paper = paper or result.config.output.paper
+    if paper not in PAPERS:
+        raise InputError(f"config key 'output.paper' must be one of {', '.join(PAPERS)}; got {paper!r}")
+    return _write(onestep.render(result, PAPERS[paper]), formats, Path(out_dir or run_dir), paper)
+
+
+def _render_sweep_dir(run_dir: Path, formats, out_dir, paper) -> list[Path]:
+    return render_sweep(run_dir, formats, out_dir, paper)
+
+
+KINDS = {"sweep.json": _render_sweep_dir, "scaling.json": _render_scaling_dir, "onestep.json": _render_onestep_dir}
+"""The file that marks a directory's kind -> its renderer; anything else is a run (metrics.json)."""
 
 
 _METRIC_TYPES = {
