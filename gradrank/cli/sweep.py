@@ -53,6 +53,7 @@ def sweep(
     grid: Optional[List[str]] = typer.Option(None, "--grid", help="an axis KEY=a,b,c or KEY=start:stop:num (repeatable)"),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="N seeds (seed .. seed+N-1) as an axis"),
     zip_: bool = typer.Option(False, "--zip", help="zip the axes instead of their cartesian product"),
+    command: Optional[str] = typer.Option(None, "--command", help="what each point runs: analyze, train or onestep (default: sweep.command)"),
     executor: str = typer.Option("local", "--executor", help="local, dask or slurm"),
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="parallel workers (default: number of cores)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask: existing scheduler tcp://HOST:PORT"),
@@ -69,7 +70,7 @@ def sweep(
     pdf: bool = typer.Option(False, "--pdf", help="also write report.pdf"),
     no_report: bool = typer.Option(False, "--no-report", help="skip the sweep report"),
 ):
-    """Many analyze (or train) runs over a grid, locally, on Dask or on SLURM; resumable."""
+    """Many analyze (or train, or onestep) runs over a grid, locally, on Dask or on SLURM; resumable."""
 
     def go():
         if status is not None:
@@ -82,7 +83,7 @@ def sweep(
         from gradrank.results import sweeps as sws
 
         sets = [*(set_ or []), *([f"compute.device={device}"] if device else [])]
-        base, spec = sw.load(config, sets, seed, grid or [], seeds, zip_)
+        base, spec = sw.load(config, sets, seed, grid or [], seeds, zip_, command)
         if scheduler and executor != "dask":
             raise InputError("--scheduler needs --executor dask")
         pts = sw.points(base, spec)

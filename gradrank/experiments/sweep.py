@@ -144,6 +144,7 @@ def load(
     grid: Iterable[str] = (),
     seeds: int | None = None,
     zip_axes: bool = False,
+    command: str | None = None,
 ) -> tuple[Config, SweepSpec]:
     """Base config (unresolved: 'auto' is resolved per point) and the sweep, CLI options applied."""
     raw, spec = read_spec(path)
@@ -158,6 +159,8 @@ def load(
         spec.seeds = seeds
     if zip_axes:
         spec.mode = "zip"
+    if command is not None:
+        spec.command = command
     return base, check_spec(spec)
 
 

@@ -474,7 +474,15 @@ def _seed_band_figure(xkey, xs, ykey, ys, cells, ratio) -> str | None:
         ]
 
     series = {}
-    if ykey is None:
+    rows = [r for rs in cells.values() for r in rs]
+    etas = sorted({k.split(".")[1] for r in rows for k in r if k.startswith("eta.") and k.endswith(".test_error")}, key=_num)
+    if etas:  # onestep points: test error per eta, and the update's alignments at the largest eta
+        top = etas[-1]
+        series["test error"] = [(f"η={e}", *band(col(f"eta.{e}.test_error"))) for e in etas]
+        series[f"|cos| of the update (η={top})"] = [
+            (lab, *band(col(f"eta.{top}.align_{k}"))) for k, lab in (("target", "target"), ("spike", "spike q"), ("residue", "residue"))
+        ]
+    elif ykey is None:
         terms = [(k, *band(col(f"norms.{k}"))) for k in ("S1", "S12", "S2", "E")]
         series["term norms"] = [t for t in terms if np.isfinite(t[1]).any()]
         series["‖S2‖ / ‖S1‖"] = [("S2/S1", *band(col("ratio")))]
