@@ -85,15 +85,22 @@ def test_ridge_matches_numpy_lstsq(n, m):
         np.testing.assert_allclose(A[:, j], ref, rtol=1e-8, atol=1e-10)
 
 
-def test_eta_zero_is_random_features_exactly():
-    cfg = cfg_of("onestep.eta=[0.0, 3.0]", "onestep.ridge_select=fixed", "onestep.ridge=0.01")
+@pytest.mark.parametrize("readout", ["same", "fresh"])
+def test_eta_zero_is_random_features_exactly(readout):
+    cfg = cfg_of("onestep.eta=[0.0, 3.0]", "onestep.ridge_select=fixed", "onestep.ridge=0.01", f"onestep.readout={readout}")
     res = onestep.study(cfg)
     rf = res.points[0]
     _, ds, net0 = analysis.prepare(cfg)
     net, _ = onestep.step(cfg, ds, net0, 0.0, 1.0)
     assert net.W is net0.W  # no arithmetic at all
+    X, y = ds.X, ds.y
+    if readout == "fresh":  # n new samples of the same model: same law, other draws
+        from gradrank.twolayer import data
+
+        X, y = data.fresh(cfg, ds, ds.n, "onestep_readout", "onestep_readout_noise")
+        assert X.shape == ds.X.shape and not torch.allclose(X, ds.X) and not torch.allclose(X[:50], ds.X_test[:50])
     # random features by hand: relu(X W0^T)/sqrt(m), m x m normal equations
-    X, Xt, y, yt, W0 = (t.numpy() for t in (ds.X, ds.X_test, ds.y, ds.y_test, net0.W))
+    X, Xt, y, yt, W0 = (t.numpy() for t in (X, ds.X_test, y, ds.y_test, net0.W))
     m = W0.shape[0]
     Phi, Phit = np.maximum(X @ W0.T, 0) / math.sqrt(m), np.maximum(Xt @ W0.T, 0) / math.sqrt(m)
     a = np.linalg.solve(Phi.T @ Phi + len(y) * 0.01 * np.eye(m), Phi.T @ y)
@@ -140,7 +147,7 @@ def test_steps_above_one_take_the_singular_vectors_of_the_update():
 
 
 def test_holdout_choice_is_the_best_candidate_on_the_held_out_rows():
-    cfg = cfg_of("onestep.eta=[0.0]", "onestep.ridge_grid=[1e-4, 0.1, 100.0]")
+    cfg = cfg_of("onestep.eta=[0.0]", "onestep.ridge_grid=[1e-4, 0.1, 100.0]", "onestep.readout=same")
     p = onestep.study(cfg).points[0]
     errors = {}
     for lam in cfg.onestep.ridge_grid:  # refit by hand on the other rows, same split stream
@@ -249,3 +256,17 @@ def test_cli_writes_the_directory_the_api_computes(tmp_path):
     )
     assert stored.seeds == [0, 1] and stored.steps == 2 and stored.config.data.n_test == 30
     assert [p.test_error for p in stored.points] == pytest.approx([p.test_error for p in direct.points], rel=1e-12)
+
+
+def test_fresh_readout_rows_follow_the_model():
+    """No spike (zeta = 0) and a noiseless linear target: the fresh rows' labels are exactly beta^T x
+    with the training target's beta, and the rows are new draws (neither the training nor the test rows)."""
+    from gradrank.twolayer import data
+
+    cfg = cfg_of("data.target=linear", "data.zeta=0.0")
+    ds = data.load(cfg)
+    X, y = data.fresh(cfg, ds, 150, "onestep_readout", "onestep_readout_noise")
+    beta = data.index_directions(cfg, ds.d)[0].numpy()
+    np.testing.assert_allclose(np.linalg.lstsq(X.numpy(), y.numpy(), rcond=None)[0], beta, atol=1e-10)
+    np.testing.assert_allclose(np.linalg.lstsq(ds.X.numpy(), ds.y.numpy(), rcond=None)[0], beta, atol=1e-10)
+    assert not torch.allclose(X[:50], ds.X[:50]) and not torch.allclose(X[:50], ds.X_test[:50])

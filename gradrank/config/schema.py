@@ -137,6 +137,11 @@ class OnestepConfig:
         doc="step sizes, in the units of train.lr_scale (auto: times m for mf, 1 for ntk); 0 = random features",
     )
     steps: int = _f(1, lo=1, doc="full-batch gradient steps on W before the readout")
+    readout: str = _f(
+        "fresh",
+        choices=("fresh", "same"),
+        doc="the readout's training rows: n fresh samples of the model (Ba et al.'s sample splitting) or the step's own",
+    )
     ridge_select: str = _f("holdout", choices=("holdout", "fixed"), doc="ridge strength: best of ridge_grid on a held-out split, or ridge")
     ridge: float = _f(1e-3, lo=0.0, lo_open=True, doc="fixed ridge strength lambda (ridge_select = fixed)")
     ridge_grid: list = _f([1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], lo=0.0, lo_open=True, doc="candidates for holdout")

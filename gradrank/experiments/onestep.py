@@ -11,10 +11,13 @@ For each seed and step size eta:
    random features, exactly.
 2. A ridge readout on the features phi(x) = sigma(W1 x) / sqrt(m) (no bias, as the network has none):
    a = argmin (1/n) ||Phi a - y||^2 + lambda ||a||^2, solved through the n x n system
-   a = Phi^T (Phi Phi^T + n lambda I)^{-1} y when n <= m, else the m x m one (`ridge`).
-   lambda is onestep.ridge (ridge_select = fixed) or the candidate of onestep.ridge_grid with the
-   smallest error on a held-out fraction onestep.holdout of the training rows (stream
-   "onestep_holdout"), refitted on every training row.
+   a = Phi^T (Phi Phi^T + n lambda I)^{-1} y when n <= m, else the m x m one (`ridge`). Its n rows
+   are, by default (onestep.readout = fresh), n fresh samples of the same model (streams
+   "onestep_readout", "onestep_readout_noise"), as in Ba et al.'s protocol: with the step's own rows
+   (readout = same) the update, which carries the training labels' noise through X_B^T r, lets the
+   readout overfit them. lambda is onestep.ridge (ridge_select = fixed) or the candidate of
+   onestep.ridge_grid with the smallest error on a held-out fraction onestep.holdout of the readout
+   rows (stream "onestep_holdout"), refitted on every readout row.
 3. test_error = mean squared error of the readout on the test set (data.n_test, n when 0), whatever
    the loss the step used (the readout is least squares).
 4. Alignments of the update W1 - W0: |cos| of its top two right singular vectors (in R^d) with q and
@@ -220,23 +223,23 @@ def features(net, X):
     return net.act.f(X @ net.W.T) / math.sqrt(net.m)
 
 
-def readout(cfg: Config, net, ds, holdout_idx) -> tuple[float, float, float]:
-    """(test error, train error, lambda) of the ridge readout on net's features (module docstring)."""
+def readout(cfg: Config, net, X, y, X_test, y_test, holdout_idx) -> tuple[float, float, float]:
+    """(test error, train error, lambda) of the ridge readout fitted on net's features of (X, y)."""
     import torch
 
     oc = cfg.onestep
-    Phi, y = features(net, ds.X), ds.y
+    Phi = features(net, X)
     if oc.ridge_select == "fixed":
         lam = oc.ridge
     else:
-        val = torch.zeros(ds.n, dtype=torch.bool, device=Phi.device)
+        val = torch.zeros(X.shape[0], dtype=torch.bool, device=Phi.device)
         val[holdout_idx] = True
         A = ridge(Phi[~val], y[~val], oc.ridge_grid)
         err = ((Phi[val] @ A - y[val, None]) ** 2).mean(0)
         err = torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
         lam = oc.ridge_grid[int(torch.argmin(err))]
     a = ridge(Phi, y, [lam])[:, 0]
-    test = float(((features(net, ds.X_test) @ a - ds.y_test) ** 2).mean())
+    test = float(((features(net, X_test) @ a - y_test) ** 2).mean())
     train = float(((Phi @ a - y) ** 2).mean())
     return test, train, float(lam)
 
@@ -293,7 +296,7 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     from gradrank.linalg.spectral import dense_spectrum
     from gradrank.pipeline import analysis, training
     from gradrank.rng import generator
-    from gradrank.twolayer.data import index_directions
+    from gradrank.twolayer.data import fresh, index_directions
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -314,6 +317,11 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     B = None
     if cfg.data.source == "spiked":
         B = torch.linalg.qr(index_directions(cfg, ds.d).T)[0].T.to(ds.X)  # orthonormal rows spanning the indices
+    X_r, y_r = ds.X, ds.y
+    if oc.readout == "fresh":
+        if cfg.data.source != "spiked":
+            raise InputError("config key 'onestep.readout' = fresh needs spiked data (a fresh sample); use same for given data")
+        X_r, y_r = (t.to(ds.X) for t in fresh(cfg, ds.to("cpu", torch.float64), ds.n, "onestep_readout", "onestep_readout_noise"))
     n_val = min(ds.n - 1, max(1, round(oc.holdout * ds.n)))
     holdout_idx = torch.randperm(ds.n, generator=generator(cfg.seed, "onestep_holdout"))[:n_val].to(ds.X.device)
     lap("setup")
@@ -322,7 +330,7 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     for eta in oc.eta:
         net, diverged = step(cfg, ds, net0, eta, mult, G0)
         lap("step")
-        test, train, lam = readout(cfg, net, ds, holdout_idx)
+        test, train, lam = readout(cfg, net, X_r, y_r, ds.X_test, ds.y_test, holdout_idx)
         lap("readout")
         dW = net.W - net0.W
         if eta == 0.0:

@@ -106,11 +106,17 @@ def spiked(cfg: Config) -> Dataset:
     ds.info.update(nu=dc.nu if dc.zeta is None else math.log(max(zeta, 1e-300)) / math.log(max(n, 2)))
     ds.y = make_targets(cfg, ds, X, X_B)
     if dc.n_test:
-        g_test = generator(cfg.seed, "test")
-        Xt_B, zt = _draw(dc.n_test, lam, V, dc.latent, g_test, g_test)
-        ds.X_test = Xt_B + zeta * torch.outer(zt, q)
-        ds.y_test = make_targets(cfg, ds, ds.X_test, Xt_B, test=True)
+        ds.X_test, ds.y_test = fresh(cfg, ds, dc.n_test, "test", "test_noise")
     return ds
+
+
+def fresh(cfg: Config, ds: Dataset, n: int, stream: str, noise_stream: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """n new samples (X, y) of ds's spiked model (same q, zeta, bulk and target), drawn from the
+    named streams `stream` (inputs) and `noise_stream` (label noise)."""
+    g = generator(cfg.seed, stream)
+    X_B, z = _draw(n, ds.eigenvalues, ds.basis, cfg.data.latent, g, g)
+    X = X_B + ds.zeta * torch.outer(z, ds.q)
+    return X, make_targets(cfg, ds, X, X_B, noise_stream)
 
 
 def _draw(n, lam, V, latent, g_bulk, g_spike):
@@ -137,7 +143,7 @@ _LINKS = {  # name -> (number of indices k, g(u) with u of shape n x k)
 }
 
 
-def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, test: bool = False) -> torch.Tensor:
+def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, noise_stream: str = "noise") -> torch.Tensor:
     """y = g(beta_1^T x, ..., beta_k^T x) (or a teacher net, or noise), plus label noise.
 
     Indices are standardised to unit population variance. With index_sees_spike = false
@@ -145,7 +151,7 @@ def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, t
     """
     dc = cfg.data
     g = generator(cfg.seed, "target")  # directions: the same for train and test
-    g_noise = generator(cfg.seed, "test_noise" if test else "noise")
+    g_noise = generator(cfg.seed, noise_stream)
     inputs = X if dc.index_sees_spike else X_B
     n, d = X.shape
     if dc.target == "noise":
@@ -250,7 +256,7 @@ def from_matrix(
     if y_test is not None:
         ds.y_test = torch.as_tensor(np.asarray(y_test, dtype=np.float64))
     elif X_test is not None:
-        ds.y_test = make_targets(cfg, ds, X_test, X_test - torch.outer(X_test @ q, q), test=True)
+        ds.y_test = make_targets(cfg, ds, X_test, X_test - torch.outer(X_test @ q, q), "test_noise")
     if cfg.loss.kind == "logistic":
         for t in (ds.y, ds.y_test):
             if t is not None and not bool(((t == 1) | (t == -1)).all()):
