@@ -63,14 +63,18 @@ def main() -> int:
     res = onestep.study(cfg, seeds=list(range(args.seeds)))
     study_s = time.perf_counter() - t0
     points = len(res.points)
-    print(f"study: {len(cfg.onestep.eta)} etas x {args.seeds} seeds = {points} points in {study_s:.1f} s ({study_s / points:.2f} s/point)")
+    print(
+        f"study: {len(cfg.onestep.eta)} etas x {args.seeds} seeds = {points} points in {study_s:.1f} s ({study_s / points:.2f} s/point)"
+    )
     print("  time by phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in res.timings.items()))
 
     _, ds, net = analysis.prepare(cfg)
     Phi, y = onestep.features(net, ds.X), ds.y
     grid = cfg.onestep.ridge_grid
     rows = []
-    print(f"\n{'ridge readout (Phi ' + str(args.n) + ' x ' + str(args.m) + ')':<34}{'ours s':>9}{'obvious s':>11}{'ratio':>8}  max rel diff")
+    print(
+        f"\n{'ridge readout (Phi ' + str(args.n) + ' x ' + str(args.m) + ')':<34}{'ours s':>9}{'obvious s':>11}{'ratio':>8}  max rel diff"
+    )
     for label, lams in (("one lambda (fixed)", [1e-3]), (f"{len(grid)}-lambda grid (holdout)", grid)):
         ours = best_of(lambda: onestep.ridge(Phi, y, lams))
         ref = best_of(lambda: obvious_ridge(Phi, y, lams))

@@ -57,7 +57,17 @@ def part_b(sweep_dir: Path) -> list[dict]:
     from gradrank.results import sweeps
 
     if not (sweep_dir / "sweep.json").is_file():
-        cmd = [sys.executable, "-m", "gradrank", "sweep", str(CONFIGS / "onestep_alignment.toml"), "-o", str(sweep_dir), "-j", "2"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gradrank",
+            "sweep",
+            str(CONFIGS / "onestep_alignment.toml"),
+            "-o",
+            str(sweep_dir),
+            "-j",
+            "2",
+        ]
         subprocess.run(cmd, check=True)
     store = sweeps.Store(sweep_dir)
     rows = []
@@ -131,7 +141,9 @@ def print_b(rows: list[dict], seed: int = 0) -> None:
             for k in ALIGN:
                 c = bootstrap_correlation([r[k] for r in mine], y, generator(seed, "onestep_bootstrap", 100 + i))
                 i += 1
-                print(f"| {e:g} | {qty} | {k.removeprefix('align_')} | {c.points} | {c.pearson:.2f} | [{c.ci_low:.2f}, {c.ci_high:.2f}] | {c.spearman:.2f} |")
+                print(
+                    f"| {e:g} | {qty} | {k.removeprefix('align_')} | {c.points} | {c.pearson:.2f} | [{c.ci_low:.2f}, {c.ci_high:.2f}] | {c.spearman:.2f} |"
+                )
     print("\n**Within one ν, across the regularisers** (η = 16, improvement against alignment)\n")
     print("| ν | alignment | points | r | CI |")
     print("|---|---|---|---|---|")
@@ -139,7 +151,9 @@ def print_b(rows: list[dict], seed: int = 0) -> None:
         mine = [r for r in rows if r["nu"] == nu and r["eta"] == 16.0]
         for k in ("align_target", "align_spike"):
             c = bootstrap_correlation(
-                [r[k] for r in mine], [1 - r["test_error"] / r["rf_test_error"] for r in mine], generator(seed, "onestep_bootstrap", 200 + i)
+                [r[k] for r in mine],
+                [1 - r["test_error"] / r["rf_test_error"] for r in mine],
+                generator(seed, "onestep_bootstrap", 200 + i),
             )
             i += 1
             print(f"| {nu:g} | {k.removeprefix('align_')} | {c.points} | {c.pearson:.2f} | [{c.ci_low:.2f}, {c.ci_high:.2f}] |")

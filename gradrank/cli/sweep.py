@@ -53,7 +53,9 @@ def sweep(
     grid: Optional[List[str]] = typer.Option(None, "--grid", help="an axis KEY=a,b,c or KEY=start:stop:num (repeatable)"),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="N seeds (seed .. seed+N-1) as an axis"),
     zip_: bool = typer.Option(False, "--zip", help="zip the axes instead of their cartesian product"),
-    command: Optional[str] = typer.Option(None, "--command", help="what each point runs: analyze, train or onestep (default: sweep.command)"),
+    command: Optional[str] = typer.Option(
+        None, "--command", help="what each point runs: analyze, train or onestep (default: sweep.command)"
+    ),
     executor: str = typer.Option("local", "--executor", help="local, dask or slurm"),
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="parallel workers (default: number of cores)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask: existing scheduler tcp://HOST:PORT"),

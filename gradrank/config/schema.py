@@ -142,7 +142,9 @@ class OnestepConfig:
         choices=("fresh", "same"),
         doc="the readout's training rows: n fresh samples of the model (Ba et al.'s sample splitting) or the step's own",
     )
-    ridge_select: str = _f("holdout", choices=("holdout", "fixed"), doc="ridge strength: best of ridge_grid on a held-out split, or ridge")
+    ridge_select: str = _f(
+        "holdout", choices=("holdout", "fixed"), doc="ridge strength: best of ridge_grid on a held-out split, or ridge"
+    )
     ridge: float = _f(1e-3, lo=0.0, lo_open=True, doc="fixed ridge strength lambda (ridge_select = fixed)")
     ridge_grid: list = _f([1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], lo=0.0, lo_open=True, doc="candidates for holdout")
     holdout: float = _f(0.2, lo=0.0, hi=0.9, lo_open=True, doc="fraction of the training rows held out to choose the ridge")

@@ -375,7 +375,15 @@ def study(cfg: Config, seeds: list[int] | None = None, on_point: Callable[[Onest
         points += pts
         timings = {k: timings.get(k, 0.0) + v for k, v in t.items()}
     return OnestepResult(
-        cfg, list(cfg.onestep.eta), seeds, cfg.onestep.steps, mult, points, summarize(points), correlations(points, cfg.seed), timings
+        cfg,
+        list(cfg.onestep.eta),
+        seeds,
+        cfg.onestep.steps,
+        mult,
+        points,
+        summarize(points),
+        correlations(points, cfg.seed),
+        timings,
     )
 
 
@@ -415,6 +423,8 @@ def correlations(points: list[OnestepPoint], seed: int) -> dict[str, Correlation
 
     moved = [p for p in points if p.eta > 0]
     return {
-        a: bootstrap_correlation([getattr(p, a) for p in moved], [p.test_error for p in moved], generator(seed, "onestep_bootstrap", i))
+        a: bootstrap_correlation(
+            [getattr(p, a) for p in moved], [p.test_error for p in moved], generator(seed, "onestep_bootstrap", i)
+        )
         for i, a in enumerate(ALIGNMENTS)
     }

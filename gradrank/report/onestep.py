@@ -22,9 +22,7 @@ def context(result: OnestepResult) -> dict:
     band = lambda key: (np.array([getattr(by[e], key) for e in etas]), np.array([getattr(by[e], f"{key}_sd") for e in etas]))  # noqa: E731
     series = {
         "test error (ridge readout)": [("test error", *band("test_error"))],
-        "|cos| of the update's top singular vector": [
-            (LABELS[a], *band(a)) for a in ALIGNMENTS if np.isfinite(band(a)[0]).any()
-        ],
+        "|cos| of the update's top singular vector": [(LABELS[a], *band(a)) for a in ALIGNMENTS if np.isfinite(band(a)[0]).any()],
     }
     series = {t: lines for t, lines in series.items() if lines}
     moved = [p for p in result.points if p.eta > 0]
@@ -35,7 +33,15 @@ def context(result: OnestepResult) -> dict:
         if not np.isfinite(x).any():
             continue
         title = f"r = {_g(c.pearson, 2)} [{_g(c.ci_low, 2)}, {_g(c.ci_high, 2)}]"
-        panels.append((title, f"|cos| with {LABELS[a]}", x, np.array([p.test_error for p in moved], float), np.log2(1 + np.array([p.eta for p in moved]))))
+        panels.append(
+            (
+                title,
+                f"|cos| with {LABELS[a]}",
+                x,
+                np.array([p.test_error for p in moved], float),
+                np.log2(1 + np.array([p.eta for p in moved])),
+            )
+        )
     rf = by.get(0.0)
     best = min(result.by_eta, key=lambda s: s.test_error if math.isfinite(s.test_error) else math.inf)
     if rf is not None and best.eta != 0.0:
@@ -44,7 +50,9 @@ def context(result: OnestepResult) -> dict:
             f"(η = 0), {best.improvement:+.1%}; over {len(result.seeds)} seed{'s' if len(result.seeds) > 1 else ''}."
         )
     elif rf is not None:
-        headline = f"No step size beats random features (test error {_g(rf.test_error)} at η = 0) over {len(result.seeds)} seed(s)."
+        headline = (
+            f"No step size beats random features (test error {_g(rf.test_error)} at η = 0) over {len(result.seeds)} seed(s)."
+        )
     else:
         headline = f"Best step size η = {_g(best.eta)}: test error {_g(best.test_error)} (no η = 0 reference in this run)."
     return {

@@ -480,7 +480,8 @@ def _seed_band_figure(xkey, xs, ykey, ys, cells, ratio) -> str | None:
         top = etas[-1]
         series["test error"] = [(f"η={e}", *band(col(f"eta.{e}.test_error"))) for e in etas]
         series[f"|cos| of the update (η={top})"] = [
-            (lab, *band(col(f"eta.{top}.align_{k}"))) for k, lab in (("target", "target"), ("spike", "spike q"), ("residue", "residue"))
+            (lab, *band(col(f"eta.{top}.align_{k}")))
+            for k, lab in (("target", "target"), ("spike", "spike q"), ("residue", "residue"))
         ]
     elif ykey is None:
         terms = [(k, *band(col(f"norms.{k}"))) for k in ("S1", "S12", "S2", "E")]
