@@ -354,7 +354,8 @@ def seed_bands(xkey: str, xs: list, series: dict[str, list[tuple[str, np.ndarray
 def scatter(panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]], ylabel: str) -> str:
     """Scatter panels sharing the y axis: (title, xlabel, x, y, colour values or None) each; colour
     by the values (e.g. the step size) with a shared colour bar."""
-    fig, axes = _figure(1, len(panels), figsize=(WIDTH, 2.3), squeeze=False, sharey=True)
+    fig, axes = _figure(1, len(panels), figsize=(WIDTH, 2.5), squeeze=False, sharey=True)
+    fig.set_layout_engine("constrained")
     im = None
     for ax, (title, xlabel, x, y, c) in zip(axes[0], panels):
         kw = {"c": c, "cmap": "viridis"} if c is not None else {"color": COLORS["G"]}

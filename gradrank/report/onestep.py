@@ -62,7 +62,7 @@ def context(result: OnestepResult) -> dict:
         "labels": LABELS,
         "alignments": ALIGNMENTS,
         "figures": {
-            "eta": figures.seed_bands("η", etas, series) if series else None,
+            "eta": figures.seed_bands("η", [f"{e:g}" for e in etas], series) if series else None,  # evenly spaced
             "scatter": figures.scatter(panels, "test error") if panels else None,
         },
         "diverged": sum(p.diverged for p in result.points),
