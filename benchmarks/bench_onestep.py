@@ -3,8 +3,8 @@ readout through the smaller system beside the obvious implementation, in the sam
 
   study        onestep.study: data, W0, the gradient, the step, the held-out ridge choice over the
                8-candidate grid and the refit, test error, alignments, for every (eta, seed)
-  ridge (ours) onestep.ridge: one eigendecomposition of the n x n kernel Phi Phi^T (n <= m) serves
-               every lambda
+  ridge (ours) onestep.ridge on the n x n kernel Phi Phi^T (n <= m): a Cholesky solve for one
+               lambda, one eigendecomposition for the whole grid
   ridge (obvious) for each lambda, torch.linalg.solve of the m x m normal equations
                (Phi^T Phi + n lambda I) a = Phi^T y
 Both ridge variants are timed for one lambda (a fixed ridge) and for the 8-lambda grid on the same

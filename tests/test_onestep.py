@@ -79,6 +79,8 @@ def test_ridge_matches_numpy_lstsq(n, m):
     Phi, y = rng.standard_normal((n, m)), rng.standard_normal(n)
     lams = [1e-4, 0.1, 3.0]
     A = onestep.ridge(torch.from_numpy(Phi), torch.from_numpy(y), lams).numpy()
+    one = onestep.ridge(torch.from_numpy(Phi), torch.from_numpy(y), [0.1]).numpy()  # the Cholesky route
+    np.testing.assert_allclose(one[:, 0], A[:, 1], rtol=1e-8, atol=1e-10)
     for j, lam in enumerate(lams):  # min (1/n)||Phi a - y||^2 + lam ||a||^2 = least squares of [Phi; sqrt(n lam) I]
         aug = np.vstack([Phi, math.sqrt(n * lam) * np.eye(m)])
         ref = np.linalg.lstsq(aug, np.concatenate([y, np.zeros(m)]), rcond=None)[0]

@@ -204,18 +204,22 @@ def parse_etas(text: str) -> list[float]:
 
 def ridge(Phi, y, lams):
     """Ridge coefficients a (m x L), one column per lambda in lams, of
-    min (1/n) ||Phi a - y||^2 + lambda ||a||^2, through the smaller of the n x n and m x m systems
-    (one eigendecomposition serves every lambda)."""
+    min (1/n) ||Phi a - y||^2 + lambda ||a||^2, through the smaller of the n x n and m x m systems:
+    a = Phi^T (Phi Phi^T + n lambda I)^-1 y when n <= m, else (Phi^T Phi + n lambda I)^-1 Phi^T y.
+    One lambda: a Cholesky solve; several: one eigendecomposition serves them all."""
     import torch
 
     n, m = Phi.shape
-    lam = torch.as_tensor(lams, dtype=Phi.dtype, device=Phi.device)
-    if n <= m:  # a = Phi^T (Phi Phi^T + n lambda I)^-1 y
-        e, Q = torch.linalg.eigh(Phi @ Phi.T)
-        alpha = Q @ ((Q.T @ y)[:, None] / (e[:, None].clamp_min(0) + n * lam))
-        return Phi.T @ alpha
-    e, Q = torch.linalg.eigh(Phi.T @ Phi)  # a = (Phi^T Phi + n lambda I)^-1 Phi^T y
-    return Q @ ((Q.T @ (Phi.T @ y))[:, None] / (e[:, None].clamp_min(0) + n * lam))
+    wide = n <= m
+    K, b = (Phi @ Phi.T, y) if wide else (Phi.T @ Phi, Phi.T @ y)
+    if len(lams) == 1:
+        K.diagonal().add_(n * float(lams[0]))
+        x = torch.cholesky_solve(b[:, None], torch.linalg.cholesky(K))
+    else:
+        lam = torch.as_tensor(lams, dtype=Phi.dtype, device=Phi.device)
+        e, Q = torch.linalg.eigh(K)
+        x = Q @ ((Q.T @ b)[:, None] / (e[:, None].clamp_min(0) + n * lam))
+    return Phi.T @ x if wide else x
 
 
 def features(net, X):
