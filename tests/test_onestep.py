@@ -272,3 +272,28 @@ def test_fresh_readout_rows_follow_the_model():
     np.testing.assert_allclose(np.linalg.lstsq(X.numpy(), y.numpy(), rcond=None)[0], beta, atol=1e-10)
     np.testing.assert_allclose(np.linalg.lstsq(ds.X.numpy(), ds.y.numpy(), rcond=None)[0], beta, atol=1e-10)
     assert not torch.allclose(X[:50], ds.X[:50]) and not torch.allclose(X[:50], ds.X_test[:50])
+
+
+def test_given_data_with_the_steps_own_rows(tmp_path, monkeypatch):
+    """Built-in real data: no fresh sample (readout = fresh is bad input, refused before the data
+    are read), no index directions (align_target NaN), the step still aligned with q or X_B^T r."""
+    monkeypatch.chdir(tmp_path)
+    base = ["--set", "data.source=digits", "--set", "data.n=200", "--set", "data.n_test=100", "--set", "model.width=80"]
+    res = CliRunner().invoke(app, ["onestep", *base, "--set", "data.embed_dim=60", "--eta", "0,4", "-o", "o"])
+    assert res.exit_code == 2 and "onestep.readout" in res.stderr and not (tmp_path / "o").exists()
+    import gradrank
+
+    out = gradrank.onestep(
+        overrides={
+            "data.source": "digits",
+            "data.n": 200,
+            "data.n_test": 100,
+            "data.embed_dim": 60,
+            "model.width": 80,
+            "onestep.readout": "same",
+        },
+        eta=[0, 4],
+    )
+    p = out.points[1]
+    assert math.isnan(p.align_target) and 0 < p.align_spike <= 1 and 0 < p.align_residue <= 1
+    assert math.isfinite(p.test_error) and p.test_error != out.points[0].test_error

@@ -166,7 +166,10 @@ class OnestepResult:
 
 
 def resolve(cfg: Config) -> Config:
-    """The protocol needs a test set: data.n_test = 0 becomes n for spiked data (recorded)."""
+    """The protocol needs a test set: data.n_test = 0 becomes n for spiked data (recorded). A fresh
+    readout sample exists only for the spiked model."""
+    if cfg.onestep.readout == "fresh" and cfg.data.source != "spiked":
+        raise InputError("config key 'onestep.readout' = fresh needs spiked data (a fresh sample); use same for given data")
     if cfg.data.source == "spiked" and cfg.data.n_test == 0:
         cfg = cfg.replace(**{"data.n_test": cfg.data.n})
     return cfg
@@ -313,7 +316,7 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
 
     cfg, ds, net0 = analysis.prepare(cfg)
     if ds.X_test is None or ds.y_test is None:
-        raise InputError("the one-step protocol needs a test set: set data.n_test (spiked data) or give X_test and y_test")
+        raise InputError("the one-step protocol needs a test set: set data.n_test (spiked or built-in data) or give X_test and y_test in the file")
     oc = cfg.onestep
     mult = training.lr_multiplier(cfg, net0.m)
     step_ds, grad0, _, G0 = training.full_gradient(cfg, ds, net0, 0)
@@ -323,8 +326,6 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
         B = torch.linalg.qr(index_directions(cfg, ds.d).T)[0].T.to(ds.X)  # orthonormal rows spanning the indices
     X_r, y_r = ds.X, ds.y
     if oc.readout == "fresh":
-        if cfg.data.source != "spiked":
-            raise InputError("config key 'onestep.readout' = fresh needs spiked data (a fresh sample); use same for given data")
         X_r, y_r = (t.to(ds.X) for t in fresh(cfg, ds.to("cpu", torch.float64), ds.n, "onestep_readout", "onestep_readout_noise"))
     n_val = min(ds.n - 1, max(1, round(oc.holdout * ds.n)))
     holdout_idx = torch.randperm(ds.n, generator=generator(cfg.seed, "onestep_holdout"))[:n_val].to(ds.X.device)
