@@ -17,7 +17,7 @@ from gradrank.results import onestep as onestep_out
 from gradrank.results import sweeps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SETS = ["data.n=40", "data.d=30", "model.width=50", "onestep.eta=[0.0, 2.0]", "data.target=single_index", "data.link=tanh"]
+SETS = ["data.n=40", "data.d=30", "model.width=50", "onestep.eta=[0.0, 2.0, 0.5]", "data.target=single_index", "data.link=tanh"]
 GRID = [  # zipped: three points that differ in every swept key
     "data.nu=0.0,0.3,0.5",
     "data.alpha=0.0,0.5,0.0",
@@ -37,7 +37,7 @@ def check_store(root, pts):
     with open(root / "results.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(pts) and all(r["status"] == "done" for r in rows)
-    assert all(float(r["eta.2.test_error"]) > 0 and r["eta.0.test_error"] for r in rows)
+    assert all(float(r["eta.2.test_error"]) > 0 and float(r["eta.0.5.test_error"]) > 0 and r["eta.0.test_error"] for r in rows)
     return rows
 
 
@@ -52,8 +52,9 @@ def test_local_executor_runs_onestep_points(tmp_path):
     assert [r["model.activation"] for r in rows] == ["relu", "tanh", "relu"]
     from gradrank.report import render
 
-    (html,) = render.render_dir(tmp_path / "sw")  # the sweep report copes with onestep columns
-    assert html.read_text().count("<svg") >= 1
+    (html,) = render.render_dir(tmp_path / "sw")  # the sweep report draws the onestep columns
+    text = html.read_text()
+    assert text.count("<svg") >= 1 and "η=0.5" in text and "η=2" in text
 
 
 def test_dask_executor_runs_onestep_points(tmp_path):

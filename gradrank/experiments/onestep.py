@@ -316,7 +316,9 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
 
     cfg, ds, net0 = analysis.prepare(cfg)
     if ds.X_test is None or ds.y_test is None:
-        raise InputError("the one-step protocol needs a test set: set data.n_test (spiked or built-in data) or give X_test and y_test in the file")
+        raise InputError(
+            "the one-step protocol needs a test set: set data.n_test (spiked or built-in data) or give X_test and y_test in the file"
+        )
     oc = cfg.onestep
     mult = training.lr_multiplier(cfg, net0.m)
     step_ds, grad0, _, G0 = training.full_gradient(cfg, ds, net0, 0)

@@ -420,7 +420,7 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]]) -
     if not keys or not ok:
         return ctx
     xkey, ykey = keys[0], (keys[1] if len(keys) > 1 else None)
-    xs, ys = axes[xkey], (axes[ykey] if ykey else [None])
+    xs, ys = _distinct(axes[xkey]), (_distinct(axes[ykey]) if ykey else [None])  # zipped axes repeat values
     cells: dict[tuple[int, int], list[dict]] = {}
     for r in ok:
         i = _match(r.get(xkey), xs)
@@ -475,7 +475,8 @@ def _seed_band_figure(xkey, xs, ykey, ys, cells, ratio) -> str | None:
 
     series = {}
     rows = [r for rs in cells.values() for r in rs]
-    etas = sorted({k.split(".")[1] for r in rows for k in r if k.startswith("eta.") and k.endswith(".test_error")}, key=_num)
+    suffix = ".test_error"
+    etas = sorted({k[4 : -len(suffix)] for r in rows for k in r if k.startswith("eta.") and k.endswith(suffix)}, key=_num)
     if etas:  # onestep points: test error per eta, and the update's alignments at the largest eta
         top = etas[-1]
         series["test error"] = [(f"η={e}", *band(col(f"eta.{e}.test_error"))) for e in etas]
@@ -495,6 +496,15 @@ def _seed_band_figure(xkey, xs, ykey, ys, cells, ratio) -> str | None:
     series = {t: [ln for ln in lines if np.isfinite(ln[1]).any()] for t, lines in series.items()}
     series = {t: lines for t, lines in series.items() if lines}
     return figures.seed_bands(xkey, xs, series) if series else None
+
+
+def _distinct(values: list) -> list:
+    """values without repeats, in order (values may be unhashable, e.g. lists)."""
+    out: list = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out
 
 
 def _mean(values) -> tuple[float, float]:
