@@ -127,13 +127,13 @@ def sweep(
 @app.command()
 def report(
     directory: Path = typer.Argument(
-        ..., help="a run directory (metrics.json) or a sweep directory (sweep.json)", show_default=False
+        ..., help="a run (metrics.json), sweep (sweep.json), scaling (scaling.json) or onestep (onestep.json) directory", show_default=False
     ),
     format_: str = typer.Option("html", "--format", help="html, pdf or html,pdf"),
     paper: Optional[str] = typer.Option(None, "--paper", help="PDF page size: a4 or letter (default: the run's output.paper)"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="directory for the report files (default: DIRECTORY)"),
 ):
-    """(Re)render the HTML/PDF report of a run, training run or sweep directory."""
+    """(Re)render the HTML/PDF report of a run, training run, sweep, scaling or one-step directory."""
 
     def go():
         from gradrank.report import render as report_mod
