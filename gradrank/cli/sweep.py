@@ -127,7 +127,9 @@ def sweep(
 @app.command()
 def report(
     directory: Path = typer.Argument(
-        ..., help="a run (metrics.json), sweep (sweep.json), scaling (scaling.json) or onestep (onestep.json) directory", show_default=False
+        ...,
+        help="a run (metrics.json), sweep (sweep.json), scaling (scaling.json) or onestep (onestep.json) directory",
+        show_default=False,
     ),
     format_: str = typer.Option("html", "--format", help="html, pdf or html,pdf"),
     paper: Optional[str] = typer.Option(None, "--paper", help="PDF page size: a4 or letter (default: the run's output.paper)"),
