@@ -227,9 +227,32 @@ def sweep(
     return SweepResult(target, {p.hash: p.values for p in pts}, [p.hash for p in failed])
 
 
+def onestep(
+    config: Any = None,
+    overrides: dict | None = None,
+    seed: int | None = None,
+    eta=None,
+    steps: int | None = None,
+    seeds: int = 1,
+    ridge: float | None = None,
+    on_point=None,
+):
+    """The one-step protocol (docs/onestep.md): for each eta (default onestep.eta) and seed (seed ..
+    seed + seeds - 1), W1 = W0 - eta * scale * G, a ridge readout, the test error and alignments."""
+    from gradrank.experiments import onestep as onestep_mod
+
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise InputError(f"seeds must be an integer >= 1, got {seeds!r}")
+    if eta is not None and not isinstance(eta, (list, tuple)):
+        eta = [eta]
+    cfg = onestep_mod.configure(resolve_config(config, overrides, seed), eta, steps, ridge)
+    return onestep_mod.study(cfg, [cfg.seed + i for i in range(seeds)], on_point)
+
+
 def save(result, target: str | Path) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
     as the result's config asks (output.report, output.pdf)."""
+    from gradrank.experiments.onestep import OnestepResult
     from gradrank.experiments.scaling import ScalingResult
     from gradrank.measures.records import TrainSummary
     from gradrank.pipeline.training import Trajectory
@@ -240,6 +263,10 @@ def save(result, target: str | Path) -> Path:
 
     if isinstance(result, Trajectory):
         target, cfg = runs.write_train(Path(target), result), result.result.config
+    elif isinstance(result, OnestepResult):
+        from gradrank.results import onestep as onestep_out
+
+        target, cfg = onestep_out.write(Path(target), result), result.config
     elif isinstance(result, ScalingResult):
         target, cfg = runs.write_scaling(Path(target), result), result.config
     else:

@@ -26,6 +26,10 @@ STREAMS: dict[str, tuple[int, ...]] = {
     "test_noise": (11,),  # label noise of the test targets
     "batches": (12,),  # SGD / Adam mini-batch order
     "patches": (13,),  # where the image patches are cut
+    "onestep_readout": (16,),  # the one-step protocol's fresh readout inputs
+    "onestep_readout_noise": (17,),  # and the label noise of their targets
+    "onestep_holdout": (14,),  # the one-step protocol's split of the training rows that chooses the ridge
+    "onestep_bootstrap": (15,),  # bootstrap resamples of the one-step correlations
 }
 
 

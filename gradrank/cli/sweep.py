@@ -67,6 +67,9 @@ def sweep(
     grid: Optional[List[str]] = typer.Option(None, "--grid", help="an axis KEY=a,b,c or KEY=start:stop:num (repeatable)"),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="N seeds (seed .. seed+N-1) as an axis"),
     zip_: bool = typer.Option(False, "--zip", help="zip the axes instead of their cartesian product"),
+    command: Optional[str] = typer.Option(
+        None, "--command", help="what each point runs: analyze, train or onestep (default: sweep.command)"
+    ),
     executor: str = typer.Option("local", "--executor", help="local, dask or slurm"),
     jobs: Optional[int] = typer.Option(None, "-j", "--jobs", help="parallel workers (default: number of cores)"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dask: existing scheduler tcp://HOST:PORT"),
@@ -84,7 +87,7 @@ def sweep(
     no_report: bool = typer.Option(False, "--no-report", help="skip the sweep report"),
     metrics: Optional[str] = MetricsOpt,
 ):
-    """Many analyze (or train) runs over a grid, locally, on Dask or on SLURM; resumable."""
+    """Many analyze (or train, or onestep) runs over a grid, locally, on Dask or on SLURM; resumable."""
 
     def go():
         if status is not None:
@@ -97,7 +100,7 @@ def sweep(
         from gradrank.results import sweeps as sws
 
         sets = [*(set_ or []), *([f"compute.device={device}"] if device else [])]
-        base, spec = sw.load(config, sets, seed, grid or [], seeds, zip_)
+        base, spec = sw.load(config, sets, seed, grid or [], seeds, zip_, command)
         if scheduler and executor != "dask":
             raise InputError("--scheduler needs --executor dask")
         pts = sw.points(base, spec)
@@ -143,14 +146,16 @@ def sweep(
 )
 def report(
     directory: Path = typer.Argument(
-        ..., help="a result directory: run or training run, sweep, scaling study or regularisation path", show_default=False
+        ...,
+        help="a result directory: run or training run, sweep, scaling study, regularisation path or one-step study",
+        show_default=False,
     ),
     format_: str = typer.Option("html", "--format", help="html, pdf or html,pdf"),
     paper: Optional[str] = typer.Option(None, "--paper", help="PDF page size: a4 or letter (default: the run's output.paper)"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="directory for the report files (default: DIRECTORY)"),
     metrics: Optional[str] = MetricsOpt,
 ):
-    """(Re)render the HTML/PDF report of any result directory (analyze, decompose, train, sweep, scaling, regpath)."""
+    """(Re)render the HTML/PDF report of any result directory (analyze, decompose, train, sweep, scaling, regpath, onestep)."""
 
     def go():
         from gradrank.report import render as report_mod

@@ -12,6 +12,7 @@ from gradrank.config.schema import (  # noqa: F401
     DataConfig,
     LossConfig,
     ModelConfig,
+    OnestepConfig,
     OutputConfig,
     RegularizerConfig,
     TrainConfig,

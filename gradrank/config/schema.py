@@ -128,6 +128,29 @@ class TrainConfig:
 
 
 @dataclass
+class OnestepConfig:
+    """The one-step protocol (gradrank.experiments.onestep, docs/onestep.md)."""
+
+    eta: list = _f(
+        [0.0, 1.0, 4.0, 16.0],
+        lo=0.0,
+        doc="step sizes, in the units of train.lr_scale (auto: times m for mf, 1 for ntk); 0 = random features",
+    )
+    steps: int = _f(1, lo=1, doc="full-batch gradient steps on W before the readout")
+    readout: str = _f(
+        "fresh",
+        choices=("fresh", "same"),
+        doc="the readout's training rows: n fresh samples of the model (Ba et al.'s sample splitting) or the step's own",
+    )
+    ridge_select: str = _f(
+        "holdout", choices=("holdout", "fixed"), doc="ridge strength: best of ridge_grid on a held-out split, or ridge"
+    )
+    ridge: float = _f(1e-3, lo=0.0, lo_open=True, doc="fixed ridge strength lambda (ridge_select = fixed)")
+    ridge_grid: list = _f([1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0], lo=0.0, lo_open=True, doc="candidates for holdout")
+    holdout: float = _f(0.2, lo=0.0, hi=0.9, lo_open=True, doc="fraction of the training rows held out to choose the ridge")
+
+
+@dataclass
 class ComputeConfig:
     device: str = _f("cpu", choices=("cpu", "cuda"))
     dtype: str = _f("float64", choices=("float64", "float32"))
@@ -155,6 +178,7 @@ class Config:
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    onestep: OnestepConfig = field(default_factory=OnestepConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -162,9 +186,12 @@ class Config:
         return dataclasses.asdict(self)
 
     def hash(self) -> str:
-        """sha256 of the resolved config, output options excluded (they do not change results)."""
+        """sha256 of the resolved config, output options excluded (they do not change results), and the
+        onestep section while it holds its defaults (so every other command's hashes are what they were)."""
         d = self.to_dict()
         d.pop("output")
+        if d["onestep"] == dataclasses.asdict(OnestepConfig()):
+            d.pop("onestep")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def replace(self, **dotted: Any) -> "Config":
@@ -187,6 +214,8 @@ def suggest(word: str, options) -> str:
 def _check_value(key: str, value: Any, f: dataclasses.Field) -> Any:
     """Validate one value against its field's type and rule; return it normalised."""
     meta = f.metadata
+    if f.default_factory is not dataclasses.MISSING and isinstance(f.default_factory(), list):
+        return _check_list(key, value, f)
     default = f.default if f.default is not dataclasses.MISSING else None
     if value is None:
         if meta.get("optional"):
@@ -221,6 +250,18 @@ def _check_value(key: str, value: Any, f: dataclasses.Field) -> Any:
     if hi is not None and value > hi:
         raise InputError(f"config key '{key}' must be <= {hi}, got {value!r}")
     return value
+
+
+def _check_list(key: str, value: Any, f: dataclasses.Field) -> list:
+    """A non-empty list of numbers, each checked against the field's bounds."""
+    if not isinstance(value, list):
+        value = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    if not isinstance(value, list):
+        raise InputError(f"config key '{key}' must be a list of numbers, got {value!r}")
+    if not value:
+        raise InputError(f"config key '{key}' must not be empty")
+    item = dataclasses.field(default=0.0, metadata=f.metadata)
+    return [_check_value(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
 
 
 def from_dict(raw: dict) -> Config:

@@ -2,7 +2,7 @@
 
 A sweep is a base config plus axes (dotted config key -> list of values), combined as a
 cartesian product ("product") or element-wise ("zip"), times an optional seed axis (seeds
-always multiply: they are repetitions). Each point is one full `analyze` (or `train`) run of
+always multiply: they are repetitions). Each point is one full `analyze` (or `train`, or `onestep`: every eta at the point's seed) run of
 the shared backend, stored as a normal run directory under DIR/points/<config hash>/, or as
 DIR/points/<config hash>.failed.json with the error text. DIR/sweep.json is the manifest and
 DIR/results.csv the table rebuilt from the store (columns in docs/sweeps.md). Pure Python at
@@ -29,7 +29,7 @@ MANIFEST = "sweep.json"
 TABLE = "results.csv"
 FORMAT = "gradrank-sweep/1"
 MODES = ("product", "zip")
-COMMANDS = ("analyze", "train")
+COMMANDS = ("analyze", "train", "onestep")
 SWEEP_KEYS = ("seeds", "mode", "command", "grid", "slurm", "dask")
 MAX_LIST = 32  # metric lists longer than this (time series) stay out of the table
 MAX_POINTS = 100_000  # a grid is sized before it is expanded: more points than this is a mistake
@@ -198,6 +198,7 @@ def load(
     grid: Iterable[str] = (),
     seeds: int | None = None,
     zip_axes: bool = False,
+    command: str | None = None,
 ) -> tuple[Config, SweepSpec]:
     """Base config (unresolved: 'auto' is resolved per point) and the sweep, CLI options applied."""
     raw, spec = read_spec(path)
@@ -212,6 +213,8 @@ def load(
         spec.seeds = seeds
     if zip_axes:
         spec.mode = "zip"
+    if command is not None:
+        spec.command = command
     return base, check_spec(spec)
 
 
@@ -231,6 +234,10 @@ def points(base: Config, spec: SweepSpec) -> list[Point]:
                 from gradrank.pipeline import training as train
 
                 cfg = train.resolve(cfg)
+            elif spec.command == "onestep":  # each point: every eta of onestep.eta at the point's seed
+                from gradrank.experiments import onestep
+
+                cfg = onestep.resolve(cfg)
             h = cfg.hash()
             if h in seen:
                 raise InputError(f"sweep: points {seen[h]} and {values} have the same config")

@@ -76,11 +76,25 @@ class Trajectory:
         )
 
 
+def lr_multiplier(cfg: Config, m: int, optimizer: str = "gd") -> float:
+    """The factor train.lr_scale puts on a step size: m for mean field under auto (each w_j then
+    moves O(1)), 1 for NTK, for lr_scale = none, and for Adam (which normalises every coordinate)."""
+    if cfg.train.lr_scale == "auto" and cfg.model.scaling == "mf" and optimizer != "adam":
+        return float(m)
+    return 1.0
+
+
 def lr_effective(cfg: Config, m: int) -> float:
-    tc = cfg.train
-    if tc.lr_scale == "auto" and cfg.model.scaling == "mf" and tc.optimizer != "adam":
-        return tc.lr * m
-    return tc.lr
+    return cfg.train.lr * lr_multiplier(cfg, m, cfg.train.optimizer)
+
+
+def full_gradient(cfg: Config, ds: Dataset, net: Network, draw: int):
+    """The full-batch objective gradient at step `draw`: (noisy data, loss gradient, dense penalty
+    or None, G = G_loss + penalty as a d x m matrix). Input noise takes draw number `draw`."""
+    step_ds = regularizers.noisy_data(cfg, ds, draw)
+    grad = gradient(net, step_ds.X, step_ds.y, cfg.loss.kind)
+    reg = regularizers.penalty_gradient(cfg, net, ds.X, ds.y, cfg.loss.kind)
+    return step_ds, grad, reg, (grad.dense() if reg is None else grad.dense() + reg)
 
 
 def resolve(cfg: Config) -> Config:
@@ -163,16 +177,13 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
         checkpoint = t % tc.checkpoint_every == 0 or t == tc.steps
         full = tc.optimizer == "gd" or record or checkpoint
         if full:
-            step_ds = regularizers.noisy_data(cfg, ds, t)
             try:
-                grad = gradient(net, step_ds.X, step_ds.y, kind)
+                step_ds, grad, reg, G = full_gradient(cfg, ds, net, t)
             except InputError:  # the gradient left the dtype's range: divergence, unless at the start
                 if t == 0:
                     raise
                 diverged, message = True, f"diverged at step {t}: the gradient overflows {cfg.compute.dtype}; lower train.lr"
                 break
-            reg = regularizers.penalty_gradient(cfg, net, ds.X, ds.y, kind)
-            G = grad.dense() if reg is None else grad.dense() + reg
             penalty = regularizers.penalty_value(cfg, net, ds.X, ds.y, kind)
             if not _finite(grad.loss, penalty, G):
                 diverged, message = True, f"diverged at step {t}: the training loss or gradient is not finite; lower train.lr"

@@ -565,3 +565,20 @@ def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]
         ax.set(title=name, xlabel="n")
         ax.legend(loc="best", fontsize=6)
     return _svg(fig, "fig-scaling", "log-log scaling with fitted and predicted slopes")
+
+
+@_styled
+def scatter(panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]], ylabel: str) -> str:
+    """Scatter panels sharing the y axis: (title, xlabel, x, y, colour values or None) each; colour
+    by the values (e.g. the step size) with a shared colour bar."""
+    fig, axes = _figure(1, len(panels), figsize=(WIDTH, 2.5), squeeze=False, sharey=True)
+    fig.set_layout_engine("constrained")
+    im = None
+    for ax, (title, xlabel, x, y, c) in zip(axes[0], panels):
+        kw = {"c": c, "cmap": "viridis"} if c is not None else {"color": COLORS["G"]}
+        im = ax.scatter(x, y, s=12, alpha=0.85, linewidths=0, **kw) if c is not None else ax.scatter(x, y, s=12, **kw)
+        ax.set(xlabel=_plain(xlabel), title=_plain(title))
+    axes[0, 0].set_ylabel(_plain(ylabel))
+    if im is not None and panels and panels[0][4] is not None:
+        fig.colorbar(im, ax=list(axes[0]), fraction=0.03, pad=0.02)
+    return _svg(fig, "fig-scatter", "scatter of " + ylabel)

@@ -1,8 +1,9 @@
 """Shareable reports: one self-contained HTML file (inline SVG figures, no script, no fetch) and a
 PDF printed from the same HTML by WeasyPrint.
 
-`render_dir` renders whatever it finds in a directory: a sweep (sweep.json + results.csv) or a
-run (metrics.json, arrays.npz, and trajectory.csv for training runs). Templates live in
+`render_dir` renders whatever it finds in a directory: a sweep (sweep.json + results.csv), a
+scaling study (scaling.json), a one-step study (onestep.json) or a run (metrics.json, arrays.npz,
+and trajectory.csv for training runs). Templates live in
 gradrank/report/templates/ with autoescaping on, so every user string (run
 name, file paths, swept keys) is shown as text.
 """
@@ -66,6 +67,16 @@ def render_scaling_dir(run_dir: Path, formats=("html",), out_dir: Path | None = 
     return _write(render_scaling(payload, paper), formats, Path(out_dir or run_dir), paper)
 
 
+def render_onestep_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
+    """A one-step study directory (onestep.json + onestep.csv)."""
+    from gradrank.report import onestep
+    from gradrank.results.onestep import read
+
+    result = read(run_dir)
+    paper = paper or result.config.output.paper
+    return _write(onestep.render(result, PAPERS[paper]), formats, Path(out_dir or run_dir), paper)
+
+
 def render_regpath_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
     """A regularisation path directory (path.json + path.csv)."""
     doc = _read_json(run_dir / "path.json", "regpath directory")
@@ -118,6 +129,7 @@ RENDERERS = [
     ("sweep.json", render_sweep),
     ("scaling.json", render_scaling_dir),
     ("path.json", render_regpath_dir),
+    ("onestep.json", render_onestep_dir),
     ("metrics.json", render_run),
 ]
 
@@ -419,6 +431,9 @@ def metric_label(name: str) -> str:
     def one(col):
         if col in LABELS:
             return LABELS[col]
+        if col.startswith("eta.") and col.count(".") >= 2:  # a one-step column: eta.<eta>.<quantity>
+            eta, _, what = col[4:].rpartition(".")
+            return f"{what.replace('_', ' ')} (η={eta})"
         return f"‖{col[6:]}‖" if col.startswith("norms.") else col
 
     return " / ".join(one(c) for c in name.split("/"))
@@ -557,6 +572,8 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]], m
     failed = [r for r in rows if r.get("status") == "failed"]
     base = _base_config(manifest)
     chosen = metrics if metrics is not None else (_get(base, "output.metrics") or None)
+    if chosen is None and manifest.get("command") == "onestep" and rows:  # test error per step size
+        chosen = ",".join(c for c in rows[0] if c.startswith("eta.") and c.endswith(".test_error")) or None
     names = parse_metrics(
         chosen, list(rows[0]) if rows else None, "option --metrics" if metrics else "config key 'output.metrics'"
     )

@@ -126,10 +126,15 @@ def read_json(path: Path) -> dict:
     return doc
 
 
-def metrics_from_dict(doc: dict, source: str) -> Metrics | TrainSummary:
-    """metrics.json's record: a TrainSummary for "kind": "train", else the analysis' Metrics."""
+def metrics_from_dict(doc: dict, source: str):
+    """metrics.json's record: a TrainSummary for "kind": "train", an OnestepSummary for "onestep",
+    else the analysis' Metrics."""
     if doc.get("kind", "analyze") == "train":
         return TrainSummary.from_dict(doc, source)
+    if doc.get("kind") == "onestep":
+        from gradrank.results.onestep import OnestepSummary
+
+        return OnestepSummary.from_dict(doc, source)
     if "kind" in doc and doc["kind"] != "analyze":
         raise InputError(f"{source}: field 'kind' is {doc['kind']!r}, not a gradrank run's metrics")
     return Metrics.from_dict(doc, source)

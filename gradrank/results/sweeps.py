@@ -39,7 +39,16 @@ def _run_train(cfg: Config, target: Path) -> None:
     write_train(target, train.train(cfg))
 
 
-RUNNERS: dict[str, Callable[[Config, Path], None]] = {"analyze": _run_analyze, "train": _run_train}
+def _run_onestep(cfg: Config, target: Path) -> None:
+    from gradrank.config.resources import check_memory
+    from gradrank.experiments import onestep
+    from gradrank.results import onestep as onestep_out
+
+    check_memory(cfg)
+    onestep_out.write(target, onestep.study(cfg))
+
+
+RUNNERS: dict[str, Callable[[Config, Path], None]] = {"analyze": _run_analyze, "train": _run_train, "onestep": _run_onestep}
 """command -> runner that writes one point's run directory (atomically) at target."""
 
 

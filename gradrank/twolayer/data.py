@@ -106,11 +106,17 @@ def spiked(cfg: Config) -> Dataset:
     ds.info.update(nu=dc.nu if dc.zeta is None else math.log(max(zeta, 1e-300)) / math.log(max(n, 2)))
     ds.y = make_targets(cfg, ds, X, X_B)
     if dc.n_test:
-        g_test = generator(cfg.seed, "test")
-        Xt_B, zt = _draw(dc.n_test, lam, V, dc.latent, g_test, g_test)
-        ds.X_test = Xt_B + zeta * torch.outer(zt, q)
-        ds.y_test = make_targets(cfg, ds, ds.X_test, Xt_B, test=True)
+        ds.X_test, ds.y_test = fresh(cfg, ds, dc.n_test, "test", "test_noise")
     return ds
+
+
+def fresh(cfg: Config, ds: Dataset, n: int, stream: str, noise_stream: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """n new samples (X, y) of ds's spiked model (same q, zeta, bulk and target), drawn from the
+    named streams `stream` (inputs) and `noise_stream` (label noise)."""
+    g = generator(cfg.seed, stream)
+    X_B, z = _draw(n, ds.eigenvalues, ds.basis, cfg.data.latent, g, g)
+    X = X_B + ds.zeta * torch.outer(z, ds.q)
+    return X, make_targets(cfg, ds, X, X_B, noise_stream)
 
 
 def _draw(n, lam, V, latent, g_bulk, g_spike):
@@ -137,7 +143,7 @@ _LINKS = {  # name -> (number of indices k, g(u) with u of shape n x k)
 }
 
 
-def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, test: bool = False) -> torch.Tensor:
+def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, noise_stream: str = "noise") -> torch.Tensor:
     """y = g(beta_1^T x, ..., beta_k^T x) (or a teacher net, or noise), plus label noise.
 
     Indices are standardised to unit population variance. With index_sees_spike = false
@@ -145,7 +151,7 @@ def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, t
     """
     dc = cfg.data
     g = generator(cfg.seed, "target")  # directions: the same for train and test
-    g_noise = generator(cfg.seed, "test_noise" if test else "noise")
+    g_noise = generator(cfg.seed, noise_stream)
     inputs = X if dc.index_sees_spike else X_B
     n, d = X.shape
     if dc.target == "noise":
@@ -154,26 +160,46 @@ def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, t
         from gradrank.twolayer.activations import get
 
         act = get(dc.teacher_activation)
-        B = _unit_rows(torch.randn(dc.teacher_width, d, generator=g, dtype=torch.float64))
+        B = _directions(cfg, d, g)
         c = torch.randint(0, 2, (dc.teacher_width,), generator=g, dtype=torch.float64) * 2 - 1
         y = act.f((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike)) @ c / math.sqrt(dc.teacher_width)
         ds.info["index_directions"] = B  # the target's index directions (rows), for feature learning
     else:
-        link = {"linear": "linear"}.get(dc.target, dc.link)
-        k, fn = _LINKS[link]
-        if dc.target == "single_index" and k != 1:
-            raise InputError(f"config key 'data.link' = {link} has {k} indices; data.target = single_index needs one")
-        B, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
-        B = B.T[:k]
-        if k > d:
-            raise InputError(f"config key 'data.link' = {link} needs d >= {k}")
-        y = fn((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike))
+        B = _directions(cfg, d, g)
+        y = _LINKS[_link(dc)][1]((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike))
         ds.info["index_directions"] = B
     if dc.label_noise:
         y = y + dc.label_noise * torch.randn(n, generator=g_noise, dtype=torch.float64)
     if cfg.loss.kind == "logistic":
         y = torch.where(y >= 0, 1.0, -1.0).to(torch.float64)
     return y
+
+
+def _link(dc: DataConfig) -> str:
+    return {"linear": "linear"}.get(dc.target, dc.link)
+
+
+def _directions(cfg: Config, d: int, g: torch.Generator) -> torch.Tensor:
+    """The target's index directions (k x d): orthonormal rows for index models, unit teacher rows."""
+    dc = cfg.data
+    if dc.target == "teacher":
+        return _unit_rows(torch.randn(dc.teacher_width, d, generator=g, dtype=torch.float64))
+    link = _link(dc)
+    k = _LINKS[link][0]
+    if dc.target == "single_index" and k != 1:
+        raise InputError(f"config key 'data.link' = {link} has {k} indices; data.target = single_index needs one")
+    B, _ = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
+    if k > d:
+        raise InputError(f"config key 'data.link' = {link} needs d >= {k}")
+    return B.T[:k]
+
+
+def index_directions(cfg: Config, d: int) -> torch.Tensor | None:
+    """The directions beta_1..beta_k (rows) the targets of `make_targets` read; None for pure noise
+    or given labels (real data with y, where no index model exists)."""
+    if cfg.data.target == "noise":
+        return None
+    return _directions(cfg, d, generator(cfg.seed, "target"))
 
 
 def _index_scale(ds: Dataset, B: torch.Tensor, sees_spike: bool) -> torch.Tensor:
@@ -236,7 +262,7 @@ def from_matrix(
     if y_test is not None:
         ds.y_test = torch.as_tensor(np.asarray(y_test, dtype=np.float64))
     elif X_test is not None:
-        ds.y_test = make_targets(cfg, ds, X_test, X_test - torch.outer(X_test @ q, q), test=True)
+        ds.y_test = make_targets(cfg, ds, X_test, X_test - torch.outer(X_test @ q, q), "test_noise")
     if cfg.loss.kind == "logistic":
         for t in (ds.y, ds.y_test):
             if t is not None and not bool(((t == 1) | (t == -1)).all()):
