@@ -253,6 +253,13 @@ def analyze_problem(problem: Problem, cfg: Config, guard=None, on_layer=None) ->
     cap = capture_mod.capture(problem, layers, guard=guard)
     timings.update(cap.timings)
     timings["capture"] = time.perf_counter() - clock
+    result = analyze_capture(cap, cfg, problem, on_layer)
+    result.timings = {**timings, **result.timings}
+    return result
+
+
+def analyze_capture(cap, cfg: Config, problem: Problem, on_layer=None) -> LayersResult:
+    """Decompose every captured layer (the problem gives the name, the file hash and the known spike)."""
     results, arrays = [], {}
     clock = time.perf_counter()
     with torch.no_grad():
@@ -262,7 +269,7 @@ def analyze_problem(problem: Problem, cfg: Config, guard=None, on_layer=None) ->
             res, arr = analyze_layer(f, cfg, problem.spike)
             results.append(res)
             arrays |= arr
-    timings["analysis"] = time.perf_counter() - clock
+    timings = {"analysis": time.perf_counter() - clock}
     first = next(iter(cap.layers.values()))
     dtype = str(first.H.dtype).removeprefix("torch.")
     cfg = cfg.replace(**{"layers.model": problem.name, "layers.model_sha256": problem.source_sha256})
