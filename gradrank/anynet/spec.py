@@ -184,7 +184,7 @@ def linear_layers(model: torch.nn.Module, patterns: list[str] | None = None) -> 
     """Every nn.Linear and transformers' Conv1D by qualified name, in named_modules order (a module
     reachable under two names appears once, by its first), kept where a pattern matches (fnmatch)."""
     kinds = _linear_kinds()
-    found = {name: m for name, m in model.named_modules() if name and isinstance(m, kinds)}
+    found = {name: m for name, m in model.named_modules() if isinstance(m, kinds)}  # "" when the model itself is one
     if not found:
         raise InputError(f"the model ({type(model).__name__}) has no linear layer (nn.Linear or Conv1D)")
     if not patterns:
