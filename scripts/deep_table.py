@@ -119,6 +119,20 @@ def table(path: Path, key=("setting", "index")) -> str:
     return "\n".join(out) + f"\n\n({len(rows)} layer rows; largest identity_error {worst:.1e})"
 
 
+def by_type(path: Path) -> str:
+    """MiniLM: the six kinds of linear layer, over the 6 blocks and every seed."""
+    rows = list(csv.DictReader(open(path)))
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["layer"].split(".", 3)[3]].append(r)
+    cols = ["outliers", "share_S1", "share_S2", "share_E", "stable_rank", "cos_u1_residue", "max_cos_spike"]
+    out = ["| layer kind (6 blocks × seeds) | layers with outliers | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+    for kind, g in groups.items():
+        lowrank = sum(1 for r in g if int(r["outliers"]) > 0)
+        out.append(f"| {kind} | {lowrank}/{len(g)} | " + " | ".join(_stats([r[c] for r in g]) for c in cols) + " |")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "table"
     if what == "mlp":
@@ -129,3 +143,5 @@ if __name__ == "__main__":
         for name in ("deep_mlp.csv", "minilm_layers.csv"):
             if (DATA / name).is_file():
                 print(table(DATA / name), "\n")
+        if (DATA / "minilm_layers.csv").is_file():
+            print(by_type(DATA / "minilm_layers.csv"))
