@@ -55,6 +55,9 @@ def test_layers_command_writes_a_run_and_report(tmp_path, user_file):
         assert key in payload["layers"][0]
     html = (tmp_path / "run" / "report.html").read_text()
     assert html.count("<tr><th>layers.") == 2 and "&lt;b&gt;deep&lt;/b&gt;" in html and "<b>deep</b>" not in html
+    (tmp_path / "run" / "report.html").unlink()
+    res = cli("report", tmp_path / "run")  # re-rendered from the directory alone
+    assert res.exit_code == 0 and (tmp_path / "run" / "report.html").read_text() == html, res.output
     # the user's file: its sha256 in the config, hence in the run identity
     res = cli("layers", "--model", f"{user_file}:ok", "-o", tmp_path / "user", "--no-report")
     assert res.exit_code == 0, res.output
