@@ -16,7 +16,7 @@ import re
 
 import torch
 
-from gradrank.anynet.spec import Problem
+from gradrank.anynet.spec import Problem, device
 from gradrank.config import Config
 from gradrank.errors import InputError
 from gradrank.rng import generator
@@ -103,8 +103,9 @@ def problem(cfg: Config, st=None) -> Problem:
     pairs = sentence_pairs(P, cfg.seed)
     text = [a for a, _ in pairs] + [b for _, b in pairs]
     features = st.tokenizer(text, padding=True, truncation=True, max_length=cfg.layers.max_length, return_tensors="pt")
-    inputs = {k: features[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in features}
-    bert = st[0].auto_model
+    dev = device(cfg)
+    inputs = {k: features[k].to(dev) for k in ("input_ids", "attention_mask", "token_type_ids") if k in features}
+    bert = st[0].auto_model.to(dev)
     bert.eval()  # no dropout: the gradient is a function of the weights and the batch
     mask = inputs["attention_mask"]
     return Problem("minilm", bert, [(inputs, mask)], contrastive_loss, list(LAYERS), "", None, [mask.bool()])

@@ -195,6 +195,13 @@ def linear_layers(model: torch.nn.Module, patterns: list[str] | None = None) -> 
     return {n: m for n, m in found.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
 
 
+def device(cfg: Config) -> torch.device:
+    """compute.device for the built-in models (a user's file places its own model)."""
+    if cfg.compute.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("config key 'compute.device' = cuda, but no CUDA device is available")
+    return torch.device(cfg.compute.device)
+
+
 def forward(problem: Problem, inputs: Any) -> Any:
     """The one place a model is called on a batch's inputs."""
     if isinstance(inputs, dict):
