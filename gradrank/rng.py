@@ -30,6 +30,8 @@ STREAMS: dict[str, tuple[int, ...]] = {
     "onestep_readout_noise": (17,),  # and the label noise of their targets
     "onestep_holdout": (14,),  # the one-step protocol's split of the training rows that chooses the ridge
     "onestep_bootstrap": (15,),  # bootstrap resamples of the one-step correlations
+    "hidden": (18,),  # the deep MLP's hidden layers 2.. (index: the layer)
+    "sentences": (19,),  # which pydoc topics give MiniLM's sentence pairs
 }
 
 

@@ -16,6 +16,22 @@ def estimate_bytes(n: int, d: int, m: int, dtype: str) -> int:
     return item * (4 * n * d + 5 * n * m + 4 * d * m + 2 * min(n, d) ** 2) + 8 * 2 * n * d
 
 
+def limit_bytes(cfg: Config) -> float:
+    """compute.max_memory_gb, or 80% of the memory available now."""
+    return cfg.compute.max_memory_gb * 2**30 if cfg.compute.max_memory_gb else 0.8 * available_bytes()
+
+
+def check_bytes(cfg: Config, need: int, what: str) -> int:
+    """Refuse (InputError) `what` when its estimated `need` exceeds the limit."""
+    limit = limit_bytes(cfg)
+    if need > limit:
+        raise InputError(
+            f"{what} needs about {need / 2**30:.2f} GiB, more than the {limit / 2**30:.2f} GiB allowed "
+            "(pass --force or raise compute.max_memory_gb)"
+        )
+    return need
+
+
 def sizes(cfg: Config, n: int | None = None, d: int | None = None, m: int | None = None) -> tuple[int, int, int, int]:
     """(n, d as the network sees it, m, test rows): from the arguments, else the input files' headers
     (data.path for source = file, model.weights), else the config keys."""
@@ -72,7 +88,7 @@ def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int
     if train is False:
         p.pop("train", None)
     need = sum(b for _, b in p.values())
-    limit = cfg.compute.max_memory_gb * 2**30 if cfg.compute.max_memory_gb else 0.8 * available_bytes()
+    limit = limit_bytes(cfg)
     if need > limit:
         label, _ = max(p.values(), key=lambda lb: lb[1])
         raise InputError(

@@ -20,9 +20,10 @@ import tomllib
 from gradrank.errors import InputError
 
 
-def _f(default, *, choices=None, lo=None, hi=None, lo_open=False, optional=False, doc=""):
-    """A config field with its validation rule kept next to its default."""
-    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "optional": optional, "doc": doc}
+def _f(default, *, choices=None, lo=None, hi=None, lo_open=False, optional=False, item=None, doc=""):
+    """A config field with its validation rule kept next to its default (item: a list's element type,
+    each element checked against lo/hi)."""
+    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "optional": optional, "item": item, "doc": doc}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -75,6 +76,9 @@ class ModelConfig:
     outer: str = _f("rademacher", choices=("rademacher", "balanced"), doc="law of a in {+-1}^m")
     weights: str = _f("", doc="start from W (m x d) and a (m) in this .npz file instead of drawing them")
     weights_sha256: str = _f("", doc="content hash of model.weights, filled in when resolved; a mismatch is an error")
+    depth: int = _f(2, lo=2, hi=64, doc="layers mlp: linear layers, readout included (2: the paper's network)")
+    hidden: list = _f([], item=int, lo=1, doc="layers mlp: the depth - 1 hidden widths (empty: model.width each)")
+    gain: float = _f(1.0, lo=0.0, lo_open=True, doc="layers mlp: row norm of hidden layers 2.. (sqrt(2) keeps a relu's scale)")
 
 
 @dataclass
@@ -151,6 +155,19 @@ class OnestepConfig:
 
 
 @dataclass
+class LayersConfig:
+    """`gradrank layers` (gradrank.pipeline.layers, docs/deep.md)."""
+
+    model: str = _f("mlp", doc="the model SPEC of `gradrank layers`: mlp, minilm or path/to/file.py:function")
+    model_sha256: str = _f("", doc="content hash of a SPEC's file, filled in when it is resolved")
+    patterns: list = _f([], item=str, doc="fnmatch patterns over module names (empty: the model's own choice, else all)")
+    batch_size: int = _f(0, lo=0, doc="mlp: samples per captured batch (0: one batch), factors accumulate over batches")
+    sentences: int = _f(64, lo=2, hi=4096, doc="minilm: sentences (pairs of consecutive ones) from pydoc_data.topics")
+    max_length: int = _f(32, lo=4, hi=512, doc="minilm: tokens per sentence (truncated)")
+    show: str = _f("", doc="the layer whose spectrum the report plots (empty: the one with the most outliers)")
+
+
+@dataclass
 class ComputeConfig:
     device: str = _f("cpu", choices=("cpu", "cuda"))
     dtype: str = _f("float64", choices=("float64", "float32"))
@@ -179,6 +196,7 @@ class Config:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     onestep: OnestepConfig = field(default_factory=OnestepConfig)
+    layers: LayersConfig = field(default_factory=LayersConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -217,6 +235,8 @@ def _check_value(key: str, value: Any, f: dataclasses.Field) -> Any:
     if f.default_factory is not dataclasses.MISSING and isinstance(f.default_factory(), list):
         return _check_list(key, value, f)
     default = f.default if f.default is not dataclasses.MISSING else None
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
     if value is None:
         if meta.get("optional"):
             return None
@@ -253,15 +273,20 @@ def _check_value(key: str, value: Any, f: dataclasses.Field) -> Any:
 
 
 def _check_list(key: str, value: Any, f: dataclasses.Field) -> list:
-    """A non-empty list of numbers, each checked against the field's bounds."""
+    """A list of the field's item type (float unless set), each element checked against the field's
+    bounds and choices; a single value is a list of one; empty only where the default is."""
+    item = f.metadata.get("item") or float
+    if not isinstance(value, list) and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        value = [value]
     if not isinstance(value, list):
-        value = [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-    if not isinstance(value, list):
-        raise InputError(f"config key '{key}' must be a list of numbers, got {value!r}")
-    if not value:
+        raise InputError(f"config key '{key}' must be a list of {_ITEM_NAMES[item]}, got {value!r}")
+    if not value and f.default_factory():
         raise InputError(f"config key '{key}' must not be empty")
-    item = dataclasses.field(default=0.0, metadata=f.metadata)
-    return [_check_value(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    element = dataclasses.field(default=item(), metadata={**f.metadata, "item": None})
+    return [_check_value(f"{key}[{i}]", v, element) for i, v in enumerate(value)]
+
+
+_ITEM_NAMES = {float: "numbers", int: "integers", str: "strings"}
 
 
 def from_dict(raw: dict) -> Config:
@@ -312,6 +337,11 @@ def resolve(cfg: Config) -> Config:
         files |= _input_file("data.path", cfg.data.path, "data.sha256", cfg.data.sha256)
     if cfg.model.weights:
         files |= _input_file("model.weights", cfg.model.weights, "model.weights_sha256", cfg.model.weights_sha256)
+    spec = cfg.layers.model
+    if spec not in ("mlp", "minilm") and ":" in spec:  # the user's path/to/file.py:function, hashed into the run identity
+        path, _, function = spec.rpartition(":")
+        got = _input_file("layers.model", path, "layers.model_sha256", cfg.layers.model_sha256)
+        files |= {"layers.model": f"{got['layers.model']}:{function}", "layers.model_sha256": got["layers.model_sha256"]}
     return cfg.replace(**{"analysis.mu": mu}, **files)
 
 

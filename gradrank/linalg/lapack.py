@@ -111,4 +111,4 @@ def eig_top(C: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         P = np.asfortranarray(Z[:, :k][:, ::-1])
         # Q = diag(1, Q~), Q~ from the reflectors stored below the subdiagonal (LAPACK's dormtr, uplo = L)
         P[1:] = ormqr("L", "N", refl[1:, :-1], tau, P[1:], lwork=max(1, 64 * k))[0]
-    return lam, np.ascontiguousarray(P)
+    return lam, np.array(P, order="C")  # a copy: for k = 1 a contiguous view may keep P's negative stride

@@ -93,6 +93,11 @@ def _factor_spectrum(
     return s, Vh[:k].T, fro2
 
 
+def factored_route(n: int, d: int, m: int) -> bool:
+    """Whether the spectrum of coef L^T R (n rows, d x m) comes from its factors (n < min(d, m)) or the dense matrix."""
+    return n < min(d, m)
+
+
 def spectrum(
     L: torch.Tensor, R: torch.Tensor, coef: float, k: int, dense_add: torch.Tensor | None = None, accurate: bool = False
 ) -> Spectrum:
@@ -100,7 +105,7 @@ def spectrum(
     n, d = L.shape
     m = R.shape[1]
     k = min(k, d, m)
-    if dense_add is not None or n >= min(d, m):
+    if dense_add is not None or not factored_route(n, d, m):
         A = coef * (L.T @ R)
         if dense_add is not None:
             A += dense_add
@@ -135,7 +140,7 @@ def spectrum_pair(
     rank_other: a known bound on A''s rank (default min(p, n + j)); the values past it are zero."""
     p, d = L.shape
     n, m = R.shape
-    if accurate or p >= min(d, m):
+    if accurate or not factored_route(p, d, m):
         return spectrum(L[:n], R, coef, k, accurate=accurate), exact_other()
     R_L = torch.linalg.qr(L.T, mode="r")[1]  # p x p
     M = R_L[:n, :n] @ R

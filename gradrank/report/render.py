@@ -67,6 +67,14 @@ def render_scaling_dir(run_dir: Path, formats=("html",), out_dir: Path | None = 
     return _write(render_scaling(payload, paper), formats, Path(out_dir or run_dir), paper)
 
 
+def render_layers_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
+    """A per-layer analysis directory (layers.json)."""
+    from gradrank.report.layers import render_layers
+
+    html, paper = render_layers(run_dir, paper)
+    return _write(html, formats, Path(out_dir or run_dir), paper)
+
+
 def render_onestep_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
     """A one-step study directory (onestep.json + onestep.csv)."""
     from gradrank.report import onestep
@@ -130,6 +138,7 @@ RENDERERS = [
     ("scaling.json", render_scaling_dir),
     ("path.json", render_regpath_dir),
     ("onestep.json", render_onestep_dir),
+    ("layers.json", render_layers_dir),
     ("metrics.json", render_run),
 ]
 
