@@ -128,6 +128,21 @@ class TrainConfig:
 
 
 @dataclass
+class AdviseConfig:
+    model: str = _f("twolayer", doc="twolayer (the paper's network), mlp, minilm or path/file.py:function")
+    model_sha256: str = _f("", doc="content hash of a user model file, filled in when resolved")
+    ranks: str = _f("1,2,4,8,16,32", doc="projector ranks r, comma-separated")
+    intervals: str = _f("1,10,50,200", doc="refresh intervals T (steps), comma-separated")
+    target: float = _f(0.9, doc="captured share the recommendation must reach, in (0, 1]")
+    projectors: str = _f("auto", doc="svd,random,rows,theory (auto: all that apply; theory: two-layer only)")
+    validate: bool = _f(True, doc="train with GaLore (recommended and default r, T) and full Adam")
+    adam_lr: float = _f(1e-3, lo=0.0, lo_open=True, doc="learning rate of the validation's Adam and GaLore runs")
+    galore_rank: int = _f(128, lo=1, doc="GaLore's commonly used rank (the defaults compared against)")
+    galore_interval: int = _f(200, lo=1, doc="GaLore's commonly used update_proj_gap")
+    galore_scale: float = _f(0.25, lo=0.0, lo_open=True, doc="GaLore's scale, for both GaLore runs")
+
+
+@dataclass
 class ComputeConfig:
     device: str = _f("cpu", choices=("cpu", "cuda"))
     dtype: str = _f("float64", choices=("float64", "float32"))
@@ -151,6 +166,7 @@ class Config:
     regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    advise: AdviseConfig = field(default_factory=AdviseConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 

@@ -53,17 +53,17 @@ class SideGradient:
     col_norms2: torch.Tensor  # ||A e_j||^2, j < short
     long: int
     short: int
-    theory: torch.Tensor | None = None  # short x j theory directions (not orthonormal), or None
+    theory: Callable[[], torch.Tensor] | None = None  # -> short x 2 theory directions (not orthonormal), at a refresh
     dense: torch.Tensor | None = None  # A itself when held (the exact fallback of the top-k)
 
     @staticmethod
-    def of(P: torch.Tensor, theory: torch.Tensor | None = None) -> "SideGradient":
+    def of(P: torch.Tensor, theory: Callable[[], torch.Tensor] | None = None) -> "SideGradient":
         """From the dense parameter-shaped gradient P (rows x cols)."""
         A = P if P.shape[0] >= P.shape[1] else P.T
         return SideGradient(lambda B: A @ B, lambda C: A.T @ C, (A * A).sum(0), A.shape[0], A.shape[1], theory, A)
 
     @staticmethod
-    def factored(L: torch.Tensor, R: torch.Tensor, coef: float, theory: torch.Tensor | None = None) -> "SideGradient":
+    def factored(L: torch.Tensor, R: torch.Tensor, coef: float, theory: Callable[[], torch.Tensor] | None = None) -> "SideGradient":
         """A = coef L^T R (L: n x long, R: n x short), never formed; the column norms from the n x n Gram L L^T."""
         K = L @ L.T
         cn = coef * coef * (R * (K @ R)).sum(0)
@@ -217,7 +217,7 @@ class EnergyRecorder:
             return torch.argsort(g.col_norms2, descending=True, stable=True)[:k]
         if g.theory is None:
             raise InputError(f"layer {self.name}: the theory projector needs the two-layer model's directions")
-        return _orthonormal_nested(g.theory[:, : len(THEORY_RANKS)])
+        return _orthonormal_nested(g.theory()[:, : len(THEORY_RANKS)])
 
     def _top(self, g: SideGradient) -> torch.Tensor:
         """Top-k right singular vectors of A (the top left ones of A^T), warm-started from the last refresh."""
