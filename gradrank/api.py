@@ -81,14 +81,53 @@ def train(config: Any = None, overrides: dict | None = None, seed: int | None = 
     return training.train(training.resolve(resolve_config(config, overrides, seed)), on_record)
 
 
+def advise(
+    config: Any = None,
+    overrides: dict | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    ranks=None,
+    intervals=None,
+    target: float | None = None,
+    projectors=None,
+    validate: bool | None = None,
+    progress=None,
+):
+    """Captured gradient energy of rank-r projectors refreshed every T steps, per layer, a
+    recommended (r, T), validated against GaLore (docs/advisor.md). Returns an Advice."""
+    from gradrank.experiments import advisor
+    from gradrank.results.advice import Advice
+
+    cfg = resolve_config(config, {**(overrides or {}), **advise_overrides(model, ranks, intervals, target, projectors, validate)}, seed)
+    cfg, problem = advisor.prepare(cfg)
+    return Advice.from_payload(advisor.advise(cfg, progress, problem), cfg)
+
+
+def advise_overrides(model=None, ranks=None, intervals=None, target=None, projectors=None, validate=None) -> dict:
+    """The advise.* config keys for the options given (lists become the config's comma-separated strings)."""
+    join = lambda v: v if isinstance(v, str) else ",".join(str(x) for x in v)  # noqa: E731
+    out = {
+        "advise.model": model,
+        "advise.ranks": None if ranks is None else join(ranks),
+        "advise.intervals": None if intervals is None else join(intervals),
+        "advise.target": target,
+        "advise.projectors": None if projectors is None else join(projectors),
+        "advise.validate": validate,
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def save(result, target: str | Path) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
     as the result's config asks (output.report, output.pdf)."""
     from gradrank.experiments.scaling import ScalingResult
     from gradrank.pipeline.training import Trajectory
     from gradrank.results import runs
+    from gradrank.results.advice import Advice, write_advice
 
-    if isinstance(result, Trajectory):
+    if isinstance(result, Advice):
+        target, cfg = write_advice(Path(target), result), result.resolved_config
+    elif isinstance(result, Trajectory):
         target, cfg = runs.write_train(Path(target), result), result.result.config
     elif isinstance(result, ScalingResult):
         target, cfg = runs.write_scaling(Path(target), result), result.config

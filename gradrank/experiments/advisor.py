@@ -360,23 +360,40 @@ def _layer_payload(le: LayerEnergy, target: float, svd_seconds: float | None, st
     }
 
 
-def advise(cfg: Config, progress: Callable[[str], None] | None = None) -> dict:
-    """The advice payload for a resolved config (see the module docstring)."""
-    say = progress or (lambda _msg: None)
+def prepare(cfg: Config):
+    """(resolved config, the SPEC's Problem or None for the two-layer model), every option checked:
+    bad input fails here, before any output directory is touched or any training runs."""
     cfg = resolve(cfg)
-    spec, steps = cfg.advise.model, cfg.train.steps
-    if steps < 1:
+    if cfg.train.steps < 1:
         raise InputError("config key 'train.steps' must be >= 1 for advise")
+    if cfg.advise.model == TWOLAYER:
+        grid(cfg, [min(cfg.model.width, cfg.data.d)], True)
+        return cfg, None
+    from gradrank.anynet.spec import linear_layers
+    from gradrank.anynet.spec import resolve as resolve_spec
+
+    problem = resolve_spec(cfg.advise.model, cfg)
+    layers = linear_layers(problem.model, problem.layers)
+    if not layers:
+        raise InputError(f"--model {cfg.advise.model}: the model has no linear layer to advise on")
+    grid(cfg, [min(mod.weight.shape) for mod in layers.values()], False)
+    if cfg.train.optimizer != "gd":
+        raise InputError(f"config key 'train.optimizer' = {cfg.train.optimizer}: a --model network trains with gd only")
+    return cfg, problem
+
+
+def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=None) -> dict:
+    """The advice payload for a config from `prepare` (and its Problem for a SPEC)."""
+    say = progress or (lambda _msg: None)
+    spec, steps = cfg.advise.model, cfg.train.steps
+    if spec != TWOLAYER and problem is None:
+        cfg, problem = prepare(cfg)
     if spec == TWOLAYER:
         say(f"training the two-layer model for {steps} steps ({cfg.train.optimizer}), recording")
         run = record_twolayer(cfg)
         loss_curve = [r["train_loss"] for r in run["rows"]]
         loss_steps = [r["step"] for r in run["rows"]]
-        problem = None
     else:
-        from gradrank.anynet.spec import resolve as resolve_spec
-
-        problem = resolve_spec(spec, cfg)
         initial = copy.deepcopy(problem.model)
         say(f"training {problem.name} for {steps} steps (full-batch gd), recording")
         run = record_module(problem, cfg)
