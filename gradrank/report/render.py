@@ -40,6 +40,11 @@ def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, pa
         raise InputError(f"{run_dir}: no such directory")
     if (run_dir / "sweep.json").is_file():
         return render_sweep(run_dir, formats, out_dir, paper)
+    if (run_dir / "advice.json").is_file():
+        from gradrank.report.advice import render_advice
+
+        paper = paper or _get(_read_json(run_dir / "advice.json", "advice directory").get("config") or {}, "output.paper", "a4")
+        return _write(render_advice(run_dir, paper), formats, Path(out_dir or run_dir), paper)
     if (run_dir / "scaling.json").is_file():
         payload = _read_json(run_dir / "scaling.json", "scaling directory")
         paper = paper or _get(payload.get("config") or {}, "output.paper", "a4")
