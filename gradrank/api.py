@@ -104,14 +104,15 @@ def advise(
 
 
 def advise_overrides(model=None, ranks=None, intervals=None, target=None, projectors=None, validate=None) -> dict:
-    """The advise.* config keys for the options given (lists become the config's comma-separated strings)."""
-    join = lambda v: v if isinstance(v, str) else ",".join(str(x) for x in v)  # noqa: E731
+    """The advise.* config keys for the options given; '1,2,4' strings (the CLI's) become lists."""
+    from gradrank.measures.projectors import parse_list
+
     out = {
         "advise.model": model,
-        "advise.ranks": None if ranks is None else join(ranks),
-        "advise.intervals": None if intervals is None else join(intervals),
+        "advise.ranks": None if ranks is None else parse_list(ranks, "--ranks"),
+        "advise.intervals": None if intervals is None else parse_list(intervals, "--intervals"),
         "advise.target": target,
-        "advise.projectors": None if projectors is None else join(projectors),
+        "advise.projectors": None if projectors is None else parse_list(projectors, "--projector", str),
         "advise.validate": validate,
     }
     return {k: v for k, v in out.items() if v is not None}

@@ -26,6 +26,8 @@ STREAMS: dict[str, tuple[int, ...]] = {
     "test_noise": (11,),  # label noise of the test targets
     "batches": (12,),  # SGD / Adam mini-batch order
     "patches": (13,),  # where the image patches are cut
+    "hidden": (14,),  # the deep MLP's hidden layers 2.. (index: the layer)
+    "sentences": (15,),  # which pydoc topics give MiniLM's sentence pairs
     "projector_random": (20,),  # the advisor's random projector (index: layer, refresh step)
     "projector_start": (21,),  # the start block of the advisor's top-k refreshes (index: layer)
 }

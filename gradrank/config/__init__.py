@@ -10,6 +10,7 @@ from gradrank.config.schema import (  # noqa: F401
     ComputeConfig,
     Config,
     DataConfig,
+    LayersConfig,
     LossConfig,
     ModelConfig,
     OutputConfig,

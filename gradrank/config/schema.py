@@ -20,9 +20,10 @@ import tomllib
 from gradrank.errors import InputError
 
 
-def _f(default, *, choices=None, lo=None, hi=None, lo_open=False, optional=False, doc=""):
-    """A config field with its validation rule kept next to its default."""
-    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "optional": optional, "doc": doc}
+def _f(default, *, choices=None, lo=None, hi=None, lo_open=False, optional=False, item=None, doc=""):
+    """A config field with its validation rule kept next to its default (item: a list's element type,
+    each element checked against lo/hi)."""
+    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "optional": optional, "item": item, "doc": doc}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -75,6 +76,9 @@ class ModelConfig:
     outer: str = _f("rademacher", choices=("rademacher", "balanced"), doc="law of a in {+-1}^m")
     weights: str = _f("", doc="start from W (m x d) and a (m) in this .npz file instead of drawing them")
     weights_sha256: str = _f("", doc="content hash of model.weights, filled in when resolved; a mismatch is an error")
+    depth: int = _f(2, lo=2, hi=64, doc="layers mlp: linear layers, readout included (2: the paper's network)")
+    hidden: list = _f([], item=int, lo=1, doc="layers mlp: the depth - 1 hidden widths (empty: model.width each)")
+    gain: float = _f(1.0, lo=0.0, lo_open=True, doc="layers mlp: row norm of hidden layers 2.. (sqrt(2) keeps a relu's scale)")
 
 
 @dataclass
@@ -128,13 +132,24 @@ class TrainConfig:
 
 
 @dataclass
+class LayersConfig:
+    model: str = _f("mlp", doc="the model SPEC of `gradrank layers`: mlp, minilm or path/to/file.py:function")
+    model_sha256: str = _f("", doc="content hash of a SPEC's file, filled in when it is resolved")
+    patterns: list = _f([], item=str, doc="fnmatch patterns over module names (empty: the model's own choice, else all)")
+    batch_size: int = _f(0, lo=0, doc="mlp: samples per captured batch (0: one batch), factors accumulate over batches")
+    sentences: int = _f(64, lo=2, hi=4096, doc="minilm: sentences (pairs of consecutive ones) from pydoc_data.topics")
+    max_length: int = _f(32, lo=4, hi=512, doc="minilm: tokens per sentence (truncated)")
+    show: str = _f("", doc="the layer whose spectrum the report plots (empty: the one with the most outliers)")
+
+
+@dataclass
 class AdviseConfig:
     model: str = _f("twolayer", doc="twolayer (the paper's network), mlp, minilm or path/file.py:function")
     model_sha256: str = _f("", doc="content hash of a user model file, filled in when resolved")
-    ranks: str = _f("1,2,4,8,16,32", doc="projector ranks r, comma-separated")
-    intervals: str = _f("1,10,50,200", doc="refresh intervals T (steps), comma-separated")
-    target: float = _f(0.9, doc="captured share the recommendation must reach, in (0, 1]")
-    projectors: str = _f("auto", doc="svd,random,rows,theory (auto: all that apply; theory: two-layer only)")
+    ranks: list = _f([1, 2, 4, 8, 16, 32], item=int, lo=1, doc="projector ranks r")
+    intervals: list = _f([1, 10, 50, 200], item=int, lo=1, doc="refresh intervals T (steps)")
+    target: float = _f(0.9, lo=0.0, lo_open=True, hi=1.0, doc="captured share the recommendation must reach, in (0, 1]")
+    projectors: list = _f([], item=str, doc="of svd, random, rows, theory (empty: all that apply; theory: two-layer only)")
     validate: bool = _f(True, doc="train with GaLore (recommended and default r, T) and full Adam")
     adam_lr: float = _f(1e-3, lo=0.0, lo_open=True, doc="learning rate of the validation's Adam and GaLore runs")
     galore_rank: int = _f(128, lo=1, doc="GaLore's commonly used rank (the defaults compared against)")
@@ -167,6 +182,7 @@ class Config:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     advise: AdviseConfig = field(default_factory=AdviseConfig)
+    layers: LayersConfig = field(default_factory=LayersConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -200,6 +216,8 @@ def _check_value(key: str, value: Any, f: dataclasses.Field) -> Any:
     """Validate one value against its field's type and rule; return it normalised."""
     meta = f.metadata
     default = f.default if f.default is not dataclasses.MISSING else None
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
     if value is None:
         if meta.get("optional"):
             return None
@@ -223,10 +241,19 @@ def _check_value(key: str, value: Any, f: dataclasses.Field) -> Any:
     elif kind is str:
         if not isinstance(value, str):
             raise InputError(f"config key '{key}' must be a string, got {value!r}")
+    elif kind is list:
+        item = meta["item"]
+        if not isinstance(value, list) or not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+            raise InputError(f"config key '{key}' must be a list of {item.__name__}s, got {value!r}")
     choices = meta.get("choices")
     if choices and value not in choices:
         raise InputError(f"config key '{key}' must be one of {', '.join(choices)}; got {value!r}{suggest(str(value), choices)}")
     lo, hi = meta.get("lo"), meta.get("hi")
+    if kind is list:
+        for v in value:
+            if (lo is not None and v < lo) or (hi is not None and v > hi):
+                raise InputError(f"config key '{key}' must hold values in [{lo}, {hi if hi is not None else 'inf'}], got {v!r}")
+        return list(value)
     if lo is not None and (value < lo or (meta.get("lo_open") and value == lo)):
         op = ">" if meta.get("lo_open") else ">="
         raise InputError(f"config key '{key}' must be {op} {lo}, got {value!r}")

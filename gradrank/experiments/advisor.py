@@ -64,7 +64,7 @@ def grid(cfg: Config, shortest: list[int], twolayer: bool) -> tuple[list[int], l
     ac = cfg.advise
     ranks = parse_list(ac.ranks, "advise.ranks")
     intervals = parse_list(ac.intervals, "advise.intervals")
-    if ac.projectors == "auto":
+    if not ac.projectors:
         projectors = [p for p in PROJECTORS if twolayer or p != "theory"]
     else:
         projectors = parse_list(ac.projectors, "advise.projectors", str)
@@ -163,7 +163,7 @@ def record_module(problem, cfg: Config, record: bool = True) -> dict:
 
     if cfg.train.optimizer != "gd":
         raise InputError(f"config key 'train.optimizer' = {cfg.train.optimizer}: a --model network trains with gd only")
-    layers = linear_layers(problem.model, problem.layers)
+    layers = linear_layers(problem.model, _patterns(problem, cfg))
     if not layers:
         raise InputError(f"--model {cfg.advise.model}: the model has no linear layer to advise on")
     shapes = {name: tuple(mod.weight.shape) for name, mod in layers.items()}
@@ -373,7 +373,7 @@ def prepare(cfg: Config):
     from gradrank.anynet.spec import resolve as resolve_spec
 
     problem = resolve_spec(cfg.advise.model, cfg)
-    layers = linear_layers(problem.model, problem.layers)
+    layers = linear_layers(problem.model, _patterns(problem, cfg))
     if not layers:
         raise InputError(f"--model {cfg.advise.model}: the model has no linear layer to advise on")
     grid(cfg, [min(mod.weight.shape) for mod in layers.values()], False)
@@ -426,7 +426,7 @@ def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=N
         else:
             from gradrank.anynet.spec import forward, linear_layers
 
-            names = {name: f"{name}.weight" if name else "weight" for name in linear_layers(initial, problem.layers)}
+            names = {name: f"{name}.weight" if name else "weight" for name in linear_layers(initial, _patterns(problem, cfg))}
             shell = copy.copy(problem)
             payload["validation"] = validate(
                 initial,
@@ -438,6 +438,11 @@ def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=N
                 recommended,
             )
     return payload
+
+
+def _patterns(problem, cfg: Config) -> list[str] | None:
+    """Which linear layers: the SPEC's own choice, else layers.patterns, else all."""
+    return problem.layers or list(cfg.layers.patterns) or None
 
 
 def _with_model(problem, model):
