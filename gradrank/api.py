@@ -98,7 +98,9 @@ def advise(
     from gradrank.experiments import advisor
     from gradrank.results.advice import Advice
 
-    cfg = resolve_config(config, {**(overrides or {}), **advise_overrides(model, ranks, intervals, target, projectors, validate)}, seed)
+    cfg = resolve_config(
+        config, {**(overrides or {}), **advise_overrides(model, ranks, intervals, target, projectors, validate)}, seed
+    )
     cfg, problem = advisor.prepare(cfg)
     return Advice.from_payload(advisor.advise(cfg, progress, problem), cfg)
 

@@ -62,7 +62,9 @@ def advise_cmd(
             r = lay.recommended
             flag = "" if r.meets_target else f"  (below target {advice.target})"
             full = "  (full rank)" if r.full else ""
-            typer.echo(f"{lay.name} {lay.shape[0]}x{lay.shape[1]}: {r.projector} r={r.rank} T={r.interval} captures {r.captured:.3f}{flag}{full}")
+            typer.echo(
+                f"{lay.name} {lay.shape[0]}x{lay.shape[1]}: {r.projector} r={r.rank} T={r.interval} captures {r.captured:.3f}{flag}{full}"
+            )
         if advice.validation is not None:
             v = advice.validation.verdict
             typer.echo(

@@ -168,10 +168,7 @@ def record_module(problem, cfg: Config, record: bool = True) -> dict:
         raise InputError(f"--model {cfg.advise.model}: the model has no linear layer to advise on")
     shapes = {name: tuple(mod.weight.shape) for name, mod in layers.items()}
     ranks, intervals, projectors = grid(cfg, [min(s) for s in shapes.values()], False)
-    recs = {
-        name: EnergyRecorder(name, shapes[name], ranks, intervals, projectors, cfg.seed, i)
-        for i, name in enumerate(layers)
-    }
+    recs = {name: EnergyRecorder(name, shapes[name], ranks, intervals, projectors, cfg.seed, i) for i, name in enumerate(layers)}
     state = {"seconds": 0.0}
 
     def on_step(t):
@@ -220,7 +217,9 @@ def _galore():
             warnings.simplefilter("ignore")
             from galore_torch import GaLoreAdamW
     except ImportError:
-        raise InputError("advise.validate needs galore-torch: pip install 'gradrank[galore]' (or set advise.validate = false)") from None
+        raise InputError(
+            "advise.validate needs galore-torch: pip install 'gradrank[galore]' (or set advise.validate = false)"
+        ) from None
     return GaLoreAdamW
 
 

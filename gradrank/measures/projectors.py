@@ -63,7 +63,9 @@ class SideGradient:
         return SideGradient(lambda B: A @ B, lambda C: A.T @ C, (A * A).sum(0), A.shape[0], A.shape[1], theory, A)
 
     @staticmethod
-    def factored(L: torch.Tensor, R: torch.Tensor, coef: float, theory: Callable[[], torch.Tensor] | None = None) -> "SideGradient":
+    def factored(
+        L: torch.Tensor, R: torch.Tensor, coef: float, theory: Callable[[], torch.Tensor] | None = None
+    ) -> "SideGradient":
         """A = coef L^T R (L: n x long, R: n x short), never formed; the column norms from the n x n Gram L L^T."""
         K = L @ L.T
         cn = coef * coef * (R * (K @ R)).sum(0)
@@ -93,9 +95,7 @@ def check_grid(ranks, intervals, target: float, projectors, shortest: list[int],
     if any(r < 1 for r in ranks):
         raise InputError(f"advise.ranks: ranks must be >= 1, got {min(ranks)}")
     if ranks and shortest and min(ranks) > max(shortest):
-        raise InputError(
-            f"advise.ranks: rank {min(ranks)} is above every layer's smaller dimension (largest {max(shortest)})"
-        )
+        raise InputError(f"advise.ranks: rank {min(ranks)} is above every layer's smaller dimension (largest {max(shortest)})")
     if any(T < 1 for T in intervals):
         raise InputError(f"advise.intervals: intervals must be >= 1, got {min(intervals)}")
     if not (0 < target <= 1) or not math.isfinite(target):

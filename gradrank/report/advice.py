@@ -28,8 +28,15 @@ def energy_map(layer, ranks: list[int], intervals: list[int], projector: str, ke
     for (i, j), v in np.ndenumerate(R):
         if np.isfinite(v):
             r, g, b, _ = im.cmap(im.norm(v))
-            ax.text(j, i, ("≥" if full[i, j] else "") + f"{v:.2f}", ha="center", va="center", fontsize=6,
-                    color="#222" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white")
+            ax.text(
+                j,
+                i,
+                ("≥" if full[i, j] else "") + f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=6,
+                color="#222" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white",
+            )
     rec = layer.recommended if layer.recommended.projector == projector else None
     if projector == "svd" and layer.recommended_svd is not None:
         rec = layer.recommended_svd
@@ -73,6 +80,6 @@ def render_advice(run_dir: Path, paper: str) -> str:
             maps.append((lay.name, p, energy_map(lay, ranks, adv.intervals, p, f"fig-energy-{li}-{p}")))
     curves = loss_curves(adv.validation) if adv.validation is not None else None
     title = (adv.config.get("output") or {}).get("name") or f"advice for {adv.model}"
-    return templates_env().get_template("advice.html.j2").render(
-        a=adv, maps=maps, curves=curves, title=title, paper=PAPERS[paper]
+    return (
+        templates_env().get_template("advice.html.j2").render(a=adv, maps=maps, curves=curves, title=title, paper=PAPERS[paper])
     )

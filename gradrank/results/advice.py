@@ -27,7 +27,11 @@ def _build(cls, d: Any, where: str):
         value = d[f.name]
         sub = _NESTED.get((cls.__name__, f.name))
         if sub is not None and value is not None:
-            value = [_build(sub, v, f"{where}.{f.name}") for v in value] if isinstance(value, list) else _build(sub, value, f"{where}.{f.name}")
+            value = (
+                [_build(sub, v, f"{where}.{f.name}") for v in value]
+                if isinstance(value, list)
+                else _build(sub, value, f"{where}.{f.name}")
+            )
         kwargs[f.name] = value
     return cls(**kwargs)
 
