@@ -147,7 +147,7 @@ class AdviseConfig:
     model: str = _f("twolayer", doc="twolayer (the paper's network), mlp, minilm or path/file.py:function")
     model_sha256: str = _f("", doc="content hash of a user model file, filled in when resolved")
     ranks: list = _f([1, 2, 4, 8, 16, 32], item=int, lo=1, doc="projector ranks r")
-    intervals: list = _f([1, 10, 50, 200], item=int, lo=1, doc="refresh intervals T (steps)")
+    intervals: list = _f([10, 50, 100, 200], item=int, lo=1, doc="refresh intervals T (steps); T = 1 (an SVD every step) costs most")
     target: float = _f(0.9, lo=0.0, lo_open=True, hi=1.0, doc="captured share the recommendation must reach, in (0, 1]")
     projectors: list = _f([], item=str, doc="of svd, random, rows, theory (empty: all that apply; theory: two-layer only)")
     validate: bool = _f(True, doc="train with GaLore (recommended and default r, T) and full Adam")

@@ -72,8 +72,8 @@ def grid(cfg: Config, shortest: list[int], twolayer: bool) -> tuple[list[int], l
     return ranks, intervals, projectors
 
 
-def _svd_seconds(P: torch.Tensor, repeats: int = 3) -> float:
-    """What one GaLore refresh costs: its full float32 SVD of the parameter-shaped gradient (best of 3)."""
+def _svd_seconds(P: torch.Tensor, repeats: int = 2) -> float:
+    """What one GaLore refresh costs: its full float32 SVD of the parameter-shaped gradient (best of 2)."""
     best = math.inf
     M = P.detach().float()
     for _ in range(repeats):
@@ -169,13 +169,14 @@ def record_module(problem, cfg: Config, record: bool = True) -> dict:
     shapes = {name: tuple(mod.weight.shape) for name, mod in layers.items()}
     ranks, intervals, projectors = grid(cfg, [min(s) for s in shapes.values()], False)
     recs = {name: EnergyRecorder(name, shapes[name], ranks, intervals, projectors, cfg.seed, i) for i, name in enumerate(layers)}
-    state = {"seconds": 0.0}
+    state = {"seconds": 0.0, "last": {}}
 
     def on_step(t):
         start = time.perf_counter()
         for name, mod in layers.items():
-            grad = mod.weight.grad
-            recs[name].observe(t, SideGradient.of(grad if grad is not None else torch.zeros_like(mod.weight)))
+            grad = mod.weight.grad if mod.weight.grad is not None else torch.zeros_like(mod.weight)
+            recs[name].observe(t, SideGradient.of(grad))
+            state["last"][name] = grad
         state["seconds"] += time.perf_counter() - start
 
     start = time.perf_counter()
@@ -184,7 +185,7 @@ def record_module(problem, cfg: Config, record: bool = True) -> dict:
     out = {"train_seconds": seconds, "recording_seconds": state["seconds"], "losses": losses}
     if record:
         out["layers"] = [rec.result() for rec in recs.values()]
-        out["svd_seconds"] = {name: _svd_seconds(mod.weight.grad) for name, mod in layers.items() if mod.weight.grad is not None}
+        out["svd_seconds"] = {name: _svd_seconds(grad) for name, grad in state["last"].items()}
     return out
 
 
