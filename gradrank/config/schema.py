@@ -154,7 +154,7 @@ class AdviseConfig:
     adam_lr: float = _f(1e-3, lo=0.0, lo_open=True, doc="learning rate of the validation's Adam and GaLore runs")
     galore_rank: int = _f(128, lo=1, doc="GaLore's commonly used rank (the defaults compared against)")
     galore_interval: int = _f(200, lo=1, doc="GaLore's commonly used update_proj_gap")
-    galore_scale: float = _f(0.25, lo=0.0, lo_open=True, doc="GaLore's scale, for both GaLore runs")
+    galore_scale: float = _f(1.0, lo=0.0, lo_open=True, doc="GaLore's scale for both GaLore runs (1: the full-rank step size; its README uses 0.25 with lr 0.01 for LLMs)")
 
 
 @dataclass

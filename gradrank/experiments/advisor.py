@@ -324,6 +324,8 @@ def verdict(runs: list[dict], recommended: dict[str, dict]) -> dict:
         "default_final": dft["final"],
         "relative_gap": gap,
         "default_relative_gap": (dft["final"] - adam) / abs(adam) if adam else float("inf"),
+        # the same gap as a share of Adam's decrease from the common start (finite when Adam reaches ~0)
+        "gap_of_decrease": (rec["final"] - adam) / (by["adam"]["loss"][0] - adam) if by["adam"]["loss"][0] != adam else float("nan"),
         "within_5_percent": bool(math.isfinite(rec["final"]) and rec["final"] <= adam + 0.05 * abs(adam)),
         "fewer_refreshes": rec["refreshes"] < dft["refreshes"],
         "smaller_rank": all(rec["ranks"][n] < dft["ranks"][n] for n in rec["ranks"]),
