@@ -91,7 +91,9 @@ def main() -> None:
         two_layer(args.steps, []),
         deep_mlp(args.steps, [f"model.depth={args.depth}", "data.n=750", "data.d=1000", "model.width=1250"]),
     ]
-    print(f"{'setting':<28} {'steps':>5} {'train cpu s':>11} {'+recording':>11} {'ratio':>6}  {'obvious SVDs s':>14} {'ratio':>6}")
+    print(
+        f"{'setting':<28} {'steps':>5} {'train cpu s':>11} {'+recording':>11} {'ratio':>6}  {'obvious SVDs s':>14} {'ratio':>6}"
+    )
     for r in rows:
         print(
             f"{r['setting']:<28} {r['steps']:>5} {r['train_cpu_seconds']:>11.2f} {r['train_with_recording_cpu_seconds']:>11.2f} "
@@ -99,7 +101,9 @@ def main() -> None:
         )
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"threads": args.threads, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}, fh, indent=2)
+            json.dump(
+                {"threads": args.threads, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}, fh, indent=2
+            )
 
 
 if __name__ == "__main__":

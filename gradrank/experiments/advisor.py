@@ -171,18 +171,25 @@ def record_module(problem, cfg: Config, record: bool = True) -> dict:
     recs = {name: EnergyRecorder(name, shapes[name], ranks, intervals, projectors, cfg.seed, i) for i, name in enumerate(layers)}
     state = {"seconds": 0.0, "last": {}}
 
+    state["skipped"] = []
+
     def on_step(t):
         start = time.perf_counter()
-        for name, mod in layers.items():
-            grad = mod.weight.grad if mod.weight.grad is not None else torch.zeros_like(mod.weight)
-            recs[name].observe(t, SideGradient.of(grad))
+        if t == 0:  # a layer the loss never reaches (e.g. MiniLM's pooler under mean pooling) has nothing to advise on
+            state["skipped"] = [name for name, mod in layers.items() if mod.weight.grad is None]
+            for name in state["skipped"]:
+                del recs[name]
+        for name, rec in recs.items():
+            grad = layers[name].weight.grad
+            grad = grad if grad is not None else torch.zeros_like(layers[name].weight)
+            rec.observe(t, SideGradient.of(grad))
             state["last"][name] = grad
         state["seconds"] += time.perf_counter() - start
 
     start = time.perf_counter()
     losses = full_batch_gd(problem, cfg.train.steps, cfg.train.lr, on_step if record else None)
     seconds = time.perf_counter() - start
-    out = {"train_seconds": seconds, "recording_seconds": state["seconds"], "losses": losses}
+    out = {"train_seconds": seconds, "recording_seconds": state["seconds"], "losses": losses, "skipped": state["skipped"]}
     if record:
         out["layers"] = [rec.result() for rec in recs.values()]
         out["svd_seconds"] = {name: _svd_seconds(grad) for name, grad in state["last"].items()}
@@ -325,7 +332,9 @@ def verdict(runs: list[dict], recommended: dict[str, dict]) -> dict:
         "relative_gap": gap,
         "default_relative_gap": (dft["final"] - adam) / abs(adam) if adam else float("inf"),
         # the same gap as a share of Adam's decrease from the common start (finite when Adam reaches ~0)
-        "gap_of_decrease": (rec["final"] - adam) / (by["adam"]["loss"][0] - adam) if by["adam"]["loss"][0] != adam else float("nan"),
+        "gap_of_decrease": (rec["final"] - adam) / (by["adam"]["loss"][0] - adam)
+        if by["adam"]["loss"][0] != adam
+        else float("nan"),
         "within_5_percent": bool(math.isfinite(rec["final"]) and rec["final"] <= adam + 0.05 * abs(adam)),
         "fewer_refreshes": rec["refreshes"] < dft["refreshes"],
         "smaller_rank": all(rec["ranks"][n] < dft["ranks"][n] for n in rec["ranks"]),
@@ -418,6 +427,7 @@ def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=N
             "overhead": run["recording_seconds"] / max(run["train_seconds"] - run["recording_seconds"], 1e-12),
         },
         "training": {"optimizer": cfg.train.optimizer, "lr": cfg.train.lr, "steps": loss_steps, "loss": loss_curve},
+        "skipped": run.get("skipped", []),
         "validation": None,
     }
     recommended = {lay["name"]: lay["recommended_svd"] for lay in layers if lay["recommended_svd"]}
@@ -426,9 +436,9 @@ def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=N
         if problem is None:
             payload["validation"] = _validate_twolayer(cfg, recommended)
         else:
-            from gradrank.anynet.spec import forward, linear_layers
+            from gradrank.anynet.spec import forward
 
-            names = {name: f"{name}.weight" if name else "weight" for name in linear_layers(initial, _patterns(problem, cfg))}
+            names = {name: f"{name}.weight" for name in recommended}
             shell = copy.copy(problem)
             payload["validation"] = validate(
                 initial,

@@ -140,6 +140,7 @@ class Advice(_Record):
     timing: dict
     training: dict
     validation: Validation | None
+    skipped: list[str] = field(default_factory=list)  # linear layers the loss gives no gradient
     config: dict = field(default_factory=dict)
     config_hash: str = ""
     provenance: dict = field(default_factory=dict)
