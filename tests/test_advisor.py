@@ -318,3 +318,30 @@ def test_the_warm_top_k_refresh_keeps_the_share_of_an_exact_svd_on_a_training_tr
     Gs = [G.T.contiguous() for G, *_ in _two_layer_gradients(cfg)]  # parameter-shaped, m x d
     for e in out["layers"][0].energy:
         assert e["captured"] == pytest.approx(_dense_reference(Gs, "svd", e["rank"], e["interval"]), abs=1e-3), e
+
+
+def test_a_user_model_file_is_advised_per_linear_layer_and_validated(tmp_path):
+    spec = tmp_path / "net.py"
+    spec.write_text(
+        "import torch\n"
+        "def build():\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    model = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))\n"
+        "    X, Y = torch.randn(32, 12, generator=g), torch.randn(32, 3, generator=g)\n"
+        "    return {'model': model, 'inputs': X, 'targets': Y, 'loss': lambda out, y: ((out - y) ** 2).mean()}\n"
+    )
+    adv = api.advise(
+        overrides={"train.steps": 5, "train.lr": 0.1, "advise.galore_rank": 4, "advise.galore_interval": 5},
+        model=f"{spec}:build",
+        ranks=[1, 2, 8],
+        intervals=[1, 2],
+    )
+    assert [lay.name for lay in adv.layers] == ["0", "2"]
+    assert [lay.shape for lay in adv.layers] == [[16, 12], [3, 16]] and [lay.side for lay in adv.layers] == ["right", "left"]
+    assert {e.projector for e in adv.layers[0].energy} == {"svd", "random", "rows"}  # theory: two-layer only
+    out = {(e.projector, e.rank, e.interval): e for e in adv.layers[1].energy}
+    assert out[("svd", 8, 1)].full and out[("svd", 8, 1)].captured == 1.0  # 8 >= min(3, 16)
+    assert adv.config["advise"]["model_sha256"] and len(adv.training["loss"]) == 6
+    runs = {r.name: r for r in adv.validation.runs}
+    assert runs["galore_recommended"].ranks == {n: adv.layer(n).recommended_svd.rank for n in ("0", "2")}
+    assert runs["galore_default"].refreshes == 2 and runs["adam"].final < runs["adam"].loss[0]
