@@ -2,12 +2,12 @@
 
 Implements Sonthalia, Murray & Montúfar, "Low Rank Gradients and Where to Find Them"
 (NeurIPS 2025). Importing the package does not import torch; `gradrank.analyze`, `decompose`,
-`train`, `advise` and `save` are the API of gradrank.api, loaded on first use.
+`train`, `layers`, `advise` and `save` are the API of gradrank.api, loaded on first use.
 """
 
 from gradrank._version import __version__  # noqa: F401
 
-_API = ("analyze", "decompose", "train", "advise", "save")
+_API = ("analyze", "decompose", "train", "layers", "advise", "save")
 
 
 def __getattr__(name):

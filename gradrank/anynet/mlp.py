@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from gradrank.anynet.spec import DataSpike, Problem
+from gradrank.anynet.spec import DataSpike, Problem, device
 from gradrank.config import Config
 from gradrank.errors import InputError
 from gradrank.rng import generator
@@ -70,9 +70,9 @@ def build(cfg: Config, ds) -> DeepMLP:
 def problem(cfg: Config) -> Problem:
     """The deep MLP, its data in batches of layers.batch_size (0: one batch) and the config's loss."""
     ds = data_mod.load(cfg)
-    dtype = getattr(torch, cfg.compute.dtype)
-    model = build(cfg, ds)
-    X, y = ds.X.to(dtype), ds.y.to(dtype)
+    dtype, dev = getattr(torch, cfg.compute.dtype), device(cfg)
+    model = build(cfg, ds).to(dev)
+    X, y = ds.X.to(dev, dtype), ds.y.to(dev, dtype)
     step = cfg.layers.batch_size or ds.n
     batches = [(X[i : i + step], y[i : i + step]) for i in range(0, ds.n, step)]
     kind = cfg.loss.kind
@@ -80,5 +80,5 @@ def problem(cfg: Config) -> Problem:
     def loss(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return loss_and_residue(kind, f, y)[0].mean()
 
-    spike = DataSpike("layers.0", ds.q.to(dtype), ds.z.to(dtype), float(ds.zeta)) if ds.zeta else None
+    spike = DataSpike("layers.0", ds.q.to(dev, dtype), ds.z.to(dev, dtype), float(ds.zeta)) if ds.zeta else None
     return Problem("mlp", model, batches, loss, None, "", spike)

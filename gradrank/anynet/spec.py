@@ -184,7 +184,7 @@ def linear_layers(model: torch.nn.Module, patterns: list[str] | None = None) -> 
     """Every nn.Linear and transformers' Conv1D by qualified name, in named_modules order (a module
     reachable under two names appears once, by its first), kept where a pattern matches (fnmatch)."""
     kinds = _linear_kinds()
-    found = {name: m for name, m in model.named_modules() if name and isinstance(m, kinds)}
+    found = {name: m for name, m in model.named_modules() if isinstance(m, kinds)}  # "" when the model itself is one
     if not found:
         raise InputError(f"the model ({type(model).__name__}) has no linear layer (nn.Linear or Conv1D)")
     if not patterns:
@@ -193,6 +193,13 @@ def linear_layers(model: torch.nn.Module, patterns: list[str] | None = None) -> 
         if not any(fnmatch.fnmatchcase(n, p) for n in found):
             raise InputError(f"layer pattern {p!r} matches no linear layer (the first are {', '.join(list(found)[:4])})")
     return {n: m for n, m in found.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
+
+
+def device(cfg: Config) -> torch.device:
+    """compute.device for the built-in models (a user's file places its own model)."""
+    if cfg.compute.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("config key 'compute.device' = cuda, but no CUDA device is available")
+    return torch.device(cfg.compute.device)
 
 
 def forward(problem: Problem, inputs: Any) -> Any:

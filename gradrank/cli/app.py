@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from gradrank.cli import advise, run, sweep, theory, train  # noqa: F401  (registers the commands)
+from gradrank.cli import advise, layers, run, sweep, theory, train  # noqa: F401  (registers the commands)
 from gradrank.cli.common import app
 
 __all__ = ["app", "main"]

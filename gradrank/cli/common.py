@@ -37,6 +37,10 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
     try:
         code = fn()
     except InputError as exc:
+        if _state["debug"] and exc.__cause__ is not None:  # the user's own code raised: its traceback
+            import traceback
+
+            traceback.print_exception(exc.__cause__)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     except KeyboardInterrupt:

@@ -95,3 +95,38 @@ class TrainProgress:
                 f"outliers={row['outliers']} stable_rank={row['stable_rank']:.4g}",
                 err=True,
             )
+
+
+class LayerProgress:
+    """Per-layer progress of `gradrank layers`: a rich bar on a terminal, a plain line per layer otherwise."""
+
+    def __init__(self, quiet: bool):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.quiet, self.bar = quiet, None
+
+    def __enter__(self):
+        if self.console.is_terminal and not self.quiet:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]layers"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[name]}"),
+                TimeRemainingColumn(), console=self.console,
+            )  # fmt: skip
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, i: int, total: int, name: str) -> None:
+        if self.bar is not None:
+            from rich.markup import escape
+
+            if not self.bar.tasks:
+                self.task = self.bar.add_task("layers", total=total, name="")
+            self.bar.update(self.task, completed=i, name=escape(name))
+        elif not self.quiet:
+            typer.echo(f"layer {i + 1}/{total}: {name}", err=True)

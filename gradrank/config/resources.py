@@ -15,6 +15,22 @@ def estimate_bytes(n: int, d: int, m: int, dtype: str) -> int:
     return item * (4 * n * d + 5 * n * m + 4 * d * m + 2 * min(n, d) ** 2) + 8 * 2 * n * d
 
 
+def limit_bytes(cfg: Config) -> float:
+    """compute.max_memory_gb, or 80% of the memory available now."""
+    return cfg.compute.max_memory_gb * 2**30 if cfg.compute.max_memory_gb else 0.8 * available_bytes()
+
+
+def check_bytes(cfg: Config, need: int, what: str) -> int:
+    """Refuse (InputError) `what` when its estimated `need` exceeds the limit."""
+    limit = limit_bytes(cfg)
+    if need > limit:
+        raise InputError(
+            f"{what} needs about {need / 2**30:.2f} GiB, more than the {limit / 2**30:.2f} GiB allowed "
+            "(pass --force or raise compute.max_memory_gb)"
+        )
+    return need
+
+
 def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int | None = None) -> int:
     """Refuse (InputError) a run estimated above compute.max_memory_gb (default: 80% of free RAM)."""
     n = n or cfg.data.n
@@ -23,7 +39,7 @@ def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int
     rc = cfg.regularizer
     draws = rc.noise_draws if rc.input_noise and rc.noise_mode == "average" else 1  # K draws stacked: nK rows
     need = estimate_bytes(n * draws, d, m, cfg.compute.dtype)
-    limit = cfg.compute.max_memory_gb * 2**30 if cfg.compute.max_memory_gb else 0.8 * available_bytes()
+    limit = limit_bytes(cfg)
     if need > limit:
         raise InputError(
             f"config keys 'data.n', 'data.d', 'model.width' = {n}, {d}, {m}"

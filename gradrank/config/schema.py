@@ -317,6 +317,11 @@ def resolve(cfg: Config) -> Config:
         files |= _input_file("data.path", cfg.data.path, "data.sha256", cfg.data.sha256)
     if cfg.model.weights:
         files |= _input_file("model.weights", cfg.model.weights, "model.weights_sha256", cfg.model.weights_sha256)
+    spec = cfg.layers.model
+    if spec not in ("mlp", "minilm") and ":" in spec:  # the user's path/to/file.py:function, hashed into the run identity
+        path, _, function = spec.rpartition(":")
+        got = _input_file("layers.model", path, "layers.model_sha256", cfg.layers.model_sha256)
+        files |= {"layers.model": f"{got['layers.model']}:{function}", "layers.model_sha256": got["layers.model_sha256"]}
     return cfg.replace(**{"analysis.mu": mu}, **files)
 
 

@@ -134,7 +134,7 @@ def _eig_top(C: torch.Tensor, k: int, lapack: bool | None = None) -> tuple[torch
         # Q = diag(1, Q~), Q~ from the reflectors stored below the subdiagonal (LAPACK's dormtr, uplo = L);
         # OpenBLAS on one thread: MKL's threads would wait on the core the other reduction holds
         P[1:] = ormqr("L", "N", refl[1:, :-1], tau, P[1:], lwork=max(1, 64 * k))[0]
-    return lam, torch.from_numpy(np.ascontiguousarray(P))
+    return lam, torch.from_numpy(np.array(P, order="C"))  # a copy: for k = 1 a contiguous view may keep P's negative stride
 
 
 def _eigh(C: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,6 +167,11 @@ def _factor_spectrum(
     return s, Vh[:k].T, fro2
 
 
+def factored_route(n: int, d: int, m: int) -> bool:
+    """Whether the spectrum of coef L^T R (n rows, d x m) comes from its factors (n < min(d, m)) or the dense matrix."""
+    return n < min(d, m)
+
+
 def spectrum(
     L: torch.Tensor, R: torch.Tensor, coef: float, k: int, dense_add: torch.Tensor | None = None, accurate: bool = False
 ) -> Spectrum:
@@ -174,7 +179,7 @@ def spectrum(
     n, d = L.shape
     m = R.shape[1]
     k = min(k, d, m)
-    if dense_add is not None or n >= min(d, m):
+    if dense_add is not None or not factored_route(n, d, m):
         A = coef * (L.T @ R)
         if dense_add is not None:
             A += dense_add
@@ -209,7 +214,7 @@ def spectrum_pair(
     rank_other: a known bound on A''s rank (default min(p, n + j)); the values past it are zero."""
     p, d = L.shape
     n, m = R.shape
-    if accurate or p >= min(d, m):
+    if accurate or not factored_route(p, d, m):
         return spectrum(L[:n], R, coef, k, accurate=accurate), exact_other()
     R_L = torch.linalg.qr(L.T, mode="r")[1]  # p x p
     M = R_L[:n, :n] @ R

@@ -348,3 +348,35 @@ def seed_bands(xkey: str, xs: list, series: dict[str, list[tuple[str, np.ndarray
             ax.legend(loc="best")
     fig.tight_layout()
     return _svg(fig, "fig-lines", "line plots over " + xkey)
+
+
+# ---------------------------------------------------------------------------- across depth
+
+
+@_styled
+def depth_profile(names: list[str], outliers: list[int], shares: dict[str, list[float]], align: dict[str, list]) -> str:
+    """Per layer, in depth order: the outlier count, the shares of S1, S12, S2 and E in ‖G‖²_F, and
+    |cos| of u_1 with the residue direction and with the input spike (and q with the propagated data spike)."""
+    k = np.arange(len(names))
+    fig, axes = _figure(3, 1, figsize=(WIDTH, 5.6), sharex=True)
+    axes[0].bar(k, outliers, color=COLORS["G"], width=0.7)
+    axes[0].set(ylabel="outliers", title="outliers above the bulk edge (1 + margin) ‖E‖")
+    bottom = np.zeros(len(names))
+    for key in ("S1", "S12", "S2", "E"):
+        v = np.nan_to_num(np.asarray(shares[key], float))
+        axes[1].bar(k, v, bottom=bottom, color=COLORS[key], width=0.7, label=key)
+        bottom += v
+    axes[1].set(ylabel="share of ‖G‖²_F", title="energy shares (cross terms make the sum differ from 1)")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    styles = {"residue": ("o-", COLORS["S1"], "|cos(u₁, H_Bᵀr)|"), "spike": ("s-", COLORS["S2"], "|cos(u₁, q)|")}
+    styles["propagated"] = ("^:", "#555555", "|cos(q, propagated data spike)|")
+    for key, (fmt, color, label) in styles.items():
+        v = np.array([np.nan if x is None else x for x in align.get(key, [])], float)
+        if v.size and np.isfinite(v).any():
+            axes[2].plot(k, v, fmt, color=color, ms=3, label=label)
+    axes[2].set(ylabel="|cos|", ylim=(0, 1.05), title="alignments")
+    axes[2].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    short = [n if len(n) <= 28 else "…" + n[-27:] for n in names]
+    axes[2].set_xticks(k, short, rotation=90, fontsize=5.5 if len(names) > 16 else 7)
+    fig.tight_layout()
+    return _svg(fig, "fig-depth", "measures across depth")

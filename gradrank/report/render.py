@@ -45,6 +45,11 @@ def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, pa
 
         paper = paper or _get(_read_json(run_dir / "advice.json", "advice directory").get("config") or {}, "output.paper", "a4")
         return _write(render_advice(run_dir, paper), formats, Path(out_dir or run_dir), paper)
+    if (run_dir / "layers.json").is_file():
+        from gradrank.report.layers import render_layers
+
+        html, paper = render_layers(run_dir, paper)
+        return _write(html, formats, Path(out_dir or run_dir), paper)
     if (run_dir / "scaling.json").is_file():
         payload = _read_json(run_dir / "scaling.json", "scaling directory")
         paper = paper or _get(payload.get("config") or {}, "output.paper", "a4")

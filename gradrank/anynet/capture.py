@@ -1,0 +1,243 @@
+"""Hooks that capture every linear layer's gradient factors over a problem's batches (docs/deep.md).
+
+For a layer o = h W^T (+ b) called on rows h_t, the weight gradient of the mean loss is
+G = sum_t h_t delta_t^T (d_in x d_out, the transpose of nn.Linear's weight.grad, Conv1D's own):
+H stacks the rows h_t, Delta the errors dL/do_t. Over batches of n_b samples (N in all) the loss
+is the sample-weighted mean, so G = H^T D / R with D = R (n_b / N) Delta over all R rows. A module
+called several times in one forward (weight tying) contributes a row block per call.
+For scalar outputs f the per-sample residue r_i = n_b dL/df_i and J = d(sum_i f_i)/do (a second
+backward pass) are captured too: when samples do not interact, Delta = diag(r / n_b) J.
+The same backward pass also returns autograd's weight gradient, kept as the reference G.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from gradrank.anynet.spec import Problem, forward, is_conv1d
+from gradrank.errors import InputError
+
+
+@dataclass
+class LayerFactors:
+    name: str
+    kind: str  # "linear" or "conv1d"
+    H: torch.Tensor  # R x d_in, the layer's input rows
+    D: torch.Tensor  # R x d_out, so that G = H^T D / R
+    J: torch.Tensor | None  # R x d_out, d(sum f)/do per row (scalar outputs), scaled like D: D = r J when samples do not interact
+    r: torch.Tensor | None  # R, the residue of each row's sample
+    sample: torch.Tensor | None  # R, the index (over all batches) of each row's sample
+    calls: int  # calls per forward pass (weight tying: > 1)
+    samples: int  # N
+    G: torch.Tensor | None = None  # autograd's weight gradient of the mean loss, d_in x d_out (None: the weight is frozen)
+
+    @property
+    def rows(self) -> int:
+        return self.H.shape[0]
+
+    def gradient(self) -> torch.Tensor:
+        """G = H^T D / R from the factors, dense (d_in x d_out)."""
+        return (self.H.T @ self.D) / self.rows
+
+
+@dataclass
+class Capture:
+    layers: dict[str, LayerFactors]
+    skipped: dict[str, str]  # name -> why (never called, no gradient reaches it)
+    loss: float  # the sample-weighted mean loss over the batches
+    samples: int
+    scalar: bool  # the outputs are one scalar per sample
+    timings: dict = field(default_factory=dict)
+
+
+def batch_size(inputs) -> int:
+    """Samples in a batch: the leading dimension of its first tensor."""
+    first = (
+        inputs if isinstance(inputs, torch.Tensor) else next(iter(inputs.values() if isinstance(inputs, dict) else inputs), None)
+    )
+    if not isinstance(first, torch.Tensor) or first.ndim == 0:
+        raise InputError("the model's inputs hold no tensor with a batch dimension")
+    return first.shape[0]
+
+
+def _scalar_outputs(outputs, n_b: int) -> bool:
+    return isinstance(outputs, torch.Tensor) and outputs.shape in ((n_b,), (n_b, 1))
+
+
+def _loss_value(problem: Problem, outputs, targets) -> torch.Tensor:
+    try:
+        loss = problem.loss(outputs, targets)
+    except Exception as exc:  # noqa: BLE001 - the user's loss: one line, the traceback with --debug
+        raise InputError(
+            f"--model {problem.name}: the loss raised {exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
+        ) from exc
+    if not isinstance(loss, torch.Tensor):
+        raise InputError(f"--model {problem.name}: the loss returned {type(loss).__name__}, not a tensor")
+    if loss.numel() != 1:
+        raise InputError(f"--model {problem.name}: the loss is not a scalar (shape {tuple(loss.shape)}); return the mean loss")
+    if not loss.requires_grad:
+        raise InputError(f"--model {problem.name}: the loss does not depend on the model's parameters")
+    if not math.isfinite(float(loss.detach())):
+        raise InputError(f"--model {problem.name}: the loss is {float(loss.detach())} at the given weights")
+    return loss.reshape(())
+
+
+class _Recorder:
+    """Forward hooks on the chosen layers: each call's input and output (kept in the graph)."""
+
+    def __init__(self, layers: dict[str, torch.nn.Module]):
+        self.calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in layers}
+        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in layers.items()]
+
+    def _hook(self, name):
+        def hook(module, args, output):
+            self.calls[name].append((args[0], output))
+
+        return hook
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def estimate_bytes(calls: dict[str, list], n_0: int, N: int, mask, scalar: bool) -> int:
+    """Peak bytes of capturing and decomposing, from the first batch's recorded calls: every layer's
+    rows scaled to N samples times (d_in + d_out, + d_out for J), plus the largest layer's working set
+    (X_B and J's centred copy, n x (d_in + d_out); G and E, d_in x d_out)."""
+    total, work = 0, 0
+    for recs in calls.values():
+        rows, width = 0, 0
+        for h, o in recs:
+            lead = h.shape[:-1]
+            kept = (
+                int(mask.sum()) * math.prod(lead[2:])
+                if mask is not None and tuple(mask.shape) == tuple(lead[:2])
+                else math.prod(lead)
+            )
+            rows += kept * N // max(n_0, 1)
+            width, item = (h.shape[-1], o.shape[-1]), h.element_size()
+        if not recs:
+            continue
+        d_in, d_out = width
+        total += item * rows * (d_in + d_out * (2 if scalar else 1))
+        work = max(work, item * (2 * rows * (d_in + d_out) + 2 * d_in * d_out))
+    return total + work
+
+
+def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool = True, guard=None) -> Capture:
+    """H, D (and J, r for scalar outputs) of every layer in `layers`, over all the problem's batches.
+    guard(bytes), when given, sees the estimated peak after the first forward pass (and may refuse)."""
+    import time
+
+    sizes = [batch_size(inputs) for inputs, _ in problem.batches]
+    N = sum(sizes)
+    parts: dict[str, dict[str, list]] = {n: {"H": [], "D": [], "J": [], "r": [], "sample": []} for n in layers}
+    calls: dict[str, int] = {n: 0 for n in layers}
+    received = {n: False for n in layers}
+    weight_grad: dict[str, torch.Tensor] = {}
+    scalar_all, loss_sum, offset = True, 0.0, 0
+    timings = {"forward": 0.0, "backward": 0.0}
+    for b, ((inputs, targets), n_b) in enumerate(zip(problem.batches, sizes)):
+        rec = _Recorder(layers)
+        clock = time.perf_counter()
+        try:
+            try:
+                outputs = forward(problem, inputs)
+            except Exception as exc:  # noqa: BLE001 - the user's model: one line, the traceback with --debug
+                raise InputError(
+                    f"--model {problem.name}: the forward pass raised {exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
+                ) from exc
+        finally:
+            rec.close()
+        loss = _loss_value(problem, outputs, targets)
+        timings["forward"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        loss_sum += float(loss.detach()) * n_b
+        scalar = want_J and _scalar_outputs(outputs, n_b)
+        if b == 0 and guard is not None:
+            guard(estimate_bytes(rec.calls, n_b, N, problem.token_masks[0] if problem.token_masks else None, scalar))
+        scalar_all &= scalar
+        names = [n for n in layers for _ in rec.calls[n]]
+        outs = [o for n in layers for _, o in rec.calls[n]]
+        weights = [(n, m.weight) for n, m in layers.items() if rec.calls[n] and m.weight.requires_grad]
+        wanted = outs + [w for _, w in weights] + ([outputs] if scalar else [])
+        grads = torch.autograd.grad(loss, wanted, retain_graph=scalar, allow_unused=True)
+        for (name, w), g in zip(weights, grads[len(outs) :]):
+            if g is not None:  # autograd's own weight gradient, accumulated like D (the independent reference)
+                g = (g.detach() if is_conv1d(layers[name]) else g.detach().T) * (n_b / N)
+                weight_grad[name] = g if name not in weight_grad else weight_grad[name] + g
+        r = J = None
+        if scalar:
+            r = n_b * grads[-1].detach().reshape(n_b)
+            J = torch.autograd.grad(outputs.sum(), outs, allow_unused=True)
+        mask = problem.token_masks[b] if problem.token_masks else None
+        for i, (name, (h, o)) in enumerate(zip(names, [c for n in layers for c in rec.calls[n]])):
+            if b == 0:
+                calls[name] += 1
+            g = grads[i]
+            if g is None:
+                continue
+            received[name] = True
+            d_in, d_out = h.shape[-1], o.shape[-1]
+            keep, sample = _rows(h, n_b, mask)
+            if keep is not None and bool(g.detach().reshape(-1, d_out)[~keep].any()):
+                keep, sample = None, _rows(h, n_b, None)[1]  # padding that matters to the loss stays a row
+            rows = lambda t, width: t.detach().reshape(-1, width)[keep] if keep is not None else t.detach().reshape(-1, width)  # noqa: E731
+            p = parts[name]
+            p["H"].append(rows(h, d_in))
+            p["D"].append(rows(g, d_out) * (n_b / N))
+            p["sample"].append(None if sample is None else sample + offset)
+            if scalar and sample is not None:
+                Ji = J[i] if J[i] is not None else torch.zeros_like(o)
+                p["J"].append(rows(Ji, d_out) / N)
+                p["r"].append(r[sample])
+            else:
+                p["J"].append(None)
+        offset += n_b
+        timings["backward"] += time.perf_counter() - clock
+        del outputs, loss, grads, J
+    out, skipped = {}, {}
+    for name, module in layers.items():
+        if not calls[name] and not parts[name]["H"]:
+            skipped[name] = "never called in the forward pass"
+            continue
+        if not received[name]:
+            skipped[name] = "no gradient reaches it (its output does not affect the loss)"
+            continue
+        p = parts[name]
+        H, D = torch.cat(p["H"]), torch.cat(p["D"])
+        R = H.shape[0]
+        has_J = all(j is not None for j in p["J"])
+        out[name] = LayerFactors(
+            name,
+            "conv1d" if is_conv1d(module) else "linear",
+            H,
+            D * R,
+            torch.cat(p["J"]) * R if has_J else None,
+            torch.cat(p["r"]) if has_J else None,
+            torch.cat(p["sample"]) if all(s is not None for s in p["sample"]) else None,
+            max(calls[name], 1),
+            N,
+            weight_grad.get(name),
+        )
+    if not out:
+        raise InputError(f"--model {problem.name}: no gradient reaches any chosen linear layer ({', '.join(skipped)})")
+    return Capture(out, skipped, loss_sum / N, N, scalar_all, timings)
+
+
+def _rows(h: torch.Tensor, n_b: int, mask: torch.Tensor | None):
+    """(which rows of h.reshape(-1, d) to keep, or None for all; each kept row's sample in the batch,
+    or None when h's rows are not laid out sample by sample). Masked rows (padding) are dropped: their
+    error is zero, so G is unchanged, and they are not inputs the spike or the mean should count."""
+    lead = h.shape[:-1]
+    if not lead or lead[0] != n_b:
+        return None, None
+    per = math.prod(lead[1:])
+    sample = torch.arange(n_b, device=h.device).repeat_interleave(per)
+    if mask is not None and tuple(mask.shape) == tuple(lead):
+        keep = mask.reshape(-1).to(h.device)
+        return keep, sample[keep]
+    return None, sample

@@ -1,0 +1,66 @@
+"""The report of a `gradrank layers` directory: one row per layer, figures across depth and the
+spectrum of one chosen layer (templates/layers.html.j2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gradrank.errors import InputError
+from gradrank.report import figures
+from gradrank.report.render import PAPERS, templates_env
+from gradrank.results.layers import csv_row, read_layers
+
+
+def chosen_layer(result, wanted: str = ""):
+    """The layer whose spectrum is shown: layers.show, else the first with the most outliers."""
+    if wanted:
+        return result.layer(wanted)
+    return max(result.layers, key=lambda r: r.outliers)
+
+
+def render_layers(run_dir: Path, paper: str | None = None, show: str | None = None) -> tuple[str, str]:
+    """(HTML, paper) for a layers directory."""
+    result = read_layers(run_dir)
+    if not result.layers:
+        raise InputError(f"{run_dir}/layers.json: no layers")
+    cfg = result.config
+    paper = paper or cfg.output.paper
+    pick = chosen_layer(result, cfg.layers.show if show is None else show)
+    rows = [csv_row(r) for r in result.layers]
+    depth = figures.depth_profile(
+        [r.name for r in result.layers],
+        [r.outliers for r in result.layers],
+        {k: [r.shares[k] for r in result.layers] for k in ("S1", "S12", "S2", "E")},
+        {
+            "residue": [r.alignment["residue"][0] if r.alignment["residue"] else None for r in result.layers],
+            "spike": [r.alignment["spike"][0] if r.alignment["spike"] else None for r in result.layers],
+            "propagated": [r.spike["propagated"] for r in result.layers],
+        },
+    )
+    values = result.arrays.get(f"{pick.name}/G")
+    spectrum = None
+    if values is not None:
+        spectrum = figures.spectrum(values, result.arrays.get(f"{pick.name}/E"), pick.norms, pick.bulk_edge)
+    import json
+
+    prov = json.loads((Path(run_dir) / "layers.json").read_text(encoding="utf-8")).get("provenance", {})
+    title = cfg.output.name or f"layers of {result.model}"
+    forms = sorted({r.form for r in result.layers})
+    html = (
+        templates_env()
+        .get_template("layers.html.j2")
+        .render(
+            title=title,
+            r=result,
+            rows=rows,
+            pick=pick,
+            depth=depth,
+            spectrum=spectrum,
+            forms=forms,
+            low_rank=sum(1 for r in result.layers if r.outliers > 0),
+            prov=prov,
+            config_hash=cfg.hash(),
+            paper=PAPERS[paper],
+        )
+    )
+    return html, paper

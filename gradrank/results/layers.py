@@ -1,0 +1,104 @@
+"""The `gradrank layers` run directory, written whole or not at all: layers.json (schema 1, one
+entry per layer under "layers"), layers.csv (one row per layer), spectra.npz (every singular value
+of each layer's G and E), config.toml and provenance.json."""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from gradrank import io
+from gradrank.config import to_toml
+from gradrank.errors import InputError
+from gradrank.pipeline.layers import LayerResult, LayersResult
+
+COLUMNS = (
+    "name", "kind", "d_in", "d_out", "rows", "calls", "form", "route", "G", "G_fro", "S1", "S12", "S2", "E",
+    "share_S1", "share_S12", "share_S2", "share_E", "stable_rank", "effective_rank", "outliers", "regime",
+    "align_residue", "align_spike", "spike_source", "zeta", "spike_propagated", "identity_error",
+)  # fmt: skip
+
+
+def csv_row(r: LayerResult) -> dict:
+    first = lambda v: v[0] if v else None  # noqa: E731
+    return {
+        "name": r.name,
+        "kind": r.kind,
+        "d_in": r.shape[0],
+        "d_out": r.shape[1],
+        "rows": r.rows,
+        "calls": r.calls,
+        "form": r.form,
+        "route": r.spectrum_route,
+        **{k: r.norms[k] for k in ("G", "G_fro", "S1", "S12", "S2", "E")},
+        **{f"share_{k}": r.shares[k] for k in ("S1", "S12", "S2", "E")},
+        "stable_rank": r.rank["stable"],
+        "effective_rank": r.rank["effective"],
+        "outliers": r.outliers,
+        "regime": r.regime,
+        "align_residue": first(r.alignment["residue"]),
+        "align_spike": first(r.alignment["spike"]),
+        "spike_source": r.spike["source"],
+        "zeta": r.spike["zeta"],
+        "spike_propagated": r.spike["propagated"],
+        "identity_error": r.identity_error,
+    }
+
+
+def layers_csv(result: LayersResult) -> str:
+    buf = _io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(csv_row(r) for r in result.layers)
+    return buf.getvalue()
+
+
+def spectra_arrays(result: LayersResult) -> dict[str, np.ndarray]:
+    """G_i and E_i: every singular value of layer i's G and E (i in layers.json's order)."""
+    out = {}
+    for i, r in enumerate(result.layers):
+        out[f"G_{i}"] = result.arrays[f"{r.name}/G"]
+        out[f"E_{i}"] = result.arrays[f"{r.name}/E"]
+    return out
+
+
+def write_layers(target: Path, result: LayersResult) -> Path:
+    """The run directory, all or nothing (the report is rendered after)."""
+    cfg = result.config
+    prov = io.provenance(cfg.compute.device, result.dtype, cfg.seed, result.timings)
+    with io.staged_dir(Path(target), "layers") as tmp:
+        io.write_text(tmp / "config.toml", to_toml(cfg))
+        io.write_json(tmp / "layers.json", {**result.to_dict(), "provenance": prov})
+        io.write_text(tmp / "layers.csv", layers_csv(result))
+        io.write_npz(tmp / "spectra.npz", spectra_arrays(result))
+        io.write_json(tmp / "provenance.json", {"config_hash": cfg.hash(), **prov})
+    return Path(target)
+
+
+def read_layers(root: Path) -> LayersResult:
+    """A layers run directory back as a LayersResult (spectra.npz read without unpickling)."""
+    root = Path(root)
+    path = root / "layers.json"
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise InputError(f"{root}: not a gradrank layers directory (no readable layers.json)") from None
+    if not isinstance(payload, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    try:
+        result = LayersResult.from_dict(payload)
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{path}: missing or malformed field {exc}") from None
+    spectra = root / "spectra.npz"
+    if spectra.is_file():
+        keys = tuple(f"{t}_{i}" for i in range(len(result.layers)) for t in ("G", "E"))
+        arrays = io.load_arrays(spectra, optional=keys)
+        for i, r in enumerate(result.layers):
+            for term in ("G", "E"):
+                if f"{term}_{i}" in arrays:
+                    result.arrays[f"{r.name}/{term}"] = arrays[f"{term}_{i}"]
+    return result

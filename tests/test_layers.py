@@ -1,0 +1,201 @@
+"""Per-layer decomposition of any PyTorch model: against gradrank's two-layer decomposition, torch
+autograd, dense SVDs and exact identities (docs/deep.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gradrank import config
+from gradrank.anynet import capture as capture_mod
+from gradrank.anynet import mlp, spec
+from gradrank.pipeline import analysis
+from gradrank.pipeline import layers as layers_mod
+from gradrank.twolayer.gradient import gradient
+from gradrank.twolayer.mu import decompose
+
+
+def _cfg(*sets, n=60, d=80, m=100):
+    return config.load(sets=[f"data.n={n}", f"data.d={d}", f"model.width={m}", *sets])
+
+
+def _autograd_grads(problem: spec.Problem, names) -> dict[str, torch.Tensor]:
+    """Weight gradients of the sample-weighted mean loss by plain backward, transposed to d_in x d_out."""
+    model = problem.model
+    model.zero_grad(set_to_none=True)
+    sizes = [capture_mod.batch_size(x) for x, _ in problem.batches]
+    for (x, t), n_b in zip(problem.batches, sizes):
+        (problem.loss(spec.forward(problem, x), t) * (n_b / sum(sizes))).backward()
+    mods = dict(model.named_modules())
+    return {n: mods[n].weight.grad.T.clone() for n in names}
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        (),
+        ("model.activation=tanh", "loss.kind=logistic", "data.target=single_index", "data.link=sign"),
+        ("model.scaling=mf", "model.planted=2", "data.nu=0.6", "model.activation=gelu"),
+    ],
+)
+def test_two_layer_case_is_the_existing_decomposition(sets):
+    """Depth 2: the first layer's S1, S12, S2 and E equal gradrank's decomposition with the empirical mu."""
+    cfg = _cfg("analysis.mu=empirical", *sets)
+    problem = spec.resolve("mlp", cfg)
+    cap = capture_mod.capture(problem, spec.linear_layers(problem.model))
+    _, grad_new, dec_new, form, err, source = layers_mod.decompose_layer(cap.layers["layers.0"], problem.spike)
+    assert (form, source) == ("residue", "data") and err < 1e-13
+    cfg0, ds, net = analysis.prepare(cfg)
+    grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
+    dec = decompose(grad, ds, net, grad.Sp.mean(0))
+    scale = float(grad.dense().norm())
+    for term in ("S1", "S12", "S2"):
+        diff = getattr(dec_new, term).dense() - getattr(dec, term).dense()
+        assert float(diff.norm()) <= 1e-10 * scale, term
+    assert float((dec_new.E_dense(ds.X_B) - dec.E_dense(ds.X_B)).norm()) <= 1e-10 * scale
+    assert float((grad_new.dense() - grad.dense()).norm()) <= 1e-10 * scale
+    # the measures: the analysis' own metrics of the same gradient
+    old = analysis.analyze(cfg).metrics
+    new = layers_mod.analyze_problem(problem, cfg).layer("layers.0")
+    assert new.singular_values == pytest.approx(old["singular_values"], rel=1e-10, abs=1e-12 * old["norms"]["G"])
+    for k in ("G", "S1", "S12", "S2", "E"):
+        assert new.norms[k] == pytest.approx(old["norms"][k], rel=1e-9), k
+    assert (new.outliers, new.regime) == (old["rank"]["outliers"], old["regime"])
+    assert new.alignment["residue"] == pytest.approx(old["alignment"]["residue"], abs=1e-9)
+
+
+def test_deep_mlp_identity_and_spectra_against_autograd_svd():
+    """Every layer of a depth-4 MLP (factored and dense routes): the captured G equals autograd's
+    weight gradient, the identity holds to rounding, and the spectrum matches torch's dense SVD."""
+    cfg = _cfg("model.depth=4", "model.hidden=[100, 30, 100]", "model.gain=1.4142135623730951")
+    problem = spec.resolve("mlp", cfg)
+    res = layers_mod.analyze_problem(problem, cfg)
+    ref = _autograd_grads(problem, [r.name for r in res.layers])
+    assert [r.name for r in res.layers] == ["layers.0", "layers.1", "layers.2", "readout"]
+    assert {r.spectrum_route for r in res.layers} == {"factored", "dense"}
+    for r in res.layers:
+        G = ref[r.name]
+        assert r.shape == list(G.shape) and r.form == "residue" and r.rows == 60
+        assert r.identity_error < 1e-12, r.name
+        s = torch.linalg.svdvals(G)
+        mine = torch.as_tensor(res.arrays[f"{r.name}/G"])
+        assert torch.allclose(mine[: s.numel()], s, rtol=0, atol=1e-8 * float(s[0])), r.name
+        assert r.norms["G_fro"] == pytest.approx(float(G.norm()), rel=1e-10)
+    cap = capture_mod.capture(problem, spec.linear_layers(problem.model))
+    for name, f in cap.layers.items():
+        assert torch.allclose(f.gradient(), ref[name], rtol=0, atol=1e-13 * float(ref[name].norm()))
+        assert f.H.dtype == torch.float64
+    # deeper inputs: principal spike, and it follows the data spike's propagation
+    assert [r.spike["source"] for r in res.layers] == ["data", "principal", "principal", "principal"]
+
+
+class TiedNet(torch.nn.Module):
+    """`shared` is called twice per forward (weight tying)."""
+
+    def __init__(self, norm: bool = False, outputs: int = 1):
+        super().__init__()
+        torch.manual_seed(1)
+        self.inp = torch.nn.Linear(6, 8)
+        self.shared = torch.nn.Linear(8, 8)
+        self.norm = torch.nn.BatchNorm1d(8) if norm else torch.nn.Identity()
+        self.out = torch.nn.Linear(8, outputs)
+        self.double()
+
+    def forward(self, x):
+        h = torch.tanh(self.shared(torch.tanh(self.inp(x))))
+        h = self.norm(torch.tanh(self.shared(h)))
+        y = self.out(h)
+        return y[:, 0] if y.shape[1] == 1 else y
+
+
+def _tied_problem(norm=False, outputs=1, sizes=(5, 7, 4)):
+    g = torch.Generator().manual_seed(3)
+    batches = [
+        (torch.randn(k, 6, generator=g, dtype=torch.float64), torch.randn(k, generator=g, dtype=torch.float64)) for k in sizes
+    ]
+    if outputs > 1:
+        batches = [(x, torch.randint(0, outputs, (x.shape[0],), generator=g)) for x, _ in batches]
+        loss = torch.nn.functional.cross_entropy
+    else:
+        loss = lambda f, y: ((f - y) ** 2).mean()  # noqa: E731
+    return spec.Problem("tied", TiedNet(norm, outputs), batches, loss)
+
+
+R, GEN = "residue", "general"
+
+
+@pytest.mark.parametrize("norm, outputs, forms", [(False, 1, (R, R, R)), (True, 1, (GEN, GEN, R)), (False, 3, (GEN, GEN, GEN))])
+def test_weight_tying_and_batches_accumulate_like_autograd(norm, outputs, forms):
+    """Two calls per forward and three batches (n = 16 samples, 32 rows for the tied layer): the
+    factors' G equals autograd's. Below a batch norm samples interact (general form); the layer after
+    it still factors (D = r J with J = 1); three outputs use the general form everywhere."""
+    problem = _tied_problem(norm, outputs)
+    names = ["inp", "shared", "out"]
+    ref = _autograd_grads(problem, names)
+    cap = capture_mod.capture(problem, spec.linear_layers(problem.model))
+    assert cap.samples == 16 and cap.layers["shared"].calls == 2 and cap.layers["shared"].rows == 32
+    for name in names:
+        f = cap.layers[name]
+        scale = float(ref[name].norm())
+        assert torch.allclose(f.gradient(), ref[name], rtol=0, atol=1e-13 * scale), name
+        assert torch.allclose(f.G, ref[name], rtol=0, atol=1e-13 * scale), name
+    res = layers_mod.analyze_problem(problem, config.load())
+    assert tuple(r.form for r in res.layers) == forms
+    assert all(r.identity_error < 1e-12 for r in res.layers), [r.identity_error for r in res.layers]
+    if outputs == 1:
+        errs = [r.factorization_error for r in res.layers]
+        assert all((e < 1e-13) if form == R else (e > 1e-3) for e, form in zip(errs, forms)), errs
+    else:
+        assert all(r.factorization_error is None for r in res.layers)
+
+
+def test_float32_model_stays_float32():
+    cfg = _cfg("model.depth=3", "compute.dtype=float32")
+    problem = spec.resolve("mlp", cfg)
+    cap = capture_mod.capture(problem, spec.linear_layers(problem.model))
+    assert all(f.H.dtype == f.D.dtype == f.G.dtype == torch.float32 for f in cap.layers.values())
+    res = layers_mod.analyze_problem(problem, cfg)
+    assert res.dtype == "float32" and all(r.identity_error < 1e-5 for r in res.layers)
+    res64 = layers_mod.analyze_problem(spec.resolve("mlp", _cfg("model.depth=3")), _cfg("model.depth=3"))
+    assert res64.dtype == "float64"
+    for a, b in zip(res.layers, res64.layers):
+        assert a.norms["G"] == pytest.approx(b.norms["G"], rel=1e-4)
+
+
+def test_multi_batch_mlp_equals_one_batch():
+    """layers.batch_size splits the data: the factors accumulate to the same G (and the same spectrum)."""
+    whole = layers_mod.analyze_problem(spec.resolve("mlp", _cfg("model.depth=3")), _cfg("model.depth=3"))
+    split = layers_mod.analyze_problem(
+        spec.resolve("mlp", _cfg("model.depth=3", "layers.batch_size=25")), _cfg("model.depth=3", "layers.batch_size=25")
+    )
+    for a, b in zip(whole.layers, split.layers):
+        assert a.samples == b.samples == 60
+        assert b.singular_values == pytest.approx(a.singular_values, rel=1e-10, abs=1e-14)
+        assert b.norms["S1"] == pytest.approx(a.norms["S1"], rel=1e-10)
+
+
+def test_mlp_gain_and_depth_widths():
+    p = spec.resolve("mlp", _cfg("model.depth=3", "model.gain=2.0"))
+    assert torch.allclose(p.model.layers[1].weight.norm(dim=1), torch.full((100,), 2.0, dtype=torch.float64))
+    assert mlp.widths(_cfg("model.depth=5")) == [100] * 4
+
+
+def test_memory_guard_refuses_and_force_runs():
+    from gradrank.errors import InputError
+
+    cfg = _cfg("model.depth=3", "compute.max_memory_gb=1e-5")
+    with pytest.raises(InputError, match="needs about .* GiB, more than the"):
+        layers_mod.run(cfg)
+    assert layers_mod.run(cfg, force=True).layers
+
+
+def test_results_round_trip(tmp_path):
+    from gradrank.results.layers import read_layers, write_layers
+
+    cfg = _cfg("model.depth=3")
+    res = layers_mod.run(cfg)
+    write_layers(tmp_path / "run", res)
+    back = read_layers(tmp_path / "run")
+    assert back.to_dict() == res.to_dict()
+    for key, v in res.arrays.items():
+        assert (back.arrays[key] == v).all()
