@@ -2,13 +2,13 @@
 
 Implements Sonthalia, Murray & Montúfar, "Low Rank Gradients and Where to Find Them"
 (NeurIPS 2025). Importing the package does not import torch; `gradrank.analyze`, `decompose`,
-`train`, `layers`, `onestep`, `sweep`, `load`, `save` and `Result` are the API of gradrank.api
-(docs/api.md), loaded on first use.
+`train`, `layers`, `advise`, `onestep`, `sweep`, `load`, `save` and `Result` are the API of
+gradrank.api (docs/api.md), loaded on first use.
 """
 
 from gradrank._version import __version__  # noqa: F401
 
-_API = ("analyze", "decompose", "train", "layers", "onestep", "sweep", "load", "save", "Result")
+_API = ("analyze", "decompose", "train", "layers", "advise", "onestep", "sweep", "load", "save", "Result")
 
 
 def __getattr__(name):

@@ -293,6 +293,45 @@ def layers_from_config(cfg: Config, force: bool = False, on_layer=None):
     return layers_mod.run(cfg, force=force, on_layer=on_layer)
 
 
+def advise(
+    config: Any = None,
+    overrides: dict | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    ranks=None,
+    intervals=None,
+    target: float | None = None,
+    projectors=None,
+    validate: bool | None = None,
+    progress=None,
+):
+    """Captured gradient energy of rank-r projectors refreshed every T steps, per layer, a
+    recommended (r, T), validated against GaLore (docs/advisor.md). Returns an Advice."""
+    from gradrank.experiments import advisor
+    from gradrank.results.advice import Advice
+
+    cfg = resolve_config(
+        config, {**(overrides or {}), **advise_overrides(model, ranks, intervals, target, projectors, validate)}, seed
+    )
+    cfg, problem = advisor.prepare(cfg)
+    return Advice.from_payload(advisor.advise(cfg, progress, problem), cfg)
+
+
+def advise_overrides(model=None, ranks=None, intervals=None, target=None, projectors=None, validate=None) -> dict:
+    """The advise.* config keys for the options given; '1,2,4' strings (the CLI's) become lists."""
+    from gradrank.measures.projectors import parse_list
+
+    out = {
+        "advise.model": model,
+        "advise.ranks": None if ranks is None else parse_list(ranks, "--ranks"),
+        "advise.intervals": None if intervals is None else parse_list(intervals, "--intervals"),
+        "advise.target": target,
+        "advise.projectors": None if projectors is None else parse_list(projectors, "--projector", str),
+        "advise.validate": validate,
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def save(result, target: str | Path) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
     as the result's config asks (output.report, output.pdf)."""
@@ -302,11 +341,14 @@ def save(result, target: str | Path) -> Path:
     from gradrank.pipeline.layers import LayersResult
     from gradrank.pipeline.training import Trajectory
     from gradrank.results import runs
+    from gradrank.results.advice import Advice, write_advice
 
     if isinstance(getattr(result, "metrics", None), TrainSummary):
         raise InputError("a loaded training run has no trajectory to save; copy its directory instead")
 
-    if isinstance(result, LayersResult):
+    if isinstance(result, Advice):
+        target, cfg = write_advice(Path(target), result), result.resolved_config
+    elif isinstance(result, LayersResult):
         from gradrank.results.layers import write_layers
 
         target, cfg = write_layers(Path(target), result), result.config

@@ -32,6 +32,8 @@ STREAMS: dict[str, tuple[int, ...]] = {
     "onestep_bootstrap": (15,),  # bootstrap resamples of the one-step correlations
     "hidden": (18,),  # the deep MLP's hidden layers 2.. (index: the layer)
     "sentences": (19,),  # which pydoc topics give MiniLM's sentence pairs
+    "projector_random": (20,),  # the advisor's random projector (index: layer, refresh step)
+    "projector_start": (21,),  # the start block of the advisor's top-k refreshes (index: layer)
 }
 
 

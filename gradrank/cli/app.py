@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from gradrank.cli import layers, onestep, run, sweep, theory, train  # noqa: F401  (registers the commands)
+from gradrank.cli import advise, layers, onestep, run, sweep, theory, train  # noqa: F401  (registers the commands)
 from gradrank.cli.common import app, take_debug
 
 __all__ = ["app", "main"]

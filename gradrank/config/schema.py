@@ -168,6 +168,28 @@ class LayersConfig:
 
 
 @dataclass
+class AdviseConfig:
+    model: str = _f("twolayer", doc="twolayer (the paper's network), mlp, minilm or path/file.py:function")
+    model_sha256: str = _f("", doc="content hash of a user model file, filled in when resolved")
+    ranks: list = _f([1, 2, 4, 8, 16, 32], item=int, lo=1, doc="projector ranks r")
+    intervals: list = _f(
+        [10, 50, 100, 200], item=int, lo=1, doc="refresh intervals T (steps); T = 1 (an SVD every step) costs most"
+    )
+    target: float = _f(0.9, lo=0.0, lo_open=True, hi=1.0, doc="captured share the recommendation must reach, in (0, 1]")
+    projectors: list = _f([], item=str, doc="of svd, random, rows, theory (empty: all that apply; theory: two-layer only)")
+    validate: bool = _f(True, doc="train with GaLore (recommended and default r, T) and full Adam")
+    adam_lr: float = _f(1e-3, lo=0.0, lo_open=True, doc="learning rate of the validation's Adam and GaLore runs")
+    galore_rank: int = _f(128, lo=1, doc="GaLore's commonly used rank (the defaults compared against)")
+    galore_interval: int = _f(200, lo=1, doc="GaLore's commonly used update_proj_gap")
+    galore_scale: float = _f(
+        1.0,
+        lo=0.0,
+        lo_open=True,
+        doc="GaLore's scale for both GaLore runs (1: the full-rank step size; its README uses 0.25 with lr 0.01 for LLMs)",
+    )
+
+
+@dataclass
 class ComputeConfig:
     device: str = _f("cpu", choices=("cpu", "cuda"))
     dtype: str = _f("float64", choices=("float64", "float32"))
@@ -196,6 +218,7 @@ class Config:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     onestep: OnestepConfig = field(default_factory=OnestepConfig)
+    advise: AdviseConfig = field(default_factory=AdviseConfig)
     layers: LayersConfig = field(default_factory=LayersConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

@@ -145,8 +145,11 @@ class _Tracker:
         return out
 
 
-def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Trajectory:
-    """Run the training of cfg.train, recording the trajectory (see the module docstring)."""
+def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step: Callable | None = None) -> Trajectory:
+    """Run the training of cfg.train, recording the trajectory (see the module docstring).
+
+    on_step(t, grad, G, ds, net), if given, sees each step's update gradient before the update: the
+    factored loss part `grad`, the dense G (d x m, penalty included) and the (mini-)batch `ds`."""
     cfg = resolve(cfg)
     cfg, ds, net = analysis.prepare(cfg)
     tc, acfg, kind = cfg.train, cfg.analysis, cfg.loss.kind
@@ -217,6 +220,8 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
             break
         if tc.optimizer == "gd":
             direction, a_grad_ds, r = G.T, step_ds, grad.r
+            if on_step is not None:
+                on_step(t, grad, G, step_ds, net)
         else:
             if cursor + tc.batch_size > n:
                 order, cursor = torch.randperm(n, generator=batches), 0
@@ -249,6 +254,8 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
                     ),
                 )
                 break
+            if on_step is not None:
+                on_step(t, g_b, direction.T, a_grad_ds, net)
         if tc.train_outer:  # dL/da_j = (gamma/n) sum_i r_i sigma(w_j^T x_i)
             net.a = net.a - lr * net.gamma * (net.act.f(net.preactivations(a_grad_ds.X)).T @ r) / a_grad_ds.n
         if tc.optimizer == "adam":

@@ -75,6 +75,14 @@ def render_layers_dir(run_dir: Path, formats=("html",), out_dir: Path | None = N
     return _write(html, formats, Path(out_dir or run_dir), paper)
 
 
+def render_advice_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
+    """A projector advice directory (advice.json)."""
+    from gradrank.report.advice import render_advice
+
+    paper = paper or _get(_read_json(run_dir / "advice.json", "advice directory").get("config") or {}, "output.paper", "a4")
+    return _write(render_advice(run_dir, paper), formats, Path(out_dir or run_dir), paper)
+
+
 def render_onestep_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
     """A one-step study directory (onestep.json + onestep.csv)."""
     from gradrank.report import onestep
@@ -139,6 +147,7 @@ RENDERERS = [
     ("path.json", render_regpath_dir),
     ("onestep.json", render_onestep_dir),
     ("layers.json", render_layers_dir),
+    ("advice.json", render_advice_dir),
     ("metrics.json", render_run),
 ]
 
