@@ -168,6 +168,9 @@ class OnestepResult:
 def resolve(cfg: Config) -> Config:
     """The protocol needs a test set: data.n_test = 0 becomes n for spiked data (recorded). A fresh
     readout sample exists only for the spiked model."""
+    etas = cfg.onestep.eta
+    if len(set(etas)) != len(etas):
+        raise InputError(f"config key 'onestep.eta' repeats a step size: {etas}")
     if cfg.onestep.readout == "fresh" and cfg.data.source != "spiked":
         raise InputError("config key 'onestep.readout' = fresh needs spiked data (a fresh sample); use same for given data")
     if cfg.data.source == "spiked" and cfg.data.n_test == 0:
