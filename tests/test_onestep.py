@@ -332,3 +332,17 @@ def test_default_onestep_section_leaves_other_hashes_alone():
     assert dataclasses.asdict(cfg.onestep) == dataclasses.asdict(config.OnestepConfig())
     for key, value in (("onestep.eta", [0.0, 2.0]), ("onestep.steps", 2), ("onestep.readout", "same")):
         assert cfg.replace(**{key: value}).hash() != cfg.hash()
+
+
+def test_a_step_out_of_range_is_recorded_not_raised(tmp_path):
+    """Three steps at eta = 1e150: the second gradient overflows float64's safe range; the point is
+    kept with diverged = True and a NaN test error, the others are unaffected, the files are written."""
+    cfg = cfg_of("onestep.eta=[0.0, 1.0, 1e150]", "onestep.steps=3", "output.report=false")
+    res = onestep.study(cfg)
+    ok, small, huge = res.points
+    assert not small.diverged and math.isfinite(small.test_error)
+    assert huge.diverged and math.isnan(huge.test_error) and huge.update_fro > 1e140
+    from gradrank import api
+
+    api.save(res, tmp_path / "o")
+    assert "True" in (tmp_path / "o" / "onestep.csv").read_text().splitlines()[3]
