@@ -235,6 +235,7 @@ TINY = ["--set", "data.n=30", "--set", "data.d=20", "--set", "model.width=25", "
         (["--set", "onestep.ridge_grid=[0.1, 0.0]"], "onestep.ridge_grid"),
         (["--set", "onestep.eta=[]"], "onestep.eta"),
         (["--seeds", "0"], "--seeds"),
+        (["--eta", "0,4,4"], "onestep.eta"),
     ],
 )
 def test_bad_input_exit_2_one_line_nothing_written(tmp_path, monkeypatch, args, needle):
@@ -297,3 +298,51 @@ def test_given_data_with_the_steps_own_rows(tmp_path, monkeypatch):
     p = out.points[1]
     assert math.isnan(p.align_target) and 0 < p.align_spike <= 1 and 0 < p.align_residue <= 1
     assert math.isfinite(p.test_error) and p.test_error != out.points[0].test_error
+
+
+def test_teacher_target_span_is_the_projection_onto_the_teacher_rows():
+    """A teacher network's rows are not orthonormal: align_target is the norm of u1's projection
+    onto their span, B^T (B B^T)^-1 B u1, computed here from the update's numpy SVD."""
+    from gradrank.twolayer import data
+
+    cfg = cfg_of("data.target=teacher", "data.teacher_width=3", "onestep.eta=[2.0]", "model.activation=tanh")
+    p = onestep.study(cfg).points[0]
+    _, ds, net0 = analysis.prepare(cfg)
+    dW = (autograd_step(cfg, ds, net0, 2.0, 1.0) - net0.W).numpy()
+    u = np.linalg.svd(dW, full_matrices=False)[2][0]
+    B = data.index_directions(cfg, ds.d).numpy()
+    assert B.shape == (3, ds.d) and abs(B[0] @ B[1]) > 1e-3  # unit rows, not orthogonal
+    proj = B.T @ np.linalg.solve(B @ B.T, B @ u)
+    assert p.align_target == pytest.approx(np.linalg.norm(proj), abs=1e-8)
+    assert p.align_target_2 == pytest.approx(
+        np.linalg.norm(B.T @ np.linalg.solve(B @ B.T, B @ np.linalg.svd(dW)[2][1])), abs=1e-7
+    )
+
+
+def test_default_onestep_section_leaves_other_hashes_alone():
+    """An analyze config hashes as before the onestep section existed (it is left out at its defaults);
+    any onestep setting enters the hash."""
+    import dataclasses
+    import hashlib
+
+    cfg = config.load(sets=SMALL)
+    d = cfg.to_dict()
+    d.pop("output"), d.pop("onestep")
+    assert cfg.hash() == hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert dataclasses.asdict(cfg.onestep) == dataclasses.asdict(config.OnestepConfig())
+    for key, value in (("onestep.eta", [0.0, 2.0]), ("onestep.steps", 2), ("onestep.readout", "same")):
+        assert cfg.replace(**{key: value}).hash() != cfg.hash()
+
+
+def test_a_step_out_of_range_is_recorded_not_raised(tmp_path):
+    """Three steps at eta = 1e150: the second gradient overflows float64's safe range; the point is
+    kept with diverged = True and a NaN test error, the others are unaffected, the files are written."""
+    cfg = cfg_of("onestep.eta=[0.0, 1.0, 1e150]", "onestep.steps=3", "output.report=false")
+    res = onestep.study(cfg)
+    ok, small, huge = res.points
+    assert not small.diverged and math.isfinite(small.test_error)
+    assert huge.diverged and math.isnan(huge.test_error) and huge.update_fro > 1e140
+    from gradrank import api
+
+    api.save(res, tmp_path / "o")
+    assert "True" in (tmp_path / "o" / "onestep.csv").read_text().splitlines()[3]

@@ -59,9 +59,9 @@ def test_local_executor_runs_onestep_points(tmp_path):
 
 def test_dask_executor_runs_onestep_points(tmp_path):
     distributed = pytest.importorskip("distributed")
-    base, spec = sweep.load(None, SETS, grid=GRID[:1], command="onestep")
+    base, spec = sweep.load(None, SETS, grid=["data.nu=0.0,0.3"], command="onestep")
     pts = sweep.points(base, spec)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as c:
         ex = DaskExecutor(scheduler=c.scheduler_address)
         store = sweeps.open_store(tmp_path / "sw", base, spec, pts, ex.info())
         assert sweep.run(store, pts, spec.command, ex, sweeps.run_point) == []

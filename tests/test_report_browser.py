@@ -102,3 +102,28 @@ def test_report_without_javascript(browser, report_url):
         assert page.locator("table.config-section").count() >= 8 and page.inner_text("h1") == EVIL
     finally:
         ctx.close()
+
+
+def test_onestep_report_in_chromium(browser, tmp_path):
+    """`gradrank onestep` with a hostile name: both figures visible, nothing fetched, nothing executed."""
+    out = tmp_path / "os"
+    res = CliRunner().invoke(
+        app,
+        ["onestep", *[a for s in ("data.n=60", "data.d=40", "model.width=70") for a in ("--set", s)],
+         "--set", f"output.name={json.dumps(EVIL)}", "--eta", "0,2,8", "--seeds", "3", "-o", str(out), "-q"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    url = (out / "report.html").as_uri()
+    ctx, page, ev = _open(browser, url)
+    try:
+        assert ev["failed"] == [] and ev["requests"] == [url] and ev["errors"] == []
+        assert page.evaluate("window.__xss") is None and page.inner_text("h1") == EVIL
+        figures = page.locator("figure")
+        assert figures.count() == 2
+        for i in range(2):
+            box = figures.nth(i).locator("svg").bounding_box()
+            assert box["width"] > 200 and box["height"] > 80, box
+        assert "random features" in page.inner_text("#headline")
+        assert page.locator("#points tr").count() == 1 + 9
+    finally:
+        ctx.close()

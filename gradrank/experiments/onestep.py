@@ -169,6 +169,9 @@ class OnestepResult:
 def resolve(cfg: Config) -> Config:
     """The protocol needs a test set: data.n_test = 0 becomes n for spiked data (recorded). A fresh
     readout sample exists only for the spiked model."""
+    etas = cfg.onestep.eta
+    if len(set(etas)) != len(etas):
+        raise InputError(f"config key 'onestep.eta' repeats a step size: {etas}")
     if cfg.onestep.readout == "fresh" and cfg.data.source != "spiked":
         raise InputError("config key 'onestep.readout' = fresh needs spiked data (a fresh sample); use same for given data")
     if cfg.data.source == "spiked" and cfg.data.n_test == 0:
@@ -210,16 +213,19 @@ def ridge(Phi, y, lams):
     """Ridge coefficients a (m x L), one column per lambda in lams, of
     min (1/n) ||Phi a - y||^2 + lambda ||a||^2, through the smaller of the n x n and m x m systems:
     a = Phi^T (Phi Phi^T + n lambda I)^-1 y when n <= m, else (Phi^T Phi + n lambda I)^-1 Phi^T y.
-    One lambda: a Cholesky solve; several: one eigendecomposition serves them all."""
+    One lambda: a Cholesky solve; several (or a kernel Cholesky refuses, e.g. from huge features):
+    one eigendecomposition serves them all."""
     import torch
 
     n, m = Phi.shape
     wide = n <= m
     K, b = (Phi @ Phi.T, y) if wide else (Phi.T @ Phi, Phi.T @ y)
+    x = None
     if len(lams) == 1:
-        K.diagonal().add_(n * float(lams[0]))
-        x = torch.cholesky_solve(b[:, None], torch.linalg.cholesky(K))
-    else:
+        eye = torch.eye(K.shape[0], dtype=K.dtype, device=K.device)
+        L, info = torch.linalg.cholesky_ex(K + n * float(lams[0]) * eye)
+        x = torch.cholesky_solve(b[:, None], L) if not int(info) else None
+    if x is None:
         lam = torch.as_tensor(lams, dtype=Phi.dtype, device=Phi.device)
         e, Q = torch.linalg.eigh(K)
         x = Q @ ((Q.T @ b)[:, None] / (e[:, None].clamp_min(0) + n * lam))
@@ -338,25 +344,26 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     for eta in oc.eta:
         net, diverged = step(cfg, ds, net0, eta, mult, G0)
         lap("step")
-        test, train, lam = readout(cfg, net, X_r, y_r, ds.X_test, ds.y_test, holdout_idx)
+        test, train, lam = (math.nan,) * 3 if diverged else readout(cfg, net, X_r, y_r, ds.X_test, ds.y_test, holdout_idx)
         lap("readout")
         dW = net.W - net0.W
-        if eta == 0.0:
+        if eta == 0.0 or not float(dW.norm()) > 0:  # no update (or a first step already out of range)
             U, s = None, [0.0, 0.0]
         elif oc.steps == 1 and not diverged:
             if U_first is None:
                 spec = dense_spectrum(G0, 2)
                 U_first, s_first = spec.U, spec.s
             U, s = U_first, [eta * mult * float(v) for v in s_first]
-        else:
-            spec = dense_spectrum(dW.T, 2)
-            U, s = spec.U, [float(v) for v in spec.s]
+        else:  # scaled first: the Gram of a huge update would overflow, its directions do not change
+            top = float(dW.abs().max())
+            spec = dense_spectrum(dW.T / top, 2)
+            U, s = spec.U, [top * float(v) for v in spec.s]
         s = [*s, 0.0, 0.0][:2]
         point = OnestepPoint(
             eta=float(eta),
             seed=cfg.seed,
-            test_error=test if not diverged else math.nan,
-            train_error=train if not diverged else math.nan,
+            test_error=test,
+            train_error=train,
             ridge=lam,
             **alignments(U, B, ds.q, residue_dir),
             update_s1=s[0],
