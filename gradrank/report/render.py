@@ -109,7 +109,7 @@ def _write(html: str, formats, out_dir: Path, paper: str) -> list[Path]:
     """Render every format in memory first, then write each file atomically."""
     if paper not in PAPERS:
         raise InputError(f"config key 'output.paper' must be one of {', '.join(PAPERS)}; got {paper!r}")
-    files = {"html": html.encode()} if "html" in formats else {}
+    files = {"html": html.encode("utf-8", "backslashreplace")} if "html" in formats else {}
     if "pdf" in formats:
         files["pdf"] = html_to_pdf(html)
     return io.add_files(out_dir, {f"report.{fmt}": data for fmt, data in files.items()})
