@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 from gradrank.config import Config
+from gradrank.config.resources import blame
 from gradrank.errors import InputError
 from gradrank.linalg.spectral import Spectrum, spectrum, spectrum_pair
 from gradrank.measures import metrics as metrics_mod
 from gradrank.twolayer import data as data_mod
 from gradrank.twolayer import network, regularizers
 from gradrank.twolayer.data import Dataset
-from gradrank.twolayer.gradient import gradient
+from gradrank.twolayer.gradient import RangeError, _fro, gradient
 from gradrank.twolayer.mu import compute_mu, decompose
 from gradrank.twolayer.network import Network
 
@@ -57,7 +58,10 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
 
     acfg = cfg.analysis
     clean, ds = ds, regularizers.noisy_data(cfg, ds, noise_draw)
-    grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
+    try:
+        grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
+    except RangeError as exc:
+        raise blame(cfg, exc.part, str(exc)) from None
     reg = regularizers.penalty_gradient(cfg, net, clean.X, clean.y, cfg.loss.kind)
     lap("gradient")
     mu, mu_err = compute_mu(acfg.mu, grad, ds, net, acfg.quadrature)
@@ -78,7 +82,7 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
         m["shares"]["reg"] = reg_m["share"]
     m["loss"] = grad.loss + regularizers.penalty_value(cfg, net, clean.X, clean.y, cfg.loss.kind)
     m["spectral_residual"] = spectral_residual(mv, rmv, spec_G, m["norms"]["E"])
-    m["trust"] = trust(cfg, m, mu_err, ds)
+    m["trust"] = trust(cfg, m, mu_err, ds, grad.coef * _fro(grad.X) * _fro(grad.D))
     lap("metrics")
     arrays = {
         "singular_values": spec_G.values,
@@ -157,8 +161,10 @@ def reg_metrics(reg: torch.Tensor, residue_dir: torch.Tensor, q: torch.Tensor, G
     }
 
 
-def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset) -> dict:
-    """Flags that say when a number should not be believed (reported, never hidden)."""
+def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset, bound: float = 0.0) -> dict:
+    """Flags that say when a number should not be believed (reported, never hidden). `bound` is
+    coef ||X||_F ||D||_F >= ||G_loss||_F: a gradient within n eps of it (cancellation), zero, or
+    near underflow, or data that centring reduced to rounding error, is noise, not structure."""
     tol = cfg.analysis.identity_tol if cfg.compute.dtype == "float64" else max(cfg.analysis.identity_tol, 1e-4)
     finite = all(np.isfinite(v) for v in m["norms"].values()) and bool(np.isfinite(m["singular_values"]).all())
     spec_tol = 1e-3 if cfg.compute.dtype == "float64" else 1e-2
@@ -169,8 +175,9 @@ def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset) -> dict:
         "quadrature": mu_err <= 1e-6,
         "spectrum": m.get("spectral_residual", 0.0) <= spec_tol,
         "resolution": bool((1 + cfg.analysis.edge_margin) * m["norms"]["E"] >= floor or m["norms"]["E"] == 0),
+        "signal": _signal(cfg, m, ds, bound) is None,
     }
-    warnings = []
+    warnings = [] if checks["signal"] else [_signal(cfg, m, ds, bound)]
     if not finite:
         warnings.append("non-finite values in the gradient or its spectrum")
     if not checks["identity"]:
@@ -188,6 +195,21 @@ def trust(cfg: Config, m: dict, mu_err: float, ds: Dataset) -> dict:
             f"{floor:.2e} of G's spectrum: outliers between them cannot be counted"
         )
     return {"ok": all(checks.values()), "checks": checks, "warnings": warnings}
+
+
+def _signal(cfg: Config, m: dict, ds: Dataset, bound: float) -> str | None:
+    """Why G is at rounding level (None when it is not)."""
+    fi = np.finfo(cfg.compute.dtype)
+    s1 = float(m["singular_values"][0]) if len(m["singular_values"]) else 0.0
+    if ds.info.get("rounding"):
+        return ds.info["rounding"]
+    if not s1 > 0:
+        return "the gradient is zero (zero weights or residues?): there is no structure to classify"
+    if s1 < fi.tiny / fi.eps:
+        return f"||G|| = {s1:.1e} is within rounding of {cfg.compute.dtype}'s underflow: spectrum and regime are noise"
+    if s1 <= ds.n * fi.eps * bound:
+        return f"||G|| = {s1:.1e} is at the rounding level of its sum ({ds.n} eps x {bound:.1e}): spectrum and regime are noise"
+    return None
 
 
 def spectral_residual(mv, rmv, spec, scale: float) -> float:

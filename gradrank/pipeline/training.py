@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from gradrank.config import Config
+from gradrank.config.resources import blame
 from gradrank.errors import InputError
 from gradrank.linalg.spectral import Triplets, dense_spectrum, spectrum, top_k
 from gradrank.measures.metrics import abs_cos, bulk_edge, count_outliers
@@ -169,9 +170,9 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
             step_ds = regularizers.noisy_data(cfg, ds, t)
             try:
                 grad = gradient(net, step_ds.X, step_ds.y, kind)
-            except InputError:  # the gradient left the dtype's range: divergence, unless at the start
+            except InputError as exc:  # the gradient left the dtype's range: divergence, unless at the start
                 if t == 0:
-                    raise
+                    raise blame(cfg, getattr(exc, "part", "G"), str(exc)) from None
                 diverged, message = True, f"diverged at step {t}: the gradient overflows {cfg.compute.dtype}; lower train.lr"
                 break
             reg = regularizers.penalty_gradient(cfg, net, ds.X, ds.y, kind)
