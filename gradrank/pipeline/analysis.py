@@ -204,7 +204,7 @@ def _signal(cfg: Config, m: dict, ds: Dataset, bound: float) -> str | None:
     if ds.info.get("rounding"):
         return ds.info["rounding"]
     if not s1 > 0:
-        return "the gradient is zero (zero weights or residues?): there is no structure to classify"
+        return "the gradient's spectrum is zero (zero weights or residues, or underflow): there is no structure to classify"
     if s1 < fi.tiny / fi.eps:
         return f"||G|| = {s1:.1e} is within rounding of {cfg.compute.dtype}'s underflow: spectrum and regime are noise"
     if s1 <= ds.n * fi.eps * bound:
