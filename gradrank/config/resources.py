@@ -76,8 +76,8 @@ def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int
     if need > limit:
         label, _ = max(p.values(), key=lambda lb: lb[1])
         raise InputError(
-            f"{label} need about {need / 2**30:.1f} GiB, "
-            f"more than the {limit / 2**30:.1f} GiB allowed (pass --force or raise compute.max_memory_gb)"
+            f"{label} need about {need / 2**30:.3g} GiB, "
+            f"more than the {limit / 2**30:.3g} GiB allowed (pass --force or raise compute.max_memory_gb)"
         )
     return need
 
