@@ -114,6 +114,16 @@ def test_data_file_size_guards_every_command(tmp_path, command, kind):
         res = CliRunner().invoke(app, ["sweep", *src, *sets, "--grid", "seed=0,1", "-o", str(out), "--no-report"])
     else:
         res = CliRunner().invoke(app, [command, *src, *sets, "-o", str(out), "--no-report"])
+    if command == "sweep":  # the guard runs in each point, before it allocates: every point failed
+        assert res.exit_code == 3, res.output
+        status = {p.name for p in (out / "points").iterdir()}
+        assert len(status) == 2 and all(n.endswith(".failed.json") for n in status)
+        assert all("300, 200, 10" in (out / "points" / n).read_text() for n in status)
+        return record(
+            "memory guard",
+            f"sweep with a 300 x 200 {kind} file, 2 MB allowed",
+            "every point failed by the guard before allocating",
+        )
     assert res.exit_code == 2, res.output
     line = res.stderr.strip()
     assert "300, 200, 10" in line and "\n" not in line, line

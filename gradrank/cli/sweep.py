@@ -86,10 +86,6 @@ def sweep(
         if scheduler and executor != "dask":
             raise InputError("--scheduler needs --executor dask")
         pts = sw.points(base, spec)
-        from gradrank.config.resources import check_memory
-
-        for p in pts:  # every point's estimate (its files' headers included) before anything is written
-            check_memory(p.config)
         target = out or Path("runs") / f"{safe_name(base.output.name, 'sweep')}-{sw.sweep_id(base, spec)}"
         flags = {"partition": partition, "time": time_limit, "mem": mem, "array_parallelism": array_parallelism, "gpus": gpus}
         ex = executors.make(
