@@ -258,7 +258,8 @@ def _read_csv(path: Path) -> np.ndarray:
 
 
 def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
+    """UTF-8; the undecodable bytes of a non-UTF-8 file name (surrogate escapes) appear as \\xNN."""
+    write_bytes(path, text.encode("utf-8", "backslashreplace"))
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -272,9 +273,11 @@ def write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk, a quota: the path named, nothing half-written
+            raise InputError(f"{_show(path)}: cannot write ({exc.strerror or exc.__class__.__name__})") from None
         raise
 
 
@@ -430,6 +433,11 @@ def staged_dir(final: Path, kind: str = "run") -> Iterator[Path]:
     `final` may only be new, empty or a directory gradrank wrote and nobody changed (`owned`).
     On any error (or interrupt) the temporary directory is removed and `final` is untouched."""
     final = check_output_dir(final)
+    for up in final.parents:
+        if up.exists() or up.is_symlink():
+            if not up.is_dir():
+                raise InputError(f"{_show(up)}: is not a directory (the output {_show(final)} cannot be created)")
+            break
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name[:100]}.tmp-"))

@@ -3,7 +3,10 @@ directory check and the one place errors become exit codes."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
+import sys
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -96,6 +99,9 @@ class _Stripped:
 
 def run_guarded(fn: Callable[[], int | None]) -> None:
     """Exit 2 with one line for bad input, 1 for internal errors (traceback only with --debug)."""
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name prints as its own bytes
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+            stream.reconfigure(errors="surrogateescape")
     try:
         code = fn()
     except InputError as exc:

@@ -114,6 +114,9 @@ def sweep(
             slurm={**spec.slurm, **{k: v for k, v in flags.items() if v is not None}},
             dask=spec.dask,
         )
+        ex.check()  # an executor that cannot start is exit 2 before anything is written
+        new = not (Path(target) / sw.MANIFEST).exists()
+        existed = Path(target).exists()
         store = sws.open_store(target, base, spec, pts, ex.info())
 
         def terminate(signum, frame):
@@ -123,8 +126,16 @@ def sweep(
         try:
             with SweepProgress(f"sweep {target.name}") as progress:
                 failed = sw.run(store, pts, spec.command, ex, sws.run_point, progress)
+        except executors.Unavailable:
+            if new:  # nothing ran: the store this command created goes again (it was empty or absent)
+                sws.remove_new_store(Path(target), keep_root=existed)
+            raise
         finally:
             signal.signal(signal.SIGTERM, previous)
+        for aside in store.set_aside_now:
+            typer.echo(
+                f"point {aside.name.split('.')[0]} was stored incompletely: recomputed (the old copy is {aside})", err=True
+            )
         if not no_report or pdf:
             from gradrank.report import render as report
 

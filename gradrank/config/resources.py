@@ -92,8 +92,8 @@ def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int
     if need > limit:
         label, _ = max(p.values(), key=lambda lb: lb[1])
         raise InputError(
-            f"{label} need about {need / 2**30:.1f} GiB, "
-            f"more than the {limit / 2**30:.1f} GiB allowed (pass --force or raise compute.max_memory_gb)"
+            f"{label} need about {need / 2**30:.3g} GiB, "
+            f"more than the {limit / 2**30:.3g} GiB allowed (pass --force or raise compute.max_memory_gb)"
         )
     return need
 
@@ -101,3 +101,21 @@ def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int
 def check_files(cfg: Config, data_path=None, weights_path=None) -> int:
     """check_memory with the sizes read from the input files' headers (those of the config)."""
     return check_memory(cfg)
+
+
+def blame(cfg: Config, part: str, message: str) -> InputError:
+    """An out-of-range gradient's error naming the config key or file that made `part` (X: the
+    data, y: the targets, f: the network output, G: only their product) too large."""
+    dc, mc = cfg.data, cfg.model
+    if part == "X":
+        keys = [f"the data file {dc.path}" if dc.source == "file" else ("data.zeta" if dc.zeta is not None else "data.nu")]
+        keys += ["regularizer.input_noise"] if cfg.regularizer.input_noise else []
+    elif part == "y":
+        keys = ["data.label_noise"] if dc.label_noise else []
+        keys += [f"y in the data file {dc.path}"] if dc.source == "file" else ([] if keys else ["data.target", "data.link"])
+    elif part == "f":
+        keys = [f"the weights file {mc.weights}"] if mc.weights else ["model.planted"] if mc.planted else []
+        keys += ["model.c"]
+    else:
+        keys = ["model.c", *([f"the weights file {mc.weights}"] if mc.weights else []), "the data's scale"]
+    return InputError(f"{message}: reduce {' or '.join(keys)}")

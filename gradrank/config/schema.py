@@ -517,6 +517,8 @@ def toml_string(text: str) -> str:
             out.append("\\" + c)
         elif ord(c) < 0x20 or ord(c) == 0x7F:
             out.append(f"\\u{ord(c):04x}")
+        elif 0xD800 <= ord(c) <= 0xDFFF:  # a non-UTF-8 file name's byte: TOML has no way to hold it
+            out.append(f"\\\\x{ord(c) - 0xDC00:02x}" if ord(c) >= 0xDC80 else f"\\\\u{ord(c):04x}")
         else:
             out.append(c)
     return '"' + "".join(out) + '"'

@@ -44,6 +44,7 @@ SCHEDULER_OPTIONS = {
         "queue": ("str", _NAME),
         "walltime": ("str", r"(\d{1,3}-)?\d{1,3}:\d{2}:\d{2}"),
         "workers": ("int", 1),
+        "start_timeout": ("int", 1),  # seconds to wait for a first worker (never reaches a job script)
     },
 }
 SCHEDULER_ADDRESS = r"(tcp|tls)://[A-Za-z0-9.-]{1,253}:\d{1,5}|(tcp|tls)://\[[0-9A-Fa-f:]{2,39}\]:\d{1,5}"
@@ -87,6 +88,41 @@ def _printable(value) -> str:
     """repr() keeps a hostile value on one line (newlines and controls escaped), truncated."""
     text = repr(value)
     return text[:60] + ("..." if len(text) > 60 else "")
+
+
+class Unavailable(InputError):
+    """The executor cannot start (no scheduler, no sbatch, a submission refused): nothing ran."""
+
+
+def _need(*commands: str) -> None:
+    import shutil
+
+    for c in commands:
+        if shutil.which(c) is None:
+            raise Unavailable(f"--executor: '{c}' is not on PATH (no scheduler to submit to); nothing was started")
+
+
+def _answers(cmd: list[str], what: str) -> None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise Unavailable(f"{what} does not answer ({exc.__class__.__name__}); nothing was started") from None
+    if out.returncode != 0:
+        why = " ".join((out.stderr or out.stdout).split())[:160]
+        raise Unavailable(f"{what} does not answer ({_printable(why)}); nothing was started")
+
+
+def _reachable(address: str, where: str = "--scheduler") -> None:
+    """A TCP connection to tcp://HOST:PORT opens within 5 s."""
+    import socket
+
+    host, _, port = address.split("://", 1)[1].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise Unavailable(
+            f"{where} {address}: cannot connect ({exc.strerror or exc.__class__.__name__}); nothing was started"
+        ) from None
 
 
 @dataclass
@@ -165,6 +201,9 @@ class LocalExecutor:
 
     def info(self) -> dict:
         return {"name": self.name, "jobs": self.jobs, "threads": self.threads}
+
+    def check(self) -> None:
+        """Whether the executor can start (see Unavailable); nothing to check for a process pool."""
 
     def start(self):
         """Start the workers (from a fork server that imports torch once) and wait until they
@@ -277,6 +316,16 @@ class DaskExecutor:
     def info(self) -> dict:
         return {"name": self.name, "jobs": self.jobs, "scheduler": self.scheduler, "jobqueue": self.jobqueue}
 
+    def check(self) -> None:
+        """The scheduler answers, or the batch system the jobqueue submits to is there."""
+        if self.scheduler:
+            _reachable(self.scheduler)
+        elif self.jobqueue:
+            kind = self.jobqueue.get("jobqueue", "slurm")
+            _need(*({"slurm": ("sbatch", "squeue"), "pbs": ("qsub", "qstat")}[kind]))
+            if kind == "slurm":
+                _answers(["squeue", "-h", "-o", "%i", "-u", str(os.getuid())], "the SLURM controller (squeue)")
+
     def _connect(self):
         from distributed import Client, LocalCluster
 
@@ -284,7 +333,7 @@ class DaskExecutor:
             try:
                 return Client(self.scheduler, timeout="10s")
             except (OSError, TimeoutError) as exc:
-                raise InputError(f"--scheduler {self.scheduler}: cannot connect ({exc.__class__.__name__})") from None
+                raise Unavailable(f"--scheduler {self.scheduler}: cannot connect ({exc.__class__.__name__})") from None
         if self.jobqueue:
             self._cluster = jobqueue_cluster(self.jobqueue, self.jobs, self.log_dir)
         else:
@@ -308,12 +357,22 @@ class DaskExecutor:
 
         threading.Thread(target=collect, daemon=True).start()
         left, slots = len(tasks), max(1, sum(self._client.nthreads().values()))
+        t0, started = time.monotonic(), bool(self._client.nthreads())
+        wait_s = (self.jobqueue or {}).get("start_timeout", START_TIMEOUT_S)
         while left:
             self.running = min(slots, left)
             try:
                 f = finished.get(timeout=HEARTBEAT)
             except queue.Empty:
-                slots = max(1, sum(self._client.nthreads().values()))  # workers come and go
+                workers = self._client.nthreads()
+                started = started or bool(workers)
+                slots = max(1, sum(workers.values()))  # workers come and go
+                if self.jobqueue and not started and time.monotonic() - t0 > wait_s:
+                    why = f"dask-jobqueue: no worker job started within {wait_s} s (see the job logs in {self.log_dir})"
+                    for fut in self._futures:
+                        if not fut.done():
+                            yield Outcome(by_key[fut.key].hash, "failed", why)
+                    break
                 yield None
                 continue
             left -= 1
@@ -330,12 +389,16 @@ class DaskExecutor:
                 self._client.cancel(self._futures)
             self._client.close()
         if self._cluster is not None:
-            self._cluster.close()
+            try:
+                self._cluster.close()
+            except Exception:  # noqa: BLE001 - dask's close asserts on worker jobs that never started
+                pass
         self._client = self._cluster = None
 
 
 # ---------------------------------------------------------------------------- slurm
 
+START_TIMEOUT_S = 600  # a jobqueue cluster none of whose worker jobs starts in this time has failed
 LOST_AFTER_S = 30.0  # a task neither queued nor in the accounting for this long is lost
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING", "REQUEUE_HOLD"}
 
@@ -438,12 +501,21 @@ class SlurmExecutor:
             p["gpus_per_node"] = self.gpus
         return p
 
+    def check(self) -> None:
+        """sbatch, squeue and sacct are there and the controller answers."""
+        _need("sbatch", "squeue", "sacct")
+        _answers(["squeue", "-h", "-o", "%i", "-u", str(os.getuid())], "the SLURM controller (squeue)")
+
     def _submit(self, fn, tasks, store) -> dict[str, str]:
         import submitit
 
         ex = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
         ex.update_parameters(**self._parameters())
-        jobs = ex.map_array(fn, tasks)  # ids "123_4"; a single task is a plain job "123"
+        try:
+            jobs = ex.map_array(fn, tasks)  # ids "123_4"; a single task is a plain job "123"
+        except Exception as exc:  # noqa: BLE001 - sbatch refused the array (bad partition, limits)
+            why = " ".join(str(getattr(exc, "stderr", "") or exc).split())
+            raise Unavailable(f"slurm: sbatch refused the job array ({_printable(why[:200])}); nothing was started") from None
         ids = [j.job_id for j in jobs]
         store.add_slurm_job(ids[0].split("_")[0], [t.hash for t in tasks], ids)
         return {t.hash: i for t, i in zip(tasks, ids)}

@@ -249,7 +249,7 @@ def points(base: Config, spec: SweepSpec) -> list[Point]:
 def sweep_id(base: Config, spec: SweepSpec) -> str:
     """A short id of (base config, axes, seeds, mode, command): the default directory name."""
     key = json.dumps([base.hash(), spec.axes, spec.seeds, spec.mode, spec.command], sort_keys=True, default=str)
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
+    return hashlib.sha256(key.encode("utf-8", "backslashreplace")).hexdigest()[:8]
 
 
 # ---------------------------------------------------------------------------- a point's run
@@ -291,6 +291,7 @@ def run(
     and stores one point in a worker (gradrank.results.sweeps.run_point). Returns the points
     that failed."""
     todo = [p for p in pts if store.state(p.hash) != "done"]
+    store.set_aside_now = [a for p in todo if (a := store.set_aside(p.hash)) is not None]  # stored incompletely
     for p in todo:
         store.failed_path(p.hash).unlink(missing_ok=True)
     done = len(pts) - len(todo)

@@ -161,8 +161,8 @@ def compute(
     # strongly G as a whole (penalty included) points along each predicted direction
     P = torch.linalg.qr(torch.stack([residue_dir, q], 1))[0]
     GtP = rmv(torch.cat([P, residue_dir[:, None], q[:, None]], 1))
-    pred = float(GtP[:, :2].pow(2).sum())
-    directions = R.Directions(float(GtP[:, 2].norm()) / max(float(residue_dir.norm()), NORM_FLOOR), float(GtP[:, 3].norm()))
+    pred = float(GtP[:, : P.shape[1]].pow(2).sum())  # P has one column when d = 1
+    directions = R.Directions(float(GtP[:, -2].norm()) / max(float(residue_dir.norm()), NORM_FLOOR), float(GtP[:, -1].norm()))
     fro2 = max(spec_G.fro2, NORM_FLOOR)
     top = spec_G.s.double()
     edge = bulk_edge(norms.E if norms.bulk is None else norms.bulk, norm_G, acfg.edge_margin, spec_G.s.dtype)

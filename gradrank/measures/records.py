@@ -264,6 +264,7 @@ class Checks(Record):
     quadrature: bool
     spectrum: bool
     resolution: bool
+    signal: bool = True  # G above rounding level (absent from files written before the check)
 
 
 @dataclasses.dataclass

@@ -30,9 +30,10 @@ def trust(
     spectral_residual: float,
     mu_err: float,
     notes: list[str] = (),
+    no_signal: str | None = None,
 ) -> R.Trust:
     """The checks of an analysis with their warnings (acfg: the analysis section, dtype: compute.dtype);
-    notes: warnings about the input that fail no check."""
+    notes: warnings about the input that fail no check; no_signal: why G is at rounding level (signal)."""
     tol = identity_tol(acfg, dtype)
     finite = all(math.isfinite(v) for v in norms.to_dict().values()) and all(math.isfinite(v) for v in singular_values)
     spec_tol = spectrum_tol(dtype)
@@ -43,8 +44,9 @@ def trust(
         quadrature=mu_err <= QUADRATURE_TOL,
         spectrum=spectral_residual <= spec_tol,
         resolution=bool((1 + acfg.edge_margin) * norms.E >= floor or norms.E == 0),
+        signal=no_signal is None,
     )
-    warnings = []
+    warnings = [] if no_signal is None else [no_signal]
     if not finite:
         warnings.append("non-finite values in the gradient or its spectrum")
     if not checks.identity:
@@ -63,3 +65,22 @@ def trust(
         )
     warnings += list(notes)
     return R.Trust(ok=all(checks.to_dict().values()), checks=checks, warnings=warnings)
+
+
+def signal(dtype: str, singular_values: list[float], n: int, bound: float, rounding: str | None = None) -> str | None:
+    """Why G is at rounding level, or None when it is not. `bound` = coef ||X||_F ||D||_F >= ||G_loss||_F:
+    a gradient within n eps of it (cancellation), zero, near underflow, or data that centring reduced
+    to rounding error (`rounding`, from the data) is noise, not structure."""
+    import numpy as np
+
+    fi = np.finfo(dtype)
+    s1 = float(singular_values[0]) if len(singular_values) else 0.0
+    if rounding:
+        return rounding
+    if not s1 > 0:
+        return "the gradient's spectrum is zero (zero weights or residues, or underflow): there is no structure to classify"
+    if s1 < fi.tiny / fi.eps:
+        return f"||G|| = {s1:.1e} is within rounding of {dtype}'s underflow: spectrum and regime are noise"
+    if s1 <= n * fi.eps * bound:
+        return f"||G|| = {s1:.1e} is at the rounding level of its sum ({n} eps x {bound:.1e}): spectrum and regime are noise"
+    return None

@@ -13,17 +13,18 @@ import numpy as np
 import torch
 
 from gradrank.config import Config
+from gradrank.config.resources import blame
 from gradrank.decomposition.split import Terms
 from gradrank.errors import InputError
 from gradrank.linalg.floors import NORM_FLOOR, resolution, tiny
 from gradrank.linalg.spectral import Spectrum, spectrum, spectrum_pair
 from gradrank.measures import metrics as metrics_mod
 from gradrank.measures.records import DataFacts, Metrics, Sizes
-from gradrank.measures.trust import trust
+from gradrank.measures.trust import signal, trust
 from gradrank.twolayer import data as data_mod
 from gradrank.twolayer import network, regularizers
 from gradrank.twolayer.data import Dataset
-from gradrank.twolayer.gradient import gradient
+from gradrank.twolayer.gradient import RangeError, _fro, gradient
 from gradrank.twolayer.mu import compute_mu, decompose
 from gradrank.twolayer.network import Network
 
@@ -65,7 +66,10 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
 
     acfg = cfg.analysis
     clean, ds = ds, regularizers.noisy_data(cfg, ds, noise_draw)
-    grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
+    try:
+        grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
+    except RangeError as exc:
+        raise blame(cfg, exc.part, str(exc)) from None
     reg = regularizers.penalty_gradient(cfg, net, clean.X, clean.y, cfg.loss.kind)
     lap("gradient")
     mu, mu_err = compute_mu(acfg.mu, grad, ds, net, acfg.quadrature)
@@ -106,6 +110,13 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
             residual,
             mu_err,
             notes(cfg, ds),
+            signal(
+                cfg.compute.dtype,
+                measured["singular_values"],
+                ds.n,
+                grad.coef * _fro(grad.X) * _fro(grad.D),
+                ds.info.get("rounding"),
+            ),
         ),
         config_hash=cfg.hash(),
     )

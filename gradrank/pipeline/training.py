@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from gradrank.config import Config
+from gradrank.config.resources import blame
 from gradrank.errors import InputError
 from gradrank.linalg.spectral import Triplets, dense_spectrum, spectrum, top_k
 from gradrank.measures.metrics import abs_cos, bulk_edge, count_outliers, stable_rank
@@ -182,9 +183,9 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
         if full:
             try:
                 step_ds, grad, reg, G = full_gradient(cfg, ds, net, t)
-            except InputError:  # the gradient left the dtype's range: divergence, unless at the start
+            except InputError as exc:  # the gradient left the dtype's range: divergence, unless at the start
                 if t == 0:
-                    raise
+                    raise blame(cfg, getattr(exc, "part", "G"), str(exc)) from None
                 diverged, message = True, f"diverged at step {t}: the gradient overflows {cfg.compute.dtype}; lower train.lr"
                 break
             penalty = regularizers.penalty_value(cfg, net, ds.X, ds.y, kind)

@@ -173,7 +173,7 @@ def _write(html: str, formats, out_dir: Path, paper: str) -> list[Path]:
     """Render every format in memory first, then write each file atomically."""
     if paper not in PAPERS:
         raise InputError(f"config key 'output.paper' must be one of {', '.join(PAPERS)}; got {paper!r}")
-    files = {"html": html.encode()} if "html" in formats else {}
+    files = {"html": html.encode("utf-8", "backslashreplace")} if "html" in formats else {}
     if "pdf" in formats:
         files["pdf"] = html_to_pdf(html)
     return io.add_files(out_dir, {f"report.{fmt}": data for fmt, data in files.items()})
@@ -592,8 +592,8 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]], m
     chosen = metrics if metrics is not None else (_get(base, "output.metrics") or None)
     if chosen is None and manifest.get("command") == "onestep" and rows:  # test error per step size
         chosen = ",".join(c for c in rows[0] if c.startswith("eta.") and c.endswith(".test_error")) or None
-    names = parse_metrics(
-        chosen, list(rows[0]) if rows else None, "option --metrics" if metrics else "config key 'output.metrics'"
+    names = parse_metrics(  # columns are known once a point is done (a sweep of failures has none)
+        chosen, list(rows[0]) if ok else None, "option --metrics" if metrics else "config key 'output.metrics'"
     )
     floor = _rounding_floor(base)
     prov = manifest.get("provenance") or {

@@ -4,7 +4,10 @@ config hash, the worker function that runs and stores a point, and the aggregate
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import re
 import time
 import traceback
 from pathlib import Path
@@ -56,8 +59,9 @@ def run_point(task: PointTask) -> Outcome:
     """Run one point and store it (idempotent: a point already stored is not run again)."""
     store = Store(task.root)
     t0 = time.perf_counter()
-    if store.point_dir(task.hash).is_dir():
+    if store.state(task.hash) == "done":
         return Outcome(task.hash, "skipped")
+    store.set_aside(task.hash)
     if task.threads:
         limit_threads(task.threads)
     try:
@@ -79,6 +83,7 @@ class Store:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.points = self.root / "points"
+        self.set_aside_now: list[Path] = []  # damaged point directories moved aside by this run
 
     def point_dir(self, h: str) -> Path:
         return self.points / h
@@ -87,9 +92,42 @@ class Store:
         return self.points / f"{h}.failed.json"
 
     def state(self, h: str) -> str:
-        if self.point_dir(h).is_dir():
+        """done only for a point whose run directory is complete and unchanged (gradrank's marker
+        lists exactly its files, hashes included) and whose metrics.json is this point's; a point
+        stored incompletely (files missing, truncated, edited) is failed, and recomputed on resume."""
+        if self.damage(h) is None:
             return "done"
+        if self.point_dir(h).exists() or self.point_dir(h).is_symlink():
+            return "failed"
         return "failed" if self.failed_path(h).is_file() else "pending"
+
+    def damage(self, h: str) -> str | None:
+        """None for a complete stored point, else what is wrong with it ("not stored" when absent)."""
+        d = self.point_dir(h)
+        if d.is_symlink() or not d.exists():
+            return "not stored"
+        if not io.owned(d):
+            return "stored run is incomplete or was changed (files missing, truncated or edited)"
+        try:
+            metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return "stored run has no readable metrics.json"
+        if not isinstance(metrics, dict) or metrics.get("config_hash") != h:
+            return "stored metrics.json is not this point's (config_hash differs)"
+        return None
+
+    def set_aside(self, h: str) -> Path | None:
+        """Move a damaged point's directory to points/<hash>.broken-N (kept, never deleted: it may
+        hold someone's files) so the point can be computed again; the new name, or None."""
+        d = self.point_dir(h)
+        if not (d.exists() or d.is_symlink()) or self.damage(h) is None:
+            return None
+        for i in itertools.count(1):
+            aside = self.points / f"{h}.broken-{i}"
+            if not (aside.exists() or aside.is_symlink()):
+                os.rename(d, aside)
+                return aside
+        return None
 
     def outcome(self, h: str) -> Outcome | None:
         """The stored outcome of a point, None while it is pending."""
@@ -99,6 +137,9 @@ class Store:
         return Outcome(h, state, self.failure(h) if state == "failed" else "")
 
     def failure(self, h: str) -> str:
+        d = self.point_dir(h)
+        if d.exists() or d.is_symlink():
+            return self.damage(h) or ""
         try:
             return json.loads(self.failed_path(h).read_text())["error"]
         except (OSError, ValueError, KeyError):
@@ -118,6 +159,7 @@ class Store:
         except (OSError, ValueError):
             raise InputError(f"{self.root}: not a gradrank sweep directory (no readable {MANIFEST})") from None
         SweepManifest.from_dict(m, str(path))  # exit 2 naming the field of a foreign or damaged manifest
+        _check_manifest(path, m)
         return m
 
     def write_table(self) -> Path:
@@ -134,6 +176,41 @@ class Store:
             {"job_id": job_id, "points": hashes, "tasks": tasks, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         )
         self.write_manifest(m)
+
+
+_HASH = re.compile(r"[0-9a-f]{16}")
+
+
+def _check_manifest(path: Path, m: dict) -> None:
+    """A hand-edited or foreign sweep.json is exit 2 naming the field, never a KeyError or a point
+    hash that is a path (`../x`)."""
+
+    def bad(field: str):
+        raise InputError(f"{io.printable(str(path))}: field '{field}' is missing or malformed (not a gradrank sweep manifest)")
+
+    if not isinstance(m.get("keys"), list) or not all(isinstance(k, str) for k in m["keys"]):
+        bad("keys")
+    if not isinstance(m.get("command"), str):
+        bad("command")
+    if not isinstance(m.get("executor", {}), dict):
+        bad("executor")
+    points = m.get("points")
+    if not isinstance(points, list):
+        bad("points")
+    for p in points:
+        if not isinstance(p, dict) or not isinstance(p.get("hash"), str) or not _HASH.fullmatch(p["hash"]):
+            bad("points[].hash")
+        if not isinstance(p.get("values"), dict):
+            bad("points[].values")
+    jobs = m.get("slurm_jobs", [])
+    if not isinstance(jobs, list):
+        bad("slurm_jobs")
+    for j in jobs:
+        ok = isinstance(j, dict) and isinstance(j.get("job_id"), str) and j["job_id"].isdigit()
+        ok = ok and isinstance(j.get("points"), list) and isinstance(j.get("tasks"), list)
+        ok = ok and all(isinstance(t, str) and re.fullmatch(r"\d+(_\d+)?", t) for t in j["tasks"])
+        if not ok:
+            bad("slurm_jobs")
 
 
 def open_store(root: Path, base: Config, spec: SweepSpec, pts: list[Point], executor: dict) -> Store:
@@ -167,6 +244,20 @@ def open_store(root: Path, base: Config, spec: SweepSpec, pts: list[Point], exec
         }
     )
     return store
+
+
+def remove_new_store(root: Path, keep_root: bool) -> None:
+    """Undo open_store for a sweep that never started: only a store with no point stored (every
+    entry then is one this command wrote into an empty or absent directory)."""
+    import shutil
+
+    points = root / "points"
+    if points.is_dir() and any(points.iterdir()):
+        return
+    for entry in root.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    if not keep_root:
+        root.rmdir()
 
 
 # ---------------------------------------------------------------------------- the table

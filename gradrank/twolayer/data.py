@@ -224,6 +224,9 @@ def from_matrix(
     dc = cfg.data
     X = torch.as_tensor(np.asarray(X, dtype=np.float64))
     mean = X.mean(0) if dc.center else torch.zeros(X.shape[1], dtype=torch.float64)
+    raw = float(X.abs().max()) if X.numel() else 0.0
+    centred = float((X - mean).abs().max()) if X.numel() else 0.0
+    rounding = raw > 0 and centred <= 16 * X.shape[0] * torch.finfo(torch.float64).eps * raw  # identical rows
     scale = X.std(0).clamp_min(1e-12) if dc.standardize else torch.ones(X.shape[1], dtype=torch.float64)
     prep = lambda A: (A - mean) / scale  # noqa: E731  (the same map for train and test)
     X = prep(X)
@@ -253,6 +256,8 @@ def from_matrix(
         "alpha_fit_r2": fit[1],
         "source": name,
     }
+    if rounding:
+        info["rounding"] = "data.center left only rounding error: the rows of X are identical up to rounding"
     ds = Dataset(X, torch.empty(0), X_B, q, z, zeta, eig, None, X_test, None, population=False, info=info)
     ds.y = torch.as_tensor(np.asarray(y, dtype=np.float64)) if y is not None else make_targets(cfg, ds, X, X_B)
     if y is None:  # said in the terminal and the report (analysis.trust)

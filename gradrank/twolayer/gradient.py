@@ -62,8 +62,26 @@ def gradient(net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> 
     D = (Sp * net.a).mul_(r[:, None])
     coef = net.gamma / X.shape[0]
     fro_X = _fro(X)  # huge data overflow mu and the spike terms even when G is small
-    _check_range(max(fro_X, coef * fro_X * _fro(D)), X)
+    bound = max(fro_X, coef * fro_X * _fro(D))
+    if not bound < _limit(X):
+        norms = {p: _fro(A) for p, A in (("X", X), ("y", y), ("f", f))}
+        part = next((p for p, v in norms.items() if not v < _limit(X)), None)  # too large itself, else the largest
+        part = part or max(norms, key=lambda p: norms[p] if math.isfinite(norms[p]) else math.inf)
+        _check_range(bound, X, part)
     return Gradient(X, r, Sp, D, coef, float(ell.mean()))
+
+
+class RangeError(InputError):
+    """A gradient beyond the dtype's range; `part` says what is too large: the data X, the targets
+    y, the network output f, or only their product G (the caller names the config key or file)."""
+
+    def __init__(self, message: str, part: str):
+        super().__init__(message)
+        self.part = part
+
+
+def _limit(X: torch.Tensor) -> float:
+    return 1e-2 * math.sqrt(torch.finfo(X.dtype).max)
 
 
 def _fro(A: torch.Tensor) -> float:
@@ -78,14 +96,16 @@ def _fro(A: torch.Tensor) -> float:
     return top * float(torch.linalg.vector_norm(A / top)) if 0 < top < math.inf else top
 
 
-def _check_range(bound: float, X: torch.Tensor) -> None:
+_PARTS = {"X": "the data X", "y": "the target vector y", "f": "the network output f", "G": "the gradient"}
+
+
+def _check_range(bound: float, X: torch.Tensor, part: str = "G") -> None:
     """Refuse data or a gradient (norm bound ||G||_F <= coef ||X||_F ||D||_F) that is non-finite or so
     large that squares (Gram matrices, mu's scales) would overflow: an error, not a NaN spectrum."""
-    limit = 1e-2 * math.sqrt(torch.finfo(X.dtype).max)
-    if not bound < limit:
+    if not bound < _limit(X):
         dtype = str(X.dtype).removeprefix("torch.")
-        raise InputError(
-            f"the data or the gradient is too large for compute.dtype = {dtype} (norm up to {bound:.1e}, "
-            f"max |X| = {float(X.abs().max()):.1e}): reduce data.zeta or data.nu"
-            + (", or use float64" if dtype != "float64" else "")
+        raise RangeError(
+            f"{_PARTS[part]} is too large for compute.dtype = {dtype} (gradient norm up to {bound:.1e}, "
+            f"max |X| = {float(X.abs().max()):.1e})" + (", use float64" if dtype != "float64" else ""),
+            part,
         )
