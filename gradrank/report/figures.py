@@ -192,7 +192,8 @@ def alignment(align: dict, n_outliers: int) -> str:
             if np.isfinite(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5, color="white" if v > 0.6 else "#222")
         ax.set_xticks(range(len(cols)), [c for c, _ in cols])
-        ax.set_yticks(range(k), [f"k={i + 1}" + (" ●" if i < n_outliers else "") for i in range(k)])
+        # k labels once, on the left panel (the rows are the same k): none crowd the left heatmap
+        ax.set_yticks(range(k), [f"k={i + 1}" + (" ●" if i < n_outliers else "") for i in range(k)] if ax is axes[0] else [])
         ax.tick_params(length=0)
         ax.set_title(title)
         ax.spines[:].set_visible(False)
