@@ -189,6 +189,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
         if on_record is not None:
             on_record(row)
         return track_G.block[:, :k]
+
     for t in range(tc.steps + 1):
         record = t % tc.record_every == 0 or t == tc.steps
         checkpoint = t % tc.checkpoint_every == 0 or t == tc.steps

@@ -338,11 +338,11 @@ def _ticks(values) -> list[str]:
 
 
 def _categorical_ticks(ax, positions, labels, axis: str = "x") -> None:
-    """Category names that never overlap: rotated (right-aligned) when long or many, else level."""
+    """Category names that never overlap: vertical when long or many, else level."""
     labels = _ticks(labels)
     long = len(labels) > 4 or max((len(t) for t in labels), default=0) > 6
     if axis == "x":
-        ax.set_xticks(positions, labels, rotation=35 if long else 0, ha="right" if long else "center", rotation_mode="anchor")
+        ax.set_xticks(positions, labels, rotation=90 if long else 0)
     else:
         ax.set_yticks(positions, labels)
 
