@@ -69,11 +69,14 @@ def _figure(nrows: int = 1, ncols: int = 1, *, figsize, layout=None, **kw):
 def _plain_log_labels(fig) -> None:
     """Log axes labelled with plain numbers (no mathtext: it costs more than the rest of a figure),
     minor labels only when the axis spans less than a decade (else they overlap)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
     for ax in fig.axes:
         for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
             if axis.get_scale() != "log":
+                continue
+            if isinstance(axis.get_major_locator(), FixedLocator):  # ticks chosen by the figure (e.g. the n of a study)
+                axis.set_minor_locator(NullLocator())
                 continue
             lo, hi = sorted(lim)
             axis.set_major_formatter(FuncFormatter(lambda v, _: _tick_number(v)))
@@ -320,8 +323,8 @@ def trajectory(cols: dict[str, np.ndarray]) -> str | None:
         ax.set_title(title, loc="left", fontsize=7, pad=2)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6, handlelength=2.0, borderaxespad=0, labelspacing=0.25)
         ax.xaxis.set_tick_params(labelbottom=True)
-    for ax in grid[-1]:
-        ax.set_xlabel("step")
+    for col in range(ncols):  # under the lowest panel of each column
+        [ax for ax in grid[:, col] if ax.get_visible()][-1].set_xlabel("step")
     return _svg(fig, "fig-train", "training trajectory")
 
 
