@@ -127,3 +127,76 @@ def test_onestep_report_in_chromium(browser, tmp_path):
         assert page.locator("#points tr").count() == 1 + 9
     finally:
         ctx.close()
+
+
+OVERLAP_JS = """() => {
+  // per axis of every figure: the tick-label groups' boxes; per figure: the legends' boxes
+  const out = [];
+  const boxes = (els) => els.map(e => e.getBoundingClientRect()).filter(r => r.width > 0 && r.height > 0)
+                            .map(r => [r.left, r.top, r.right, r.bottom]);
+  for (const svg of document.querySelectorAll("figure svg")) {
+    const fig = svg.closest("figure").id;
+    for (const axis of svg.querySelectorAll('g[id*="matplotlib.axis_"]')) {
+      const labels = [...axis.querySelectorAll('g[id*="tick_"] > g[id*="-text_"]')];
+      out.push({fig, kind: "ticks", boxes: boxes(labels)});
+    }
+    out.push({fig, kind: "legends", boxes: boxes([...svg.querySelectorAll('g[id*="-legend_"]')])});
+  }
+  return out;
+}"""
+
+
+def _overlaps(boxes, slack=0.5):
+    """Pairs of boxes whose intersection is more than slack px on both sides."""
+    bad = []
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            if min(a[2], b[2]) - max(a[0], b[0]) > slack and min(a[3], b[3]) - max(a[1], b[1]) > slack:
+                bad.append((a, b))
+    return bad
+
+
+def _sweep_with_long_categories(root: Path) -> Path:
+    """Figure 2's eight activations (long names, the issue's 'releaky_relugelusoftplus') by two losses."""
+    import csv
+
+    acts = ["relu", "leaky_relu", "gelu", "softplus", "tanh", "erf", "sigmoid", "quadratic"]
+    rows = [
+        {"model.activation": a, "loss.kind": loss, "seed": s, "status": "done", "regime": "residue-dominated",
+         "norms.G": 1.0, "norms.S1": 0.0 if a == "quadratic" else 0.1 * (i + 1), "norms.S2": 0.5, "norms.E": 0.2,
+         "rank.outliers": 1 + s}
+        for i, a in enumerate(acts) for loss in ("mse", "logistic") for s in (0, 1)
+    ]  # fmt: skip
+    root.mkdir()
+    with open(root / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    axes = {"model.activation": acts, "loss.kind": ["mse", "logistic"]}
+    manifest = {"format": "gradrank-sweep/1", "schema": 1, "base_hash": "0" * 64, "axes": axes, "seeds": 2,
+                "mode": "product", "command": "analyze", "keys": [*axes, "seed"], "base_config": {}, "points": []}  # fmt: skip
+    (root / "sweep.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_tick_labels_and_legends_never_overlap(browser, tmp_path):
+    """Chromium's layout of every figure of a sweep with long category names and of a training run:
+    no two tick labels of an axis overlap, nor two legends of a figure."""
+    from gradrank.report import render
+
+    sweep = _sweep_with_long_categories(tmp_path / "sweep")
+    render.render_dir(sweep, metrics="norms.S1/norms.E, norms.S2/norms.S1, rank.outliers")
+    train = tmp_path / "train"
+    small = ["data.n=60", "data.d=80", "model.width=100", "train.steps=20", "train.optimizer=sgd", "train.batch_size=20"]
+    res = CliRunner().invoke(app, ["train", *sum((["--set", s] for s in small), []), "-o", str(train), "-q"])
+    assert res.exit_code == 0, res.output
+    for d, figures in ((sweep, 5), (train, 5)):
+        ctx, page, _ = _open(browser, (d / "report.html").as_uri())
+        try:
+            groups = page.evaluate(OVERLAP_JS)
+            assert len({g["fig"] for g in groups}) == figures
+            assert sum(len(g["boxes"]) for g in groups if g["kind"] == "ticks") > 40
+            bad = [(g["fig"], g["kind"], _overlaps(g["boxes"])) for g in groups if _overlaps(g["boxes"])]
+            assert bad == []
+        finally:
+            ctx.close()

@@ -15,13 +15,20 @@ from gradrank.cli.common import (
     SeedOpt,
     SetOpt,
     app,
+    example,
     load_config,
     output_dir,
     run_guarded,
 )
 
 
-@app.command("advise")
+@app.command(
+    "advise",
+    epilog=example(
+        "gradrank advise sample_configs/advise.toml -o runs/advise",
+        "gradrank advise --model mlp --ranks 1,2,4,8 --intervals 1,10,50 --target 0.9",
+    ),
+)
 def advise_cmd(
     config: Optional[Path] = ConfigArg,
     model: Optional[str] = typer.Option(None, "--model", help="twolayer (default), mlp, minilm or path/file.py:function"),

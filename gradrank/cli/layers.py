@@ -16,6 +16,7 @@ from gradrank.cli.common import (
     SeedOpt,
     SetOpt,
     app,
+    example,
     load_config,
     output_dir,
     run_guarded,
@@ -23,7 +24,14 @@ from gradrank.cli.common import (
 from gradrank.cli.progress import LayerProgress
 
 
-@app.command("layers")
+@app.command(
+    "layers",
+    epilog=example(
+        "gradrank layers sample_configs/deep_mlp.toml --model mlp -o runs/deep",
+        "gradrank layers --model minilm -o runs/minilm",
+        "gradrank layers --model my_model.py:build --set layers.patterns='[\"encoder.*\"]'",
+    ),
+)
 def layers_cmd(
     config: Optional[Path] = ConfigArg,
     model: Optional[str] = typer.Option(

@@ -16,6 +16,7 @@ from gradrank.cli.common import (
     SeedOpt,
     SetOpt,
     app,
+    example,
     load_config,
     output_dir,
     run_guarded,
@@ -24,7 +25,13 @@ from gradrank.cli.progress import SweepProgress
 from gradrank.errors import InputError
 
 
-@app.command("onestep")
+@app.command(
+    "onestep",
+    epilog=example(
+        "gradrank onestep --eta 0,1,4,16 --seeds 5 -o runs/onestep",
+        "gradrank onestep sample_configs/onestep_single_index.toml --steps 2",
+    ),
+)
 def onestep_cmd(
     config: Optional[Path] = ConfigArg,
     eta: Optional[str] = typer.Option(None, "--eta", help="step sizes, e.g. 0,1,4,16 (0 = random features; default onestep.eta)"),

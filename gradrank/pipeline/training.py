@@ -176,6 +176,16 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
     diverged, message = False, ""
     good = (net.W, net.a)
     loss0 = None
+    last_good = None
+
+    def add_record(net, t, step_ds, grad, G, reg, penalty, U_prev):
+        row, residue = _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, (track_G, track_E, track_R), U_prev, W0, k)
+        row.extra |= _features(net.W - W0, track_W, residue, ds.q, index_basis)
+        rows.append(row)
+        if on_record is not None:
+            on_record(row)
+        return track_G.block[:, :k]
+
     for t in range(tc.steps + 1):
         record = t % tc.record_every == 0 or t == tc.steps
         checkpoint = t % tc.checkpoint_every == 0 or t == tc.steps
@@ -203,13 +213,9 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
                 break
             loss0 = grad.loss if loss0 is None else loss0
             good = (net.W, net.a)  # updates rebind W and a, never write in place
+            last_good = (t, step_ds, grad, G, reg, penalty)
         if record:
-            row, residue = _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, (track_G, track_E, track_R), U_prev, W0, k)
-            row.extra |= _features(net.W - W0, track_W, residue, ds.q, index_basis)
-            U_prev = track_G.block[:, :k]
-            rows.append(row)
-            if on_record is not None:
-                on_record(row)
+            U_prev = add_record(net, t, step_ds, grad, G, reg, penalty, U_prev)
         if checkpoint:
             exact = spectrum(step_ds.X, grad.D, grad.coef, p, dense_add=reg)
             ckpts[f"G_sv_step{t}"] = exact.values
@@ -268,6 +274,8 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
         net.W = net.W - lr * direction
     if diverged:
         net = Network(good[0], good[1], net.gamma, net.act)
+        if last_good is not None and (not rows or rows[-1].step < last_good[0]):  # the last good step, recorded
+            add_record(net, *last_good, U_prev)
     steps_done = rows[-1].step if rows else 0
     result = analysis.analyze_state(cfg, ds, net, noise_draw=steps_done)
     info = TrainInfo(

@@ -71,11 +71,14 @@ def _figure(nrows: int = 1, ncols: int = 1, *, figsize, layout=None, **kw):
 def _plain_log_labels(fig) -> None:
     """Log axes labelled with plain numbers (no mathtext: it costs more than the rest of a figure),
     minor labels only when the axis spans less than a decade (else they overlap)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
     for ax in fig.axes:
         for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
             if axis.get_scale() != "log":
+                continue
+            if isinstance(axis.get_major_locator(), FixedLocator):  # ticks chosen by the figure (e.g. the n of a study)
+                axis.set_minor_locator(NullLocator())
                 continue
             lo, hi = sorted(lim)
             axis.set_major_formatter(FuncFormatter(lambda v, _: _tick_number(v)))
@@ -216,7 +219,8 @@ def alignment(align: dict, n_outliers: int) -> str:
             if np.isfinite(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6.5, color="white" if v > 0.6 else "#222")
         ax.set_xticks(range(len(cols)), [c for c, _ in cols])
-        ax.set_yticks(range(k), [f"k={i + 1}" + (" ●" if i < n_outliers else "") for i in range(k)])
+        # k labels once, on the left panel (the rows are the same k): none crowd the left heatmap
+        ax.set_yticks(range(k), [f"k={i + 1}" + (" ●" if i < n_outliers else "") for i in range(k)] if ax is axes[0] else [])
         ax.tick_params(length=0)
         ax.set_title(title)
         ax.spines[:].set_visible(False)
@@ -343,8 +347,8 @@ def trajectory(cols: dict[str, np.ndarray]) -> str | None:
         ax.set_title(title, loc="left", fontsize=7, pad=2)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=6, handlelength=2.0, borderaxespad=0, labelspacing=0.25)
         ax.xaxis.set_tick_params(labelbottom=True)
-    for ax in grid[-1]:
-        ax.set_xlabel("step")
+    for col in range(ncols):  # under the lowest panel of each column
+        [ax for ax in grid[:, col] if ax.get_visible()][-1].set_xlabel("step")
     return _svg(fig, "fig-train", "training trajectory")
 
 
@@ -361,11 +365,11 @@ def _ticks(values) -> list[str]:
 
 
 def _categorical_ticks(ax, positions, labels, axis: str = "x") -> None:
-    """Category names that never overlap: rotated (right-aligned) when long or many, else level."""
+    """Category names that never overlap: vertical when long or many, else level."""
     labels = _ticks(labels)
     long = len(labels) > 4 or max((len(t) for t in labels), default=0) > 6
     if axis == "x":
-        ax.set_xticks(positions, labels, rotation=35 if long else 0, ha="right" if long else "center", rotation_mode="anchor")
+        ax.set_xticks(positions, labels, rotation=90 if long else 0)
     else:
         ax.set_yticks(positions, labels)
 
