@@ -147,3 +147,19 @@ def test_records_refuse_wrong_types_directly():
     assert Norms.from_dict(good).S1 == 1 and Norms.from_dict(good).reg is None
     with pytest.raises(InputError, match="field 'E' must be a number, got a boolean"):
         Norms.from_dict({**good, "E": True}, "f.json")
+
+
+def test_result_figures_html_and_save(analysis, trained, tmp_path):
+    figs = analysis.figures()
+    assert set(figs) == {"spectrum", "norms", "alignment"}
+    # the spectrum figure's histograms count every resolved singular value of G once
+    s = analysis.arrays["singular_values"]
+    counts = sum(p.get_data().values.sum() for p in figs["spectrum"].axes[0].patches)
+    assert counts == (s > s.max() * 1e-10).sum() > 0
+    page = analysis._repr_html_()
+    assert page.count("<svg") == 3 and analysis.metrics.regime in page
+    out = analysis.save(tmp_path / "r")
+    assert gradrank.load(out).metrics == analysis.metrics
+    loaded_train = gradrank.load(gradrank.save(trained, tmp_path / "t"))
+    with pytest.raises(InputError, match="no trajectory"):
+        loaded_train.save(tmp_path / "again")

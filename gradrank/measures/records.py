@@ -344,22 +344,6 @@ class TrainSummary(Record):
         return getattr(self.analysis, name)
 
 
-TRAJECTORY_FIXED = ("step", "train_loss", "test_loss", "objective", "G", "G_fro", "S1", "S12", "S2", "E", "reg")
-TRAJECTORY_TAIL = (
-    "outliers",
-    "stable_rank",
-    "align_residue_1",
-    "align_spike_1",
-    "align_residue_2",
-    "align_spike_2",
-    "drift_max_angle",
-    "drift",
-    "track_residual",
-    "track_fallback",
-    "track_iterations",
-)
-
-
 @dataclasses.dataclass
 class TrainRecord(Record):
     """One row of trajectory.csv: losses, term norms and the top-k singular values s of G at a step."""
@@ -390,12 +374,14 @@ class TrainRecord(Record):
 
     @staticmethod
     def columns(k: int) -> list[str]:
-        """trajectory.csv's columns, in order, for k tracked singular values."""
-        return [*TRAJECTORY_FIXED, *(f"s{i + 1}" for i in range(k)), *TRAJECTORY_TAIL]
+        """trajectory.csv's columns, in order, for k tracked singular values: s becomes s1 .. sk."""
+        out = []
+        for f in dataclasses.fields(TrainRecord):
+            out += [f"s{i + 1}" for i in range(k)] if f.name == "s" else [f.name]
+        return out
 
     def to_dict(self) -> dict:
-        d = {c: getattr(self, c) for c in TRAJECTORY_FIXED}
-        return d | {f"s{i + 1}": v for i, v in enumerate(self.s)} | {c: getattr(self, c) for c in TRAJECTORY_TAIL}
+        return {c: self[c] for c in self.columns(len(self.s))}
 
     @classmethod
     def from_dict(cls, d, source: str = "record", _path: str = ""):

@@ -64,9 +64,9 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
         clock = now
 
     acfg = cfg.analysis
-    clean, ds = ds, regularizers.noisy_data(cfg, ds, noise_draw)
+    clean, ds = ds, regularizers.noisy_data(cfg.regularizer, cfg.seed, ds, noise_draw)
     grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
-    reg = regularizers.penalty_gradient(cfg, net, clean.X, clean.y, cfg.loss.kind)
+    reg = regularizers.penalty_gradient(cfg.regularizer, net, clean.X, clean.y, cfg.loss.kind)
     lap("gradient")
     mu, mu_err = compute_mu(acfg.mu, grad, ds, net, acfg.quadrature)
     dec = decompose(grad, ds, net, mu, mu_err)
@@ -92,7 +92,7 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
             alpha_fit_r2=ds.info.get("alpha_fit_r2"),
         ),
         **measured,
-        loss=grad.loss + regularizers.penalty_value(cfg, net, clean.X, clean.y, cfg.loss.kind),
+        loss=grad.loss + regularizers.penalty_value(cfg.regularizer, net, clean.X, clean.y, cfg.loss.kind),
         spectral_residual=residual,
         trust=trust(acfg, cfg.compute.dtype, measured["norms"], measured["singular_values"], identity_error, residual, mu_err),
         config_hash=cfg.hash(),
@@ -176,7 +176,7 @@ def prepare(cfg: Config) -> tuple[Config, Dataset, Network]:
     device, dtype = device_and_dtype(cfg)
     ds = data_mod.load(cfg)
     if not cfg.model.weights:
-        net = network.init(cfg, ds)
+        net = network.init(cfg.model, cfg.seed, ds)
     else:
         net = load_weights(cfg, cfg.model.weights, ds.d)
         cfg = cfg.replace(**{"model.width": net.m})
@@ -202,7 +202,7 @@ def network_from_arrays(cfg: Config, W: np.ndarray, a: np.ndarray) -> Network:
 
     m = W.shape[0]
     return Network(
-        torch.as_tensor(W), torch.as_tensor(a), network.gamma_m(cfg, m), get(cfg.model.activation, cfg.model.leaky_slope)
+        torch.as_tensor(W), torch.as_tensor(a), network.gamma_m(cfg.model, m), get(cfg.model.activation, cfg.model.leaky_slope)
     )
 
 

@@ -152,7 +152,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
         checkpoint = t % tc.checkpoint_every == 0 or t == tc.steps
         full = tc.optimizer == "gd" or record or checkpoint
         if full:
-            step_ds = regularizers.noisy_data(cfg, ds, t)
+            step_ds = regularizers.noisy_data(cfg.regularizer, cfg.seed, ds, t)
             try:
                 grad = gradient(net, step_ds.X, step_ds.y, kind)
             except InputError:  # the gradient left the dtype's range: divergence, unless at the start
@@ -160,9 +160,9 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
                     raise
                 diverged, message = True, f"diverged at step {t}: the gradient overflows {cfg.compute.dtype}; lower train.lr"
                 break
-            reg = regularizers.penalty_gradient(cfg, net, ds.X, ds.y, kind)
+            reg = regularizers.penalty_gradient(cfg.regularizer, net, ds.X, ds.y, kind)
             G = grad.dense() if reg is None else grad.dense() + reg
-            penalty = regularizers.penalty_value(cfg, net, ds.X, ds.y, kind)
+            penalty = regularizers.penalty_value(cfg.regularizer, net, ds.X, ds.y, kind)
             if not _finite(grad.loss, penalty, G):
                 diverged, message = True, f"diverged at step {t}: the training loss or gradient is not finite; lower train.lr"
                 break
@@ -190,7 +190,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
             idx = order[cursor : cursor + min(tc.batch_size, n)].to(ds.X.device)
             cursor += tc.batch_size
             batch = _rows(ds, idx)
-            a_grad_ds = regularizers.noisy_data(cfg, batch, t)
+            a_grad_ds = regularizers.noisy_data(cfg.regularizer, cfg.seed, batch, t)
             try:
                 g_b = gradient(net, a_grad_ds.X, a_grad_ds.y, kind)
             except InputError:  # overflow after a finite start: divergence
@@ -199,7 +199,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None) -> Traje
                     f"diverged at step {t}: the mini-batch gradient overflows {cfg.compute.dtype}; lower train.lr",
                 )
                 break
-            reg_b = regularizers.penalty_gradient(cfg, net, batch.X, batch.y, kind)
+            reg_b = regularizers.penalty_gradient(cfg.regularizer, net, batch.X, batch.y, kind)
             direction = (g_b.dense() if reg_b is None else g_b.dense() + reg_b).T
             r = g_b.r
             if not _finite(g_b.loss, direction):
