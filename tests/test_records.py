@@ -163,3 +163,22 @@ def test_result_figures_html_and_save(analysis, trained, tmp_path):
     loaded_train = gradrank.load(gradrank.save(trained, tmp_path / "t"))
     with pytest.raises(InputError, match="no trajectory"):
         loaded_train.save(tmp_path / "again")
+
+
+def test_scaling_study_round_trip_and_damage(tmp_path):
+    from gradrank.api import resolve_config
+    from gradrank.experiments import scaling
+    from gradrank.results import runs
+
+    cfg = resolve_config(overrides={"data.n": 20, "data.d": 24, "model.width": 30, "output.report": False})
+    res = scaling.study(cfg, [20, 30, 40], 1)
+    out = runs.write_scaling(tmp_path / "sc", res)
+    d = json.loads((out / "scaling.json").read_text())
+    assert d["schema"] == 1 and d["kind"] == "scaling"
+    back = scaling.ScalingStudy.from_dict(d)
+    assert back.fits["S1"].slope == res.fits["S1"].slope and back.prediction == res.prediction
+    assert {k: v for k, v in d.items() if k != "schema"} == back.to_dict()
+    d["fits"]["S1"]["slope"] = "steep"
+    (out / "scaling.json").write_text(json.dumps(d))
+    res = CliRunner().invoke(app, ["report", str(out)])
+    assert res.exit_code == 2 and "scaling.json: field 'fits.S1.slope' must be a number" in res.output

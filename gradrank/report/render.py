@@ -42,7 +42,10 @@ def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, pa
     if (run_dir / "sweep.json").is_file():
         return render_sweep(run_dir, formats, out_dir, paper)
     if (run_dir / "scaling.json").is_file():
+        from gradrank.experiments.scaling import ScalingStudy
+
         payload = _read_json(run_dir / "scaling.json", "scaling directory")
+        ScalingStudy.from_dict(payload, str(run_dir / "scaling.json"))
         paper = paper or _get(payload.get("config") or {}, "output.paper", "a4")
         return _write(render_scaling(payload, paper), formats, Path(out_dir or run_dir), paper)
     metrics = read_metrics(run_dir / "metrics.json")

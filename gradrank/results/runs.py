@@ -8,7 +8,7 @@ Every JSON file carries `"schema": 1` first; metrics.json is `{"schema": 1, **me
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from gradrank import io
@@ -76,19 +76,10 @@ def write_train(target, tr) -> Path:
 
 def write_scaling(target: Path, result) -> Path:
     """scaling.json, scaling.csv and config.toml."""
+    from gradrank.experiments.scaling import ScalingStudy
+
     cfg = result.config
-    payload = {
-        "kind": "scaling",
-        "ns": result.ns,
-        "seeds": result.seeds,
-        "rows": result.rows,
-        "fits": {q: (None if f is None else asdict(f)) for q, f in result.fits.items()},
-        "prediction": result.prediction.to_dict(),
-        "comparison": result.comparison,
-        "config": cfg.to_dict(),
-        "config_hash": cfg.hash(),
-        "provenance": _provenance(cfg, {}),
-    }
+    payload = ScalingStudy.of(result, _provenance(cfg, {})).to_dict()
     table = csv_text(list(result.rows[0]), result.rows)
     return _stage(target, "scaling", cfg, {"scaling.json": payload}, {"scaling.csv": table})
 
