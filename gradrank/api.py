@@ -134,7 +134,7 @@ def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | N
         raise InputError("give both W and a, or neither")
     device, dtype = analysis.device_and_dtype(cfg)
     if W is None:
-        net = network.init(cfg.replace(**{"data.d": ds.d}), ds)
+        net = network.init(cfg.model, cfg.seed, ds)
     else:
         if W.ndim != 2 or W.shape[1] != ds.d or a.shape != (W.shape[0],):
             raise InputError(f"W must be (m, {ds.d}) and a (m,), got {W.shape} and {a.shape}")

@@ -19,7 +19,7 @@ def test_depth_two_mlp_is_the_papers_network():
     cfg = _cfg("model.activation=tanh", "model.planted=1.5", "model.scaling=mf")
     p = spec.resolve("mlp", cfg)
     ds = data.load(cfg)
-    net = network.init(cfg, ds)
+    net = network.init(cfg.model, cfg.seed, ds)
     f = spec.forward(p, p.batches[0][0])
     assert list(spec.linear_layers(p.model)) == ["layers.0", "readout"]
     assert torch.allclose(f, net.forward(ds.X), rtol=0, atol=1e-13)

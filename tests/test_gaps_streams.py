@@ -58,7 +58,7 @@ def test_each_consumer_draws_from_its_own_stream():
         assert torch.allclose(y, clean + 0.5 * _randn(seed, stream, X_B.shape[0]), rtol=1e-12, atol=1e-12), stream
     # input noise: draw t from ("input_noise", t)
     for t in (0, 3):
-        noisy = regularizers.noisy_data(cfg, ds, t)
+        noisy = regularizers.noisy_data(cfg.regularizer, cfg.seed, ds, t)
         assert torch.allclose(noisy.X - ds.X, 0.2 * _randn(seed, "input_noise", n, d, index=(t,)), rtol=0, atol=1e-14)
     # training's tracked start block
     tracker = train._Tracker(2, 6, d, False, 1e-6, seed, ds.X)

@@ -169,7 +169,7 @@ def test_every_trajectory_column_against_a_one_shot_analysis():
         from gradrank.twolayer import regularizers
         from gradrank.twolayer.gradient import gradient
 
-        reg = regularizers.penalty_gradient(cfg, net, ds.X, ds.y, "mse").numpy()
+        reg = regularizers.penalty_gradient(cfg.regularizer, net, ds.X, ds.y, "mse").numpy()
         G = gradient(net, ds.X, ds.y, "mse").dense().numpy() + reg
         U, sv, _ = np.linalg.svd(G)
         for key in ("S1", "S12", "S2"):
@@ -218,5 +218,5 @@ def test_noisy_training_records_the_clean_loss_and_the_step_s_noise_draw():
         assert row["train_loss"] == pytest.approx(
             float((0.5 * (_np_forward(net, W.numpy(), ds.X.numpy()) - ds.y.numpy()) ** 2).mean()), rel=1e-10
         )
-        noisy = regularizers.noisy_data(cfg, ds, t)
+        noisy = regularizers.noisy_data(cfg.regularizer, cfg.seed, ds, t)
         W = W - 0.3 * gradient(net, noisy.X, noisy.y, "mse").dense().T

@@ -45,8 +45,8 @@ def test_closed_form_matches_autograd(small_cfg, activation, loss, scaling):
 def test_scalings_differ_by_gamma(small_cfg):
     """gamma_m = c/sqrt(m) (NTK) vs c/m (MF)."""
     cfg = small_cfg()
-    assert network.gamma_m(cfg, 100) == pytest.approx(0.1)
-    assert network.gamma_m(cfg.replace(**{"model.scaling": "mf", "model.c": 2.0}), 100) == pytest.approx(0.02)
+    assert network.gamma_m(cfg.model, 100) == pytest.approx(0.1)
+    assert network.gamma_m(cfg.replace(**{"model.scaling": "mf", "model.c": 2.0}).model, 100) == pytest.approx(0.02)
 
 
 def test_activation_derivatives_match_autograd():

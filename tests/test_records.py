@@ -147,3 +147,38 @@ def test_records_refuse_wrong_types_directly():
     assert Norms.from_dict(good).S1 == 1 and Norms.from_dict(good).reg is None
     with pytest.raises(InputError, match="field 'E' must be a number, got a boolean"):
         Norms.from_dict({**good, "E": True}, "f.json")
+
+
+def test_result_figures_html_and_save(analysis, trained, tmp_path):
+    figs = analysis.figures()
+    assert set(figs) == {"spectrum", "norms", "alignment"}
+    # the spectrum figure's histograms count every resolved singular value of G once
+    s = analysis.arrays["singular_values"]
+    counts = sum(p.get_data().values.sum() for p in figs["spectrum"].axes[0].patches)
+    assert counts == (s > s.max() * 1e-10).sum() > 0
+    page = analysis._repr_html_()
+    assert page.count("<svg") == 3 and analysis.metrics.regime in page
+    out = analysis.save(tmp_path / "r")
+    assert gradrank.load(out).metrics == analysis.metrics
+    loaded_train = gradrank.load(gradrank.save(trained, tmp_path / "t"))
+    with pytest.raises(InputError, match="no trajectory"):
+        loaded_train.save(tmp_path / "again")
+
+
+def test_scaling_study_round_trip_and_damage(tmp_path):
+    from gradrank.api import resolve_config
+    from gradrank.experiments import scaling
+    from gradrank.results import runs
+
+    cfg = resolve_config(overrides={"data.n": 20, "data.d": 24, "model.width": 30, "output.report": False})
+    res = scaling.study(cfg, [20, 30, 40], 1)
+    out = runs.write_scaling(tmp_path / "sc", res)
+    d = json.loads((out / "scaling.json").read_text())
+    assert d["schema"] == 1 and d["kind"] == "scaling"
+    back = scaling.ScalingStudy.from_dict(d)
+    assert back.fits["S1"].slope == res.fits["S1"].slope and back.prediction == res.prediction
+    assert {k: v for k, v in d.items() if k != "schema"} == back.to_dict()
+    d["fits"]["S1"]["slope"] = "steep"
+    (out / "scaling.json").write_text(json.dumps(d))
+    res = CliRunner().invoke(app, ["report", str(out)])
+    assert res.exit_code == 2 and "scaling.json: field 'fits.S1.slope' must be a number" in res.output

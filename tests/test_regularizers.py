@@ -82,7 +82,7 @@ def test_noise_surrogate_approaches_the_average_over_draws(small_cfg, activation
     tau, K = 0.15, 20000
     cfg, ds, net = _setup(small_cfg, f"model.activation={activation}", "data.nu=0.0", n=12, d=4, m=6, seed=3)
     avg = cfg.replace(**{"regularizer.input_noise": tau, "regularizer.noise_mode": "average", "regularizer.noise_draws": K})
-    ds_K = regularizers.noisy_data(avg, ds)
+    ds_K = regularizers.noisy_data(avg.regularizer, avg.seed, ds)
     delta = gradient(net, ds_K.X, ds_K.y, "mse").dense() - gradient(net, ds.X, ds.y, "mse").dense()
     surrogate = regularizers.surrogate_gradient(net, ds.X, ds.y, "mse", tau)
     err = _rel(delta, surrogate)
@@ -97,7 +97,8 @@ def test_weight_decay_adds_exactly_lambda_WT(small_cfg):
     plain = analysis.analyze_state(cfg, ds, net)
     wd = analysis.analyze_state(cfg.replace(**{"regularizer.weight_decay": lam}), ds, net)
     assert torch.equal(
-        regularizers.penalty_gradient(cfg.replace(**{"regularizer.weight_decay": lam}), net, ds.X, ds.y, "mse"), lam * net.W.T
+        regularizers.penalty_gradient(cfg.replace(**{"regularizer.weight_decay": lam}).regularizer, net, ds.X, ds.y, "mse"),
+        lam * net.W.T,
     )
     assert wd.metrics["norms"]["reg"] == pytest.approx(lam * float(torch.linalg.matrix_norm(net.W, 2)), rel=1e-12)
     assert wd.metrics["reg"]["fro"] == pytest.approx(lam * float(net.W.norm()), rel=1e-12)
@@ -118,7 +119,7 @@ def test_noise_joins_the_bulk_and_the_average_is_the_mean_of_draws(small_cfg):
         d=15,
         m=18,
     )
-    dsK = regularizers.noisy_data(cfg, ds)
+    dsK = regularizers.noisy_data(cfg.regularizer, cfg.seed, ds)
     assert torch.allclose(dsK.X - dsK.X_B, ds.zeta * torch.outer(dsK.z, ds.q), atol=1e-13)
     N = (dsK.X - ds.X.repeat(K, 1)) / tau
     assert abs(float(N.std()) - 1.0) < 0.1 and float((N[:20] - N[20:40]).abs().max()) > 0.1  # fresh draws
@@ -148,7 +149,7 @@ def test_noise_joins_the_bulk_and_the_average_is_the_mean_of_draws(small_cfg):
 def test_dense_regularizers_are_reported_as_their_own_term(small_cfg, sets):
     cfg, ds, net = _setup(small_cfg, "model.activation=tanh", *sets, n=30, d=20, m=25)
     res = analysis.analyze_state(cfg, ds, net)
-    reg = regularizers.penalty_gradient(cfg, net, ds.X, ds.y, "mse")
+    reg = regularizers.penalty_gradient(cfg.regularizer, net, ds.X, ds.y, "mse")
     m = res.metrics
     assert m["norms"]["reg"] == pytest.approx(float(torch.linalg.matrix_norm(reg, 2)), rel=1e-10)
     assert m["shares"]["reg"] == pytest.approx(float(reg.norm()) ** 2 / m["norms"]["G_fro"] ** 2, rel=1e-10)

@@ -222,7 +222,7 @@ def test_bulk_edge_with_a_penalty_is_that_of_E_plus_the_penalty():
     m = res.metrics
     cfg, ds, net = analysis.prepare(cfg)
     grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
-    reg = regularizers.penalty_gradient(cfg, net, ds.X, ds.y, cfg.loss.kind)
+    reg = regularizers.penalty_gradient(cfg.regularizer, net, ds.X, ds.y, cfg.loss.kind)
     dec = decompose(grad, ds, net, compute_mu(cfg.analysis.mu, grad, ds, net, cfg.analysis.quadrature)[0])
     G = grad.dense() + reg
     B = G - dec.S1.dense() - dec.S12.dense() - dec.S2.dense()  # = E + reg

@@ -56,15 +56,15 @@ def widths(cfg: Config) -> list[int]:
 def build(cfg: Config, ds) -> DeepMLP:
     """The network for the data set ds, in compute.dtype (drawn in float64 on the CPU)."""
     ms = widths(cfg)
-    W1 = network.init(cfg.replace(**{"model.width": ms[0]}), ds).W
+    W1 = network.init(cfg.replace(**{"model.width": ms[0]}).model, cfg.seed, ds).W
     weights = [W1]
     for layer, (m_in, m_out) in enumerate(zip(ms[:-1], ms[1:]), start=2):
         W = torch.randn(m_out, m_in, generator=generator(cfg.seed, "hidden", layer), dtype=torch.float64)
         weights.append(cfg.model.gain * W / W.norm(dim=1, keepdim=True))
-    a = network.outer_weights(cfg, ms[-1])
+    a = network.outer_weights(cfg.model, cfg.seed, ms[-1])
     dtype = getattr(torch, cfg.compute.dtype)
     act = get(cfg.model.activation, cfg.model.leaky_slope)
-    return DeepMLP([W.to(dtype) for W in weights], a.to(dtype), network.gamma_m(cfg, ms[-1]), act)
+    return DeepMLP([W.to(dtype) for W in weights], a.to(dtype), network.gamma_m(cfg.model, ms[-1]), act)
 
 
 def problem(cfg: Config) -> Problem:

@@ -4,11 +4,12 @@ predicted exponents of gradrank.twolayer.theory (docs/theory.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from gradrank.config import Config
 from gradrank.errors import InputError
 from gradrank.measures.fits import Fit, fit_loglog
+from gradrank.measures.records import Record, check_schema
 from gradrank.twolayer.activations import traits
 from gradrank.twolayer.theory import QUANTITIES, Prediction, predict
 
@@ -22,6 +23,47 @@ class ScalingResult:
     fits: dict[str, Fit | None]
     prediction: Prediction
     comparison: list[dict]
+
+
+@dataclass(kw_only=True)
+class ScalingStudy(Record):
+    """scaling.json: the sizes, seeds, one row per (n, seed), each quantity's fit, the prediction
+    and their comparison, with the config, its hash and provenance."""
+
+    kind: str = "scaling"
+    ns: list[int]
+    seeds: int
+    rows: list[dict[str, Any]]
+    fits: dict[str, Fit | None]
+    prediction: Prediction
+    comparison: list[dict[str, Any]]
+    config: dict[str, Any]
+    config_hash: str
+    provenance: dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, d, source: str = "scaling.json", _path: str = ""):
+        if isinstance(d, dict):
+            check_schema(d, source)
+        out = super().from_dict(d, source, _path)
+        if out.kind != "scaling":
+            raise InputError(f"{source}: field 'kind' must be 'scaling', got {out.kind!r}")
+        return out
+
+    @classmethod
+    def of(cls, result: "ScalingResult", provenance: dict) -> "ScalingStudy":
+        cfg = result.config
+        return cls(
+            ns=result.ns,
+            seeds=result.seeds,
+            rows=result.rows,
+            fits=result.fits,
+            prediction=result.prediction,
+            comparison=result.comparison,
+            config=cfg.to_dict(),
+            config_hash=cfg.hash(),
+            provenance=provenance,
+        )
 
 
 def sized(cfg: Config, n: int) -> Config:

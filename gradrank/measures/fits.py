@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gradrank.measures.records import Record
+
 
 @dataclass
-class Fit:
+class Fit(Record):
     """Least squares log y = c + slope log n over every (n, seed) point, t-based CI."""
 
     slope: float

@@ -349,20 +349,6 @@ class TrainSummary(Record):
         return getattr(self.analysis, name)
 
 
-TRAJECTORY_FIXED = ("step", "train_loss", "test_loss", "objective", "G", "G_fro", "S1", "S12", "S2", "E", "reg")
-TRAJECTORY_TAIL = (
-    "outliers",
-    "stable_rank",
-    "align_residue_1",
-    "align_spike_1",
-    "align_residue_2",
-    "align_spike_2",
-    "drift_max_angle",
-    "drift",
-    "track_residual",
-    "track_fallback",
-    "track_iterations",
-)
 FEATURES = 2  # top singular vectors of W - W0 followed
 FEATURE_COLUMNS = tuple(f"feat_{what}_{i + 1}" for i in range(FEATURES) for what in ("residue", "spike", "index"))
 BATCH_COLUMNS = ("batch_G", "batch_S1", "batch_S12", "batch_S2", "batch_E")
@@ -402,13 +388,20 @@ class TrainRecord(Record):
 
     @staticmethod
     def columns(k: int) -> list[str]:
-        """trajectory.csv's columns, in order, for k tracked singular values."""
-        return [*TRAJECTORY_FIXED, *(f"s{i + 1}" for i in range(k)), *TRAJECTORY_TAIL, *FEATURE_COLUMNS, *BATCH_COLUMNS]
+        """trajectory.csv's columns, in order, for k tracked singular values: s becomes s1 .. sk, extra
+        the feature-learning and mini-batch columns."""
+        out = []
+        for f in dataclasses.fields(TrainRecord):
+            if f.name == "s":
+                out += [f"s{i + 1}" for i in range(k)]
+            elif f.name == "extra":
+                out += [*FEATURE_COLUMNS, *BATCH_COLUMNS]
+            else:
+                out.append(f.name)
+        return out
 
     def to_dict(self) -> dict:
-        d = {c: getattr(self, c) for c in TRAJECTORY_FIXED}
-        d |= {f"s{i + 1}": v for i, v in enumerate(self.s)} | {c: getattr(self, c) for c in TRAJECTORY_TAIL}
-        return d | {c: self.extra.get(c, float("nan")) for c in FEATURE_COLUMNS + BATCH_COLUMNS}
+        return {c: self[c] for c in self.columns(len(self.s))}
 
     @classmethod
     def from_dict(cls, d, source: str = "record", _path: str = ""):

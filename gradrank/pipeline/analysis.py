@@ -65,12 +65,12 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
         clock = now
 
     acfg = cfg.analysis
-    clean, ds = ds, regularizers.noisy_data(cfg, ds, noise_draw)
+    clean, ds = ds, regularizers.noisy_data(cfg.regularizer, cfg.seed, ds, noise_draw)
     try:
         grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
     except RangeError as exc:
         raise blame(cfg, exc.part, str(exc)) from None
-    reg = regularizers.penalty_gradient(cfg, net, clean.X, clean.y, cfg.loss.kind)
+    reg = regularizers.penalty_gradient(cfg.regularizer, net, clean.X, clean.y, cfg.loss.kind)
     lap("gradient")
     mu, mu_err = compute_mu(acfg.mu, grad, ds, net, acfg.quadrature)
     dec = decompose(grad, ds, net, mu, mu_err)
@@ -99,7 +99,7 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
             synthetic_targets=ds.info.get("synthetic_targets") or None,
         ),
         **measured,
-        loss=grad.loss + regularizers.penalty_value(cfg, net, clean.X, clean.y, cfg.loss.kind),
+        loss=grad.loss + regularizers.penalty_value(cfg.regularizer, net, clean.X, clean.y, cfg.loss.kind),
         spectral_residual=residual,
         trust=trust(
             acfg,
@@ -213,7 +213,7 @@ def prepare(cfg: Config) -> tuple[Config, Dataset, Network]:
     device, dtype = device_and_dtype(cfg)
     ds = data_mod.load(cfg)
     if not cfg.model.weights:
-        net = network.init(cfg, ds)
+        net = network.init(cfg.model, cfg.seed, ds)
     else:
         net = load_weights(cfg, cfg.model.weights, ds.d)
         cfg = cfg.replace(**{"model.width": net.m})
@@ -239,7 +239,7 @@ def network_from_arrays(cfg: Config, W: np.ndarray, a: np.ndarray) -> Network:
 
     m = W.shape[0]
     return Network(
-        torch.as_tensor(W), torch.as_tensor(a), network.gamma_m(cfg, m), get(cfg.model.activation, cfg.model.leaky_slope)
+        torch.as_tensor(W), torch.as_tensor(a), network.gamma_m(cfg.model, m), get(cfg.model.activation, cfg.model.leaky_slope)
     )
 
 

@@ -92,9 +92,9 @@ def lr_effective(cfg: Config, m: int) -> float:
 def full_gradient(cfg: Config, ds: Dataset, net: Network, draw: int):
     """The full-batch objective gradient at step `draw`: (noisy data, loss gradient, dense penalty
     or None, G = G_loss + penalty as a d x m matrix). Input noise takes draw number `draw`."""
-    step_ds = regularizers.noisy_data(cfg, ds, draw)
+    step_ds = regularizers.noisy_data(cfg.regularizer, cfg.seed, ds, draw)
     grad = gradient(net, step_ds.X, step_ds.y, cfg.loss.kind)
-    reg = regularizers.penalty_gradient(cfg, net, ds.X, ds.y, cfg.loss.kind)
+    reg = regularizers.penalty_gradient(cfg.regularizer, net, ds.X, ds.y, cfg.loss.kind)
     return step_ds, grad, reg, (grad.dense() if reg is None else grad.dense() + reg)
 
 
@@ -198,7 +198,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
                     raise blame(cfg, getattr(exc, "part", "G"), str(exc)) from None
                 diverged, message = True, f"diverged at step {t}: the gradient overflows {cfg.compute.dtype}; lower train.lr"
                 break
-            penalty = regularizers.penalty_value(cfg, net, ds.X, ds.y, kind)
+            penalty = regularizers.penalty_value(cfg.regularizer, net, ds.X, ds.y, kind)
             if not _finite(grad.loss, penalty, G):
                 diverged, message = True, f"diverged at step {t}: the training loss or gradient is not finite; lower train.lr"
                 break
@@ -235,7 +235,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
             idx = order[cursor : cursor + min(tc.batch_size, n)].to(ds.X.device)
             cursor += tc.batch_size
             batch = _rows(ds, idx)
-            a_grad_ds = regularizers.noisy_data(cfg, batch, t)
+            a_grad_ds = regularizers.noisy_data(cfg.regularizer, cfg.seed, batch, t)
             try:
                 g_b = gradient(net, a_grad_ds.X, a_grad_ds.y, kind)
             except InputError:  # overflow after a finite start: divergence
@@ -244,7 +244,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
                     f"diverged at step {t}: the mini-batch gradient overflows {cfg.compute.dtype}; lower train.lr",
                 )
                 break
-            reg_b = regularizers.penalty_gradient(cfg, net, batch.X, batch.y, kind)
+            reg_b = regularizers.penalty_gradient(cfg.regularizer, net, batch.X, batch.y, kind)
             direction = (g_b.dense() if reg_b is None else g_b.dense() + reg_b).T
             r = g_b.r
             if record:  # the mini-batch gradient's own decomposition (the step actually taken)

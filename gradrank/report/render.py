@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 
 from gradrank import io
 from gradrank.errors import InputError
-from gradrank.measures.records import check_schema
+from gradrank.results.runs import read_arrays, read_json
 
 FORMATS = ("html", "pdf")
 PAPERS = {"a4": "A4", "letter": "letter"}
@@ -62,7 +61,10 @@ def render_run(run_dir: Path, formats=("html",), out_dir: Path | None = None, pa
 
 def render_scaling_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
     """A scaling study directory (scaling.json)."""
-    payload = _read_json(run_dir / "scaling.json", "scaling directory")
+    from gradrank.experiments.scaling import ScalingStudy
+
+    payload = read_json(run_dir / "scaling.json", "scaling directory")
+    ScalingStudy.from_dict(payload, str(run_dir / "scaling.json"))
     paper = paper or _get(payload.get("config") or {}, "output.paper", "a4")
     return _write(render_scaling(payload, paper), formats, Path(out_dir or run_dir), paper)
 
@@ -79,7 +81,7 @@ def render_advice_dir(run_dir: Path, formats=("html",), out_dir: Path | None = N
     """A projector advice directory (advice.json)."""
     from gradrank.report.advice import render_advice
 
-    paper = paper or _get(_read_json(run_dir / "advice.json", "advice directory").get("config") or {}, "output.paper", "a4")
+    paper = paper or _get(read_json(run_dir / "advice.json", "advice directory").get("config") or {}, "output.paper", "a4")
     return _write(render_advice(run_dir, paper), formats, Path(out_dir or run_dir), paper)
 
 
@@ -95,7 +97,7 @@ def render_onestep_dir(run_dir: Path, formats=("html",), out_dir: Path | None = 
 
 def render_regpath_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
     """A regularisation path directory (path.json + path.csv)."""
-    doc = _read_json(run_dir / "path.json", "regpath directory")
+    doc = read_json(run_dir / "path.json", "regpath directory")
     rows = _read_csv(run_dir / "path.csv")
     if not rows:
         raise InputError(f"{run_dir / 'path.csv'}: missing or empty (not a finished regpath directory)")
@@ -107,11 +109,9 @@ def render_regpath_dir(run_dir: Path, formats=("html",), out_dir: Path | None = 
 def read_metrics(path: Path) -> dict:
     """metrics.json read through its typed record (a foreign or malformed file is exit 2 naming the
     file and field), as the dict the templates read: the record's keys, config and provenance."""
-    from gradrank.results.runs import metrics_from_dict, read_json
+    from gradrank.results.runs import metrics_from_dict
 
-    if not path.is_file():
-        raise InputError(f"{path.parent}: not a gradrank run directory (no readable {path.name})")
-    doc = read_json(path)
+    doc = read_json(path, "run directory")
     record = metrics_from_dict(doc, str(path))
     for key in ("config", "provenance"):
         if not isinstance(doc.get(key, {}), dict):
@@ -126,7 +126,7 @@ def render_sweep(
     sweep_dir = Path(sweep_dir)
     from gradrank.experiments.sweep import SweepManifest
 
-    manifest = _read_json(sweep_dir / "sweep.json", "sweep directory")
+    manifest = read_json(sweep_dir / "sweep.json", "sweep directory")
     SweepManifest.from_dict(manifest, str(sweep_dir / "sweep.json"))
     rows = _read_csv(sweep_dir / "results.csv")
     if rows is None:
@@ -180,17 +180,6 @@ def _write(html: str, formats, out_dir: Path, paper: str) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------- reading
-
-
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise InputError(f"{path.parent}: not a gradrank {what} (no readable {path.name})") from None
-    if not isinstance(obj, dict):
-        raise InputError(f"{path}: expected a JSON object")
-    check_schema(obj, str(path))
-    return obj
 
 
 def _read_csv(path: Path) -> list[dict[str, str]] | None:
@@ -282,7 +271,6 @@ def _sub(k: int) -> str:
 def run_context(run_dir: Path, metrics: dict) -> dict:
     """Everything the run template shows: headline, key numbers, figures, config and provenance."""
     from gradrank.report import figures
-    from gradrank.results.runs import read_arrays
 
     arrays = read_arrays(run_dir / "arrays.npz")
     cfg = metrics.get("config") or {}

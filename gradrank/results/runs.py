@@ -8,7 +8,7 @@ Every JSON file carries `"schema": 1` first; metrics.json is `{"schema": 1, **me
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from gradrank import io
@@ -76,19 +76,10 @@ def write_train(target, tr) -> Path:
 
 def write_scaling(target: Path, result) -> Path:
     """scaling.json, scaling.csv and config.toml."""
+    from gradrank.experiments.scaling import ScalingStudy
+
     cfg = result.config
-    payload = {
-        "kind": "scaling",
-        "ns": result.ns,
-        "seeds": result.seeds,
-        "rows": result.rows,
-        "fits": {q: (None if f is None else asdict(f)) for q, f in result.fits.items()},
-        "prediction": result.prediction.to_dict(),
-        "comparison": result.comparison,
-        "config": cfg.to_dict(),
-        "config_hash": cfg.hash(),
-        "provenance": _provenance(cfg, {}),
-    }
+    payload = ScalingStudy.of(result, _provenance(cfg, {})).to_dict()
     table = csv_text(list(result.rows[0]), result.rows)
     return _stage(target, "scaling", cfg, {"scaling.json": payload}, {"scaling.csv": table})
 
@@ -114,12 +105,13 @@ def write_regpath(target: Path, cfg: Config, res) -> Path:
 # ---------------------------------------------------------------------------- reading
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path, what: str = "result directory") -> dict:
     """A gradrank JSON file as a dict of the current schema (exit 2 naming the file otherwise)."""
+    path = Path(path)
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
-        raise InputError(f"{path}: missing or not readable JSON") from None
+        raise InputError(f"{path.parent}: not a gradrank {what} (no readable {path.name})") from None
     if not isinstance(doc, dict):
         raise InputError(f"{path}: not a gradrank file (expected a JSON object)")
     check_schema(doc, str(path))
@@ -157,9 +149,7 @@ def read_run(run_dir: Path) -> StoredRun:
 
     run_dir = Path(run_dir)
     path = run_dir / "metrics.json"
-    if not path.is_file():
-        raise InputError(f"{run_dir}: not a gradrank run directory (no metrics.json)")
-    doc = read_json(path)
+    doc = read_json(path, "run directory")
     record = metrics_from_dict(doc, str(path))
     if not isinstance(doc.get("config"), dict):
         raise InputError(f"{path}: field 'config' is missing or not an object")

@@ -15,6 +15,7 @@ import torch
 
 from gradrank.config import Config, DataConfig
 from gradrank.errors import InputError
+from gradrank.linalg.floors import NORM_FLOOR
 from gradrank.rng import generator
 
 
@@ -103,7 +104,7 @@ def spiked(cfg: Config) -> Dataset:
     X_B, z = _draw(n, lam, V, dc.latent, g_bulk, g_spike)
     X = X_B + zeta * torch.outer(z, q)
     ds = Dataset(X, torch.empty(0), X_B, q, z, zeta, lam, V)
-    ds.info.update(nu=dc.nu if dc.zeta is None else math.log(max(zeta, 1e-300)) / math.log(max(n, 2)))
+    ds.info.update(nu=dc.nu if dc.zeta is None else math.log(max(zeta, NORM_FLOOR)) / math.log(max(n, 2)))
     ds.y = make_targets(cfg, ds, X, X_B)
     if dc.n_test:
         ds.X_test, ds.y_test = fresh(cfg, ds, dc.n_test, "test", "test_noise")
@@ -206,11 +207,11 @@ def _index_scale(ds: Dataset, B: torch.Tensor, sees_spike: bool) -> torch.Tensor
     """Population std of each index beta^T x (or beta^T x_B); for given data, where only the
     empirical spectrum is known (not its basis), the empirical std over the training rows."""
     if not ds.population:
-        return ((ds.X if sees_spike else ds.X_B) @ B.T).pow(2).mean(0).clamp_min(1e-300).sqrt()
+        return ((ds.X if sees_spike else ds.X_B) @ B.T).pow(2).mean(0).clamp_min(NORM_FLOOR).sqrt()
     var = ds.bulk_quadratic(B)
     if sees_spike:
         var = var + (ds.zeta * (B @ ds.q)) ** 2
-    return var.clamp_min(1e-300).sqrt()
+    return var.clamp_min(NORM_FLOOR).sqrt()
 
 
 # ---------------------------------------------------------------------------- given data
@@ -295,7 +296,7 @@ def fit_power_law(eigenvalues: torch.Tensor) -> tuple[float, float]:
     A = torch.stack([torch.ones_like(x), x], 1)
     coef = torch.linalg.lstsq(A, yv[:, None]).solution[:, 0]
     resid = yv - A @ coef
-    r2 = 1 - float(resid.pow(2).sum() / (yv - yv.mean()).pow(2).sum().clamp_min(1e-300))
+    r2 = 1 - float(resid.pow(2).sum() / (yv - yv.mean()).pow(2).sum().clamp_min(NORM_FLOOR))
     return -float(coef[1]), r2
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gradrank.config import Config
+from gradrank.config import ModelConfig
 from gradrank.rng import generator
 from gradrank.twolayer.activations import Activation, get
 from gradrank.twolayer.data import Dataset
@@ -39,15 +39,15 @@ class Network:
         return Network(self.W.to(device=device, dtype=dtype), self.a.to(device=device, dtype=dtype), self.gamma, self.act)
 
 
-def gamma_m(cfg: Config, m: int) -> float:
-    return cfg.model.c / (math.sqrt(m) if cfg.model.scaling == "ntk" else m)
+def gamma_m(mc: ModelConfig, m: int) -> float:
+    """c/sqrt(m) (NTK) or c/m (mean field)."""
+    return mc.c / (math.sqrt(m) if mc.scaling == "ntk" else m)
 
 
-def init(cfg: Config, ds: Dataset) -> Network:
+def init(mc: ModelConfig, seed: int, ds: Dataset) -> Network:
     """W = W_S (rows uniform on the sphere) + planted * n^(-1/4) v q^T, then normalised."""
-    mc = cfg.model
     m, d, n = mc.width, ds.d, ds.n
-    g = generator(cfg.seed, "weights")
+    g = generator(seed, "weights")
     W = torch.randn(m, d, generator=g, dtype=torch.float64)
     W = W / W.norm(dim=1, keepdim=True)
     if mc.planted:
@@ -57,12 +57,13 @@ def init(cfg: Config, ds: Dataset) -> Network:
         W = W + mc.planted * n ** (-0.25) * torch.outer(v, ds.q.double().cpu())
         if mc.planted_normalize == "rows":
             W = W / W.norm(dim=1, keepdim=True)
-    return Network(W, outer_weights(cfg, m), gamma_m(cfg, m), get(mc.activation, mc.leaky_slope))
+    return Network(W, outer_weights(mc, seed, m), gamma_m(mc, m), get(mc.activation, mc.leaky_slope))
 
 
-def outer_weights(cfg: Config, m: int) -> torch.Tensor:
-    g = generator(cfg.seed, "outer")
-    if cfg.model.outer == "balanced":
+def outer_weights(mc: ModelConfig, seed: int, m: int) -> torch.Tensor:
+    """a in {+-1}^m: Rademacher, or balanced (half +1) in a random order."""
+    g = generator(seed, "outer")
+    if mc.outer == "balanced":
         a = torch.ones(m, dtype=torch.float64)
         a[m // 2 :] = -1
         return a[torch.randperm(m, generator=g)]

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from gradrank.config import Config
+from gradrank.config import RegularizerConfig
 from gradrank.rng import generator
 from gradrank.twolayer.data import Dataset
 from gradrank.twolayer.network import Network
@@ -102,7 +102,7 @@ def noise(seed: int, draw: int, shape: tuple[int, int]) -> torch.Tensor:
     return torch.randn(*shape, generator=generator(seed, "input_noise", draw), dtype=torch.float64)
 
 
-def noisy_data(cfg: Config, ds: Dataset, draw: int = 0) -> Dataset:
+def noisy_data(rc: RegularizerConfig, seed: int, ds: Dataset, draw: int = 0) -> Dataset:
     """The data the loss gradient is taken at: X + tau N, with the noise joining the bulk (X_B + tau N).
 
     noise_mode = single: one draw. average: the K = noise_draws draws stacked into one nK-row sample,
@@ -111,12 +111,11 @@ def noisy_data(cfg: Config, ds: Dataset, draw: int = 0) -> Dataset:
     vectors are summed, with one mu for all draws), so the identity stays exact. The population
     covariance of the bulk becomes Sigma_hat + tau^2 I. Without input noise, or for the surrogate
     (a dense penalty), the data are returned unchanged."""
-    rc = cfg.regularizer
     tau = rc.input_noise
     if not tau or rc.noise_mode == "surrogate":
         return ds
     K = rc.noise_draws if rc.noise_mode == "average" else 1
-    N = tau * noise(cfg.seed, draw, (K * ds.n, ds.d)).to(ds.X)
+    N = tau * noise(seed, draw, (K * ds.n, ds.d)).to(ds.X)
     return replace(
         ds,
         X=ds.X.repeat(K, 1) + N,
@@ -128,9 +127,10 @@ def noisy_data(cfg: Config, ds: Dataset, draw: int = 0) -> Dataset:
     )
 
 
-def penalty_gradient(cfg: Config, net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> torch.Tensor | None:
+def penalty_gradient(
+    rc: RegularizerConfig, net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str
+) -> torch.Tensor | None:
     """The sum of the dense regularisers' gradients at the clean data (None when all are off)."""
-    rc = cfg.regularizer
     parts = []
     if rc.weight_decay:
         parts.append(weight_decay(net, rc.weight_decay))
@@ -141,9 +141,8 @@ def penalty_gradient(cfg: Config, net: Network, X: torch.Tensor, y: torch.Tensor
     return sum(parts[1:], parts[0]) if parts else None
 
 
-def penalty_value(cfg: Config, net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> float:
+def penalty_value(rc: RegularizerConfig, net: Network, X: torch.Tensor, y: torch.Tensor, loss_kind: str) -> float:
     """lambda R(W) summed over the dense regularisers (the value whose gradient penalty_gradient is)."""
-    rc = cfg.regularizer
     value = 0.0
     if rc.weight_decay:
         value += 0.5 * rc.weight_decay * float(net.W.pow(2).sum())

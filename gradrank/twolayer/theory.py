@@ -9,16 +9,18 @@ scale s^2 = w^T Sigma_hat w ~ n^-a, a = min(alpha, 1) for unnormalised Sigma_hat
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import Any
 
 from gradrank.config import Config
+from gradrank.measures.records import Record
 from gradrank.twolayer.activations import traits
 
 TERMS = ("S1", "S12", "S2", "E")
 
 
 @dataclass
-class Prediction:
+class Prediction(Record):
     """Leading exponent per term (None: the term vanishes identically), the parts it is the max of."""
 
     regime: str
@@ -27,10 +29,7 @@ class Prediction:
     ratios: dict[str, float | None]
     valid: bool
     notes: list[str] = field(default_factory=list)
-    inputs: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    inputs: dict[str, Any] = field(default_factory=dict)
 
 
 def _mean_target_nonzero(cfg: Config) -> bool:
