@@ -85,7 +85,13 @@ def _reference(cfg, steps):
         ("train.optimizer=sgd", "train.lr=0.3", "train.batch_size=15"),  # 40 = 15 + 15 + 10: a new order at step 3
         ("train.optimizer=adam", "train.lr=0.01", "train.batch_size=16"),
         ("train.optimizer=adam", "train.lr=0.01", "train.batch_size=16", "model.scaling=mf", "train.train_outer=true"),
-        ("train.optimizer=gd", "train.lr=0.3", "regularizer.weight_decay=0.05", "regularizer.jacobian=0.1", "model.activation=tanh"),
+        (
+            "train.optimizer=gd",
+            "train.lr=0.3",
+            "regularizer.weight_decay=0.05",
+            "regularizer.jacobian=0.1",
+            "model.activation=tanh",
+        ),
         ("train.optimizer=sgd", "train.lr=0.3", "train.batch_size=10", "regularizer.jacobian=0.1", "model.activation=tanh"),
     ],
 )
@@ -113,7 +119,11 @@ def test_objective_value_includes_every_penalty():
     ref = float(_objective(cfg, net.W, net.a, ds.X, ds.y).detach())
     assert row["objective"] == pytest.approx(ref, rel=1e-12)
     assert analysis.analyze(cfg).metrics["loss"] == pytest.approx(ref, rel=1e-12)
-    data_only = float(_objective(cfg.replace(**{"regularizer.weight_decay": 0.0, "regularizer.jacobian": 0.0}), net.W, net.a, ds.X, ds.y).detach())
+    data_only = float(
+        _objective(
+            cfg.replace(**{"regularizer.weight_decay": 0.0, "regularizer.jacobian": 0.0}), net.W, net.a, ds.X, ds.y
+        ).detach()
+    )
     assert row["train_loss"] == pytest.approx(data_only, rel=1e-12)
     assert ref - data_only > 1e-3 * ref  # the penalties are a visible part of it
 
@@ -202,7 +212,11 @@ def test_noisy_training_records_the_clean_loss_and_the_step_s_noise_draw():
         net = Network(W, net0.a, net0.gamma, net0.act)
         m = analysis.analyze_state(cfg, ds, net, noise_draw=t).metrics
         other = analysis.analyze_state(cfg, ds, net, noise_draw=t + 1).metrics
-        assert row["S1"] == pytest.approx(m["norms"]["S1"], rel=1e-10) and row["S1"] != pytest.approx(other["norms"]["S1"], rel=1e-6)
-        assert row["train_loss"] == pytest.approx(float((0.5 * (_np_forward(net, W.numpy(), ds.X.numpy()) - ds.y.numpy()) ** 2).mean()), rel=1e-10)
+        assert row["S1"] == pytest.approx(m["norms"]["S1"], rel=1e-10) and row["S1"] != pytest.approx(
+            other["norms"]["S1"], rel=1e-6
+        )
+        assert row["train_loss"] == pytest.approx(
+            float((0.5 * (_np_forward(net, W.numpy(), ds.X.numpy()) - ds.y.numpy()) ** 2).mean()), rel=1e-10
+        )
         noisy = regularizers.noisy_data(cfg, ds, t)
         W = W - 0.3 * gradient(net, noisy.X, noisy.y, "mse").dense().T
