@@ -345,3 +345,97 @@ def test_float32_training_keeps_float32():
 
     tr = training.train(_cfg("compute.dtype=float32", "train.steps=2", "train.record_every=1", "output.report=false"))
     assert tr.W.dtype == torch.float32 and tr.a.dtype == torch.float32
+
+
+@pytest.mark.parametrize("activation", ["softplus", "gelu"])
+def test_population_mu_is_one_half_when_sigma_prime_is_one_half_plus_odd(activation):
+    """softplus' = sigmoid and gelu' = Phi(u) + u phi(u) are 1/2 plus an odd function, so E sigma'(s g) = 1/2
+    exactly at every scale s; a strong spike (s_j up to ~100) sends the quadrature to its composite rule,
+    which must not assume sigma' is even."""
+    cfg = _cfg(f"model.activation={activation}", "analysis.mu=population", "data.nu=1.5", "model.planted=1.0")
+    _, ds, net = analysis.prepare(cfg)
+    from gradrank.twolayer.mu import mu_population
+
+    s = (ds.bulk_quadratic(net.W) + (ds.zeta * (net.W @ ds.q)) ** 2).sqrt()
+    assert float(s.max()) > 20  # beyond what the Hermite rules resolve for these sigma'
+    mu, err = mu_population(ds, net, 64)
+    assert torch.allclose(mu, torch.full_like(mu, 0.5), rtol=0, atol=1e-8) and err <= 1e-6
+
+
+def test_trust_thresholds_at_their_boundaries():
+    """The documented tolerances, each just inside and just outside: mu's quadrature change 1e-6, the
+    spectral residual 1e-3 (float64) / 1e-2 (float32), the identity analysis.identity_tol (at least 1e-4
+    in float32)."""
+    res = analysis.analyze(_cfg("data.nu=0.3"))
+    cfg, m = res.config, res.metrics
+    trust = lambda c, mm, err=0.0: analysis.trust(c, mm, err, None)["checks"]  # noqa: E731
+    assert trust(cfg, m, 1e-6)["quadrature"] and not trust(cfg, m, 1.01e-6)["quadrature"]
+    assert (
+        trust(cfg, {**m, "spectral_residual": 1e-3})["spectrum"]
+        and not trust(cfg, {**m, "spectral_residual": 1.01e-3})["spectrum"]
+    )
+    c32 = cfg.replace(**{"compute.dtype": "float32"})
+    assert (
+        trust(c32, {**m, "spectral_residual": 1e-2})["spectrum"]
+        and not trust(c32, {**m, "spectral_residual": 1.01e-2})["spectrum"]
+    )
+    assert trust(cfg, {**m, "identity_error": 1e-8})["identity"] and not trust(cfg, {**m, "identity_error": 1.01e-8})["identity"]
+    assert trust(c32, {**m, "identity_error": 1e-4})["identity"] and not trust(c32, {**m, "identity_error": 1.01e-4})["identity"]
+
+
+def test_dense_penalty_term_against_numpy():
+    """With weight decay and a Jacobian penalty, the term "reg": its operator and Frobenius norms, share
+    of ||G||_F^2 and the fractions of its Frobenius norm along X_B^T r and q (||u^T reg|| / (|u| ||reg||_F))."""
+    s = _numpy_state(
+        _cfg("analysis.mu=empirical", "regularizer.weight_decay=0.02", "regularizer.jacobian=0.05", "model.activation=tanh")
+    )
+    res = analysis.analyze(s["cfg"])
+    from gradrank.twolayer import regularizers
+
+    reg = regularizers.penalty_gradient(s["cfg"], s["net"], s["ds"].X, s["ds"].y, "mse").numpy()
+    assert np.allclose(reg - 0.05 * regularizers.jacobian_gradient(s["net"], s["ds"].X).numpy(), 0.02 * s["W"].T, atol=1e-15)
+    G = s["G"] + reg
+    rm = res.metrics["reg"]
+    res_dir = s["X_B"].T @ s["r"]
+    assert rm["norm"] == pytest.approx(np.linalg.norm(reg, 2), rel=1e-10) == res.metrics["norms"]["reg"]
+    assert rm["fro"] == pytest.approx(np.linalg.norm(reg), rel=1e-12)
+    assert (
+        rm["share"] == pytest.approx(np.linalg.norm(reg) ** 2 / np.linalg.norm(G) ** 2, rel=1e-9) == res.metrics["shares"]["reg"]
+    )
+    assert rm["residue"] == pytest.approx(
+        np.linalg.norm(res_dir @ reg) / (np.linalg.norm(res_dir) * np.linalg.norm(reg)), rel=1e-9
+    )
+    assert rm["spike"] == pytest.approx(np.linalg.norm(s["q"] @ reg) / np.linalg.norm(reg), rel=1e-9)
+    assert res.metrics["norms"]["G"] == pytest.approx(np.linalg.norm(G, 2), rel=1e-10)
+
+
+def test_loglog_fit_against_scipy_linregress():
+    """Slope, intercept, standard error, R^2 and the t-based interval against scipy.stats.linregress."""
+    from scipy import stats
+
+    from gradrank.measures.fits import fit_loglog
+
+    rng = np.random.default_rng(4)
+    n = np.repeat([100, 200, 400, 800, 1600], 2).astype(float)
+    v = 3.0 * n**-0.4 * np.exp(0.1 * rng.standard_normal(n.size))
+    v[0] = -1.0  # non-positive values are left out
+    fit = fit_loglog(n, v, level=0.9)
+    ref = stats.linregress(np.log(n[1:]), np.log(v[1:]))
+    t = stats.t.ppf(0.95, n.size - 1 - 2)
+    assert (fit.slope, fit.intercept, fit.se, fit.r2) == pytest.approx(
+        (ref.slope, ref.intercept, ref.stderr, ref.rvalue**2), rel=1e-10
+    )
+    assert (fit.ci_low, fit.ci_high) == pytest.approx((ref.slope - t * ref.stderr, ref.slope + t * ref.stderr), rel=1e-10)
+    assert fit.points == 9 and fit.level == 0.9
+    assert fit_loglog([100, 100, 100], [1.0, 2.0, 3.0]) is None and fit_loglog([1, 2], [1.0, 2.0]) is None
+
+
+def test_rank_one_norm_is_the_dense_operator_norm_for_any_sign():
+    from gradrank.decomposition.split import RankOne
+
+    rng = np.random.default_rng(5)
+    left, right = torch.from_numpy(rng.standard_normal(7)), torch.from_numpy(rng.standard_normal(5))
+    for scale in (-0.3, 0.0, 2.0):
+        t = RankOne(scale, left, right)
+        assert t.norm() == pytest.approx(np.linalg.norm(t.dense().numpy(), 2), rel=1e-12, abs=1e-300)
+        assert np.allclose(t.dense().numpy(), scale * np.outer(left.numpy(), right.numpy()))
