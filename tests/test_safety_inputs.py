@@ -431,3 +431,47 @@ def test_overflow_names_the_key_or_file(tmp_path, case, needle):
     msg = str(exc.value)
     assert needle in msg and "data.nu" not in msg, msg
     record("messages", f"overflow caused by {case}", f"InputError: ...{msg[-60:]}")
+
+
+# ---------------------------------------------------------------------------- hand-edited metrics.json
+
+
+@pytest.fixture(scope="module")
+def a_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert cli("analyze", *TINY, "-o", out, "-q").exit_code == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _fields(d, prefix=()):
+    for k, v in d.items():
+        yield (*prefix, k)
+        if isinstance(v, dict):
+            yield from _fields(v, (*prefix, k))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), value=st.sampled_from([None, "x", [1, "a"], {"a": 1}, -1, 1e308, True, "<script>"]))
+def test_hand_edited_metrics_json_never_internal(a_run, tmp_path_factory, data, value):
+    path = data.draw(st.sampled_from(sorted(_fields(a_run))))
+    m = json.loads(json.dumps(a_run))
+    node = m
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    run = tmp_path_factory.mktemp("edited")
+    (run / "metrics.json").write_text(json.dumps(m))
+    res = cli("report", run, "-o", run / "report")
+    assert res.exit_code in (0, 2), (path, value, res.output)
+    assert "Traceback" not in res.output
+    if res.exit_code == 2:  # (matplotlib may warn about the edited values on stderr too)
+        errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+        assert len(errors) == 1 and "metrics.json" in errors[0], res.stderr
+
+
+def test_hand_edited_metrics_recorded():
+    record(
+        "no internal error",
+        "report on a metrics.json with one field replaced (10 hypothesis examples)",
+        "exit 0 or exit 2 naming metrics.json; never 1",
+    )

@@ -10,6 +10,7 @@ stores a point twice. Engines are imported only when used.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import subprocess
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradrank.errors import InputError
+from gradrank.io import printable
 
 HEARTBEAT = 1.0
 EXECUTORS = ("local", "dask", "slurm")
@@ -511,11 +513,16 @@ class SlurmExecutor:
 
         ex = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
         ex.update_parameters(**self._parameters())
-        try:
-            jobs = ex.map_array(fn, tasks)  # ids "123_4"; a single task is a plain job "123"
-        except Exception as exc:  # noqa: BLE001 - sbatch refused the array (bad partition, limits)
-            why = " ".join(str(getattr(exc, "stderr", "") or exc).split())
-            raise Unavailable(f"slurm: sbatch refused the job array ({_printable(why[:200])}); nothing was started") from None
+        with _captured_stderr() as said:  # sbatch's own complaint goes into the one error line
+            try:
+                jobs = ex.map_array(fn, tasks)  # ids "123_4"; a single task is a plain job "123"
+            except Exception as exc:  # noqa: BLE001 - sbatch refused the array (bad partition, limits)
+                failure = exc
+            else:
+                failure = None
+        if failure is not None:
+            why = " ".join((said() or str(failure)).split())
+            raise Unavailable(f"slurm: sbatch refused the job array ({printable(why[:200])}); nothing was started")
         ids = [j.job_id for j in jobs]
         store.add_slurm_job(ids[0].split("_")[0], [t.hash for t in tasks], ids)
         return {t.hash: i for t, i in zip(tasks, ids)}
@@ -550,6 +557,28 @@ class SlurmExecutor:
 
     def close(self) -> None:
         """Nothing to stop: the array keeps running and a rerun follows it."""
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """File descriptor 2 (where sbatch, run by submitit, writes) into a temporary file; yields a
+    function returning what was written."""
+    import sys
+    import tempfile
+
+    text: list[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lambda: "".join(text)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text.append(tmp.read().decode("utf-8", "replace"))
 
 
 def latest_slurm_tasks(manifest: dict) -> dict[str, str]:

@@ -16,6 +16,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
+import jinja2
 import numpy as np
 
 from gradrank import io
@@ -53,9 +54,19 @@ def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, pa
 def render_run(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_) -> list[Path]:
     """An analyze/decompose/train run directory (metrics.json, arrays.npz, trajectory.csv)."""
     metrics = read_metrics(run_dir / "metrics.json")
-    cfg = metrics.get("config") or {}
-    paper = paper or (cfg.get("output") or {}).get("paper", "a4")
-    html = templates_env().get_template("run.html.j2").render(**run_context(run_dir, metrics), paper=PAPERS[paper])
+    try:
+        cfg = metrics.get("config") or {}
+        paper = paper or (cfg.get("output") or {}).get("paper", "a4")
+        html = templates_env().get_template("run.html.j2").render(**run_context(run_dir, metrics), paper=PAPERS[paper])
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, jinja2.TemplateError) as exc:
+        from gradrank.io import owned
+
+        if owned(run_dir):  # gradrank's own, unchanged files: a bug in the report
+            raise
+        raise InputError(
+            f"{run_dir / 'metrics.json'}: a value is not what gradrank writes (the run directory was edited: "
+            f"{exc.__class__.__name__})"
+        ) from None
     return _write(html, formats, Path(out_dir or run_dir), paper)
 
 
