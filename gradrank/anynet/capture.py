@@ -32,7 +32,9 @@ class LayerFactors:
     sample: torch.Tensor | None  # R, the index (over all batches) of each row's sample
     calls: int  # calls per forward pass (weight tying: > 1)
     samples: int  # N
-    G: torch.Tensor | None = None  # autograd's weight gradient of the mean loss, d_in x d_out (None: the weight is frozen)
+    G: torch.Tensor | None = (
+        None  # autograd's weight gradient of the mean loss, d_in x d_out, kept where n >= min(d_in, d_out) (the dense route)
+    )
 
     @property
     def rows(self) -> int:
@@ -188,15 +190,18 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
         if b == 0 and guard is not None:
             guard(estimate_bytes(rec.shapes, n_b, N, mask, scalar))
         scalar_all &= scalar
+        if b == 0:  # autograd's G is kept where the spectrum will come from the dense matrix (n >= min(d_in, d_out))
+            dense = {n for n in trainable if rec.shapes[n] and _dense_route(rec.shapes[n], n_b, N, mask)}
         weights = [(n, layers[n].weight) for n in trainable if rec.shapes[n]]
         wanted = [w for _, w in weights] + rec.outputs + ([outputs] if scalar else [])
         if not wanted:
             raise InputError(f"--model {problem.name}: no gradient reaches any chosen linear layer")
-        grads = torch.autograd.grad(loss, wanted, retain_graph=scalar, allow_unused=True)
+        grads = list(torch.autograd.grad(loss, wanted, retain_graph=scalar, allow_unused=True))  # all weights: every hook fires
         for (name, w), g in zip(weights, grads):
-            if g is not None:  # autograd's own weight gradient, accumulated like D (the independent reference)
+            if g is not None and name in dense:  # autograd's own weight gradient, accumulated like D (the independent reference)
                 g = (g.detach() if is_conv1d(layers[name]) else g.detach().T) * (n_b / N)
                 weight_grad[name] = g if name not in weight_grad else weight_grad[name] + g
+        grads[: len(weights)] = [None] * len(weights)  # the factored-route layers' G is not kept
         r = None
         if scalar:
             r = n_b * grads[-1].detach().reshape(n_b)
@@ -212,7 +217,7 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
                 p["D"].append(e["D"])
                 p["sample"].append(None if e["sample"] is None else e["sample"] + offset)
                 if scalar and e["sample"] is not None:
-                    p["J"].append(e["J"] / N if "J" in e else torch.zeros_like(e["D"]))
+                    p["J"].append(e["J"].div_(N) if "J" in e else torch.zeros_like(e["D"]))
                     p["r"].append(r[e["sample"]])
                 else:
                     p["J"].append(None)
@@ -228,17 +233,17 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
             skipped[name] = "no gradient reaches it (its output does not affect the loss)"
             continue
         p = parts[name]
-        H, D = torch.cat(p["H"]), torch.cat(p["D"])
+        H, D = _cat(p["H"]), _cat(p["D"])
         R = H.shape[0]
         has_J = all(j is not None for j in p["J"])
         out[name] = LayerFactors(
             name,
             "conv1d" if is_conv1d(module) else "linear",
             H,
-            D * R,
-            torch.cat(p["J"]) * R if has_J else None,
-            torch.cat(p["r"]) if has_J else None,
-            torch.cat(p["sample"]) if all(s is not None for s in p["sample"]) else None,
+            D.mul_(R),
+            _cat(p["J"]).mul_(R) if has_J else None,
+            _cat(p["r"]) if has_J else None,
+            _cat(p["sample"]) if all(s is not None for s in p["sample"]) else None,
             max(calls[name], 1),
             N,
             weight_grad.get(name),
@@ -246,6 +251,21 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
     if not out:
         raise InputError(f"--model {problem.name}: no gradient reaches any chosen linear layer ({', '.join(skipped)})")
     return Capture(out, skipped, loss_sum / N, N, scalar_all, timings)
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """One tensor from the row blocks, without a copy when there is only one."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _dense_route(calls: list[tuple], n_0: int, N: int, mask) -> bool:
+    """Whether a layer's spectrum will come from the dense G (its estimated rows n >= min(d_in, d_out))."""
+    from gradrank.linalg.spectral import factored_route
+
+    lead = [s[:-1] for s, _, _ in calls]
+    masked = mask is not None and all(tuple(mask.shape) == tuple(x[:2]) for x in lead)
+    n = sum((int(mask.sum()) * math.prod(x[2:]) if masked else math.prod(x)) for x in lead) * N // max(n_0, 1)
+    return not factored_route(n, calls[0][0][-1], calls[0][1])
 
 
 def _rows(h: torch.Tensor, n_b: int, mask: torch.Tensor | None):
