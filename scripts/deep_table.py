@@ -111,7 +111,17 @@ def table(path: Path, key=("setting", "index")) -> str:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         groups[tuple(r[k] for k in key)].append(r)
-    cols = ["outliers", "share_S1", "share_S2", "share_E", "stable_rank", "cos_u1_residue", "max_cos_spike", "propagated"]
+    cols = [
+        "outliers",
+        "share_S1",
+        "share_S12",
+        "share_S2",
+        "share_E",
+        "stable_rank",
+        "cos_u1_residue",
+        "max_cos_spike",
+        "propagated",
+    ]
     out = ["| setting | layer | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
     for (setting, _), g in sorted(groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
         out.append(f"| {setting} | {g[0]['layer']} | " + " | ".join(_stats([r[c] for r in g]) for c in cols) + " |")

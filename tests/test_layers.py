@@ -153,7 +153,8 @@ def test_float32_model_stays_float32():
     cfg = _cfg("model.depth=3", "compute.dtype=float32")
     problem = spec.resolve("mlp", cfg)
     cap = capture_mod.capture(problem, spec.linear_layers(problem.model))
-    assert all(f.H.dtype == f.D.dtype == f.G.dtype == torch.float32 for f in cap.layers.values())
+    assert all(f.H.dtype == f.D.dtype == f.J.dtype == torch.float32 for f in cap.layers.values())
+    assert cap.layers["readout"].G.dtype == torch.float32  # the dense route keeps autograd's G
     res = layers_mod.analyze_problem(problem, cfg)
     assert res.dtype == "float32" and all(r.identity_error < 1e-5 for r in res.layers)
     res64 = layers_mod.analyze_problem(spec.resolve("mlp", _cfg("model.depth=3")), _cfg("model.depth=3"))

@@ -32,7 +32,9 @@ class LayerFactors:
     sample: torch.Tensor | None  # R, the index (over all batches) of each row's sample
     calls: int  # calls per forward pass (weight tying: > 1)
     samples: int  # N
-    G: torch.Tensor | None = None  # autograd's weight gradient of the mean loss, d_in x d_out (None: the weight is frozen)
+    G: torch.Tensor | None = (
+        None  # autograd's weight gradient of the mean loss, d_in x d_out, kept where n >= min(d_in, d_out) (the dense route)
+    )
 
     @property
     def rows(self) -> int:
@@ -86,43 +88,69 @@ def _loss_value(problem: Problem, outputs, targets) -> torch.Tensor:
 
 
 class _Recorder:
-    """Forward hooks on the chosen layers: each call's input and output (kept in the graph)."""
+    """Forward hooks on the chosen layers. Each call's output gets a tensor hook that, when the
+    backward pass reaches it, keeps the call's rows of H and of the error (D pass) or of J (J pass)
+    and lets autograd free the full-size error at once: the capture adds little beyond the factors."""
 
-    def __init__(self, layers: dict[str, torch.nn.Module]):
-        self.calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in layers}
+    def __init__(self, layers: dict[str, torch.nn.Module], n_b: int, mask, scale: float):
+        self.shapes: dict[str, list[tuple]] = {n: [] for n in layers}  # (input shape, d_out, item size) per call
+        self.rows: dict[str, dict[int, dict]] = {n: {} for n in layers}  # call -> H, D, keep, sample (and J)
+        self.outputs: list[torch.Tensor] = []  # kept only when no chosen weight takes a gradient
+        self.n_b, self.mask, self.scale, self.mode, self.keep_outputs = n_b, mask, scale, "D", False
         self.handles = [m.register_forward_hook(self._hook(n)) for n, m in layers.items()]
 
     def _hook(self, name):
         def hook(module, args, output):
-            self.calls[name].append((args[0], output))
+            h, call = args[0], len(self.shapes[name])
+            self.shapes[name].append((tuple(h.shape), output.shape[-1], h.element_size()))
+            if output.requires_grad:
+                output.register_hook(lambda g: self._grad(name, call, h, g))
+                if self.keep_outputs:
+                    self.outputs.append(output)
 
         return hook
+
+    def _grad(self, name: str, call: int, h: torch.Tensor, g: torch.Tensor) -> None:
+        d_out = g.shape[-1]
+        if self.mode == "J":
+            entry = self.rows[name].get(call)
+            if entry is not None:
+                J = g.detach().reshape(-1, d_out)
+                entry["J"] = J[entry["keep"]] if entry["keep"] is not None else J.clone()
+            return
+        keep, sample = _rows(h, self.n_b, self.mask)
+        flat = g.detach().reshape(-1, d_out)
+        if keep is not None and bool(flat[~keep].any()):
+            keep, sample = None, _rows(h, self.n_b, None)[1]  # padding that matters to the loss stays a row
+        H = h.detach().reshape(-1, h.shape[-1])
+        self.rows[name][call] = {
+            "H": H[keep] if keep is not None else H,
+            "D": (flat[keep] if keep is not None else flat) * self.scale,
+            "keep": keep,
+            "sample": sample,
+        }
 
     def close(self):
         for h in self.handles:
             h.remove()
 
 
-def estimate_bytes(calls: dict[str, list], n_0: int, N: int, mask, scalar: bool) -> int:
-    """Peak bytes of capturing and decomposing, from the first batch's recorded calls: every layer's
-    rows scaled to N samples times (d_in + d_out, + d_out for J), plus the largest layer's working set
+def estimate_bytes(shapes: dict[str, list[tuple]], n_0: int, N: int, mask, scalar: bool) -> int:
+    """Peak bytes of capturing and decomposing, from the first batch's calls: every layer's rows
+    scaled to N samples times (d_in + d_out, + d_out for J), plus the largest layer's working set
     (X_B and J's centred copy, n x (d_in + d_out); G and E, d_in x d_out)."""
     total, work = 0, 0
-    for recs in calls.values():
-        rows, width = 0, 0
-        for h, o in recs:
-            lead = h.shape[:-1]
-            kept = (
-                int(mask.sum()) * math.prod(lead[2:])
-                if mask is not None and tuple(mask.shape) == tuple(lead[:2])
-                else math.prod(lead)
-            )
-            rows += kept * N // max(n_0, 1)
-            width, item = (h.shape[-1], o.shape[-1]), h.element_size()
-        if not recs:
+    for calls in shapes.values():
+        if not calls:
             continue
-        d_in, d_out = width
-        total += item * rows * (d_in + d_out * (2 if scalar else 1))
+        rows = 0
+        for shape, d_out, item in calls:
+            lead = shape[:-1]
+            masked = mask is not None and tuple(mask.shape) == tuple(lead[:2])
+            kept = int(mask.sum()) * math.prod(lead[2:]) if masked else math.prod(lead)
+            rows += kept * N // max(n_0, 1)
+        d_in = shape[-1]
+        total += item * rows * (d_in + d_out * (2 if scalar else 1)) + item * d_in * d_out
         work = max(work, item * (2 * rows * (d_in + d_out) + 2 * d_in * d_out))
     return total + work
 
@@ -136,12 +164,14 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
     N = sum(sizes)
     parts: dict[str, dict[str, list]] = {n: {"H": [], "D": [], "J": [], "r": [], "sample": []} for n in layers}
     calls: dict[str, int] = {n: 0 for n in layers}
-    received = {n: False for n in layers}
     weight_grad: dict[str, torch.Tensor] = {}
+    trainable = [n for n, m in layers.items() if m.weight.requires_grad]
     scalar_all, loss_sum, offset = True, 0.0, 0
     timings = {"forward": 0.0, "backward": 0.0}
     for b, ((inputs, targets), n_b) in enumerate(zip(problem.batches, sizes)):
-        rec = _Recorder(layers)
+        mask = problem.token_masks[b] if problem.token_masks else None
+        rec = _Recorder(layers, n_b, mask, n_b / N)
+        rec.keep_outputs = not trainable
         clock = time.perf_counter()
         try:
             try:
@@ -158,67 +188,62 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
         loss_sum += float(loss.detach()) * n_b
         scalar = want_J and _scalar_outputs(outputs, n_b)
         if b == 0 and guard is not None:
-            guard(estimate_bytes(rec.calls, n_b, N, problem.token_masks[0] if problem.token_masks else None, scalar))
+            guard(estimate_bytes(rec.shapes, n_b, N, mask, scalar))
         scalar_all &= scalar
-        names = [n for n in layers for _ in rec.calls[n]]
-        outs = [o for n in layers for _, o in rec.calls[n]]
-        weights = [(n, m.weight) for n, m in layers.items() if rec.calls[n] and m.weight.requires_grad]
-        wanted = outs + [w for _, w in weights] + ([outputs] if scalar else [])
-        grads = torch.autograd.grad(loss, wanted, retain_graph=scalar, allow_unused=True)
-        for (name, w), g in zip(weights, grads[len(outs) :]):
-            if g is not None:  # autograd's own weight gradient, accumulated like D (the independent reference)
+        if b == 0:  # autograd's G is kept where the spectrum will come from the dense matrix (n >= min(d_in, d_out))
+            dense = {n for n in trainable if rec.shapes[n] and _dense_route(rec.shapes[n], n_b, N, mask)}
+        weights = [(n, layers[n].weight) for n in trainable if rec.shapes[n]]
+        wanted = [w for _, w in weights] + rec.outputs + ([outputs] if scalar else [])
+        if not wanted:
+            raise InputError(f"--model {problem.name}: no gradient reaches any chosen linear layer")
+        grads = list(torch.autograd.grad(loss, wanted, retain_graph=scalar, allow_unused=True))  # all weights: every hook fires
+        for (name, w), g in zip(weights, grads):
+            if g is not None and name in dense:  # autograd's own weight gradient, accumulated like D (the independent reference)
                 g = (g.detach() if is_conv1d(layers[name]) else g.detach().T) * (n_b / N)
                 weight_grad[name] = g if name not in weight_grad else weight_grad[name] + g
-        r = J = None
+        grads[: len(weights)] = [None] * len(weights)  # the factored-route layers' G is not kept
+        r = None
         if scalar:
             r = n_b * grads[-1].detach().reshape(n_b)
-            J = torch.autograd.grad(outputs.sum(), outs, allow_unused=True)
-        mask = problem.token_masks[b] if problem.token_masks else None
-        for i, (name, (h, o)) in enumerate(zip(names, [c for n in layers for c in rec.calls[n]])):
+            rec.mode = "J"
+            torch.autograd.grad(outputs.sum(), [w for _, w in weights] + rec.outputs, allow_unused=True)
+        for name in layers:
             if b == 0:
-                calls[name] += 1
-            g = grads[i]
-            if g is None:
-                continue
-            received[name] = True
-            d_in, d_out = h.shape[-1], o.shape[-1]
-            keep, sample = _rows(h, n_b, mask)
-            if keep is not None and bool(g.detach().reshape(-1, d_out)[~keep].any()):
-                keep, sample = None, _rows(h, n_b, None)[1]  # padding that matters to the loss stays a row
-            rows = lambda t, width: t.detach().reshape(-1, width)[keep] if keep is not None else t.detach().reshape(-1, width)  # noqa: E731
+                calls[name] = len(rec.shapes[name])
             p = parts[name]
-            p["H"].append(rows(h, d_in))
-            p["D"].append(rows(g, d_out) * (n_b / N))
-            p["sample"].append(None if sample is None else sample + offset)
-            if scalar and sample is not None:
-                Ji = J[i] if J[i] is not None else torch.zeros_like(o)
-                p["J"].append(rows(Ji, d_out) / N)
-                p["r"].append(r[sample])
-            else:
-                p["J"].append(None)
+            for call in sorted(rec.rows[name]):
+                e = rec.rows[name][call]
+                p["H"].append(e["H"])
+                p["D"].append(e["D"])
+                p["sample"].append(None if e["sample"] is None else e["sample"] + offset)
+                if scalar and e["sample"] is not None:
+                    p["J"].append(e["J"].div_(N) if "J" in e else torch.zeros_like(e["D"]))
+                    p["r"].append(r[e["sample"]])
+                else:
+                    p["J"].append(None)
         offset += n_b
         timings["backward"] += time.perf_counter() - clock
-        del outputs, loss, grads, J
+        del outputs, loss, grads, rec
     out, skipped = {}, {}
     for name, module in layers.items():
         if not calls[name] and not parts[name]["H"]:
             skipped[name] = "never called in the forward pass"
             continue
-        if not received[name]:
+        if not parts[name]["H"]:
             skipped[name] = "no gradient reaches it (its output does not affect the loss)"
             continue
         p = parts[name]
-        H, D = torch.cat(p["H"]), torch.cat(p["D"])
+        H, D = _cat(p["H"]), _cat(p["D"])
         R = H.shape[0]
         has_J = all(j is not None for j in p["J"])
         out[name] = LayerFactors(
             name,
             "conv1d" if is_conv1d(module) else "linear",
             H,
-            D * R,
-            torch.cat(p["J"]) * R if has_J else None,
-            torch.cat(p["r"]) if has_J else None,
-            torch.cat(p["sample"]) if all(s is not None for s in p["sample"]) else None,
+            D.mul_(R),
+            _cat(p["J"]).mul_(R) if has_J else None,
+            _cat(p["r"]) if has_J else None,
+            _cat(p["sample"]) if all(s is not None for s in p["sample"]) else None,
             max(calls[name], 1),
             N,
             weight_grad.get(name),
@@ -226,6 +251,21 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
     if not out:
         raise InputError(f"--model {problem.name}: no gradient reaches any chosen linear layer ({', '.join(skipped)})")
     return Capture(out, skipped, loss_sum / N, N, scalar_all, timings)
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """One tensor from the row blocks, without a copy when there is only one."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _dense_route(calls: list[tuple], n_0: int, N: int, mask) -> bool:
+    """Whether a layer's spectrum will come from the dense G (its estimated rows n >= min(d_in, d_out))."""
+    from gradrank.linalg.spectral import factored_route
+
+    lead = [s[:-1] for s, _, _ in calls]
+    masked = mask is not None and all(tuple(mask.shape) == tuple(x[:2]) for x in lead)
+    n = sum((int(mask.sum()) * math.prod(x[2:]) if masked else math.prod(x)) for x in lead) * N // max(n_0, 1)
+    return not factored_route(n, calls[0][0][-1], calls[0][1])
 
 
 def _rows(h: torch.Tensor, n_b: int, mask: torch.Tensor | None):
