@@ -60,7 +60,9 @@ class SideGradient:
     def of(P: torch.Tensor, theory: Callable[[], torch.Tensor] | None = None) -> "SideGradient":
         """From the dense parameter-shaped gradient P (rows x cols)."""
         A = P if P.shape[0] >= P.shape[1] else P.T
-        return SideGradient(lambda B: A @ B, lambda C: A.T @ C, (A * A).sum(0), A.shape[0], A.shape[1], theory, A)
+        return SideGradient(
+            lambda B: A @ B, lambda C: A.T @ C, torch.linalg.vector_norm(A, dim=0) ** 2, A.shape[0], A.shape[1], theory, A
+        )
 
     @staticmethod
     def factored(
@@ -180,8 +182,7 @@ class EnergyRecorder:
         if t != self.steps:
             raise ValueError(f"steps must be observed in order (expected {self.steps}, got {t})")
         fro2 = float(g.col_norms2.sum())
-        shares: dict[str, list[torch.Tensor]] = {p: [] for p in self.projectors}
-        products: dict[tuple, torch.Tensor] = {}
+        keys: dict[str, list[tuple]] = {p: [] for p in self.projectors}
         for p in self.projectors:
             if self.k == 0 and p != "theory":
                 continue
@@ -194,9 +195,9 @@ class EnergyRecorder:
                 if p == "svd" and prev is not None and prev != t0:
                     self._record_drift(T, self._bases[(p, prev)], self._bases[key])
                 self._last[(p, T)] = t0
-                if key not in products:
-                    products[key] = self._captured(p, self._bases[key], g)
-                shares[p].append(products[key])
+                keys[p].append(key)
+        products = self._captured(sorted({key for ks in keys.values() for key in ks}), g)
+        shares = {p: [products[key] for key in ks] for p, ks in keys.items()}
         in_use = {(p, t0) for (p, _), t0 in self._last.items()}
         for key in [key for key in self._bases if key not in in_use]:
             del self._bases[key]
@@ -253,11 +254,17 @@ class EnergyRecorder:
             U = U[:, U.norm(dim=0) > 0][:, :k]
         return U
 
-    def _captured(self, p: str, basis: torch.Tensor, g: SideGradient) -> torch.Tensor:
-        """||P_r(A)||_F^2 for every rank r = 1 .. width of the basis (prefix sums)."""
-        if p == "rows":
-            return torch.cumsum(g.col_norms2[basis], 0)
-        return torch.cumsum((g.mv(basis) ** 2).sum(0), 0)
+    def _captured(self, keys: list[tuple], g: SideGradient) -> dict[tuple, torch.Tensor]:
+        """||P_r(A)||_F^2 for every rank r = 1 .. width of each basis (prefix sums); one product A [B_1 B_2 ...]
+        for all the subspace bases in use (rows: sums of A's squared column norms)."""
+        out = {key: torch.cumsum(g.col_norms2[self._bases[key]], 0) for key in keys if key[0] == "rows"}
+        dense = [key for key in keys if key[0] != "rows"]
+        if dense:
+            bases = [self._bases[key] for key in dense]
+            c = (g.mv(torch.cat(bases, 1)) ** 2).sum(0)
+            for key, part in zip(dense, torch.split(c, [b.shape[1] for b in bases])):
+                out[key] = torch.cumsum(part, 0)
+        return out
 
     def _record_drift(self, T: int, B0: torch.Tensor, B1: torch.Tensor) -> None:
         for r in self.ranks:
