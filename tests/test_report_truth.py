@@ -475,3 +475,9 @@ def test_generate_then_decompose_as_the_readme_says(tmp_path):
     readme = (ROOT / "README.md").read_text()
     for key in ("`X`", "`y`", "`q`", "`X_test`", "`y_test`", "data.center = false", "empirical"):
         assert key in readme
+
+
+def test_sweep_checks_its_report_metrics_before_running(tmp_path):
+    res = CliRunner().invoke(app, ["sweep", "--grid", "data.nu=0.1,0.2", "--metrics", "a/b/c", "-o", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "'a/b/c' is neither a column nor a ratio" in res.output
+    assert not (tmp_path / "s").exists()

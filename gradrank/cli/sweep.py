@@ -103,6 +103,12 @@ def sweep(
         base, spec = sw.load(config, sets, seed, grid or [], seeds, zip_, command)
         if scheduler and executor != "dask":
             raise InputError("--scheduler needs --executor dask")
+        if not no_report or pdf:  # the report's metrics, checked before any work (their columns after it)
+            from gradrank.report.render import parse_metrics
+
+            parse_metrics(metrics, None) if metrics else parse_metrics(
+                base.output.metrics or None, None, "config key 'output.metrics'"
+            )
         pts = sw.points(base, spec)
         target = out or Path("runs") / f"{safe_name(base.output.name, 'sweep')}-{sw.sweep_id(base, spec)}"
         flags = {"partition": partition, "time": time_limit, "mem": mem, "array_parallelism": array_parallelism, "gpus": gpus}
