@@ -58,7 +58,7 @@ class Result(Analysis):
             ("identity error", f"{m.identity_error:.2e}"),
         ]
         table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-        warn = "".join(f"<p><b>warning:</b> {html.escape(w)}</p>" for w in m.trust.warnings)
+        warn = "".join(f"<p><b>warning:</b> {html.escape(w)}</p>" for w in [*m.trust.warnings, *m.trust.notes])
         svgs = []
         for i, (name, fig) in enumerate(self.figures().items()):
             svgs.append(F.svg(fig, f"nb{id(self)}-{i}", name))

@@ -152,12 +152,12 @@ def test_every_measure_against_numpy():
 def test_rank_measures_of_a_known_spectrum():
     """Effective rank of equal values is their number; stable rank fro^2 / s_1^2; energy counts."""
     vals = torch.tensor([3.0, 3.0, 3.0, 3.0, 0.0], dtype=torch.float64)
-    rk = metrics.rank_measures(vals, float((vals**2).sum()))
+    rk = metrics.rank_measures(vals, float((vals**2).sum()), 0)
     assert rk["effective"] == pytest.approx(4.0, rel=1e-12)
     assert rk["stable"] == pytest.approx(4.0, rel=1e-12)
     assert (rk["energy90"], rk["energy99"]) == (4, 4)
     vals = torch.tensor([4.0, 2.0, 1.0, 1.0], dtype=torch.float64)  # energies 16, 4, 1, 1 of 22
-    rk = metrics.rank_measures(vals, 22.0)
+    rk = metrics.rank_measures(vals, 22.0, 0)
     p = np.array([4, 2, 1, 1]) / 8
     assert rk["effective"] == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-12)
     assert (rk["energy90"], rk["energy99"]) == (2, 4)  # cumulative 16/22 = .727, 20/22 = .909, 21/22 = .955
@@ -366,9 +366,23 @@ def test_trust_thresholds_at_their_boundaries():
     """The documented tolerances, each just inside and just outside: mu's quadrature change 1e-6, the
     spectral residual 1e-3 (float64) / 1e-2 (float32), the identity analysis.identity_tol (at least 1e-4
     in float32)."""
+    from gradrank.measures.trust import trust as trust_fn
+
     res = analysis.analyze(_cfg("data.nu=0.3"))
-    cfg, m = res.config, res.metrics
-    trust = lambda c, mm, err=0.0: analysis.trust(c, mm, err, None)["checks"]  # noqa: E731
+    cfg, m = res.config, res.metrics.to_dict()
+    from gradrank.measures.records import Norms
+
+    def trust(c, mm, err=0.0):
+        return trust_fn(
+            c.analysis,
+            c.compute.dtype,
+            Norms.from_dict(mm["norms"]),
+            mm["singular_values"],
+            mm["identity_error"],
+            mm["spectral_residual"],
+            err,
+        ).checks.to_dict()
+
     assert trust(cfg, m, 1e-6)["quadrature"] and not trust(cfg, m, 1.01e-6)["quadrature"]
     assert (
         trust(cfg, {**m, "spectral_residual": 1e-3})["spectrum"]
@@ -392,7 +406,7 @@ def test_dense_penalty_term_against_numpy():
     res = analysis.analyze(s["cfg"])
     from gradrank.twolayer import regularizers
 
-    reg = regularizers.penalty_gradient(s["cfg"], s["net"], s["ds"].X, s["ds"].y, "mse").numpy()
+    reg = regularizers.penalty_gradient(s["cfg"].regularizer, s["net"], s["ds"].X, s["ds"].y, "mse").numpy()
     assert np.allclose(reg - 0.05 * regularizers.jacobian_gradient(s["net"], s["ds"].X).numpy(), 0.02 * s["W"].T, atol=1e-15)
     G = s["G"] + reg
     rm = res.metrics["reg"]

@@ -138,6 +138,11 @@ def test_a_damaged_point_is_a_failed_row_naming_the_field(tmp_path):
     d = json.loads(path.read_text())
     d["norms"]["E"] = "x"
     path.write_text(json.dumps(d))
+    row = next(r for r in sw.table() if r["point"] == h)  # an edited point is not gradrank's output
+    assert row["status"] == "failed" and "changed" in row["error"]
+    from gradrank.io import seal
+
+    seal(path.parent, "analyze")  # sealed as if gradrank wrote it: the record itself refuses the value
     row = next(r for r in sw.table() if r["point"] == h)
     assert row["status"] == "failed" and "field 'norms.E' must be a number" in row["error"]
 

@@ -40,7 +40,7 @@ def print_summary(result, target: Path | None = None, command: str = "analyze") 
         f"energy in span(X_B'r, q)={m['energy']['predicted_subspace']:.3f} (top-2: {m['energy']['top2_subspace']:.3f})  "
         f"identity error={m['identity_error']:.1e}"
     )
-    for w in m["trust"]["warnings"]:
+    for w in [*m["trust"]["warnings"], *m["trust"].get("notes", [])]:
         con.print("[bold red]warning:[/] " + escape(w))
     if target is not None:
         con.print("wrote [cyan]" + escape(str(target)) + "[/]")

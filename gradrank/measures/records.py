@@ -274,6 +274,7 @@ class Trust(Record):
     ok: bool
     checks: Checks
     warnings: list[str]
+    notes: list[str] = dataclasses.field(default_factory=list)  # about the input; they fail no check
 
 
 @dataclasses.dataclass(kw_only=True)

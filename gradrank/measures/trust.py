@@ -63,8 +63,7 @@ def trust(
             f"||E|| = {norms.E:.2e} is below the {dtype} resolution s_1 sqrt(eps) = "
             f"{floor:.2e} of G's spectrum: outliers between them cannot be counted"
         )
-    warnings += list(notes)
-    return R.Trust(ok=all(checks.to_dict().values()), checks=checks, warnings=warnings)
+    return R.Trust(ok=all(checks.to_dict().values()), checks=checks, warnings=warnings, notes=list(notes))
 
 
 def signal(dtype: str, singular_values: list[float], n: int, bound: float, rounding: str | None = None) -> str | None:

@@ -294,6 +294,7 @@ def run_context(run_dir: Path, metrics: dict) -> dict:
         "m": m,
         "headline": headline(m) if has_analysis else None,
         "warnings": (_get(m, "trust.warnings", []) or [])
+        + (_get(m, "trust.notes", []) or [])
         + ([m.get("message") or "training diverged"] if m.get("diverged") else []),
         "config_sections": _config_sections(cfg),
         "provenance": m.get("provenance") or {},

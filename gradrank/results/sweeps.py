@@ -268,7 +268,7 @@ def flatten(metrics: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in metrics.items():
         name = f"{prefix}{k}"
-        if name in ("config", "provenance", "trust.warnings", "config_hash"):
+        if name in ("config", "provenance", "trust.warnings", "trust.notes", "config_hash"):
             continue
         if isinstance(v, dict):
             out |= flatten(v, f"{name}.")
