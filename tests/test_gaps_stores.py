@@ -13,10 +13,12 @@ from gradrank.results import sweeps
 
 
 def test_cells_escape_formulas_and_keep_numbers():
+    from gradrank.results.tables import cell
+
     for text in ("=1+1", "+1", "@SUM(A1)", "\tx", "\rx"):
-        assert sweeps._cell(text) == "'" + text
-    assert sweeps._cell("-0.5") == "-0.5" and sweeps._cell("rank-two") == "rank-two"
-    assert sweeps._cell(0.1) == "0.1" and sweeps._cell(float("nan")) == "nan" and sweeps._cell(None) == ""
+        assert cell(text) == "'" + text
+    assert cell("-0.5") == "-0.5" and cell("rank-two") == "rank-two"
+    assert cell(0.1) == "0.1" and cell(float("nan")) == "nan" and cell(None) == ""
 
 
 def test_lists_up_to_max_list_enter_the_table():
@@ -30,24 +32,36 @@ def _store(tmp_path):
     store.write_manifest(
         {
             "format": sweep.FORMAT,
+            "schema": 1,
+            "base_hash": "0" * 64,
+            "axes": {"data.nu": [0.1, 0.2, 0.3]},
+            "seeds": 1,
+            "mode": "product",
+            "command": "analyze",
+            "base_config": {},
             "keys": ["data.nu", "seed"],
             "points": [
-                {"hash": "h1", "values": {"data.nu": 0.1, "seed": 0}},
-                {"hash": "h2", "values": {"data.nu": 0.2, "seed": 0}},
-                {"hash": "h3", "values": {"data.nu": 0.3, "seed": 0}},
+                {"hash": "1111111111111111", "values": {"data.nu": 0.1, "seed": 0}},
+                {"hash": "2222222222222222", "values": {"data.nu": 0.2, "seed": 0}},
+                {"hash": "3333333333333333", "values": {"data.nu": 0.3, "seed": 0}},
             ],
         }
     )
-    store.point_dir("h1").mkdir(parents=True)
-    (store.point_dir("h1") / "metrics.json").write_text(json.dumps({"data": {"nu": 0.1}, "norms": {"S1": 2.5}, "regime": "=bad"}))
-    store.record_failure("h2", "InputError: boom\nsecond line")
+    from gradrank import api, io
+
+    m = api.analyze(overrides={"data.n": 20, "data.d": 15, "model.width": 25, "data.nu": 0.1}).metrics.to_dict()
+    m["norms"]["S1"], m["regime"], m["config_hash"] = 2.5, "=bad", "1111111111111111"  # a formula-like cell, this point's hash
+    store.point_dir("1111111111111111").mkdir(parents=True)
+    (store.point_dir("1111111111111111") / "metrics.json").write_text(json.dumps(m))
+    io.seal(store.point_dir("1111111111111111"), "analyze")  # as gradrank writes a point: sealed
+    store.record_failure("2222222222222222", "InputError: boom\nsecond line")
     return store
 
 
 def test_table_states_prefix_and_escaping(tmp_path):
     store = _store(tmp_path)
-    assert [store.state(h) for h in ("h1", "h2", "h3")] == ["done", "failed", "pending"]
-    assert store.outcome("h3") is None and store.outcome("h2").error.startswith("InputError: boom")
+    assert [store.state(h) for h in ("1111111111111111", "2222222222222222", "3333333333333333")] == ["done", "failed", "pending"]
+    assert store.outcome("3333333333333333") is None and store.outcome("2222222222222222").error.startswith("InputError: boom")
     rows = list(csv.DictReader(store.write_table().open()))
     assert [r["status"] for r in rows] == ["done", "failed", "pending"]
     assert rows[0]["data.nu"] == "0.1" and rows[0]["metrics.data.nu"] == "0.1"  # a metric named like a key
