@@ -76,6 +76,25 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "gradrank/results/sweeps.py": ("tests/test_gaps_stores.py", "tests/test_sweep.py"),
     "gradrank/experiments/sweep.py": ("tests/test_gaps_stores.py", "tests/test_sweep.py"),
     "gradrank/rng.py": ("tests/test_rng.py", "tests/test_gaps_streams.py"),
+    "gradrank/linalg/lapack.py": ("tests/test_gaps_streams.py", "tests/test_spectral.py"),
+    "gradrank/measures/trust.py": ("tests/test_gaps_analysis.py", "tests/test_decompose.py", "tests/test_spectral.py"),
+    "gradrank/results/tables.py": ("tests/test_gaps_stores.py", "tests/test_sweep.py"),
+    "gradrank/anynet/capture.py": (
+        "tests/test_gaps_mutants.py::test_capture_loss_is_the_sample_weighted_mean_over_batches",
+        "tests/test_anynet_spec.py",
+        "tests/test_layers.py",
+    ),
+    "gradrank/pipeline/layers.py": (
+        "tests/test_gaps_mutants.py::test_layer_spike_zeta_orientation_and_dense_E_against_dense_references",
+        "tests/test_layers.py",
+        "tests/test_anynet_spec.py",
+    ),
+    "gradrank/measures/projectors.py": ("tests/test_advisor.py",),
+    "gradrank/experiments/onestep.py": (
+        "tests/test_gaps_mutants.py::test_onestep_update_singular_values_are_those_of_W1_minus_W0_under_mean_field",
+        "tests/test_gaps_mutants.py::test_onestep_steps_take_the_input_noise_draw_of_their_step",
+        "tests/test_onestep.py",
+    ),
 }
 
 SP, SPLIT, ACT, DATA, GRAD, MU, NET, REAL, REG, THEORY, MET, FITS, ANA, TRAIN, STORE, SWEEP, RNG = (
@@ -97,21 +116,28 @@ SP, SPLIT, ACT, DATA, GRAD, MU, NET, REAL, REG, THEORY, MET, FITS, ANA, TRAIN, S
     "gradrank/experiments/sweep.py",
     "gradrank/rng.py",
 )
+LAPACK, TRUST, TABLES = "gradrank/linalg/lapack.py", "gradrank/measures/trust.py", "gradrank/results/tables.py"
+CAPTURE, LAYERS, PROJ, ONESTEP = (
+    "gradrank/anynet/capture.py",
+    "gradrank/pipeline/layers.py",
+    "gradrank/measures/projectors.py",
+    "gradrank/experiments/onestep.py",
+)
 
 MUTANTS: list[Mutant] = [
     # ---- linalg: spectra of factored matrices
     Mutant(
         "spectral-window-eps",
         SP,
-        "return bool(lam[k - 1] >= lam[0] * eps**0.5) if k else True",
-        "return bool(lam[k - 1] >= lam[0] * eps) if k else True",
+        "return bool(lam[k - 1] >= lam[0] * resolution(lam.dtype)) if k else True",
+        "return bool(lam[k - 1] >= lam[0] * resolution(lam.dtype) ** 2) if k else True",
         "factor",
     ),
     Mutant(
         "spectral-window-index",
         SP,
-        "return bool(lam[k - 1] >= lam[0] * eps**0.5) if k else True",
-        "return bool(lam[max(k - 2, 0)] >= lam[0] * eps**0.5) if k else True",
+        "return bool(lam[k - 1] >= lam[0] * resolution(lam.dtype)) if k else True",
+        "return bool(lam[max(k - 2, 0)] >= lam[0] * resolution(lam.dtype)) if k else True",
         "off-by-one",
     ),
     Mutant(
@@ -129,7 +155,7 @@ MUTANTS: list[Mutant] = [
         "side",
     ),
     Mutant("spectral-gram-update-sign", SP, "K[:n, :n] += C  # before", "K[:n, :n] -= C  # before", "sign"),
-    Mutant("spectral-mrrr-order", SP, "P = np.asfortranarray(Z[:, :k][:, ::-1])", "P = np.asfortranarray(Z[:, :k])", "order"),
+    Mutant("spectral-mrrr-order", LAPACK, "P = np.asfortranarray(Z[:, :k][:, ::-1])", "P = np.asfortranarray(Z[:, :k])", "order"),
     Mutant(
         "spectral-topk-residual-k",
         SP,
@@ -140,8 +166,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "spectral-topk-inverse",
         SP,
-        "inv = torch.where(s > s[0] * torch.finfo(s.dtype).eps, 1 / s, 0.0)",
-        "inv = torch.where(s > s[0] * torch.finfo(s.dtype).eps, 1 / s**2, 0.0)",
+        "inv = torch.where(s > s[0] * eps(s.dtype), 1 / s, 0.0)",
+        "inv = torch.where(s > s[0] * eps(s.dtype), 1 / s**2, 0.0)",
         "factor",
     ),
     Mutant(
@@ -221,7 +247,7 @@ MUTANTS: list[Mutant] = [
         "plus an odd function (relu, leaky_relu, gelu, softplus, quadratic, linear: then the symmetric Hermite rules are exact and "
         "the panel rule is never reached); an activation of neither kind would make it observable",
     ),
-    Mutant("activation-gelu-d2", ACT, "lambda u: _phi(u) * (2 - u * u)", "lambda u: _phi(u) * (1 - u * u)", "factor"),
+    Mutant("activation-gelu-d2", ACT, "lambda u: phi(u) * (2 - u * u),", "lambda u: phi(u) * (1 - u * u),", "factor"),
     Mutant(
         "activation-leaky-slope",
         ACT,
@@ -232,21 +258,27 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "network-gamma-swap",
         NET,
-        'return cfg.model.c / (math.sqrt(m) if cfg.model.scaling == "ntk" else m)',
-        'return cfg.model.c / (m if cfg.model.scaling == "ntk" else math.sqrt(m))',
+        'return mc.c / (math.sqrt(m) if mc.scaling == "ntk" else m)',
+        'return mc.c / (m if mc.scaling == "ntk" else math.sqrt(m))',
         "side",
     ),
-    Mutant("network-outer-stream", NET, 'g = generator(cfg.seed, "outer")', 'g = generator(cfg.seed, "weights")', "stream"),
+    Mutant("network-outer-stream", NET, 'g = generator(seed, "outer")', 'g = generator(seed, "weights")', "stream"),
     Mutant("network-planted-power", NET, "mc.planted * n ** (-0.25)", "mc.planted * n ** (-0.5)", "factor"),
     Mutant("network-balanced-half", NET, "a[m // 2 :] = -1", "a[m // 2 + 1 :] = -1", "off-by-one"),
     Mutant("data-zeta-dimension", DATA, "else float(n) ** dc.nu", "else float(d) ** dc.nu", "side"),
     Mutant("data-trace-normalisation", DATA, "lam = lam * (dc.d / lam.sum())", "lam = lam / lam.sum()", "factor"),
-    Mutant("data-test-stream", DATA, 'g_test = generator(cfg.seed, "test")', 'g_test = generator(cfg.seed, "bulk")', "stream"),
+    Mutant(
+        "data-test-stream",
+        DATA,
+        'fresh(cfg, ds, dc.n_test, "test", "test_noise")',
+        'fresh(cfg, ds, dc.n_test, "bulk", "test_noise")',
+        "stream",
+    ),
     Mutant(
         "data-test-noise-stream",
         DATA,
-        'generator(cfg.seed, "test_noise" if test else "noise")',
-        'generator(cfg.seed, "noise")',
+        'fresh(cfg, ds, dc.n_test, "test", "test_noise")',
+        'fresh(cfg, ds, dc.n_test, "test", "noise")',
         "stream",
     ),
     Mutant(
@@ -299,8 +331,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "reg-jacobian-value-gamma",
         REG,
-        "return float(net.gamma**2 * (net.a * net.act.d1(X @ net.W.T) @ net.W)",
-        "return float(net.gamma * (net.a * net.act.d1(X @ net.W.T) @ net.W)",
+        "return float(net.gamma**2 * (net.a * net.act.d1(net.preactivations(X)) @ net.W)",
+        "return float(net.gamma * (net.a * net.act.d1(net.preactivations(X)) @ net.W)",
         "factor",
     ),
     Mutant(
@@ -313,7 +345,14 @@ MUTANTS: list[Mutant] = [
         "(h * J - r * _laplacian(net, Z)).mean()",
         "sign",
     ),
-    Mutant("reg-tanh-d3-sign", REG, "return (1 - t * t) * (6 * t * t - 2)", "return (1 - t * t) * (6 * t * t + 2)", "sign"),
+    Mutant(
+        "reg-tanh-d3-sign",
+        ACT,
+        "return (1 - t * t) * (6 * t * t - 2)",
+        "return (1 - t * t) * (6 * t * t + 2)",
+        "sign",
+        tests=MODULE_TESTS[REG],
+    ),
     Mutant(
         "reg-sum-parts",
         REG,
@@ -336,8 +375,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "metrics-energy90-off-by-one",
         MET,
-        '"energy90": int((cum < 0.9).sum()) + 1',
-        '"energy90": int((cum < 0.9).sum())',
+        "energy90=int((cum < 0.9).sum()) + 1,",
+        "energy90=int((cum < 0.9).sum()),",
         "off-by-one",
     ),
     Mutant(
@@ -362,32 +401,26 @@ MUTANTS: list[Mutant] = [
         "boundary",
     ),
     Mutant(
-        "metrics-right-mu-a", MET, '"right_mu": abs_cos(spec_G.V, a * dec.mu)', '"right_mu": abs_cos(spec_G.V, dec.mu)', "formula"
+        "metrics-right-mu-a", MET, "right_mu=abs_cos(spec_G.V, a * dec.mu),", "right_mu=abs_cos(spec_G.V, dec.mu),", "formula"
     ),
     Mutant(
         "metrics-right-spike-term",
         MET,
-        '"right_spike": abs_cos(spec_G.V, dec.S2.right)',
-        '"right_spike": abs_cos(spec_G.V, dec.S1.right)',
+        "right_spike=abs_cos(spec_G.V, dec.S2.right),",
+        "right_spike=abs_cos(spec_G.V, dec.S1.right),",
         "formula",
     ),
     Mutant("metrics-edge-margin", MET, "return max((1 + margin) * norm_E,", "return max(margin * norm_E,", "factor"),
     Mutant(
         "metrics-outlier-strict", MET, "return sum(1 for v in s if v > edge)", "return sum(1 for v in s if v >= edge)", "boundary"
     ),
-    Mutant("metrics-share-E-operator", MET, '| {"E": spec_E.fro2 / fro2}', '| {"E": norms["E"] ** 2 / fro2}', "formula"),
+    Mutant("metrics-share-E-operator", MET, "E=spec_E.fro2 / fro2,", "E=norms.E**2 / fro2,", "formula"),
     Mutant("metrics-captured-off-by-one", MET, "U_out = spec_G.U[:, :n_out]", "U_out = spec_G.U[:, : n_out + 1]", "off-by-one"),
-    Mutant(
-        "metrics-direction-spike-column",
-        MET,
-        '"spike": float(GtP[:, 3].norm())',
-        '"spike": float(GtP[:, 1].norm())',
-        "off-by-one",
-    ),
+    Mutant("metrics-direction-spike-column", MET, "float(GtP[:, -1].norm()))", "float(GtP[:, 1].norm()))", "off-by-one"),
     Mutant(
         "metrics-predicted-energy",
         MET,
-        "pred = float(GtP[:, :2].pow(2).sum())",
+        "pred = float(GtP[:, : P.shape[1]].pow(2).sum())",
         "pred = float(GtP[:, :1].pow(2).sum())",
         "off-by-one",
     ),
@@ -399,36 +432,49 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "analysis-trust-before-residual",
         ANA,
-        '    m["spectral_residual"] = spectral_residual(mv, rmv, spec_G, m["norms"]["E"])\n    m["trust"] = trust(cfg, m, mu_err, ds)\n',
-        '    m["trust"] = trust(cfg, m, mu_err, ds)\n    m["spectral_residual"] = spectral_residual(mv, rmv, spec_G, m["norms"]["E"])\n',
+        "            identity_error,\n            residual,\n",
+        "            residual,\n            identity_error,\n",
         "order",
     ),
     Mutant(
         "analysis-loss-without-penalty",
         ANA,
-        'm["loss"] = grad.loss + regularizers.penalty_value(cfg, net, clean.X, clean.y, cfg.loss.kind)',
-        'm["loss"] = grad.loss',
+        "loss=grad.loss + regularizers.penalty_value(cfg.regularizer, net, clean.X, clean.y, cfg.loss.kind),",
+        "loss=grad.loss,",
         "formula",
     ),
-    Mutant("analysis-spectrum-tolerance", ANA, "spec_tol = 1e-3 if", "spec_tol = 1e-1 if", "default"),
+    Mutant(
+        "analysis-spectrum-tolerance",
+        TRUST,
+        'return 1e-3 if dtype == "float64" else 1e-2',
+        'return 1e-1 if dtype == "float64" else 1e-2',
+        "default",
+    ),
     Mutant(
         "analysis-resolution-dtype",
-        ANA,
-        'floor = m["singular_values"][0] * np.finfo(cfg.compute.dtype).eps ** 0.5',
-        'floor = m["singular_values"][0] * np.finfo("float64").eps ** 0.5',
+        TRUST,
+        "floor = singular_values[0] * resolution(dtype)",
+        'floor = singular_values[0] * resolution("float64")',
         "default",
     ),
     Mutant(
         "analysis-noise-draw",
         ANA,
-        "regularizers.noisy_data(cfg, ds, noise_draw)",
-        "regularizers.noisy_data(cfg, ds, 0)",
+        "regularizers.noisy_data(cfg.regularizer, cfg.seed, ds, noise_draw)",
+        "regularizers.noisy_data(cfg.regularizer, cfg.seed, ds, 0)",
         "stream",
     ),
     Mutant("analysis-probe-sign", ANA, "- left @ (right @ Omega)", "+ left @ (right @ Omega)", "sign"),
     Mutant("analysis-E-update-zeta", ANA, "U[:n, 0], U[n, 1] = grad.r, ds.zeta", "U[:n, 0], U[n, 1] = grad.r, 1.0", "factor"),
-    Mutant("analysis-reg-share", ANA, '"share": fro**2 / max(G_fro2, 1e-300)', '"share": fro / max(G_fro2, 1e-300)', "factor"),
-    Mutant("analysis-quadrature-threshold", ANA, '"quadrature": mu_err <= 1e-6,', '"quadrature": mu_err <= 1e-2,', "default"),
+    Mutant(
+        "analysis-reg-share",
+        MET,
+        "share=fro**2 / max(G_fro2, NORM_FLOOR),",
+        "share=fro / max(G_fro2, NORM_FLOOR),",
+        "factor",
+        tests=MODULE_TESTS[ANA],
+    ),
+    Mutant("analysis-quadrature-threshold", TRUST, "QUADRATURE_TOL = 1e-6\n", "QUADRATURE_TOL = 1e-2\n", "default"),
     # ---- pipeline: training
     Mutant(
         "train-adam-beta2",
@@ -460,8 +506,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "train-record-noise-draw",
         TRAIN,
-        "step_ds = regularizers.noisy_data(cfg, ds, t)",
-        "step_ds = regularizers.noisy_data(cfg, ds, 0)",
+        "step_ds = regularizers.noisy_data(cfg.regularizer, cfg.seed, ds, draw)",
+        "step_ds = regularizers.noisy_data(cfg.regularizer, cfg.seed, ds, 0)",
         "stream",
     ),
     Mutant(
@@ -481,24 +527,20 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "train-drift-reference",
         TRAIN,
-        "U_prev = track_G.block[:, :k]",
-        "U_prev = track_G.block[:, :k] if U_prev is None else U_prev",
+        "        return track_G.block[:, :k]\n",
+        "        return track_G.block[:, :k] if U_prev is None else U_prev\n",
         "order",
     ),
-    Mutant("train-objective-penalty", TRAIN, '"objective": grad.loss + penalty,', '"objective": grad.loss,', "formula"),
+    Mutant("train-objective-penalty", TRAIN, "objective=grad.loss + penalty,", "objective=grad.loss,", "formula"),
     Mutant(
-        "train-stable-rank",
-        TRAIN,
-        '"stable_rank": G_fro**2 / max(s[0] ** 2, 1e-300)',
-        '"stable_rank": G_fro / max(s[0], 1e-300)',
-        "factor",
+        "train-stable-rank", TRAIN, "stable_rank=stable_rank(G_fro**2, s[0]),", "stable_rank=stable_rank(G_fro, s[0]),", "factor"
     ),
-    Mutant("train-gd-penalty", TRAIN, "G = grad.dense() if reg is None else grad.dense() + reg", "G = grad.dense()", "formula"),
+    Mutant("train-gd-penalty", TRAIN, "(grad.dense() if reg is None else grad.dense() + reg)", "grad.dense()", "formula"),
     Mutant(
         "train-sgd-penalty-data",
         TRAIN,
-        "reg_b = regularizers.penalty_gradient(cfg, net, batch.X, batch.y, kind)",
-        "reg_b = regularizers.penalty_gradient(cfg, net, ds.X, ds.y, kind)",
+        "reg_b = regularizers.penalty_gradient(cfg.regularizer, net, batch.X, batch.y, kind)",
+        "reg_b = regularizers.penalty_gradient(cfg.regularizer, net, ds.X, ds.y, kind)",
         "side",
     ),
     Mutant(
@@ -516,7 +558,14 @@ MUTANTS: list[Mutant] = [
         "side",
     ),
     # ---- the sweep store and grid
-    Mutant("store-cell-formula", STORE, '("=", "+", "@", "\\t", "\\r")', '("+", "@", "\\t", "\\r")', "formula"),
+    Mutant(
+        "store-cell-formula",
+        TABLES,
+        '("=", "+", "@", "\\t", "\\r")',
+        '("+", "@", "\\t", "\\r")',
+        "formula",
+        tests=MODULE_TESTS[STORE],
+    ),
     Mutant(
         "store-list-index",
         STORE,
@@ -558,6 +607,109 @@ MUTANTS: list[Mutant] = [
         SWEEP,
         'todo = [p for p in pts if store.state(p.hash) != "done"]',
         'todo = [p for p in pts if store.state(p.hash) == "pending"]',
+        "formula",
+    ),
+    # ---- any network: capture of the factors, the per-layer split
+    Mutant(
+        "capture-batch-weight",
+        CAPTURE,
+        "rec = _Recorder(layers, n_b, mask, n_b / N)",
+        "rec = _Recorder(layers, n_b, mask, 1.0)",
+        "factor",
+    ),
+    Mutant(
+        "capture-residue-nb",
+        CAPTURE,
+        "r = n_b * grads[-1].detach().reshape(n_b)",
+        "r = grads[-1].detach().reshape(n_b)",
+        "factor",
+    ),
+    Mutant(
+        "capture-conv1d-transpose",
+        CAPTURE,
+        "g = (g.detach() if is_conv1d(layers[name]) else g.detach().T) * (n_b / N)",
+        "g = (g.detach().T if is_conv1d(layers[name]) else g.detach()) * (n_b / N)",
+        "side",
+    ),
+    Mutant("capture-sample-offset", CAPTURE, 'e["sample"] + offset)', 'e["sample"])', "off-by-one"),
+    Mutant("capture-loss-mean", CAPTURE, "loss_sum += float(loss.detach()) * n_b", "loss_sum += float(loss.detach())", "factor"),
+    Mutant(
+        "capture-gradient-rows",
+        CAPTURE,
+        "return (self.H.T @ self.D) / self.rows",
+        "return (self.H.T @ self.D) / self.samples",
+        "side",
+    ),
+    Mutant(
+        "layers-zeta-rows", LAYERS, "zeta = float(zz.norm()) / math.sqrt(f.rows)", "zeta = float(zz.norm()) / f.rows", "factor"
+    ),
+    Mutant(
+        "layers-spike-removal-sign", LAYERS, "X_B = H - zeta * torch.outer(z, q)", "X_B = H + zeta * torch.outer(z, q)", "sign"
+    ),
+    Mutant("layers-mu-from-D", LAYERS, "r, ones, J, J.mean(0))", "r, ones, J, D.mean(0))", "formula"),
+    Mutant("layers-coef-samples", LAYERS, "dec = split(1.0 / n,", "dec = split(1.0 / f.samples,", "side"),
+    Mutant("layers-spike-orientation", LAYERS, "float(zz @ known.z[f.sample]) < 0", "float(zz @ known.z[f.sample]) > 0", "sign"),
+    Mutant(
+        "layers-dense-E-sign", LAYERS, "torch.addmm(G, left, right, alpha=-1)", "torch.addmm(G, left, right, alpha=1)", "sign"
+    ),
+    # ---- the GaLore advisor's projectors
+    Mutant(
+        "proj-galore-side",
+        PROJ,
+        "A = P if P.shape[0] >= P.shape[1] else P.T",
+        "A = P if P.shape[0] <= P.shape[1] else P.T",
+        "side",
+    ),
+    Mutant("proj-refresh-early", PROJ, "t0 = T * (t // T)", "t0 = T * ((t + 1) // T)", "off-by-one"),
+    Mutant("proj-factored-coef", PROJ, "cn = coef * coef * (R * (K @ R)).sum(0)", "cn = coef * (R * (K @ R)).sum(0)", "factor"),
+    Mutant(
+        "proj-rows-ascending",
+        PROJ,
+        "torch.argsort(g.col_norms2, descending=True, stable=True)",
+        "torch.argsort(g.col_norms2, stable=True)",
+        "sign",
+    ),
+    Mutant("proj-rank-column", PROJ, "min(1.0, float(means[i, r - 1]))", "min(1.0, float(means[i, r - 2]))", "off-by-one"),
+    Mutant(
+        "proj-recommend-interval",
+        PROJ,
+        '(e["rank"], -e["interval"], -e["captured"])',
+        '(e["rank"], e["interval"], -e["captured"])',
+        "sign",
+    ),
+    # ---- the one-step protocol
+    Mutant(
+        "onestep-ridge-n", ONESTEP, "cholesky_ex(K + n * float(lams[0]) * eye)", "cholesky_ex(K + float(lams[0]) * eye)", "factor"
+    ),
+    Mutant("onestep-ridge-grid-n", ONESTEP, "(e[:, None].clamp_min(0) + n * lam)", "(e[:, None].clamp_min(0) + lam)", "factor"),
+    Mutant(
+        "onestep-feature-scale",
+        ONESTEP,
+        "return net.act.f(X @ net.W.T) / math.sqrt(net.m)",
+        "return net.act.f(X @ net.W.T) / net.m",
+        "factor",
+    ),
+    Mutant("onestep-update-sign", ONESTEP, "W = net.W - (eta * mult) * G.T", "W = net.W + (eta * mult) * G.T", "sign"),
+    Mutant(
+        "onestep-readout-stream",
+        ONESTEP,
+        'ds.n, "onestep_readout", "onestep_readout_noise"',
+        'ds.n, "test", "onestep_readout_noise"',
+        "stream",
+    ),
+    Mutant("onestep-sv-mult", ONESTEP, "[eta * mult * float(v) for v in s_first]", "[eta * float(v) for v in s_first]", "factor"),
+    Mutant(
+        "onestep-step-draw",
+        ONESTEP,
+        "training.full_gradient(cfg, ds, net, t)[3]",
+        "training.full_gradient(cfg, ds, net, 0)[3]",
+        "stream",
+    ),
+    Mutant(
+        "onestep-holdout-leak",
+        ONESTEP,
+        "A = ridge(Phi[~val], y[~val], oc.ridge_grid)",
+        "A = ridge(Phi, y, oc.ridge_grid)",
         "formula",
     ),
     # ---- random streams
