@@ -30,7 +30,7 @@ EXECUTORS = ("local", "dask", "slurm")
 # a quote or a shell character can never leave its #SBATCH / #PBS line.
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}"
 _TIME = r"(\d{1,7}|(\d{1,3}-)?\d{1,3}:\d{2}(:\d{2})?)"
-_MEM = r"\d{1,9}(\.\d{1,3})?\s?([KMGTP]i?B?|[kmgtp]b?)?"
+_MEM = r"\d{1,9}(\.\d{1,3})?([KMGTP]i?B?|[kmgtp]b?)?"  # no whitespace: it would split a #SBATCH line
 SCHEDULER_OPTIONS = {
     "slurm": {
         "partition": ("str", rf"{_NAME}(,{_NAME}){{0,15}}"),
