@@ -46,6 +46,18 @@ def _blown_up(loss: float, loss0: float | None) -> bool:
     return loss0 is not None and loss > BLOWUP * max(loss0, 1.0)
 
 
+def _divergence(t: int, what: str, loss: float, loss0: float | None, *values) -> str:
+    """Why training diverged at step t (the `what` loss or gradient not finite, or blown up), else ''."""
+    if not _finite(loss, *values):
+        return f"diverged at step {t}: the {what} loss or gradient is not finite; lower train.lr"
+    if _blown_up(loss, loss0):
+        return (
+            f"diverged at step {t}: the {what} loss {loss:.3g} exceeds {BLOWUP:.0e} × max(initial loss "
+            f"{loss0:.3g}, 1); lower train.lr"
+        )
+    return ""
+
+
 def block_size(k: int, d: int, m: int) -> int:
     """Columns of the tracked block: k + max(4, 2k) extra ones make the k-th vector converge like
     (s_p / s_k)^2 per iteration, which matters inside the clustered bulk (measured in bench_train)."""
@@ -199,17 +211,9 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
                 diverged, message = True, f"diverged at step {t}: the gradient overflows {cfg.compute.dtype}; lower train.lr"
                 break
             penalty = regularizers.penalty_value(cfg.regularizer, net, ds.X, ds.y, kind)
-            if not _finite(grad.loss, penalty, G):
-                diverged, message = True, f"diverged at step {t}: the training loss or gradient is not finite; lower train.lr"
-                break
-            if _blown_up(grad.loss, loss0):
-                diverged, message = (
-                    True,
-                    (
-                        f"diverged at step {t}: the training loss {grad.loss:.3g} exceeds {BLOWUP:.0e} × max(initial loss "
-                        f"{loss0:.3g}, 1); lower train.lr"
-                    ),
-                )
+            message = _divergence(t, "training", grad.loss, loss0, penalty, G)
+            if message:
+                diverged = True
                 break
             loss0 = grad.loss if loss0 is None else loss0
             good = (net.W, net.a)  # updates rebind W and a, never write in place
@@ -249,17 +253,9 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
             r = g_b.r
             if record:  # the mini-batch gradient's own decomposition (the step actually taken)
                 rows[-1].extra |= _batch_terms(cfg, g_b, a_grad_ds, net, direction.T)
-            if not _finite(g_b.loss, direction):
-                diverged, message = True, f"diverged at step {t}: the mini-batch loss or gradient is not finite; lower train.lr"
-                break
-            if _blown_up(g_b.loss, loss0):
-                diverged, message = (
-                    True,
-                    (
-                        f"diverged at step {t}: the mini-batch loss {g_b.loss:.3g} exceeds {BLOWUP:.0e} × max(initial loss "
-                        f"{loss0:.3g}, 1); lower train.lr"
-                    ),
-                )
+            message = _divergence(t, "mini-batch", g_b.loss, loss0, direction)
+            if message:
+                diverged = True
                 break
             if on_step is not None:
                 on_step(t, g_b, direction.T, a_grad_ds, net)
