@@ -155,7 +155,7 @@ MUTANTS: list[Mutant] = [
         "side",
     ),
     Mutant("spectral-gram-update-sign", SP, "K[:n, :n] += C  # before", "K[:n, :n] -= C  # before", "sign"),
-    Mutant("spectral-mrrr-order", LAPACK, "P = np.asfortranarray(Z[:, :k][:, ::-1])", "P = np.asfortranarray(Z[:, :k])", "order"),
+    Mutant("spectral-mrrr-order", LAPACK, "P = np.asfortranarray(Z[:, ::-1])", "P = np.asfortranarray(Z)", "order"),
     Mutant(
         "spectral-topk-residual-k",
         SP,
