@@ -294,8 +294,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "data-given-eig-n",
         DATA,
-        "eig = torch.linalg.svdvals(X_B).pow(2) / n",
-        "eig = torch.linalg.svdvals(X_B).pow(2) / (n - 1)",
+        "eig = data_spectrum(X_B, 0).values.pow(2) / n",
+        "eig = data_spectrum(X_B, 0).values.pow(2) / (n - 1)",
         "off-by-one",
     ),
     Mutant("data-alpha-fit-sign", DATA, "return -float(coef[1]), r2", "return float(coef[1]), r2", "sign"),

@@ -21,6 +21,7 @@ never forms anything larger than n x block.
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -187,6 +188,17 @@ def dense_spectrum(A: torch.Tensor, k: int, accurate: bool = False) -> Spectrum:
     X = M @ Y / s[:k].clamp_min(tiny(s.dtype))
     U, V = (X, Y) if wide else (Y, X)
     return Spectrum(s, U, s[:k], V, fro2)
+
+
+def data_spectrum(X: torch.Tensor, k: int) -> Spectrum:
+    """dense_spectrum of a data matrix of any scale: X is first scaled by a power of two (exact)
+    where its Gram could over- or underflow, and the values scaled back. The Gram's values carry
+    ~eps s_1^2 absolutely (module docstring), which a covariance spectrum or its top direction can
+    afford; an SVD costs several times as much (docs/performance.md)."""
+    top = float(X.abs().max()) if X.numel() else 0.0
+    c = 1.0 if top == 0.0 or SCALE_SAFE[0] < top < SCALE_SAFE[1] else 2.0 ** math.frexp(top)[1]
+    sp = dense_spectrum(X / c if c != 1.0 else X, k)
+    return sp if c == 1.0 else Spectrum(sp.values * c, sp.U, sp.s * c, sp.V, sp.fro2 * c * c)
 
 
 def _A(L: torch.Tensor, R: torch.Tensor, coef: float, V: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch
 from gradrank.config import Config, DataConfig
 from gradrank.errors import InputError
 from gradrank.linalg.floors import NORM_FLOOR
+from gradrank.linalg.spectral import data_spectrum
 from gradrank.rng import generator
 
 
@@ -236,8 +237,9 @@ def from_matrix(
     if dc.embed_dim:
         X, X_test = _embed(cfg, X, X_test)
     n, d = X.shape
-    if q is None:
-        q = torch.linalg.svd(X, full_matrices=False)[2][0]
+    if q is None:  # X's top right singular vector, from the Gram of its smaller side
+        v = data_spectrum(X, 1).V[:, 0]
+        q = v / v.norm() if float(v.norm()) > 0 else torch.linalg.svd(X, full_matrices=False)[2][0]
     else:
         q = torch.as_tensor(np.asarray(q, dtype=np.float64))
         if q.shape != (d,) or dc.embed_dim:
@@ -249,7 +251,7 @@ def from_matrix(
     zeta = float(Xq.pow(2).mean().sqrt())
     z = Xq / zeta if zeta > 0 else torch.zeros_like(Xq)
     X_B = X - torch.outer(Xq, q)
-    eig = torch.linalg.svdvals(X_B).pow(2) / n
+    eig = data_spectrum(X_B, 0).values.pow(2) / n
     fit = fit_power_law(eig)
     info = {
         "nu": math.log(zeta) / math.log(n) if zeta > 0 and n > 1 else float("nan"),
