@@ -110,6 +110,22 @@ def test_lapack_table_routines_equal_scipys_public_wrappers(dtype):
     assert np.abs(Q.T @ Q - np.eye(n - 1)).max() < 100 * np.finfo(dtype).eps  # Q is orthogonal
 
 
+@pytest.mark.parametrize("shape", [(40, 70), (90, 30)])
+@pytest.mark.parametrize("scale", [1e-200, 1.0, 1e200])
+def test_data_spectrum_matches_svd_at_any_scale(shape, scale):
+    """The Gram route for a data matrix (given data: X's top direction, X_B's covariance spectrum)
+    gives torch.linalg.svd's values to 1e-8 s_1 and its top right vector, wide or tall, also where
+    the plain Gram of X would under- or overflow."""
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(*shape, generator=g, dtype=torch.float64) * torch.logspace(0, -3, shape[1], dtype=torch.float64)
+    X[:, 0] *= 6  # a clear top direction
+    _, S, Vh = torch.linalg.svd(X, full_matrices=False)
+    sp = spectral.data_spectrum(X * scale, 1)
+    assert sp.values.shape == S.shape
+    assert float((sp.values / scale - S).abs().max()) <= 1e-8 * float(S[0])
+    assert abs(float(sp.V[:, 0] @ Vh[0])) == pytest.approx(1.0, abs=1e-12)
+
+
 def test_accurate_mode_resolves_tiny_singular_values():
     """With L^T orthonormal and R = P diag(s) V^T the singular values are s exactly. The Gram route
     meets its normwise bound (1e-8 s_1) but loses values below ~sqrt(eps) s_1; accurate=True (an
