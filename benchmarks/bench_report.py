@@ -19,7 +19,8 @@ Cases (wall times, median over --repeats fresh processes, alternating; same mach
 The load average (1 min) is printed before and after: on a loaded machine every time is several
 times the idle one, and the ratios within one run are what to compare.
 
-Run: python benchmarks/bench_report.py [--repeats 5] [--json PATH]
+Run: python benchmarks/bench_report.py [--repeats 5] [--threads N] [--json PATH]
+(--threads 1: every process, ours and the script, on one thread; on a loaded machine the stable comparison)
 """
 
 from __future__ import annotations
@@ -121,11 +122,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="OMP/MKL/OpenBLAS threads of every process (default: theirs)")
     args = ap.parse_args()
+    if args.threads:  # for every process below, ours and the script alike
+        os.environ |= {f"{v}_NUM_THREADS": str(args.threads) for v in ("OMP", "MKL", "OPENBLAS")}
     env = env_with_path()
     gr = [sys.executable, "-m", "gradrank"]
-    out: dict = {"host": os.uname().nodename, "cpus": os.cpu_count(), "load": os.getloadavg()}
-    print(f"{out['cpus']} CPUs, load average before: {out['load'][0]:.2f}")
+    out: dict = {"host": os.uname().nodename, "cpus": os.cpu_count(), "threads": args.threads, "load": os.getloadavg()}
+    print(f"{out['cpus']} CPUs, threads {args.threads or 'default'}, load average before: {out['load'][0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         with_r, without = [], []
