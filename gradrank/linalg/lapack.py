@@ -19,8 +19,8 @@ ARGS = {"sytrd": 10, "sterf": 4, "stemr": 21, "ormqr": 13}  # pointer arguments 
 @functools.lru_cache(maxsize=1)
 def cython_lapack():
     """scipy.linalg.cython_lapack: the imported module when scipy.linalg is loaded already, else the
-    extension loaded from its file without scipy/linalg/__init__ (0.2-0.4 s of imports that the
-    table does not need); the plain import if the file is not where scipy keeps it."""
+    extension loaded from its file without scipy/linalg/__init__, whose imports the table does not
+    need (docs/performance.md); the plain import if the file is not where scipy keeps it."""
     import importlib
     import importlib.machinery
     import importlib.util
@@ -120,30 +120,8 @@ def stemr_top(diag: np.ndarray, off: np.ndarray, k: int) -> tuple[np.ndarray | N
     vl, vu, w, Z = np.zeros(1, dt), np.zeros(1, dt), np.empty(n, dt), np.empty((n, k), dt, order="F")
     isuppz, work, iwork = np.empty(2 * n, np.int32), np.empty(18 * n, dt), np.empty(10 * n, np.int32)
     jobz, rng = np.array([b"V"], "S1"), np.array([b"I"], "S1")
-    call(
-        _prefix(dt) + "stemr",
-        jobz,
-        rng,
-        N,
-        d,
-        e,
-        vl,
-        vu,
-        il,
-        iu,
-        found,
-        w,
-        Z,
-        ldz,
-        nzc,
-        isuppz,
-        tryrac,
-        work,
-        lwork,
-        iwork,
-        liwork,
-        info,
-    )
+    args = (jobz, rng, N, d, e, vl, vu, il, iu, found, w, Z, ldz, nzc, isuppz, tryrac, work, lwork, iwork, liwork, info)
+    call(_prefix(dt) + "stemr", *args)
     return (Z if not info[0] and found[0] == k else None), int(info[0])
 
 
