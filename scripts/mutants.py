@@ -156,6 +156,7 @@ MUTANTS: list[Mutant] = [
     ),
     Mutant("spectral-gram-update-sign", SP, "K[:n, :n] += C  # before", "K[:n, :n] -= C  # before", "sign"),
     Mutant("spectral-mrrr-order", LAPACK, "P = np.asfortranarray(Z[:, ::-1])", "P = np.asfortranarray(Z)", "order"),
+    Mutant("spectral-data-unscaled", SP, "else 2.0 ** math.frexp(top)[1]", "else 1.0", "boundary"),
     Mutant(
         "spectral-topk-residual-k",
         SP,
