@@ -70,7 +70,8 @@ def _figure(nrows: int = 1, ncols: int = 1, *, figsize, layout=None, **kw):
 
 def _plain_log_labels(fig) -> None:
     """Log axes labelled with plain numbers (no mathtext: it costs more than the rest of a figure),
-    minor labels only when the axis spans less than a decade (else they overlap)."""
+    minor labels (2, 5; every digit under a factor 3) only when fewer than two decade ticks are in
+    view: never an axis with one label, never overlapping minor labels over decades."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
     for ax in fig.axes:
@@ -82,11 +83,16 @@ def _plain_log_labels(fig) -> None:
                 continue
             lo, hi = sorted(lim)
             axis.set_major_formatter(FuncFormatter(lambda v, _: _tick_number(v)))
-            if lo > 0 and hi / lo < 10:
-                axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+            if lo > 0 and _decades_in(lo, hi) < 2:
+                axis.set_minor_locator(LogLocator(subs=tuple(range(2, 10)) if hi / lo < 3 else (2.0, 5.0)))
                 axis.set_minor_formatter(FuncFormatter(lambda v, _: _tick_number(v)))
             else:  # no minor ticks: each one costs a tick object and its layout
                 axis.set_minor_locator(NullLocator())
+
+
+def _decades_in(lo: float, hi: float) -> int:
+    """How many powers of ten lie in [lo, hi] (the major ticks of a log axis)."""
+    return max(0, math.floor(math.log10(hi) + 1e-9) - math.ceil(math.log10(lo) - 1e-9) + 1)
 
 
 def _tick_number(v: float) -> str:
@@ -228,8 +234,11 @@ def alignment(align: dict, n_outliers: int) -> str:
 
 
 @_styled
-def data_diagnostics(eigenvalues: np.ndarray, alpha: float | None, zeta: float | None, n: int | None) -> str:
-    """Figure 4: bulk eigenvalues on log-log axes with the power law k^-alpha, and the spike variance zeta²."""
+def data_diagnostics(
+    eigenvalues: np.ndarray, alpha: float | None, zeta: float | None, n: int | None, r2: float | None = None
+) -> str:
+    """Figure 4: bulk eigenvalues on log-log axes with the power law k^-alpha (with the fit's R² when
+    alpha was fitted: a poor fit says so), and the spike variance zeta²."""
     lam = np.sort(np.asarray(eigenvalues, float))[::-1]
     lam = lam[lam > lam[0] * 1e-12] if lam.size and lam[0] > 0 else lam
     k = np.arange(1, lam.size + 1)
@@ -238,7 +247,7 @@ def data_diagnostics(eigenvalues: np.ndarray, alpha: float | None, zeta: float |
     if alpha is not None and np.isfinite(alpha) and lam.size:
         fit = k[: max(3, int(0.9 * k.size))]
         c = float(np.mean(np.log(lam[: fit.size]) + alpha * np.log(fit)))  # intercept of log λ = c - α log k
-        ax.loglog(fit, np.exp(c) * fit**-alpha, color=COLORS["S1"], lw=0.9, ls="--", label=f"fit k^(−α), α = {alpha:.3g}")
+        ax.loglog(fit, np.exp(c) * fit**-alpha, color=COLORS["S1"], lw=0.9, ls="--", label=f"fit k^(−α), α = {alpha:.3g}" + (f", R² = {r2:.2f}" if r2 is not None and np.isfinite(r2) else ""))
     if zeta is not None and zeta > 0:
         nu = f", ν = {math.log(zeta) / math.log(n):.3g}" if n and n > 1 else ""
         ax.axhline(zeta**2, color=COLORS["S2"], lw=1.1, label=f"spike ζ² = {zeta**2:.3g} (ζ = {zeta:.3g}{nu})")
@@ -465,36 +474,62 @@ def seed_bands(
     """Line plots over one swept key: per panel, lines (mean over seeds) with mean ± sd bands.
 
     `series` maps a panel title to [(label, mean, sd)], arrays aligned with xs. A quantity that is
-    never negative keeps its band above zero (a log axis when it spans more than two decades); a
-    numeric x spanning more than two decades gets a log axis too."""
+    never negative keeps its band above zero, and gets a log axis when it spans more than a decade
+    (the band's lower edge then stops at the axis); a numeric x spanning more than two decades gets
+    a log axis too. Panels sharing their series share one legend above them (never over the data),
+    and the x label is written once; a series undefined at every x is named in its panel."""
     import matplotlib
 
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
     x = np.asarray(xs, float) if numeric else np.arange(len(xs))
     ncols = min(len(series), 3)
     nrows = -(-len(series) // ncols)
-    fig, axes = _figure(nrows, ncols, figsize=(WIDTH, 0.3 + 2.1 * nrows), squeeze=False, layout="constrained")
+    fig, axes = _figure(nrows, ncols, figsize=(WIDTH, 0.45 + 2.1 * nrows), squeeze=False, layout="constrained")
     for ax in axes.reshape(-1)[len(series) :]:
         ax.set_visible(False)
+    every = list(dict.fromkeys(label for lines in series.values() for label, _, _ in lines))
+    colors = {lab: COLORS.get(lab, matplotlib.colormaps["tab10"](i % 10) if len(every) > 1 else "#222") for i, lab in enumerate(every)}
+    shared = len(every) > 1 and all(len(lines) > 1 for lines in series.values())  # the lines are levels of series_key
+    handles = {}
     for ax, (title, lines) in zip(axes.reshape(-1), series.items()):
-        allv = np.concatenate([m[np.isfinite(m)] for _, m, _ in lines])
-        positive = allv.size and allv.min() >= 0
-        for i, (label, mean, sd) in enumerate(lines):
-            color = COLORS.get(label, matplotlib.colormaps["tab10"](i % 10) if len(lines) > 1 else "#222")
-            ax.plot(x, mean, "o-", ms=2.5, color=color, label=_plain(label))
-            ax.fill_between(x, *band(mean, sd, positive), color=color, alpha=0.2, lw=0)
-        pos = allv[allv > 0]
-        if positive and pos.size == allv.size and pos.size and pos.max() > 100 * pos.min():
+        drawn = [ln for ln in lines if np.isfinite(ln[1]).any()]
+        allv = np.concatenate([m[np.isfinite(m)] for _, m, _ in drawn]) if drawn else np.zeros(0)
+        positive = bool(allv.size) and allv.min() >= 0
+        log = positive and allv.min() > 0 and allv.max() > 10 * allv.min()
+        floor = allv.min() / 3 if log else 0.0  # the bottom of a log axis: a band below it is cut there
+        for label, mean, sd in drawn:
+            color = colors[label] if len(lines) > 1 else COLORS.get(label, "#222")
+            (h,) = ax.plot(x, mean, "o-", ms=2.5, color=color, label=_plain(label))
+            handles.setdefault(label, h)
+            lo, hi = band(mean, sd, positive)
+            ax.fill_between(x, np.maximum(lo, floor) if log else lo, hi, color=color, alpha=0.2, lw=0)
+        if log:
             ax.set_yscale("log")
+            ax.set_ylim(bottom=floor)
         if numeric:
             xp = x[x > 0]
             if xp.size == x.size and xp.max() > 100 * xp.min():
                 ax.set_xscale("log")
         else:
             _categorical_ticks(ax, x, xs)
-        ax.set(xlabel=_plain(xkey), title=_plain(title))
-        if len(lines) > 1:
+        missing = [label for label, _, _ in lines if label not in {ln[0] for ln in drawn}]
+        if missing:
+            ax.text(0.02, 0.98, "undefined: " + ", ".join(_plain(m) for m in missing), transform=ax.transAxes,
+                    ha="left", va="top", fontsize=6, color="#555")  # fmt: skip
+        ax.set(title=_plain(title), xlabel=_plain(xkey) if len(series) == 1 else "")
+        if len(drawn) > 1 and not shared:
             ax.legend(loc="best", title=_plain(series_key) if series_key else None, title_fontsize=6.5)
+    if len(series) > 1:
+        fig.supxlabel(_plain(xkey), fontsize=STYLE["axes.labelsize"])
+    if shared:
+        fig.legend(
+            [handles[lab] for lab in every if lab in handles],
+            [_plain(lab) for lab in every if lab in handles],
+            loc="outside upper center",
+            ncol=min(len(handles), 6),
+            title=_plain(series_key) if series_key else None,
+            title_fontsize=6.5,
+        )
     return _svg(fig, key, "line plots over " + xkey)
 
 
