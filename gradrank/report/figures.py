@@ -488,7 +488,7 @@ def seed_bands(
     for ax in axes.reshape(-1)[len(series) :]:
         ax.set_visible(False)
     every = list(dict.fromkeys(label for lines in series.values() for label, _, _ in lines))
-    colors = {lab: COLORS.get(lab, matplotlib.colormaps["tab10"](i % 10) if len(every) > 1 else "#222") for i, lab in enumerate(every)}
+    colors = {lab: COLORS.get(lab, matplotlib.colormaps["tab10"](i % 10)) for i, lab in enumerate(every)}
     shared = len(every) > 1 and all(len(lines) > 1 for lines in series.values())  # the lines are levels of series_key
     handles = {}
     for ax, (title, lines) in zip(axes.reshape(-1), series.items()):
@@ -497,8 +497,9 @@ def seed_bands(
         positive = bool(allv.size) and allv.min() >= 0
         log = positive and allv.min() > 0 and allv.max() > 10 * allv.min()
         floor = allv.min() / 3 if log else 0.0  # the bottom of a log axis: a band below it is cut there
+        own = {lab: COLORS.get(lab, matplotlib.colormaps["tab10"](i % 10)) for i, (lab, _, _) in enumerate(lines)}
         for label, mean, sd in drawn:
-            color = colors[label] if len(lines) > 1 else COLORS.get(label, "#222")
+            color = colors[label] if shared else own[label] if len(lines) > 1 else COLORS.get(label, "#222")
             (h,) = ax.plot(x, mean, "o-", ms=2.5, color=color, label=_plain(label))
             handles.setdefault(label, h)
             lo, hi = band(mean, sd, positive)
@@ -565,7 +566,8 @@ def regpath(panels: dict[str, tuple[list[float], dict[str, tuple[np.ndarray, np.
 def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]) -> str:
     """Log–log panels, one per quantity: every (n, seed) value, the fitted line c·n^slope with the
     band of slopes inside its confidence interval (pivoted at the geometric mean of n), and the
-    predicted slope through the same pivot (dashed)."""
+    predicted slope through the same pivot (dashed). The slopes are in each panel's title and the
+    symbols in one legend above the panels: no legend covers a band."""
     from matplotlib.ticker import NullFormatter
 
     ncols = min(3, len(quantities))
@@ -581,6 +583,8 @@ def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]
         keep = np.isfinite(v) & (v > 0)
         ax.loglog(n_all[keep], v[keep], "o", ms=3, color=color, alpha=0.6, label="runs")
         f = fits.get(q)
+        name = {"a_mu": "‖a∘μ‖", "zeta": "ζ"}.get(q, f"‖{q}‖")
+        slopes = []
         if f:
             pivot = math.exp(float(np.mean(np.log(n_all[keep])))) if keep.any() else 1.0
             at = math.exp(f["intercept"]) * pivot ** f["slope"]
@@ -590,26 +594,38 @@ def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]
                 "-",
                 color=color,
                 lw=1.2,
-                label=f"fit {f['slope']:+.2f} [{f['ci_low']:+.2f}, {f['ci_high']:+.2f}]",
+                label="fitted line (band: slopes in its CI)",
             )
+            slopes.append(f"fit {f['slope']:+.3g} [{f['ci_low']:+.3g}, {f['ci_high']:+.3g}]")  # as the table: 3 digits
             lo, hi = at * (grid / pivot) ** f["ci_low"], at * (grid / pivot) ** f["ci_high"]
             ax.fill_between(grid, np.minimum(lo, hi), np.maximum(lo, hi), color=color, alpha=0.15, lw=0)
             p = predicted.get(q)
             if p is not None:
-                ax.loglog(grid, at * (grid / pivot) ** p, "--", color="#222222", lw=1, label=f"predicted {p:+.2f}")
-        name = {"a_mu": "‖a∘μ‖", "zeta": "ζ"}.get(q, f"‖{q}‖")
+                ax.loglog(grid, at * (grid / pivot) ** p, "--", color="#222222", lw=1, label="predicted slope")
+                slopes.append(f"predicted {p:+.3g}")
         ns = sorted(set(n_all))
         ax.set_xticks(ns, [f"{x:g}" for x in ns], minor=False)
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(title=name, xlabel="n")
-        ax.legend(loc="best", fontsize=6)
+        ax.set_title("\n".join([name, *slopes]), fontsize=6.5)
+        ax.set_xlabel("n")
+    from matplotlib.lines import Line2D
+
+    fig.legend(
+        [Line2D([], [], ls="", marker="o", ms=3, color="#555"), Line2D([], [], color="#555"), Line2D([], [], ls="--", color="#222")],
+        ["runs (n, seed)", "fitted line; band: slopes inside its CI", "predicted slope through the same point"],
+        loc="outside upper center",
+        ncol=3,
+        fontsize=6.5,
+    )
     return _svg(fig, "fig-scaling", "log-log scaling with fitted and predicted slopes")
 
 
 @_styled
-def scatter(panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]], ylabel: str) -> str:
+def scatter(
+    panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]], ylabel: str, clabel: str = ""
+) -> str:
     """Scatter panels sharing the y axis: (title, xlabel, x, y, colour values or None) each; colour
-    by the values (e.g. the step size) with a shared colour bar."""
+    by the values (e.g. the step size) with a shared colour bar labelled `clabel` (vector: the PDF keeps it)."""
     fig, axes = _figure(1, len(panels), figsize=(WIDTH, 2.5), squeeze=False, sharey=True)
     fig.set_layout_engine("constrained")
     im = None
@@ -619,11 +635,32 @@ def scatter(panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | No
         ax.set(xlabel=_plain(xlabel), title=_plain(title))
     axes[0, 0].set_ylabel(_plain(ylabel))
     if im is not None and panels and panels[0][4] is not None:
-        fig.colorbar(im, ax=list(axes[0]), fraction=0.03, pad=0.02)
+        cb = fig.colorbar(im, ax=list(axes[0]), fraction=0.03, pad=0.02, label=_plain(clabel) or None)
+        cb.solids.set_rasterized(False)  # vector quads: no embedded raster (WeasyPrint drops it)
+        cb.solids.set_edgecolor("face")
     return _svg(fig, "fig-scatter", "scatter of " + ylabel)
 
 
 # ---------------------------------------------------------------------------- across depth
+
+
+def layer_labels(names: list[str], width: int = 28) -> tuple[str, list[str]]:
+    """Tick labels for module names: the dotted prefix every name shares is dropped (and returned),
+    and a name still longer than `width` keeps its last dotted parts whole ('…attention.self.query',
+    never a cut word like '…ayer.0.attention')."""
+    parts = [n.split(".") for n in names]
+    common = 0
+    while len(names) > 1 and all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
+        common += 1
+    out = []
+    for p in parts:
+        rest = p[common:]
+        text = ".".join(rest)
+        while len(text) > width and len(rest) > 1:
+            rest = rest[1:]
+            text = "…" + ".".join(rest)
+        out.append(text if len(text) <= width + 1 else "…" + text[-width:])
+    return ".".join(parts[0][:common]) + "." if common else "", out
 
 
 @_styled
@@ -634,6 +671,9 @@ def depth_profile(names: list[str], outliers: list[int], shares: dict[str, list[
     fig, axes = _figure(3, 1, figsize=(WIDTH, 5.6), sharex=True)
     axes[0].bar(k, outliers, color=COLORS["G"], width=0.7)
     axes[0].set(ylabel="outliers", title="outliers above the bulk edge (1 + margin) ‖E‖")
+    from matplotlib.ticker import MaxNLocator
+
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))  # a count: no 0.2, 0.4 ticks
     bottom = np.zeros(len(names))
     for key in ("S1", "S12", "S2", "E"):
         v = np.nan_to_num(np.asarray(shares[key], float))
@@ -649,7 +689,9 @@ def depth_profile(names: list[str], outliers: list[int], shares: dict[str, list[
             axes[2].plot(k, v, fmt, color=color, ms=3, label=label)
     axes[2].set(ylabel="|cos|", ylim=(0, 1.05), title="alignments")
     axes[2].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    short = [n if len(n) <= 28 else "…" + n[-27:] for n in names]
+    prefix, short = layer_labels(names)
     axes[2].set_xticks(k, short, rotation=90, fontsize=5.5 if len(names) > 16 else 7)
+    if prefix:
+        axes[2].set_xlabel(f"layer (names after {_plain(prefix)})")
     fig.tight_layout()
     return _svg(fig, "fig-depth", "measures across depth")

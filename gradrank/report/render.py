@@ -474,7 +474,8 @@ def parse_metrics(text: str | None, columns: list[str] | None = None, what: str 
     return items
 
 
-def _rounding_floor(base: dict) -> float:
+def rounding_floor(base: dict) -> float:
+    """ROUNDING · eps of the run's dtype: a term norm at most this times ‖G‖ is zero in exact arithmetic."""
     dtype = _get(base, "compute.dtype", "float64")
     return ROUNDING * float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
 
@@ -599,7 +600,7 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]], m
     names = parse_metrics(  # columns are known once a point is done (a sweep of failures has none)
         chosen, list(rows[0]) if ok else None, "option --metrics" if metrics else "config key 'output.metrics'"
     )
-    floor = _rounding_floor(base)
+    floor = rounding_floor(base)
     prov = manifest.get("provenance") or {
         "versions": manifest.get("versions") or {},
         "config_hash": manifest.get("base_hash", ""),
