@@ -247,7 +247,14 @@ def data_diagnostics(
     if alpha is not None and np.isfinite(alpha) and lam.size:
         fit = k[: max(3, int(0.9 * k.size))]
         c = float(np.mean(np.log(lam[: fit.size]) + alpha * np.log(fit)))  # intercept of log λ = c - α log k
-        ax.loglog(fit, np.exp(c) * fit**-alpha, color=COLORS["S1"], lw=0.9, ls="--", label=f"fit k^(−α), α = {alpha:.3g}" + (f", R² = {r2:.2f}" if r2 is not None and np.isfinite(r2) else ""))
+        ax.loglog(
+            fit,
+            np.exp(c) * fit**-alpha,
+            color=COLORS["S1"],
+            lw=0.9,
+            ls="--",
+            label=f"fit k^(−α), α = {alpha:.3g}" + (f", R² = {r2:.2f}" if r2 is not None and np.isfinite(r2) else ""),
+        )
     if zeta is not None and zeta > 0:
         nu = f", ν = {math.log(zeta) / math.log(n):.3g}" if n and n > 1 else ""
         ax.axhline(zeta**2, color=COLORS["S2"], lw=1.1, label=f"spike ζ² = {zeta**2:.3g} (ζ = {zeta:.3g}{nu})")
@@ -611,7 +618,11 @@ def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]
     from matplotlib.lines import Line2D
 
     fig.legend(
-        [Line2D([], [], ls="", marker="o", ms=3, color="#555"), Line2D([], [], color="#555"), Line2D([], [], ls="--", color="#222")],
+        [
+            Line2D([], [], ls="", marker="o", ms=3, color="#555"),
+            Line2D([], [], color="#555"),
+            Line2D([], [], ls="--", color="#222"),
+        ],
         ["runs (n, seed)", "fitted line; band: slopes inside its CI", "predicted slope through the same point"],
         loc="outside upper center",
         ncol=3,
@@ -621,9 +632,7 @@ def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]
 
 
 @_styled
-def scatter(
-    panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]], ylabel: str, clabel: str = ""
-) -> str:
+def scatter(panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]], ylabel: str, clabel: str = "") -> str:
     """Scatter panels sharing the y axis: (title, xlabel, x, y, colour values or None) each; colour
     by the values (e.g. the step size) with a shared colour bar labelled `clabel` (vector: the PDF keeps it)."""
     fig, axes = _figure(1, len(panels), figsize=(WIDTH, 2.5), squeeze=False, sharey=True)
