@@ -368,3 +368,19 @@ def test_config_keys_break_only_after_underscores(browser, analyze_pdf):
         assert "teacher_activation" in texts and "planted_normalize" in texts  # the keys read whole
     finally:
         page.close()
+
+
+def test_long_zipped_levels_leave_room_for_the_axes():
+    """Five zipped keys ('nu=0.3, alpha=0.5, activation=tanh, index_sees_spike=True') as vertical
+    one-line ticks collapsed the panels (constrained_layout gave up, labels over the x label): one
+    line per key keeps each panel drawn."""
+    import warnings
+
+    xs = ["baseline", "nu=0.3, alpha=0.5, activation=tanh, index_sees_spike=True", "nu=0.5, weight_decay=0.01"]
+    series = {f"test error (η={e})": [(f"test error (η={e})", np.array([0.19, 0.14, 0.3]), np.zeros(3))] for e in (0, 2, 0.5)}
+    with warnings.catch_warnings(), figures.collect() as made:
+        warnings.simplefilter("error")  # 'constrained_layout not applied because axes sizes collapsed to zero'
+        figures.seed_bands("data.nu + data.alpha + model.activation", xs, series)
+    ax = made[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()][1] == "nu=0.3,\nalpha=0.5,\nactivation=tanh,\nindex_sees_spike=True"
+    assert ax.get_position().height > 0.15  # the panel keeps a sixth of the figure's height

@@ -381,11 +381,12 @@ def _ticks(values) -> list[str]:
 
 
 def _categorical_ticks(ax, positions, labels, axis: str = "x") -> None:
-    """Category names that never overlap: vertical when long or many, else level."""
+    """Category names that never overlap: vertical when long or many, else level; a zipped level
+    ('nu=0.3, alpha=0.5, ...') gets one line per key, so its label stays short enough for the axes."""
     labels = _ticks(labels)
     long = len(labels) > 4 or max((len(t) for t in labels), default=0) > 6
     if axis == "x":
-        ax.set_xticks(positions, labels, rotation=90 if long else 0)
+        ax.set_xticks(positions, [t.replace(", ", ",\n") for t in labels], rotation=90 if long else 0)
     else:
         ax.set_yticks(positions, labels)
 
