@@ -4,7 +4,6 @@ page margin, a caption split from its rows, a legend over the data, a one-label 
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_report_browser import browser  # noqa: F401  (its Chromium fixture)
 from typer.testing import CliRunner
 
 from gradrank.cli.app import app
@@ -19,7 +19,6 @@ from gradrank.report import figures
 from gradrank.report import render as report
 
 SMALL = ["data.n=60", "data.d=80", "model.width=100"]
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 def _sets(items):
@@ -42,16 +41,12 @@ def _words(pdf: Path) -> list[tuple[int, float, float, float, float, str]]:
 
 
 def _write_sweep(root: Path, axes: dict, rows: list[dict], command="analyze", mode="product", provenance=None) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    cols = list(dict.fromkeys(k for r in rows for k in r))
-    with open(root / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, cols)
-        w.writeheader()
-        w.writerows(rows)
-    manifest = {"format": "gradrank-sweep/1", "schema": 1, "base_hash": "0" * 64, "axes": axes, "mode": mode, "seeds": 2,
-                "command": command, "keys": [*axes, "seed"], "base_config": {}, "points": []}  # fmt: skip
-    if provenance:
-        manifest["provenance"] = provenance
+    """test_report_truth's sweep directory, with its command and provenance set."""
+    from test_report_truth import _write_sweep as write
+
+    write(root, axes, mode, rows)
+    manifest = json.loads((root / "sweep.json").read_text())
+    manifest.update({"command": command}, **({"provenance": provenance} if provenance else {}))
     (root / "sweep.json").write_text(json.dumps(manifest))
     return root
 
@@ -298,19 +293,6 @@ def test_scaling_table_names_its_controls_and_left_aligns_words(tmp_path):
 # ---------------------------------------------------------------------------- Chromium layout
 
 
-@pytest.fixture(scope="module")
-def browser():
-    assert CHROMIUM.exists(), "Debian's chromium is required at /usr/bin/chromium"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        yield b
-        b.close()
-
-
 CELL_LINES_JS = """(sel) => [...document.querySelectorAll(sel)].map(e => {
   const r = document.createRange(); r.selectNodeContents(e);
   const tops = new Set([...r.getClientRects()].map(q => Math.round(q.top)));
@@ -321,7 +303,7 @@ ROW_HEIGHTS_JS = """(sel) => [...document.querySelectorAll(sel)].map(e => e.getB
 
 
 @pytest.mark.browser
-def test_numbers_stay_on_one_line_and_tables_are_not_stretched(browser, tmp_path):
+def test_numbers_stay_on_one_line_and_tables_are_not_stretched(browser, tmp_path):  # noqa: F811
     """At 1280 px the zipped sweep's table broke '2.03 ±' over '0.046'; a provenance table with fewer
     rows than its neighbour had its rows stretched to the neighbour's height."""
     prov = {"seed": 0, "device": "cpu", "device_name": "cpu", "dtype": "float64", "threads": 2,
@@ -357,7 +339,7 @@ BREAKS_JS = """(sel) => [...document.querySelectorAll(sel)].flatMap(th => {
 
 
 @pytest.mark.browser
-def test_config_keys_break_only_after_underscores(browser, analyze_pdf):
+def test_config_keys_break_only_after_underscores(browser, analyze_pdf):  # noqa: F811
     """At 1280 px the config tables broke 'teacher_activatio' / 'n' and 'planted_normaliz' / 'e'."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     try:
