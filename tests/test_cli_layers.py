@@ -54,7 +54,7 @@ def test_layers_command_writes_a_run_and_report(tmp_path, user_file):
     for key in ("name", "shape", "samples", "norms", "singular_values", "identity_error", "rank", "outliers", "alignment"):
         assert key in payload["layers"][0]
     html = (tmp_path / "run" / "report.html").read_text()
-    assert html.count("<tr><th>layers.") == 2 and "&lt;b&gt;deep&lt;/b&gt;" in html and "<b>deep</b>" not in html
+    assert html.count('<tr><th title="layers.') == 2 and "&lt;b&gt;deep&lt;/b&gt;" in html and "<b>deep</b>" not in html
     (tmp_path / "run" / "report.html").unlink()
     res = cli("report", tmp_path / "run")  # re-rendered from the directory alone
     assert res.exit_code == 0 and (tmp_path / "run" / "report.html").read_text() == html, res.output

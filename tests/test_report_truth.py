@@ -148,7 +148,7 @@ def test_rounding_level_values_are_undefined_and_chosen_metrics(tmp_path):
         for act, s1 in (("relu", 0.2), ("quadratic", 2e-18)) for s in (0, 1)
     ]  # fmt: skip
     d = _write_sweep(tmp_path / "q", {"model.activation": ["relu", "quadratic"]}, "product", rows)
-    assert report.metric_value(rows[2], "norms.S2/norms.S1", report._rounding_floor({})) != report.metric_value(
+    assert report.metric_value(rows[2], "norms.S2/norms.S1", report.rounding_floor({})) != report.metric_value(
         rows[2], "norms.S2/norms.S1", 0.0
     )
     html = report.render_dir(d, metrics="norms.S2/norms.S1, norms.S1/norms.E, norms.S1")[0].read_text()

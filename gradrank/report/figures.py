@@ -70,7 +70,8 @@ def _figure(nrows: int = 1, ncols: int = 1, *, figsize, layout=None, **kw):
 
 def _plain_log_labels(fig) -> None:
     """Log axes labelled with plain numbers (no mathtext: it costs more than the rest of a figure),
-    minor labels only when the axis spans less than a decade (else they overlap)."""
+    minor labels (2, 5; every digit under a factor 3) only when fewer than two decade ticks are in
+    view: never an axis with one label, never overlapping minor labels over decades."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
     for ax in fig.axes:
@@ -82,11 +83,16 @@ def _plain_log_labels(fig) -> None:
                 continue
             lo, hi = sorted(lim)
             axis.set_major_formatter(FuncFormatter(lambda v, _: _tick_number(v)))
-            if lo > 0 and hi / lo < 10:
-                axis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+            if lo > 0 and _decades_in(lo, hi) < 2:
+                axis.set_minor_locator(LogLocator(subs=tuple(range(2, 10)) if hi / lo < 3 else (2.0, 5.0)))
                 axis.set_minor_formatter(FuncFormatter(lambda v, _: _tick_number(v)))
             else:  # no minor ticks: each one costs a tick object and its layout
                 axis.set_minor_locator(NullLocator())
+
+
+def _decades_in(lo: float, hi: float) -> int:
+    """How many powers of ten lie in [lo, hi] (the major ticks of a log axis)."""
+    return max(0, math.floor(math.log10(hi) + 1e-9) - math.ceil(math.log10(lo) - 1e-9) + 1)
 
 
 def _tick_number(v: float) -> str:
@@ -228,8 +234,11 @@ def alignment(align: dict, n_outliers: int) -> str:
 
 
 @_styled
-def data_diagnostics(eigenvalues: np.ndarray, alpha: float | None, zeta: float | None, n: int | None) -> str:
-    """Figure 4: bulk eigenvalues on log-log axes with the power law k^-alpha, and the spike variance zeta²."""
+def data_diagnostics(
+    eigenvalues: np.ndarray, alpha: float | None, zeta: float | None, n: int | None, r2: float | None = None
+) -> str:
+    """Figure 4: bulk eigenvalues on log-log axes with the power law k^-alpha (with the fit's R² when
+    alpha was fitted: a poor fit says so), and the spike variance zeta²."""
     lam = np.sort(np.asarray(eigenvalues, float))[::-1]
     lam = lam[lam > lam[0] * 1e-12] if lam.size and lam[0] > 0 else lam
     k = np.arange(1, lam.size + 1)
@@ -238,7 +247,14 @@ def data_diagnostics(eigenvalues: np.ndarray, alpha: float | None, zeta: float |
     if alpha is not None and np.isfinite(alpha) and lam.size:
         fit = k[: max(3, int(0.9 * k.size))]
         c = float(np.mean(np.log(lam[: fit.size]) + alpha * np.log(fit)))  # intercept of log λ = c - α log k
-        ax.loglog(fit, np.exp(c) * fit**-alpha, color=COLORS["S1"], lw=0.9, ls="--", label=f"fit k^(−α), α = {alpha:.3g}")
+        ax.loglog(
+            fit,
+            np.exp(c) * fit**-alpha,
+            color=COLORS["S1"],
+            lw=0.9,
+            ls="--",
+            label=f"fit k^(−α), α = {alpha:.3g}" + (f", R² = {r2:.2f}" if r2 is not None and np.isfinite(r2) else ""),
+        )
     if zeta is not None and zeta > 0:
         nu = f", ν = {math.log(zeta) / math.log(n):.3g}" if n and n > 1 else ""
         ax.axhline(zeta**2, color=COLORS["S2"], lw=1.1, label=f"spike ζ² = {zeta**2:.3g} (ζ = {zeta:.3g}{nu})")
@@ -365,11 +381,12 @@ def _ticks(values) -> list[str]:
 
 
 def _categorical_ticks(ax, positions, labels, axis: str = "x") -> None:
-    """Category names that never overlap: vertical when long or many, else level."""
+    """Category names that never overlap: vertical when long or many, else level; a zipped level
+    ('nu=0.3, alpha=0.5, ...') gets one line per key, so its label stays short enough for the axes."""
     labels = _ticks(labels)
     long = len(labels) > 4 or max((len(t) for t in labels), default=0) > 6
     if axis == "x":
-        ax.set_xticks(positions, labels, rotation=90 if long else 0)
+        ax.set_xticks(positions, [t.replace(", ", ",\n") for t in labels], rotation=90 if long else 0)
     else:
         ax.set_yticks(positions, labels)
 
@@ -465,36 +482,63 @@ def seed_bands(
     """Line plots over one swept key: per panel, lines (mean over seeds) with mean ± sd bands.
 
     `series` maps a panel title to [(label, mean, sd)], arrays aligned with xs. A quantity that is
-    never negative keeps its band above zero (a log axis when it spans more than two decades); a
-    numeric x spanning more than two decades gets a log axis too."""
+    never negative keeps its band above zero, and gets a log axis when it spans more than a decade
+    (the band's lower edge then stops at the axis); a numeric x spanning more than two decades gets
+    a log axis too. Panels sharing their series share one legend above them (never over the data),
+    and the x label is written once; a series undefined at every x is named in its panel."""
     import matplotlib
 
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs)
     x = np.asarray(xs, float) if numeric else np.arange(len(xs))
     ncols = min(len(series), 3)
     nrows = -(-len(series) // ncols)
-    fig, axes = _figure(nrows, ncols, figsize=(WIDTH, 0.3 + 2.1 * nrows), squeeze=False, layout="constrained")
+    fig, axes = _figure(nrows, ncols, figsize=(WIDTH, 0.45 + 2.1 * nrows), squeeze=False, layout="constrained")
     for ax in axes.reshape(-1)[len(series) :]:
         ax.set_visible(False)
+    every = list(dict.fromkeys(label for lines in series.values() for label, _, _ in lines))
+    colors = {lab: COLORS.get(lab, matplotlib.colormaps["tab10"](i % 10)) for i, lab in enumerate(every)}
+    shared = len(every) > 1 and all(len(lines) > 1 for lines in series.values())  # the lines are levels of series_key
+    handles = {}
     for ax, (title, lines) in zip(axes.reshape(-1), series.items()):
-        allv = np.concatenate([m[np.isfinite(m)] for _, m, _ in lines])
-        positive = allv.size and allv.min() >= 0
-        for i, (label, mean, sd) in enumerate(lines):
-            color = COLORS.get(label, matplotlib.colormaps["tab10"](i % 10) if len(lines) > 1 else "#222")
-            ax.plot(x, mean, "o-", ms=2.5, color=color, label=_plain(label))
-            ax.fill_between(x, *band(mean, sd, positive), color=color, alpha=0.2, lw=0)
-        pos = allv[allv > 0]
-        if positive and pos.size == allv.size and pos.size and pos.max() > 100 * pos.min():
+        drawn = [ln for ln in lines if np.isfinite(ln[1]).any()]
+        allv = np.concatenate([m[np.isfinite(m)] for _, m, _ in drawn]) if drawn else np.zeros(0)
+        positive = bool(allv.size) and allv.min() >= 0
+        log = positive and allv.min() > 0 and allv.max() > 10 * allv.min()
+        floor = allv.min() / 3 if log else 0.0  # the bottom of a log axis: a band below it is cut there
+        own = {lab: COLORS.get(lab, matplotlib.colormaps["tab10"](i % 10)) for i, (lab, _, _) in enumerate(lines)}
+        for label, mean, sd in drawn:
+            color = colors[label] if shared else own[label] if len(lines) > 1 else COLORS.get(label, "#222")
+            (h,) = ax.plot(x, mean, "o-", ms=2.5, color=color, label=_plain(label))
+            handles.setdefault(label, h)
+            lo, hi = band(mean, sd, positive)
+            ax.fill_between(x, np.maximum(lo, floor) if log else lo, hi, color=color, alpha=0.2, lw=0)
+        if log:
             ax.set_yscale("log")
+            ax.set_ylim(bottom=floor)
         if numeric:
             xp = x[x > 0]
             if xp.size == x.size and xp.max() > 100 * xp.min():
                 ax.set_xscale("log")
         else:
             _categorical_ticks(ax, x, xs)
-        ax.set(xlabel=_plain(xkey), title=_plain(title))
-        if len(lines) > 1:
+        missing = [label for label, _, _ in lines if label not in {ln[0] for ln in drawn}]
+        if missing:
+            ax.text(0.02, 0.98, "undefined: " + ", ".join(_plain(m) for m in missing), transform=ax.transAxes,
+                    ha="left", va="top", fontsize=6, color="#555")  # fmt: skip
+        ax.set(title=_plain(title), xlabel=_plain(xkey) if len(series) == 1 else "")
+        if len(drawn) > 1 and not shared:
             ax.legend(loc="best", title=_plain(series_key) if series_key else None, title_fontsize=6.5)
+    if len(series) > 1:
+        fig.supxlabel(_plain(xkey), fontsize=STYLE["axes.labelsize"])
+    if shared:
+        fig.legend(
+            [handles[lab] for lab in every if lab in handles],
+            [_plain(lab) for lab in every if lab in handles],
+            loc="outside upper center",
+            ncol=min(len(handles), 6),
+            title=_plain(series_key) if series_key else None,
+            title_fontsize=6.5,
+        )
     return _svg(fig, key, "line plots over " + xkey)
 
 
@@ -530,7 +574,8 @@ def regpath(panels: dict[str, tuple[list[float], dict[str, tuple[np.ndarray, np.
 def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]) -> str:
     """Log–log panels, one per quantity: every (n, seed) value, the fitted line c·n^slope with the
     band of slopes inside its confidence interval (pivoted at the geometric mean of n), and the
-    predicted slope through the same pivot (dashed)."""
+    predicted slope through the same pivot (dashed). The slopes are in each panel's title and the
+    symbols in one legend above the panels: no legend covers a band."""
     from matplotlib.ticker import NullFormatter
 
     ncols = min(3, len(quantities))
@@ -546,6 +591,8 @@ def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]
         keep = np.isfinite(v) & (v > 0)
         ax.loglog(n_all[keep], v[keep], "o", ms=3, color=color, alpha=0.6, label="runs")
         f = fits.get(q)
+        name = {"a_mu": "‖a∘μ‖", "zeta": "ζ"}.get(q, f"‖{q}‖")
+        slopes = []
         if f:
             pivot = math.exp(float(np.mean(np.log(n_all[keep])))) if keep.any() else 1.0
             at = math.exp(f["intercept"]) * pivot ** f["slope"]
@@ -555,26 +602,40 @@ def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]
                 "-",
                 color=color,
                 lw=1.2,
-                label=f"fit {f['slope']:+.2f} [{f['ci_low']:+.2f}, {f['ci_high']:+.2f}]",
+                label="fitted line (band: slopes in its CI)",
             )
+            slopes.append(f"fit {f['slope']:+.3g} [{f['ci_low']:+.3g}, {f['ci_high']:+.3g}]")  # as the table: 3 digits
             lo, hi = at * (grid / pivot) ** f["ci_low"], at * (grid / pivot) ** f["ci_high"]
             ax.fill_between(grid, np.minimum(lo, hi), np.maximum(lo, hi), color=color, alpha=0.15, lw=0)
             p = predicted.get(q)
             if p is not None:
-                ax.loglog(grid, at * (grid / pivot) ** p, "--", color="#222222", lw=1, label=f"predicted {p:+.2f}")
-        name = {"a_mu": "‖a∘μ‖", "zeta": "ζ"}.get(q, f"‖{q}‖")
+                ax.loglog(grid, at * (grid / pivot) ** p, "--", color="#222222", lw=1, label="predicted slope")
+                slopes.append(f"predicted {p:+.3g}")
         ns = sorted(set(n_all))
         ax.set_xticks(ns, [f"{x:g}" for x in ns], minor=False)
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(title=name, xlabel="n")
-        ax.legend(loc="best", fontsize=6)
+        ax.set_title("\n".join([name, *slopes]), fontsize=6.5)
+        ax.set_xlabel("n")
+    from matplotlib.lines import Line2D
+
+    fig.legend(
+        [
+            Line2D([], [], ls="", marker="o", ms=3, color="#555"),
+            Line2D([], [], color="#555"),
+            Line2D([], [], ls="--", color="#222"),
+        ],
+        ["runs (n, seed)", "fitted line; band: slopes inside its CI", "predicted slope through the same point"],
+        loc="outside upper center",
+        ncol=3,
+        fontsize=6.5,
+    )
     return _svg(fig, "fig-scaling", "log-log scaling with fitted and predicted slopes")
 
 
 @_styled
-def scatter(panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]], ylabel: str) -> str:
+def scatter(panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]], ylabel: str, clabel: str = "") -> str:
     """Scatter panels sharing the y axis: (title, xlabel, x, y, colour values or None) each; colour
-    by the values (e.g. the step size) with a shared colour bar."""
+    by the values (e.g. the step size) with a shared colour bar labelled `clabel` (vector: the PDF keeps it)."""
     fig, axes = _figure(1, len(panels), figsize=(WIDTH, 2.5), squeeze=False, sharey=True)
     fig.set_layout_engine("constrained")
     im = None
@@ -584,11 +645,32 @@ def scatter(panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | No
         ax.set(xlabel=_plain(xlabel), title=_plain(title))
     axes[0, 0].set_ylabel(_plain(ylabel))
     if im is not None and panels and panels[0][4] is not None:
-        fig.colorbar(im, ax=list(axes[0]), fraction=0.03, pad=0.02)
+        cb = fig.colorbar(im, ax=list(axes[0]), fraction=0.03, pad=0.02, label=_plain(clabel) or None)
+        cb.solids.set_rasterized(False)  # vector quads: no embedded raster (WeasyPrint drops it)
+        cb.solids.set_edgecolor("face")
     return _svg(fig, "fig-scatter", "scatter of " + ylabel)
 
 
 # ---------------------------------------------------------------------------- across depth
+
+
+def layer_labels(names: list[str], width: int = 28) -> tuple[str, list[str]]:
+    """Tick labels for module names: the dotted prefix every name shares is dropped (and returned),
+    and a name still longer than `width` keeps its last dotted parts whole ('…attention.self.query',
+    never a cut word like '…ayer.0.attention')."""
+    parts = [n.split(".") for n in names]
+    common = 0
+    while len(names) > 1 and all(len(p) > common + 1 for p in parts) and len({p[common] for p in parts}) == 1:
+        common += 1
+    out = []
+    for p in parts:
+        rest = p[common:]
+        text = ".".join(rest)
+        while len(text) > width and len(rest) > 1:
+            rest = rest[1:]
+            text = "…" + ".".join(rest)
+        out.append(text if len(text) <= width + 1 else "…" + text[-width:])
+    return ".".join(parts[0][:common]) + "." if common else "", out
 
 
 @_styled
@@ -599,6 +681,9 @@ def depth_profile(names: list[str], outliers: list[int], shares: dict[str, list[
     fig, axes = _figure(3, 1, figsize=(WIDTH, 5.6), sharex=True)
     axes[0].bar(k, outliers, color=COLORS["G"], width=0.7)
     axes[0].set(ylabel="outliers", title="outliers above the bulk edge (1 + margin) ‖E‖")
+    from matplotlib.ticker import MaxNLocator
+
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))  # a count: no 0.2, 0.4 ticks
     bottom = np.zeros(len(names))
     for key in ("S1", "S12", "S2", "E"):
         v = np.nan_to_num(np.asarray(shares[key], float))
@@ -614,7 +699,9 @@ def depth_profile(names: list[str], outliers: list[int], shares: dict[str, list[
             axes[2].plot(k, v, fmt, color=color, ms=3, label=label)
     axes[2].set(ylabel="|cos|", ylim=(0, 1.05), title="alignments")
     axes[2].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    short = [n if len(n) <= 28 else "…" + n[-27:] for n in names]
+    prefix, short = layer_labels(names)
     axes[2].set_xticks(k, short, rotation=90, fontsize=5.5 if len(names) > 16 else 7)
+    if prefix:
+        axes[2].set_xlabel(f"layer (names after {_plain(prefix)})")
     fig.tight_layout()
     return _svg(fig, "fig-depth", "measures across depth")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gradrank.errors import InputError
 from gradrank.report import figures
-from gradrank.report.render import PAPERS, templates_env
+from gradrank.report.render import PAPERS, rounding_floor, templates_env
 from gradrank.results.layers import csv_row, read_layers
 
 
@@ -27,6 +27,7 @@ def render_layers(run_dir: Path, paper: str | None = None, show: str | None = No
     paper = paper or cfg.output.paper
     pick = chosen_layer(result, cfg.layers.show if show is None else show)
     rows = [csv_row(r) for r in result.layers]
+    prefix, _ = figures.layer_labels([r.name for r in result.layers], width=10**6)  # the table drops the shared prefix
     depth = figures.depth_profile(
         [r.name for r in result.layers],
         [r.outliers for r in result.layers],
@@ -60,6 +61,8 @@ def render_layers(run_dir: Path, paper: str | None = None, show: str | None = No
             low_rank=sum(1 for r in result.layers if r.outliers > 0),
             prov=prov,
             config_hash=cfg.hash(),
+            prefix=prefix,
+            floor=rounding_floor({"compute": {"dtype": result.dtype}}),
             paper=PAPERS[paper],
         )
     )

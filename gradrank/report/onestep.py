@@ -63,7 +63,7 @@ def context(result: OnestepResult) -> dict:
         "alignments": ALIGNMENTS,
         "figures": {
             "eta": figures.seed_bands("η", [f"{e:g}" for e in etas], series) if series else None,  # evenly spaced
-            "scatter": figures.scatter(panels, "test error") if panels else None,
+            "scatter": figures.scatter(panels, "test error", "log₂(1 + η)") if panels else None,
         },
         "diverged": sum(p.diverged for p in result.points),
         "config_sections": _config_sections(cfg.to_dict()),

@@ -335,6 +335,7 @@ def run_context(run_dir: Path, metrics: dict) -> dict:
             alpha,
             _get(m, "data.zeta"),
             _get(m, "sizes.n"),
+            _get(m, "data.alpha_fit_r2") if ctx["alpha_source"] == "fitted" else None,
         )
     rows = _read_csv(run_dir / "trajectory.csv")
     if rows:
@@ -437,6 +438,7 @@ LABELS = {
     "norms.reg": "‖λ∇R‖",
     "norms.bulk": "‖E + λ∇R‖",
     "rank.outliers": "outliers",
+    "best_test_error": "test error (best η of the point)",
     "rank.stable": "stable rank",
     "rank.effective": "effective rank",
     "energy.predicted_subspace": "energy in span(X_Bᵀr, q)",
@@ -472,7 +474,8 @@ def parse_metrics(text: str | None, columns: list[str] | None = None, what: str 
     return items
 
 
-def _rounding_floor(base: dict) -> float:
+def rounding_floor(base: dict) -> float:
+    """ROUNDING · eps of the run's dtype: a term norm at most this times ‖G‖ is zero in exact arithmetic."""
     dtype = _get(base, "compute.dtype", "float64")
     return ROUNDING * float(np.finfo(np.float32 if dtype == "float32" else np.float64).eps)
 
@@ -591,11 +594,13 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]], m
     base = _base_config(manifest)
     chosen = metrics if metrics is not None else (_get(base, "output.metrics") or None)
     if chosen is None and manifest.get("command") == "onestep" and rows:  # test error per step size
-        chosen = ",".join(c for c in rows[0] if c.startswith("eta.") and c.endswith(".test_error")) or None
+        # with η swept each point runs one η: its columns eta.<η>.* are empty at every other point
+        per_eta = [c for c in rows[0] if c.startswith("eta.") and c.endswith(".test_error")]
+        chosen = "best_test_error" if "onestep.eta" in axes else ",".join(per_eta) or None
     names = parse_metrics(  # columns are known once a point is done (a sweep of failures has none)
         chosen, list(rows[0]) if ok else None, "option --metrics" if metrics else "config key 'output.metrics'"
     )
-    floor = _rounding_floor(base)
+    floor = rounding_floor(base)
     prov = manifest.get("provenance") or {
         "versions": manifest.get("versions") or {},
         "config_hash": manifest.get("base_hash", ""),
@@ -687,8 +692,8 @@ def sweep_context(sweep_dir: Path, manifest: dict, rows: list[dict[str, str]], m
             ]
             for n in names
         }
-        series = {t: [ln for ln in lines if np.isfinite(ln[1]).any()] for t, lines in series.items()}
-        series = {t: lines for t, lines in series.items() if lines}
+        # a panel with no defined value is left out; a series undefined everywhere is named in its panel
+        series = {t: lines for t, lines in series.items() if any(np.isfinite(ln[1]).any() for ln in lines)}
         if series:
             draw(
                 "lines",
