@@ -112,3 +112,11 @@ def test_debug_shows_the_users_traceback(tmp_path, user_file):
     res = cli("--debug", "layers", "--model", f"{user_file}:raises", "-o", tmp_path / "out")
     assert res.exit_code == 2 and "Traceback" in res.stderr and "KeyError: 'user failure'" in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_debug_lasts_one_invocation(tmp_path, user_file):
+    """--debug on one command line must not leak into the next call of the same process."""
+    cli("--debug", "layers", "--model", f"{user_file}:raises", "-o", tmp_path / "a")
+    res = cli("layers", "--model", f"{user_file}:raises", "-o", tmp_path / "b")
+    assert res.exit_code == 2 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr

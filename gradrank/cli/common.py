@@ -45,14 +45,14 @@ def _main(
     debug: bool = typer.Option(False, "--debug", help="show tracebacks of internal errors (accepted anywhere on the line)"),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version and exit"),
 ):
-    _state["debug"] = _state["debug"] or debug
+    _state["debug"] = debug or _state.pop("pending_debug", False)  # per invocation, never left over
 
 
 def take_debug(argv: list[str]) -> list[str]:
     """--debug anywhere on the command line (before `--`): noted, and removed so every command accepts it."""
     cut = argv.index("--") if "--" in argv else len(argv)
-    if "--debug" in argv[:cut]:
-        _state["debug"] = True
+    _state["pending_debug"] = "--debug" in argv[:cut]
+    if _state["pending_debug"]:
         argv = [a for a in argv[:cut] if a != "--debug"] + argv[cut:]
     return argv
 
