@@ -129,7 +129,7 @@ def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | N
     X, y, W, a = map(as_np, (X, y, W, a))
     if X is None or X.ndim != 2:
         raise InputError("X must be a 2-d array (n x d)")
-    ds = data_mod.from_matrix(cfg, X, y)
+    ds = data_mod.from_matrix(cfg.data, cfg.seed, cfg.loss.kind, X, y)
     if (W is None) != (a is None):
         raise InputError("give both W and a, or neither")
     device, dtype = analysis.device_and_dtype(cfg)

@@ -270,15 +270,15 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "data-test-stream",
         DATA,
-        'fresh(cfg, ds, dc.n_test, "test", "test_noise")',
-        'fresh(cfg, ds, dc.n_test, "bulk", "test_noise")',
+        'fresh(dc, seed, loss, ds, dc.n_test, "test", "test_noise")',
+        'fresh(dc, seed, loss, ds, dc.n_test, "bulk", "test_noise")',
         "stream",
     ),
     Mutant(
         "data-test-noise-stream",
         DATA,
-        'fresh(cfg, ds, dc.n_test, "test", "test_noise")',
-        'fresh(cfg, ds, dc.n_test, "test", "noise")',
+        'fresh(dc, seed, loss, ds, dc.n_test, "test", "test_noise")',
+        'fresh(dc, seed, loss, ds, dc.n_test, "test", "noise")',
         "stream",
     ),
     Mutant(
@@ -298,7 +298,7 @@ MUTANTS: list[Mutant] = [
         "eig = torch.linalg.svdvals(X_B).pow(2) / (n - 1)",
         "off-by-one",
     ),
-    Mutant("data-alpha-fit-sign", DATA, "return -float(coef[1]), r2", "return float(coef[1]), r2", "sign"),
+    Mutant("data-alpha-fit-sign", DATA, "else (-fit[0], fit[1])", "else (fit[0], fit[1])", "sign"),
     Mutant("data-embed-scale", DATA, "/ math.sqrt(X.shape[1])", "/ X.shape[1]", "factor"),
     Mutant(
         "data-spike-before-bulk",
@@ -315,7 +315,7 @@ MUTANTS: list[Mutant] = [
         "off-by-one",
     ),
     Mutant("realdata-parity", REAL, "np.where(labels % 2 == 0, 1.0, -1.0)", "np.where(labels % 2 == 1, 1.0, -1.0)", "sign"),
-    Mutant("realdata-patches-stream", REAL, 'g = generator(cfg.seed, "patches")', 'g = generator(cfg.seed, "split")', "stream"),
+    Mutant("realdata-patches-stream", REAL, 'g = generator(seed, "patches")', 'g = generator(seed, "split")', "stream"),
     Mutant(
         "noise-covariance-tau", REG, "ds.eigenvalues + tau**2 if ds.population", "ds.eigenvalues + tau if ds.population", "factor"
     ),

@@ -310,7 +310,7 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     from gradrank.linalg.spectral import dense_spectrum
     from gradrank.pipeline import analysis, training
     from gradrank.rng import generator
-    from gradrank.twolayer.data import fresh, index_directions
+    from gradrank.twolayer.data import fresh
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -331,11 +331,16 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     step_ds, grad0, _, G0 = training.full_gradient(cfg, ds, net0, 0)
     residue_dir = step_ds.X_B.T @ grad0.r  # the S1 left vector (section 3), at W0
     B = None
-    if cfg.data.source == "spiked":
-        B = torch.linalg.qr(index_directions(cfg, ds.d).T)[0].T.to(ds.X)  # orthonormal rows spanning the indices
+    if cfg.data.source == "spiked" and ds.index_directions is not None:
+        B = torch.linalg.qr(ds.index_directions.T)[0].T.to(ds.X)  # orthonormal rows spanning the indices
     X_r, y_r = ds.X, ds.y
     if oc.readout == "fresh":
-        X_r, y_r = (t.to(ds.X) for t in fresh(cfg, ds.to("cpu", torch.float64), ds.n, "onestep_readout", "onestep_readout_noise"))
+        X_r, y_r = (
+            t.to(ds.X)
+            for t in fresh(
+                cfg.data, cfg.seed, cfg.loss.kind, ds.to("cpu", torch.float64), ds.n, "onestep_readout", "onestep_readout_noise"
+            )
+        )
     n_val = min(ds.n - 1, max(1, round(oc.holdout * ds.n)))
     holdout_idx = torch.randperm(ds.n, generator=generator(cfg.seed, "onestep_holdout"))[:n_val].to(ds.X.device)
     lap("setup")

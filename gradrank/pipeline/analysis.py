@@ -211,7 +211,7 @@ def spectral_residual(mv, rmv, spec, scale: float) -> float:
 def prepare(cfg: Config) -> tuple[Config, Dataset, Network]:
     """Data and initial network for a config (or its model.weights file), on its device and dtype."""
     device, dtype = device_and_dtype(cfg)
-    ds = data_mod.load(cfg)
+    ds = data_mod.load(cfg.data, cfg.seed, cfg.loss.kind)
     if not cfg.model.weights:
         net = network.init(cfg.model, cfg.seed, ds)
     else:

@@ -177,7 +177,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
     track_E = _Tracker(1, 2, d, tc.track == "exact", 1e-3, cfg.seed, ds.X)
     track_R = _Tracker(1, 2, d, tc.track == "exact", 1e-3, cfg.seed, ds.X)
     track_W = _Tracker(min(FEATURES, d, m), min(FEATURES + 4, d, m), d, tc.track == "exact", 1e-4, cfg.seed, ds.X)
-    B = ds.info.get("index_directions")
+    B = ds.index_directions
     index_basis = None if B is None else torch.linalg.qr(B.to(ds.X).T)[0]  # orthonormal basis of the index span
     batches = generator(cfg.seed, "batches")
     order, cursor = torch.randperm(n, generator=batches), 0
