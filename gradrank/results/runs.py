@@ -85,8 +85,9 @@ def write_scaling(target: Path, result) -> Path:
 
 
 def write_regpath(target: Path, cfg: Config, res) -> Path:
-    """path.csv (one row per point), path.json (summary, config, provenance) and regpath.svg."""
-    from gradrank.experiments.regpath import COLUMNS, figure_svg
+    """path.csv (one row per point) and path.json (summary, config, provenance); the figure is the
+    report's (report/figures.py), drawn from these files."""
+    from gradrank.experiments.regpath import COLUMNS
 
     doc = {
         "kind": "regpath",
@@ -98,7 +99,7 @@ def write_regpath(target: Path, cfg: Config, res) -> Path:
         "config_hash": cfg.hash(),
         "provenance": _provenance(cfg, res.timings),
     }
-    texts = {"path.csv": csv_text(COLUMNS, res.rows), "regpath.svg": figure_svg(res)}
+    texts = {"path.csv": csv_text(COLUMNS, res.rows)}
     return _stage(target, "regpath", cfg, {"path.json": doc}, texts)
 
 
