@@ -234,7 +234,7 @@ def ridge(Phi, y, lams):
 
 def features(net, X):
     """phi(x) = sigma(W x) / sqrt(m) for every row of X."""
-    return net.act.f(X @ net.W.T) / math.sqrt(net.m)
+    return net.act.f(net.preactivations(X)) / math.sqrt(net.m)
 
 
 def readout(cfg: Config, net, X, y, X_test, y_test, holdout_idx) -> tuple[float, float, float]:
