@@ -685,8 +685,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "onestep-feature-scale",
         ONESTEP,
-        "return net.act.f(X @ net.W.T) / math.sqrt(net.m)",
-        "return net.act.f(X @ net.W.T) / net.m",
+        "return net.act.f(net.preactivations(X)) / math.sqrt(net.m)",
+        "return net.act.f(net.preactivations(X)) / net.m",
         "factor",
     ),
     Mutant("onestep-update-sign", ONESTEP, "W = net.W - (eta * mult) * G.T", "W = net.W + (eta * mult) * G.T", "sign"),
