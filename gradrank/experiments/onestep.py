@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
-from gradrank.config import Config
+from gradrank.config import Config, OnestepConfig
 from gradrank.errors import InputError
 from gradrank.measures.fits import Correlation, bootstrap_correlation
 
@@ -237,11 +237,10 @@ def features(net, X):
     return net.act.f(net.preactivations(X)) / math.sqrt(net.m)
 
 
-def readout(cfg: Config, net, X, y, X_test, y_test, holdout_idx) -> tuple[float, float, float]:
+def readout(oc: OnestepConfig, net, X, y, X_test, y_test, holdout_idx) -> tuple[float, float, float]:
     """(test error, train error, lambda) of the ridge readout fitted on net's features of (X, y)."""
     import torch
 
-    oc = cfg.onestep
     Phi = features(net, X)
     if oc.ridge_select == "fixed":
         lam = oc.ridge
@@ -349,7 +348,7 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     for eta in oc.eta:
         net, diverged = step(cfg, ds, net0, eta, mult, G0)
         lap("step")
-        test, train, lam = (math.nan,) * 3 if diverged else readout(cfg, net, X_r, y_r, ds.X_test, ds.y_test, holdout_idx)
+        test, train, lam = (math.nan,) * 3 if diverged else readout(oc, net, X_r, y_r, ds.X_test, ds.y_test, holdout_idx)
         lap("readout")
         dW = net.W - net0.W
         if eta == 0.0 or not float(dW.norm()) > 0:  # no update (or a first step already out of range)
