@@ -136,6 +136,7 @@ def test_spiked_data_against_numpy():
     B = torch.linalg.qr(_randn(5, "target", 20, 3))[0].T.numpy()
     u = (ds.X.numpy() @ B.T) / np.sqrt(np.diag(B @ Sigma @ B.T))
     assert np.allclose(ds.y.numpy(), np.tanh(u[:, 0]) + u[:, 1] ** 2 - 1 + u[:, 0] * u[:, 2], atol=1e-10)
+    assert np.allclose(ds.index_directions.numpy(), B, rtol=0, atol=1e-15)  # the directions the targets read
     assert ds.bulk_quadratic(torch.eye(20, dtype=torch.float64)[:3]).numpy() == pytest.approx(np.diag(V @ np.diag(lam) @ V.T)[:3])
 
 

@@ -30,6 +30,7 @@ def test_test_label_noise_is_independent_of_the_test_inputs():
     )
     ds = data.load(cfg.data, cfg.seed, cfg.loss.kind)
     y, X = ds.y_test.numpy(), ds.X_test.numpy()
+    assert ds.index_directions is None  # a pure-noise target reads no direction
     assert abs(np.corrcoef(y, X[0])[0, 1]) < 5 / np.sqrt(400)
     assert abs(np.corrcoef(ds.y.numpy()[:100], y[:100])[0, 1]) < 5 / np.sqrt(100)
     # reimplemented: a pure-noise target N(0, 1) plus label_noise * N(0, 1), both from its own stream
