@@ -72,7 +72,7 @@ class Dataset:
             mv(self.y_test),
             self.population,
             dict(self.info),
-            self.index_directions,
+            self.index_directions,  # kept as drawn: readers cast it where they use it
         )
 
 
@@ -166,18 +166,17 @@ def make_targets(
     n, d = X.shape
     if dc.target == "noise":
         y = torch.randn(n, generator=g_noise, dtype=torch.float64)
-    elif dc.target == "teacher":
-        from gradrank.twolayer.activations import get
-
-        act = get(dc.teacher_activation)
-        B = _directions(dc, d, g)
-        c = torch.randint(0, 2, (dc.teacher_width,), generator=g, dtype=torch.float64) * 2 - 1
-        y = act.f((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike)) @ c / math.sqrt(dc.teacher_width)
-        ds.index_directions = B
     else:
         B = _directions(dc, d, g)
-        y = _LINKS[_link(dc)][1]((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike))
         ds.index_directions = B
+        u = (inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike)
+        if dc.target == "teacher":
+            from gradrank.twolayer.activations import get
+
+            c = torch.randint(0, 2, (dc.teacher_width,), generator=g, dtype=torch.float64) * 2 - 1
+            y = get(dc.teacher_activation).f(u) @ c / math.sqrt(dc.teacher_width)
+        else:
+            y = _LINKS[_link(dc)][1](u)
     if dc.label_noise:
         y = y + dc.label_noise * torch.randn(n, generator=g_noise, dtype=torch.float64)
     if loss == "logistic":
