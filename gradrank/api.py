@@ -129,16 +129,16 @@ def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | N
     X, y, W, a = map(as_np, (X, y, W, a))
     if X is None or X.ndim != 2:
         raise InputError("X must be a 2-d array (n x d)")
-    ds = data_mod.from_matrix(cfg, X, y)
+    ds = data_mod.from_matrix(cfg.data, cfg.seed, cfg.loss.kind, X, y)
     if (W is None) != (a is None):
         raise InputError("give both W and a, or neither")
-    device, dtype = analysis.device_and_dtype(cfg)
+    device, dtype = analysis.device_and_dtype(cfg.compute)
     if W is None:
         net = network.init(cfg.model, cfg.seed, ds)
     else:
         if W.ndim != 2 or W.shape[1] != ds.d or a.shape != (W.shape[0],):
             raise InputError(f"W must be (m, {ds.d}) and a (m,), got {W.shape} and {a.shape}")
-        net = analysis.network_from_arrays(cfg, W, a)
+        net = analysis.network_from_arrays(cfg.model, W, a)
     cfg = cfg.replace(**{"data.n": ds.n, "data.d": ds.d, "model.width": net.m})
     return _result(analysis.analyze_prepared(cfg, ds.to(device, dtype), net.to(device, dtype)))
 

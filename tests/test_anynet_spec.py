@@ -18,7 +18,7 @@ def _cfg(*sets):
 def test_depth_two_mlp_is_the_papers_network():
     cfg = _cfg("model.activation=tanh", "model.planted=1.5", "model.scaling=mf")
     p = spec.resolve("mlp", cfg)
-    ds = data.load(cfg)
+    ds = data.load(cfg.data, cfg.seed, cfg.loss.kind)
     net = network.init(cfg.model, cfg.seed, ds)
     f = spec.forward(p, p.batches[0][0])
     assert list(spec.linear_layers(p.model)) == ["layers.0", "readout"]

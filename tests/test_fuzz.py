@@ -216,7 +216,7 @@ def test_fuzz_data_files(tmp_path_factory, small_cfg, f):
     path.write_bytes(body)
     cfg = small_cfg("data.link=linear").replace(**{"data.source": "file", "data.path": str(path), "analysis.mu": "empirical"})
     try:
-        ds = data.load(cfg)
+        ds = data.load(cfg.data, cfg.seed, cfg.loss.kind)
     except InputError as exc:
         assert one_line_naming(str(exc), str(path)), (what, str(exc))
         OUTCOMES[

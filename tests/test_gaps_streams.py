@@ -69,13 +69,13 @@ def test_real_data_split_and_embedding_streams():
     from gradrank.twolayer import realdata
 
     cfg = config.load(sets=["data.source=digits", "data.n=50", "data.n_test=20", "data.embed_dim=16"], seed=2)
-    X, y, Xt, yt = realdata.load(cfg)
+    X, y, Xt, yt = realdata.load(cfg.data, cfg.seed)
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     perm = torch.randperm(bunch.data.shape[0], generator=generator(2, "split")).numpy()
     assert np.array_equal(X, bunch.data[perm[:50]]) and np.array_equal(Xt, bunch.data[perm[50:70]])
-    ds = data.load(cfg)
+    ds = data.load(cfg.data, cfg.seed, cfg.loss.kind)
     Xc = X - X.mean(0)
     F = torch.randn(16, 64, generator=generator(2, "embed"), dtype=torch.float64).numpy() / 8.0
     E = np.tanh(Xc @ F.T)
@@ -85,9 +85,9 @@ def test_real_data_split_and_embedding_streams():
     h, w = realdata._photographs()[0].shape
     rows = torch.randint(0, h - 3, (3,), generator=g).numpy()
     cols = torch.randint(0, w - 3, (3,), generator=g).numpy()
-    Xp = realdata.patches(pc)[0]
+    Xp = realdata.patches(pc.data, pc.seed)[0]
     first = {tuple(realdata._photographs()[0][i : i + 4, j : j + 4].ravel()) for i, j in zip(rows, cols)}
-    assert first == {tuple(x) for x, lab in zip(Xp, realdata.patches(pc)[1]) if lab == 1.0}
+    assert first == {tuple(x) for x, lab in zip(Xp, realdata.patches(pc.data, pc.seed)[1]) if lab == 1.0}
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_spiked_data_against_numpy():
     """X = X_B + zeta z q^T with zeta = n^nu, lambda_k = k^-alpha (trace-normalised on request), and the
     triple-index target standardised to unit population variance (the index sees the spike here)."""
     cfg = _cfg("data.alpha=1.5", "data.normalize=trace", "data.nu=0.6", "data.index_sees_spike=true", "data.basis=random")
-    ds = data.load(cfg)
+    ds = data.load(cfg.data, cfg.seed, cfg.loss.kind)
     lam = np.arange(1, 21) ** -1.5
     lam = lam * 20 / lam.sum()
     assert np.allclose(ds.eigenvalues.numpy(), lam, rtol=1e-13)
@@ -136,6 +136,7 @@ def test_spiked_data_against_numpy():
     B = torch.linalg.qr(_randn(5, "target", 20, 3))[0].T.numpy()
     u = (ds.X.numpy() @ B.T) / np.sqrt(np.diag(B @ Sigma @ B.T))
     assert np.allclose(ds.y.numpy(), np.tanh(u[:, 0]) + u[:, 1] ** 2 - 1 + u[:, 0] * u[:, 2], atol=1e-10)
+    assert np.allclose(ds.index_directions.numpy(), B, rtol=0, atol=1e-15)  # the directions the targets read
     assert ds.bulk_quadratic(torch.eye(20, dtype=torch.float64)[:3]).numpy() == pytest.approx(np.diag(V @ np.diag(lam) @ V.T)[:3])
 
 
@@ -143,7 +144,7 @@ def test_given_data_spike_extraction_against_numpy():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((80, 12)) @ np.diag(np.arange(1, 13) ** -0.7) + 3.0
     cfg = config.Config()  # data.center = true
-    ds = data.from_matrix(cfg, X, rng.standard_normal(80))
+    ds = data.from_matrix(cfg.data, cfg.seed, cfg.loss.kind, X, rng.standard_normal(80))
     Xc = X - X.mean(0)
     q = np.linalg.svd(Xc, full_matrices=False)[2][0]
     assert abs(ds.q.numpy() @ q) == pytest.approx(1.0, abs=1e-12)
@@ -248,4 +249,4 @@ def test_real_data_labels_are_parity_or_one_class():
     perm = torch.randperm(target.size, generator=generator(2, "split")).numpy()[:40]
     for cls, expect in ((-1, np.where(target[perm] % 2 == 0, 1.0, -1.0)), (3, np.where(target[perm] == 3, 1.0, -1.0))):
         cfg = config.load(sets=["data.source=digits", "data.n=40", f"data.digits_class={cls}"], seed=2)
-        assert np.array_equal(realdata.load(cfg)[1], expect), cls
+        assert np.array_equal(realdata.load(cfg.data, cfg.seed)[1], expect), cls

@@ -99,7 +99,7 @@ def test_eta_zero_is_random_features_exactly(readout):
     if readout == "fresh":  # n new samples of the same model: same law, other draws
         from gradrank.twolayer import data
 
-        X, y = data.fresh(cfg, ds, ds.n, "onestep_readout", "onestep_readout_noise")
+        X, y = data.fresh(cfg.data, cfg.seed, cfg.loss.kind, ds, ds.n, "onestep_readout", "onestep_readout_noise")
         assert X.shape == ds.X.shape and not torch.allclose(X, ds.X) and not torch.allclose(X[:50], ds.X_test[:50])
     # random features by hand: relu(X W0^T)/sqrt(m), m x m normal equations
     X, Xt, y, yt, W0 = (t.numpy() for t in (X, ds.X_test, y, ds.y_test, net0.W))
@@ -267,9 +267,9 @@ def test_fresh_readout_rows_follow_the_model():
     from gradrank.twolayer import data
 
     cfg = cfg_of("data.target=linear", "data.zeta=0.0")
-    ds = data.load(cfg)
-    X, y = data.fresh(cfg, ds, 150, "onestep_readout", "onestep_readout_noise")
-    beta = data.index_directions(cfg, ds.d)[0].numpy()
+    ds = data.load(cfg.data, cfg.seed, cfg.loss.kind)
+    X, y = data.fresh(cfg.data, cfg.seed, cfg.loss.kind, ds, 150, "onestep_readout", "onestep_readout_noise")
+    beta = ds.index_directions[0].numpy()
     np.testing.assert_allclose(np.linalg.lstsq(X.numpy(), y.numpy(), rcond=None)[0], beta, atol=1e-10)
     np.testing.assert_allclose(np.linalg.lstsq(ds.X.numpy(), ds.y.numpy(), rcond=None)[0], beta, atol=1e-10)
     assert not torch.allclose(X[:50], ds.X[:50]) and not torch.allclose(X[:50], ds.X_test[:50])
@@ -303,14 +303,13 @@ def test_given_data_with_the_steps_own_rows(tmp_path, monkeypatch):
 def test_teacher_target_span_is_the_projection_onto_the_teacher_rows():
     """A teacher network's rows are not orthonormal: align_target is the norm of u1's projection
     onto their span, B^T (B B^T)^-1 B u1, computed here from the update's numpy SVD."""
-    from gradrank.twolayer import data
 
     cfg = cfg_of("data.target=teacher", "data.teacher_width=3", "onestep.eta=[2.0]", "model.activation=tanh")
     p = onestep.study(cfg).points[0]
     _, ds, net0 = analysis.prepare(cfg)
     dW = (autograd_step(cfg, ds, net0, 2.0, 1.0) - net0.W).numpy()
     u = np.linalg.svd(dW, full_matrices=False)[2][0]
-    B = data.index_directions(cfg, ds.d).numpy()
+    B = ds.index_directions.numpy()
     assert B.shape == (3, ds.d) and abs(B[0] @ B[1]) > 1e-3  # unit rows, not orthogonal
     proj = B.T @ np.linalg.solve(B @ B.T, B @ u)
     assert p.align_target == pytest.approx(np.linalg.norm(proj), abs=1e-8)

@@ -231,6 +231,9 @@ def test_regpath_command_writes_csv_json_and_figure(tmp_path):
     assert set(doc["summary"]) == {"weight_decay", "jacobian", "input_noise"} and doc["grids"]["jacobian"] == [0.0, 1.0]
     lines = (out / "path.csv").read_text().splitlines()
     assert len(lines) == 1 + 3 * 2 * 2
-    assert (out / "regpath.svg").read_text().lstrip().startswith("<?xml")
+    (out / "report.html").unlink()  # the figure is the report's, drawn from the stored path.csv alone
+    assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
+    html = (out / "report.html").read_text()
+    assert html.count('id="fig-regpath"') == 1 and html.count('id="fig-regpath-axes_') == len(doc["grids"]) == 3
     bad = CliRunner().invoke(app, ["regpath", "--grid", "dropout=0.1", "-o", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "dropout" in bad.output and not (tmp_path / "bad").exists()

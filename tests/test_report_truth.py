@@ -287,7 +287,7 @@ def test_feature_learning_and_mini_batch_columns_against_references(tmp_path):
     q = ds.q.numpy()
     assert last["feat_spike_1"] == pytest.approx(abs(v[0] @ q), abs=1e-4)
     assert last["feat_spike_2"] == pytest.approx(abs(v[1] @ q), abs=1e-4)
-    B = np.linalg.qr(ds.info["index_directions"].numpy().T)[0]
+    B = np.linalg.qr(ds.index_directions.numpy().T)[0]
     assert last["feat_index_1"] == pytest.approx(np.linalg.norm(B.T @ v[0]), abs=1e-4)
     assert math.isnan(tr.rows[0]["feat_spike_1"])  # W = W0 at step 0: no direction yet
     idx = torch.randperm(ds.n, generator=generator(cfg.seed, "batches"))[:20]

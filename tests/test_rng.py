@@ -28,8 +28,9 @@ def test_test_label_noise_is_independent_of_the_test_inputs():
     cfg = config.load(
         sets=["data.target=noise", "data.label_noise=1", "data.nu=0", "data.n_test=400", "data.n=100", "data.d=400"]
     )
-    ds = data.load(cfg)
+    ds = data.load(cfg.data, cfg.seed, cfg.loss.kind)
     y, X = ds.y_test.numpy(), ds.X_test.numpy()
+    assert ds.index_directions is None  # a pure-noise target reads no direction
     assert abs(np.corrcoef(y, X[0])[0, 1]) < 5 / np.sqrt(400)
     assert abs(np.corrcoef(ds.y.numpy()[:100], y[:100])[0, 1]) < 5 / np.sqrt(100)
     # reimplemented: a pure-noise target N(0, 1) plus label_noise * N(0, 1), both from its own stream
@@ -41,5 +42,5 @@ def test_test_label_noise_is_independent_of_the_test_inputs():
 def test_changing_the_optimiser_batch_size_never_changes_the_data():
     a = api.resolve_config(None, {"data.n": 60, "data.d": 30, "data.n_test": 20, "train.batch_size": 8})
     b = a.replace(**{"train.batch_size": 16, "train.optimizer": "sgd"})
-    da, db = data.load(a), data.load(b)
+    da, db = data.load(a.data, a.seed, a.loss.kind), data.load(b.data, b.seed, b.loss.kind)
     assert torch.equal(da.X, db.X) and torch.equal(da.y_test, db.y_test)

@@ -154,7 +154,7 @@ def test_foreign_manifest_cli(stored_sweep, tmp_path):
     (out / "sweep.json").write_text(json.dumps(m))
     for args in (["sweep", "--status", out], ["report", out], ["sweep", *SMALL, *GRID, "-o", out, "--no-report"]):
         r = gradrank(*args)
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "points[].hash" in r.stderr, r.stderr
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "points[0].hash" in r.stderr, r.stderr
     record(
         "stores",
         f"hand-edited sweep.json ({len(MANIFEST_EDITS)} edits: keys missing, wrong types, hash '../../x', bad job ids)",

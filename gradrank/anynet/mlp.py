@@ -69,7 +69,7 @@ def build(cfg: Config, ds) -> DeepMLP:
 
 def problem(cfg: Config) -> Problem:
     """The deep MLP, its data in batches of layers.batch_size (0: one batch) and the config's loss."""
-    ds = data_mod.load(cfg)
+    ds = data_mod.load(cfg.data, cfg.seed, cfg.loss.kind)
     dtype, dev = getattr(torch, cfg.compute.dtype), device(cfg)
     model = build(cfg, ds).to(dev)
     X, y = ds.X.to(dev, dtype), ds.y.to(dev, dtype)

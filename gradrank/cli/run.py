@@ -87,7 +87,7 @@ def generate(
 
         if not force:
             check_memory(cfg, m=1)  # data only: no network
-        ds = data.load(cfg)
+        ds = data.load(cfg.data, cfg.seed, cfg.loss.kind)
         arrays = {"X": ds.X, "y": ds.y, "q": ds.q, "z": ds.z, "zeta": ds.zeta, "X_B": ds.X_B, "bulk_eigenvalues": ds.eigenvalues}
         if ds.X_test is not None:
             arrays |= {"X_test": ds.X_test, "y_test": ds.y_test}

@@ -37,7 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
-from gradrank.config import Config
+from gradrank.config import Config, OnestepConfig
 from gradrank.errors import InputError
 from gradrank.measures.fits import Correlation, bootstrap_correlation
 
@@ -234,14 +234,13 @@ def ridge(Phi, y, lams):
 
 def features(net, X):
     """phi(x) = sigma(W x) / sqrt(m) for every row of X."""
-    return net.act.f(X @ net.W.T) / math.sqrt(net.m)
+    return net.act.f(net.preactivations(X)) / math.sqrt(net.m)
 
 
-def readout(cfg: Config, net, X, y, X_test, y_test, holdout_idx) -> tuple[float, float, float]:
+def readout(oc: OnestepConfig, net, X, y, X_test, y_test, holdout_idx) -> tuple[float, float, float]:
     """(test error, train error, lambda) of the ridge readout fitted on net's features of (X, y)."""
     import torch
 
-    oc = cfg.onestep
     Phi = features(net, X)
     if oc.ridge_select == "fixed":
         lam = oc.ridge
@@ -310,7 +309,7 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     from gradrank.linalg.spectral import dense_spectrum
     from gradrank.pipeline import analysis, training
     from gradrank.rng import generator
-    from gradrank.twolayer.data import fresh, index_directions
+    from gradrank.twolayer.data import fresh
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -331,11 +330,16 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     step_ds, grad0, _, G0 = training.full_gradient(cfg, ds, net0, 0)
     residue_dir = step_ds.X_B.T @ grad0.r  # the S1 left vector (section 3), at W0
     B = None
-    if cfg.data.source == "spiked":
-        B = torch.linalg.qr(index_directions(cfg, ds.d).T)[0].T.to(ds.X)  # orthonormal rows spanning the indices
+    if cfg.data.source == "spiked" and ds.index_directions is not None:
+        B = torch.linalg.qr(ds.index_directions.T)[0].T.to(ds.X)  # orthonormal rows spanning the indices
     X_r, y_r = ds.X, ds.y
     if oc.readout == "fresh":
-        X_r, y_r = (t.to(ds.X) for t in fresh(cfg, ds.to("cpu", torch.float64), ds.n, "onestep_readout", "onestep_readout_noise"))
+        X_r, y_r = (
+            t.to(ds.X)
+            for t in fresh(
+                cfg.data, cfg.seed, cfg.loss.kind, ds.to("cpu", torch.float64), ds.n, "onestep_readout", "onestep_readout_noise"
+            )
+        )
     n_val = min(ds.n - 1, max(1, round(oc.holdout * ds.n)))
     holdout_idx = torch.randperm(ds.n, generator=generator(cfg.seed, "onestep_holdout"))[:n_val].to(ds.X.device)
     lap("setup")
@@ -344,7 +348,7 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     for eta in oc.eta:
         net, diverged = step(cfg, ds, net0, eta, mult, G0)
         lap("step")
-        test, train, lam = (math.nan,) * 3 if diverged else readout(cfg, net, X_r, y_r, ds.X_test, ds.y_test, holdout_idx)
+        test, train, lam = (math.nan,) * 3 if diverged else readout(oc, net, X_r, y_r, ds.X_test, ds.y_test, holdout_idx)
         lap("readout")
         dW = net.W - net0.W
         if eta == 0.0 or not float(dW.norm()) > 0:  # no update (or a first step already out of range)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +39,41 @@ MAX_POINTS = 100_000  # a grid is sized before it is expanded: more points than 
 # ---------------------------------------------------------------------------- the manifest's records
 
 
+_HASH = re.compile(r"[0-9a-f]{16}")  # a point's config hash, which names its directory
+_TASK = re.compile(r"\d+(_\d+)?")  # a scheduler array task id
+
+
 @dataclass
 class ManifestPoint(Record):
     hash: str
     values: dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, d, source: str = "sweep.json", _path: str = ""):
+        point = super().from_dict(d, source, _path)
+        if not _HASH.fullmatch(point.hash):  # never a path (`../x`) in a hand-edited manifest
+            raise InputError(f"{source}: field '{_path}.hash' must be 16 lowercase hex digits, got {point.hash!r}")
+        return point
+
+
+@dataclass
+class SlurmJob(Record):
+    """A submitted scheduler array: tasks[i] runs points[i]."""
+
+    job_id: str
+    points: list[str]
+    tasks: list[str]
+    submitted: str = ""
+
+    @classmethod
+    def from_dict(cls, d, source: str = "sweep.json", _path: str = ""):
+        job = super().from_dict(d, source, _path)
+        if not job.job_id.isdigit():  # job ids reach scontrol/squeue command lines
+            raise InputError(f"{source}: field '{_path}.job_id' must be digits, got {job.job_id!r}")
+        for i, task in enumerate(job.tasks):
+            if not _TASK.fullmatch(task):
+                raise InputError(f"{source}: field '{_path}.tasks[{i}]' must be JOB or JOB_TASK digits, got {task!r}")
+        return job
 
 
 @dataclass(kw_only=True)
@@ -60,12 +92,13 @@ class SweepManifest(Record):
     base_config: dict[str, Any]
     points: list[ManifestPoint]
     executor: dict[str, Any] = field(default_factory=dict)
-    slurm_jobs: list[dict[str, Any]] = field(default_factory=list)
+    slurm_jobs: list[SlurmJob] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
 
     @classmethod
     def from_dict(cls, d, source: str = "sweep.json", _path: str = ""):
+        """The manifest, validated: a foreign or hand-edited sweep.json is exit 2 naming the field."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise InputError(f"{source}: not a gradrank sweep manifest (field 'format' is not {FORMAT!r})")
         check_schema(d, source)

@@ -37,6 +37,12 @@ def abs_cos(U: torch.Tensor, v: torch.Tensor) -> list[float]:
     return [float(x) for x in (v @ U).abs() / (U.norm(dim=0).clamp_min(NORM_FLOOR) * nv)]
 
 
+def max_principal_angle(B1: torch.Tensor, B0: torch.Tensor) -> float:
+    """Largest principal angle (degrees) between the spans of two orthonormal bases of equal width."""
+    c = torch.linalg.svdvals(B0.T @ B1).clamp(max=1.0)
+    return math.degrees(float(torch.arccos(c.min()))) if c.numel() else 0.0
+
+
 def bulk_edge(norm_E: float, norm_G: float, margin: float, dtype: torch.dtype, accuracy: float = 0.0) -> float:
     """The one outlier threshold: (1 + margin) ||E||, never below what the singular values resolve:
     ||G|| sqrt(eps) for the exact spectrum (the Gram route's error), ||G|| * accuracy for values

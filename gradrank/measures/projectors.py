@@ -32,6 +32,7 @@ import torch
 
 from gradrank.errors import InputError
 from gradrank.linalg.spectral import top_k
+from gradrank.measures.metrics import max_principal_angle
 from gradrank.rng import generator
 
 PROJECTORS = ("svd", "random", "rows", "theory")
@@ -127,12 +128,6 @@ def _orthonormal_nested(V: torch.Tensor) -> torch.Tensor:
         if nv > torch.finfo(V.dtype).eps ** 0.5 * max(scale, torch.finfo(V.dtype).tiny) and nv > 0:
             out[:, j] = v / nv
     return out
-
-
-def max_principal_angle(B1: torch.Tensor, B0: torch.Tensor) -> float:
-    """Largest principal angle (degrees) between the spans of two orthonormal bases of equal width."""
-    c = torch.linalg.svdvals(B0.T @ B1).clamp(max=1.0)
-    return math.degrees(float(torch.arccos(c.min()))) if c.numel() else 0.0
 
 
 @dataclass

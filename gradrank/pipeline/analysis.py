@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from gradrank.config import Config
+from gradrank.config import ComputeConfig, Config, ModelConfig
 from gradrank.config.resources import blame
 from gradrank.decomposition.split import Terms
 from gradrank.errors import InputError
@@ -41,10 +41,10 @@ class Analysis:
     terms: Terms | None = None
 
 
-def device_and_dtype(cfg: Config) -> tuple[torch.device, torch.dtype]:
-    if cfg.compute.device == "cuda" and not torch.cuda.is_available():
+def device_and_dtype(cc: ComputeConfig) -> tuple[torch.device, torch.dtype]:
+    if cc.device == "cuda" and not torch.cuda.is_available():
         raise InputError("config key 'compute.device' = cuda, but no CUDA device is available")
-    return torch.device(cfg.compute.device), getattr(torch, cfg.compute.dtype)
+    return torch.device(cc.device), getattr(torch, cc.dtype)
 
 
 def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None = None, noise_draw: int = 0) -> Analysis:
@@ -210,17 +210,17 @@ def spectral_residual(mv, rmv, spec, scale: float) -> float:
 
 def prepare(cfg: Config) -> tuple[Config, Dataset, Network]:
     """Data and initial network for a config (or its model.weights file), on its device and dtype."""
-    device, dtype = device_and_dtype(cfg)
-    ds = data_mod.load(cfg)
+    device, dtype = device_and_dtype(cfg.compute)
+    ds = data_mod.load(cfg.data, cfg.seed, cfg.loss.kind)
     if not cfg.model.weights:
         net = network.init(cfg.model, cfg.seed, ds)
     else:
-        net = load_weights(cfg, cfg.model.weights, ds.d)
+        net = load_weights(cfg.model, cfg.model.weights, ds.d)
         cfg = cfg.replace(**{"model.width": net.m})
     return cfg, ds.to(device, dtype), net.to(device, dtype)
 
 
-def load_weights(cfg: Config, path, d: int) -> Network:
+def load_weights(mc: ModelConfig, path, d: int) -> Network:
     """W (m x d) and a (m) from an .npz file."""
     from gradrank.io import load_arrays
 
@@ -230,17 +230,15 @@ def load_weights(cfg: Config, path, d: int) -> Network:
         raise InputError(f"{path}: W must have shape (m, {d}) to match the data, got {W.shape}")
     if a.shape != (W.shape[0],):
         raise InputError(f"{path}: a must have shape ({W.shape[0]},), got {a.shape}")
-    return network_from_arrays(cfg, W, a)
+    return network_from_arrays(mc, W, a)
 
 
-def network_from_arrays(cfg: Config, W: np.ndarray, a: np.ndarray) -> Network:
+def network_from_arrays(mc: ModelConfig, W: np.ndarray, a: np.ndarray) -> Network:
     """The paper's network with given W (m x d) and a (m), scaling and activation from the config."""
     from gradrank.twolayer.activations import get
 
     m = W.shape[0]
-    return Network(
-        torch.as_tensor(W), torch.as_tensor(a), network.gamma_m(cfg.model, m), get(cfg.model.activation, cfg.model.leaky_slope)
-    )
+    return Network(torch.as_tensor(W), torch.as_tensor(a), network.gamma_m(mc, m), get(mc.activation, mc.leaky_slope))
 
 
 def analyze(cfg: Config) -> Analysis:

@@ -29,7 +29,7 @@ from gradrank.config import Config
 from gradrank.config.resources import blame
 from gradrank.errors import InputError
 from gradrank.linalg.spectral import Triplets, dense_spectrum, spectrum, top_k
-from gradrank.measures.metrics import abs_cos, bulk_edge, count_outliers, stable_rank
+from gradrank.measures.metrics import abs_cos, bulk_edge, count_outliers, max_principal_angle, stable_rank
 from gradrank.measures.records import FEATURE_COLUMNS, FEATURES, FinalLosses, TrainInfo, TrainRecord, TrainSummary
 from gradrank.pipeline import analysis
 from gradrank.rng import generator
@@ -131,14 +131,6 @@ def _finite(*xs) -> bool:
     return all(math.isfinite(x) if isinstance(x, float) else bool(torch.isfinite(x).all()) for x in xs)
 
 
-def _max_angle(U: torch.Tensor, U_prev: torch.Tensor | None) -> float:
-    """Largest principal angle (degrees) between span(U) and span(U_prev), both orthonormal."""
-    if U_prev is None:
-        return float("nan")
-    c = torch.linalg.svdvals(U_prev.T @ U).clamp(max=1.0)
-    return math.degrees(float(torch.arccos(c.min())))
-
-
 class _Tracker:
     """The top-k triplets of one matrix along the trajectory (warm-started, or exact)."""
 
@@ -177,7 +169,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
     track_E = _Tracker(1, 2, d, tc.track == "exact", 1e-3, cfg.seed, ds.X)
     track_R = _Tracker(1, 2, d, tc.track == "exact", 1e-3, cfg.seed, ds.X)
     track_W = _Tracker(min(FEATURES, d, m), min(FEATURES + 4, d, m), d, tc.track == "exact", 1e-4, cfg.seed, ds.X)
-    B = ds.info.get("index_directions")
+    B = ds.index_directions
     index_basis = None if B is None else torch.linalg.qr(B.to(ds.X).T)[0]  # orthonormal basis of the index span
     batches = generator(cfg.seed, "batches")
     order, cursor = torch.randperm(n, generator=batches), 0
@@ -327,7 +319,7 @@ def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W
         align_spike_1=spk_cos[0],
         align_residue_2=res_cos[1],
         align_spike_2=spk_cos[1],
-        drift_max_angle=_max_angle(tG.U[:, :k], U_prev),
+        drift_max_angle=float("nan") if U_prev is None else max_principal_angle(tG.U[:, :k], U_prev),
         drift=float((net.W - W0).norm()),
         track_residual=tG.residual,
         track_fallback=int(tG.fallback),

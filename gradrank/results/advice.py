@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from gradrank import io
-from gradrank.config import Config, from_dict, to_toml
+from gradrank.config import Config, from_dict
 from gradrank.errors import InputError
+from gradrank.results.runs import write_dir
 
 SCHEMA = 1
 
@@ -184,11 +185,8 @@ class Advice(_Record):
 def write_advice(target: Path, advice: Advice) -> Path:
     """advice.json, config.toml and provenance.json in a run directory, all or nothing."""
     cfg = advice.resolved_config
-    with io.staged_dir(Path(target), "advise") as tmp:
-        io.write_text(tmp / "config.toml", to_toml(cfg))
-        io.write_json(tmp / "advice.json", advice.to_dict())
-        io.write_json(tmp / "provenance.json", {"config_hash": advice.config_hash, **advice.provenance})
-    return Path(target)
+    files = {"advice.json": advice.to_dict(), "provenance.json": {"config_hash": advice.config_hash, **advice.provenance}}
+    return write_dir(target, "advise", cfg, files, {})
 
 
 def read_advice(run_dir: Path) -> Advice:

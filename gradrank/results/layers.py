@@ -4,17 +4,16 @@ of each layer's G and E), config.toml and provenance.json."""
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import json
 from pathlib import Path
 
 import numpy as np
 
 from gradrank import io
-from gradrank.config import to_toml
 from gradrank.errors import InputError
 from gradrank.pipeline.layers import LayerResult, LayersResult
+from gradrank.results.runs import write_dir
+from gradrank.results.tables import csv_text
 
 COLUMNS = (
     "name", "kind", "d_in", "d_out", "rows", "calls", "form", "route", "G", "G_fro", "S1", "S12", "S2", "E",
@@ -50,11 +49,7 @@ def csv_row(r: LayerResult) -> dict:
 
 
 def layers_csv(result: LayersResult) -> str:
-    buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(csv_row(r) for r in result.layers)
-    return buf.getvalue()
+    return csv_text(list(COLUMNS), [csv_row(r) for r in result.layers])
 
 
 def spectra_arrays(result: LayersResult) -> dict[str, np.ndarray]:
@@ -70,13 +65,14 @@ def write_layers(target: Path, result: LayersResult) -> Path:
     """The run directory, all or nothing (the report is rendered after)."""
     cfg = result.config
     prov = io.provenance(cfg.compute.device, result.dtype, cfg.seed, result.timings)
-    with io.staged_dir(Path(target), "layers") as tmp:
-        io.write_text(tmp / "config.toml", to_toml(cfg))
-        io.write_json(tmp / "layers.json", {**result.to_dict(), "provenance": prov})
-        io.write_text(tmp / "layers.csv", layers_csv(result))
-        io.write_npz(tmp / "spectra.npz", spectra_arrays(result))
-        io.write_json(tmp / "provenance.json", {"config_hash": cfg.hash(), **prov})
-    return Path(target)
+    return write_dir(
+        target,
+        "layers",
+        cfg,
+        {"layers.json": {**result.to_dict(), "provenance": prov}, "provenance.json": {"config_hash": cfg.hash(), **prov}},
+        {"layers.csv": layers_csv(result)},
+        lambda tmp: io.write_npz(tmp / "spectra.npz", spectra_arrays(result)),
+    )
 
 
 def read_layers(root: Path) -> LayersResult:

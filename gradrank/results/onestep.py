@@ -4,19 +4,18 @@ metrics.json (the per-eta summary a sweep's table reads), config.toml and proven
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io as _io
 import json
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from gradrank import io
-from gradrank.config import to_toml
 from gradrank.errors import InputError
 from gradrank.experiments.onestep import OnestepPoint, OnestepResult
 from gradrank.measures.records import SCHEMA, Record
+from gradrank.results.runs import write_dir
+from gradrank.results.tables import csv_text
 
 RESULT = "onestep.json"
 TABLE = "onestep.csv"
@@ -24,24 +23,18 @@ COLUMNS = [f.name for f in fields(OnestepPoint)]
 
 
 def table(result: OnestepResult) -> str:
-    buf = _io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for p in result.points:
-        w.writerow([repr(v) if isinstance(v, float) else v for v in (getattr(p, c) for c in COLUMNS)])
-    return buf.getvalue()
+    return csv_text(COLUMNS, [{c: getattr(p, c) for c in COLUMNS} for p in result.points])
 
 
 def write(target: Path, result: OnestepResult) -> Path:
     cfg = result.config
     result.provenance = io.provenance(cfg.compute.device, cfg.compute.dtype, cfg.seed, result.timings)
-    with io.staged_dir(Path(target), "onestep") as tmp:
-        io.write_text(tmp / "config.toml", to_toml(cfg))
-        io.write_json(tmp / RESULT, result.to_dict())
-        io.write_text(tmp / TABLE, table(result))
-        io.write_json(tmp / "metrics.json", result.metrics())
-        io.write_json(tmp / "provenance.json", {"config_hash": cfg.hash(), **result.provenance})
-    return Path(target)
+    files = {
+        RESULT: result.to_dict(),
+        "metrics.json": result.metrics(),
+        "provenance.json": {"config_hash": cfg.hash(), **result.provenance},
+    }
+    return write_dir(target, "onestep", cfg, files, {TABLE: table(result)})
 
 
 def read(directory: Path) -> OnestepResult:

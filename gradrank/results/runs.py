@@ -1,5 +1,6 @@
-"""Run directories, each written whole or not at all (analyze/decompose runs, training runs,
-scaling studies, regularisation paths), and reading a run back through its typed records.
+"""Run directories, each written whole or not at all by the one writer `write_dir` (analyze/decompose
+runs, training runs, scaling studies, regularisation paths here; layers, onestep and advise runs in
+their modules), and reading a run back through its typed records.
 
 Every JSON file carries `"schema": 1` first; metrics.json is `{"schema": 1, **metrics.to_dict(),
 "config": ..., "provenance": ...}`.
@@ -18,11 +19,11 @@ from gradrank.measures.records import SCHEMA, Metrics, Record, TrainRecord, Trai
 from gradrank.results.tables import csv_text
 
 
-def _stage(
+def write_dir(
     target: Path, kind: str, cfg: Config, json_files: dict[str, dict], text_files: dict[str, str], write_more=None
 ) -> Path:
-    """The one run-directory writer: config.toml, JSON files (schema first) and text files staged
-    together and moved into place, all or nothing. `write_more(tmp)` adds a command's binary files."""
+    """The one run-directory writer (every command's): config.toml, JSON files (schema first) and text
+    files staged together and moved into place, all or nothing. `write_more(tmp)` adds binary files."""
     with io.staged_dir(Path(target), kind) as tmp:
         io.write_text(tmp / "config.toml", to_toml(cfg))
         for name, doc in json_files.items():
@@ -49,7 +50,7 @@ def _analysis_files(cfg: Config, record: Record, timings: dict) -> dict[str, dic
 def write_run(target: Path, result) -> Path:
     """config.toml, metrics.json, arrays.npz and provenance.json of an analysis (the report is rendered after)."""
     cfg = result.config
-    return _stage(
+    return write_dir(
         target,
         "analyze",
         cfg,
@@ -71,7 +72,7 @@ def write_train(target, tr) -> Path:
         io.write_npz(tmp / "weights.npz", {"W": tr.W.detach().cpu().double().numpy(), "a": tr.a.detach().cpu().double().numpy()})
 
     csv = {"trajectory.csv": csv_text(TrainRecord.columns(k), [r.to_dict() for r in tr.rows])}
-    return _stage(target, "train", res.config, _analysis_files(res.config, tr.summary(), res.timings), csv, arrays)
+    return write_dir(target, "train", res.config, _analysis_files(res.config, tr.summary(), res.timings), csv, arrays)
 
 
 def write_scaling(target: Path, result) -> Path:
@@ -81,12 +82,13 @@ def write_scaling(target: Path, result) -> Path:
     cfg = result.config
     payload = ScalingStudy.of(result, _provenance(cfg, {})).to_dict()
     table = csv_text(list(result.rows[0]), result.rows)
-    return _stage(target, "scaling", cfg, {"scaling.json": payload}, {"scaling.csv": table})
+    return write_dir(target, "scaling", cfg, {"scaling.json": payload}, {"scaling.csv": table})
 
 
 def write_regpath(target: Path, cfg: Config, res) -> Path:
-    """path.csv (one row per point), path.json (summary, config, provenance) and regpath.svg."""
-    from gradrank.experiments.regpath import COLUMNS, figure_svg
+    """path.csv (one row per point) and path.json (summary, config, provenance); the figure is the
+    report's (report/figures.py), drawn from these files."""
+    from gradrank.experiments.regpath import COLUMNS
 
     doc = {
         "kind": "regpath",
@@ -98,8 +100,8 @@ def write_regpath(target: Path, cfg: Config, res) -> Path:
         "config_hash": cfg.hash(),
         "provenance": _provenance(cfg, res.timings),
     }
-    texts = {"path.csv": csv_text(COLUMNS, res.rows), "regpath.svg": figure_svg(res)}
-    return _stage(target, "regpath", cfg, {"path.json": doc}, texts)
+    texts = {"path.csv": csv_text(COLUMNS, res.rows)}
+    return write_dir(target, "regpath", cfg, {"path.json": doc}, texts)
 
 
 # ---------------------------------------------------------------------------- reading

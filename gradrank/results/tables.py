@@ -1,4 +1,5 @@
-"""The one CSV writer: every table gradrank writes (trajectory.csv, results.csv, scaling.csv, path.csv)."""
+"""The one CSV writer: every table gradrank writes (trajectory.csv, results.csv, scaling.csv, path.csv,
+layers.csv, onestep.csv)."""
 
 from __future__ import annotations
 

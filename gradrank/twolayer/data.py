@@ -1,7 +1,8 @@
 """Data: the spiked model X = X_B + zeta z q^T (docs/model.md, section 2), targets, and user/real data.
 
 Everything is drawn on the CPU in float64 from generators derived from the one seed, then
-cast, so the same seed gives the same data on every device and dtype.
+cast, so the same seed gives the same data on every device and dtype. The stage reads the config's
+`data` section, the seed and the loss kind (logistic labels are sign(y)), each passed explicitly.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gradrank.config import Config, DataConfig
+from gradrank.config import DataConfig
 from gradrank.errors import InputError
 from gradrank.linalg.floors import NORM_FLOOR
 from gradrank.linalg.spectral import data_spectrum
+from gradrank.measures.fits import loglog_slope
 from gradrank.rng import generator
 
 
@@ -37,6 +39,9 @@ class Dataset:
     y_test: torch.Tensor | None = None
     population: bool = True  # eigenvalues/basis are the true covariance (so population mu is exact)
     info: dict = field(default_factory=dict)
+    # the target's index directions (rows; CPU float64 as drawn, shared by train and test targets);
+    # None for pure noise or given labels, where no index model exists
+    index_directions: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
@@ -68,6 +73,7 @@ class Dataset:
             mv(self.y_test),
             self.population,
             dict(self.info),
+            self.index_directions,  # kept as drawn: readers cast it where they use it
         )
 
 
@@ -86,12 +92,11 @@ def _unit_rows(A: torch.Tensor) -> torch.Tensor:
     return A / A.norm(dim=-1, keepdim=True)
 
 
-def spiked(cfg: Config) -> Dataset:
+def spiked(dc: DataConfig, seed: int, loss: str) -> Dataset:
     """Draw (X, y) from the spiked model (docs/model.md, section 2)."""
-    dc = cfg.data
     n, d = dc.n, dc.d
     lam = bulk_spectrum(dc)
-    g_bulk, g_spike = generator(cfg.seed, "bulk"), generator(cfg.seed, "spike")
+    g_bulk, g_spike = generator(seed, "bulk"), generator(seed, "spike")
     V = None
     if dc.basis == "random":
         V, _ = torch.linalg.qr(torch.randn(d, d, generator=g_bulk, dtype=torch.float64))
@@ -106,19 +111,21 @@ def spiked(cfg: Config) -> Dataset:
     X = X_B + zeta * torch.outer(z, q)
     ds = Dataset(X, torch.empty(0), X_B, q, z, zeta, lam, V)
     ds.info.update(nu=dc.nu if dc.zeta is None else math.log(max(zeta, NORM_FLOOR)) / math.log(max(n, 2)))
-    ds.y = make_targets(cfg, ds, X, X_B)
+    ds.y = make_targets(dc, seed, loss, ds, X, X_B)
     if dc.n_test:
-        ds.X_test, ds.y_test = fresh(cfg, ds, dc.n_test, "test", "test_noise")
+        ds.X_test, ds.y_test = fresh(dc, seed, loss, ds, dc.n_test, "test", "test_noise")
     return ds
 
 
-def fresh(cfg: Config, ds: Dataset, n: int, stream: str, noise_stream: str) -> tuple[torch.Tensor, torch.Tensor]:
+def fresh(
+    dc: DataConfig, seed: int, loss: str, ds: Dataset, n: int, stream: str, noise_stream: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """n new samples (X, y) of ds's spiked model (same q, zeta, bulk and target), drawn from the
     named streams `stream` (inputs) and `noise_stream` (label noise)."""
-    g = generator(cfg.seed, stream)
-    X_B, z = _draw(n, ds.eigenvalues, ds.basis, cfg.data.latent, g, g)
+    g = generator(seed, stream)
+    X_B, z = _draw(n, ds.eigenvalues, ds.basis, dc.latent, g, g)
     X = X_B + ds.zeta * torch.outer(z, ds.q)
-    return X, make_targets(cfg, ds, X, X_B, noise_stream)
+    return X, make_targets(dc, seed, loss, ds, X, X_B, noise_stream)
 
 
 def _draw(n, lam, V, latent, g_bulk, g_spike):
@@ -145,34 +152,35 @@ _LINKS = {  # name -> (number of indices k, g(u) with u of shape n x k)
 }
 
 
-def make_targets(cfg: Config, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, noise_stream: str = "noise") -> torch.Tensor:
-    """y = g(beta_1^T x, ..., beta_k^T x) (or a teacher net, or noise), plus label noise.
+def make_targets(
+    dc: DataConfig, seed: int, loss: str, ds: Dataset, X: torch.Tensor, X_B: torch.Tensor, noise_stream: str = "noise"
+) -> torch.Tensor:
+    """y = g(beta_1^T x, ..., beta_k^T x) (or a teacher net, or noise), plus label noise; sets
+    ds.index_directions to the beta's.
 
     Indices are standardised to unit population variance. With index_sees_spike = false
     they read the bulk X_B only. For the logistic loss the labels are sign(y) in {+-1}.
     """
-    dc = cfg.data
-    g = generator(cfg.seed, "target")  # directions: the same for train and test
-    g_noise = generator(cfg.seed, noise_stream)
+    g = generator(seed, "target")  # directions: the same for train and test
+    g_noise = generator(seed, noise_stream)
     inputs = X if dc.index_sees_spike else X_B
     n, d = X.shape
     if dc.target == "noise":
         y = torch.randn(n, generator=g_noise, dtype=torch.float64)
-    elif dc.target == "teacher":
-        from gradrank.twolayer.activations import get
-
-        act = get(dc.teacher_activation)
-        B = _directions(cfg, d, g)
-        c = torch.randint(0, 2, (dc.teacher_width,), generator=g, dtype=torch.float64) * 2 - 1
-        y = act.f((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike)) @ c / math.sqrt(dc.teacher_width)
-        ds.info["index_directions"] = B  # the target's index directions (rows), for feature learning
     else:
-        B = _directions(cfg, d, g)
-        y = _LINKS[_link(dc)][1]((inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike))
-        ds.info["index_directions"] = B
+        B = _directions(dc, d, g)
+        ds.index_directions = B
+        u = (inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike)
+        if dc.target == "teacher":
+            from gradrank.twolayer.activations import get
+
+            c = torch.randint(0, 2, (dc.teacher_width,), generator=g, dtype=torch.float64) * 2 - 1
+            y = get(dc.teacher_activation).f(u) @ c / math.sqrt(dc.teacher_width)
+        else:
+            y = _LINKS[_link(dc)][1](u)
     if dc.label_noise:
         y = y + dc.label_noise * torch.randn(n, generator=g_noise, dtype=torch.float64)
-    if cfg.loss.kind == "logistic":
+    if loss == "logistic":
         y = torch.where(y >= 0, 1.0, -1.0).to(torch.float64)
     return y
 
@@ -181,9 +189,8 @@ def _link(dc: DataConfig) -> str:
     return {"linear": "linear"}.get(dc.target, dc.link)
 
 
-def _directions(cfg: Config, d: int, g: torch.Generator) -> torch.Tensor:
+def _directions(dc: DataConfig, d: int, g: torch.Generator) -> torch.Tensor:
     """The target's index directions (k x d): orthonormal rows for index models, unit teacher rows."""
-    dc = cfg.data
     if dc.target == "teacher":
         return _unit_rows(torch.randn(dc.teacher_width, d, generator=g, dtype=torch.float64))
     link = _link(dc)
@@ -194,14 +201,6 @@ def _directions(cfg: Config, d: int, g: torch.Generator) -> torch.Tensor:
     if k > d:
         raise InputError(f"config key 'data.link' = {link} needs d >= {k}")
     return B.T[:k]
-
-
-def index_directions(cfg: Config, d: int) -> torch.Tensor | None:
-    """The directions beta_1..beta_k (rows) the targets of `make_targets` read; None for pure noise
-    or given labels (real data with y, where no index model exists)."""
-    if cfg.data.target == "noise":
-        return None
-    return _directions(cfg, d, generator(cfg.seed, "target"))
 
 
 def _index_scale(ds: Dataset, B: torch.Tensor, sees_spike: bool) -> torch.Tensor:
@@ -219,11 +218,18 @@ def _index_scale(ds: Dataset, B: torch.Tensor, sees_spike: bool) -> torch.Tensor
 
 
 def from_matrix(
-    cfg: Config, X: np.ndarray, y: np.ndarray | None, q: np.ndarray | None = None, X_test=None, y_test=None, name: str = "data"
+    dc: DataConfig,
+    seed: int,
+    loss: str,
+    X: np.ndarray,
+    y: np.ndarray | None,
+    q: np.ndarray | None = None,
+    X_test=None,
+    y_test=None,
+    name: str = "data",
 ) -> Dataset:
     """Spike extraction for given X (docs/model.md, section 2, real data): q = given or top principal
     direction, zeta z = X q with z of unit empirical variance, X_B = X - (Xq) q^T."""
-    dc = cfg.data
     X = torch.as_tensor(np.asarray(X, dtype=np.float64))
     mean = X.mean(0) if dc.center else torch.zeros(X.shape[1], dtype=torch.float64)
     raw = float(X.abs().max()) if X.numel() else 0.0
@@ -235,7 +241,7 @@ def from_matrix(
     if X_test is not None:
         X_test = prep(torch.as_tensor(np.asarray(X_test, dtype=np.float64)))
     if dc.embed_dim:
-        X, X_test = _embed(cfg, X, X_test)
+        X, X_test = _embed(dc.embed_dim, seed, X, X_test)
     n, d = X.shape
     if q is None:  # X's top right singular vector, from the Gram of its smaller side
         v = data_spectrum(X, 1).V[:, 0]
@@ -252,17 +258,17 @@ def from_matrix(
     z = Xq / zeta if zeta > 0 else torch.zeros_like(Xq)
     X_B = X - torch.outer(Xq, q)
     eig = data_spectrum(X_B, 0).values.pow(2) / n
-    fit = fit_power_law(eig)
+    alpha_fit, alpha_fit_r2 = bulk_exponent(eig)
     info = {
         "nu": math.log(zeta) / math.log(n) if zeta > 0 and n > 1 else float("nan"),
-        "alpha_fit": fit[0],
-        "alpha_fit_r2": fit[1],
+        "alpha_fit": alpha_fit,
+        "alpha_fit_r2": alpha_fit_r2,
         "source": name,
     }
     if rounding:
         info["rounding"] = "data.center left only rounding error: the rows of X are identical up to rounding"
     ds = Dataset(X, torch.empty(0), X_B, q, z, zeta, eig, None, X_test, None, population=False, info=info)
-    ds.y = torch.as_tensor(np.asarray(y, dtype=np.float64)) if y is not None else make_targets(cfg, ds, X, X_B)
+    ds.y = torch.as_tensor(np.asarray(y, dtype=np.float64)) if y is not None else make_targets(dc, seed, loss, ds, X, X_B)
     if y is None:  # said in the terminal and the report (analysis.trust)
         ds.info["synthetic_targets"] = (
             dc.target if dc.target not in ("single_index", "multi_index") else f"{dc.target} ({dc.link})"
@@ -270,39 +276,33 @@ def from_matrix(
     if y_test is not None:
         ds.y_test = torch.as_tensor(np.asarray(y_test, dtype=np.float64))
     elif X_test is not None:
-        ds.y_test = make_targets(cfg, ds, X_test, X_test - torch.outer(X_test @ q, q), "test_noise")
-    if cfg.loss.kind == "logistic":
+        ds.y_test = make_targets(dc, seed, loss, ds, X_test, X_test - torch.outer(X_test @ q, q), "test_noise")
+    if loss == "logistic":
         for t in (ds.y, ds.y_test):
             if t is not None and not bool(((t == 1) | (t == -1)).all()):
                 raise InputError(f"{name}: logistic loss needs labels y in {{-1, +1}}")
     return ds
 
 
-def _embed(cfg: Config, X: torch.Tensor, X_test):
+def _embed(dim: int, seed: int, X: torch.Tensor, X_test):
     """Random-feature embedding x -> tanh(F x / sqrt(d)) into data.embed_dim dimensions, re-centred."""
-    g = generator(cfg.seed, "embed")
-    F = torch.randn(cfg.data.embed_dim, X.shape[1], generator=g, dtype=torch.float64) / math.sqrt(X.shape[1])
+    g = generator(seed, "embed")
+    F = torch.randn(dim, X.shape[1], generator=g, dtype=torch.float64) / math.sqrt(X.shape[1])
     E = torch.tanh(X @ F.T)
     mean = E.mean(0)
     return E - mean, None if X_test is None else torch.tanh(X_test @ F.T) - mean
 
 
-def fit_power_law(eigenvalues: torch.Tensor) -> tuple[float, float]:
-    """Least-squares fit log lambda_k = c - alpha log k over the non-negligible eigenvalues: (alpha, R^2)."""
+def bulk_exponent(eigenvalues: torch.Tensor) -> tuple[float, float]:
+    """(alpha, R^2) of lambda_k ~ k^-alpha, the one log-log fit (measures/fits.py) over the
+    non-negligible eigenvalues (docs/model.md, real data)."""
     lam = eigenvalues[eigenvalues > eigenvalues.max() * 1e-10].double().sort(descending=True).values
-    if lam.numel() < 3:
-        return float("nan"), float("nan")
     lam = lam[: max(3, int(0.9 * lam.numel()))]  # the last eigenvalues of a finite sample fall off a cliff
-    x = torch.log(torch.arange(1, lam.numel() + 1, dtype=torch.float64))
-    yv = torch.log(lam)
-    A = torch.stack([torch.ones_like(x), x], 1)
-    coef = torch.linalg.lstsq(A, yv[:, None]).solution[:, 0]
-    resid = yv - A @ coef
-    r2 = 1 - float(resid.pow(2).sum() / (yv - yv.mean()).pow(2).sum().clamp_min(NORM_FLOOR))
-    return -float(coef[1]), r2
+    fit = loglog_slope(np.arange(1, lam.numel() + 1), lam.numpy())
+    return (float("nan"), float("nan")) if fit is None else (-fit[0], fit[1])
 
 
-def load_file(cfg: Config, path: str) -> Dataset:
+def load_file(dc: DataConfig, seed: int, loss: str, path: str) -> Dataset:
     """A user data file: .npz (X, y, optional q, X_test, y_test), .npy (X only) or .csv (X only)."""
     from gradrank.io import load_arrays
 
@@ -323,17 +323,20 @@ def load_file(cfg: Config, path: str) -> Dataset:
             raise InputError(f"{p}: X_test must have shape (*, {d}), got {Xt.shape}")
         if "y_test" in arrays and arrays["y_test"].shape != (Xt.shape[0],):
             raise InputError(f"{p}: y_test must have shape ({Xt.shape[0]},), got {arrays['y_test'].shape}")
-    return from_matrix(cfg, X, arrays.get("y"), arrays.get("q"), arrays.get("X_test"), arrays.get("y_test"), name=str(p))
+    return from_matrix(
+        dc, seed, loss, X, arrays.get("y"), arrays.get("q"), arrays.get("X_test"), arrays.get("y_test"), name=str(p)
+    )
 
 
-def load(cfg: Config) -> Dataset:
-    """The data set a config describes (CPU, float64)."""
-    src = cfg.data.source
+def load(dc: DataConfig, seed: int, loss: str) -> Dataset:
+    """The data set the `data` section describes (CPU, float64), drawn from `seed`'s streams, with
+    labels sign(y) for the logistic loss (`loss`: the config's loss.kind)."""
+    src = dc.source
     if src == "spiked":
-        return spiked(cfg)
+        return spiked(dc, seed, loss)
     if src == "file":
-        return load_file(cfg, cfg.data.path)
+        return load_file(dc, seed, loss, dc.path)
     from gradrank.twolayer import realdata
 
-    X, y, X_test, y_test = realdata.load(cfg)
-    return from_matrix(cfg, X, y, None, X_test, y_test, name=src)
+    X, y, X_test, y_test = realdata.load(dc, seed)
+    return from_matrix(dc, seed, loss, X, y, None, X_test, y_test, name=src)

@@ -14,35 +14,33 @@ import functools
 
 import numpy as np
 
-from gradrank.config import Config
+from gradrank.config import DataConfig
 from gradrank.errors import InputError
 from gradrank.rng import generator
 
 
-def _labels(cfg: Config, labels: np.ndarray) -> np.ndarray:
-    k = cfg.data.digits_class
+def _labels(dc: DataConfig, labels: np.ndarray) -> np.ndarray:
+    k = dc.digits_class
     return np.where(labels == k, 1.0, -1.0) if k >= 0 else np.where(labels % 2 == 0, 1.0, -1.0)
 
 
-def _split(cfg: Config, X: np.ndarray, y: np.ndarray):
+def _split(dc: DataConfig, seed: int, X: np.ndarray, y: np.ndarray):
     """A seeded permutation: the first data.n rows train, the next data.n_test rows test."""
     import torch
 
-    n, n_test = cfg.data.n, cfg.data.n_test
+    n, n_test = dc.n, dc.n_test
     if n + n_test > X.shape[0]:
-        raise InputError(
-            f"config key 'data.n' + 'data.n_test' = {n + n_test} exceeds the {X.shape[0]} samples of {cfg.data.source}"
-        )
-    perm = torch.randperm(X.shape[0], generator=generator(cfg.seed, "split")).numpy()
+        raise InputError(f"config key 'data.n' + 'data.n_test' = {n + n_test} exceeds the {X.shape[0]} samples of {dc.source}")
+    perm = torch.randperm(X.shape[0], generator=generator(seed, "split")).numpy()
     tr, te = perm[:n], perm[n : n + n_test]
     return X[tr], y[tr], (X[te] if n_test else None), (y[te] if n_test else None)
 
 
-def digits(cfg: Config):
+def digits(dc: DataConfig, seed: int):
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    return _split(cfg, bunch.data.astype(np.float64), _labels(cfg, bunch.target))
+    return _split(dc, seed, bunch.data.astype(np.float64), _labels(dc, bunch.target))
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,9 +56,9 @@ def _mnist1d_pool() -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([ds["x"], ds["x_test"]]).astype(np.float64), np.concatenate([ds["y"], ds["y_test"]])
 
 
-def mnist1d(cfg: Config):
+def mnist1d(dc: DataConfig, seed: int):
     X, labels = _mnist1d_pool()
-    return _split(cfg, X, _labels(cfg, labels))
+    return _split(dc, seed, X, _labels(dc, labels))
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,13 +69,13 @@ def _photographs() -> tuple[np.ndarray, ...]:
     return tuple(img.astype(np.float64).mean(axis=2) / 255.0 for img in load_sample_images().images)
 
 
-def patches(cfg: Config):
+def patches(dc: DataConfig, seed: int):
     """data.n + data.n_test gray p x p patches, half from each photograph, at seeded places."""
     import torch
 
-    p = cfg.data.patch_size
-    total = cfg.data.n + cfg.data.n_test
-    g = generator(cfg.seed, "patches")
+    p = dc.patch_size
+    total = dc.n + dc.n_test
+    g = generator(seed, "patches")
     X, y = [], []
     for k, gray in enumerate(_photographs()):
         h, w = gray.shape
@@ -89,15 +87,15 @@ def patches(cfg: Config):
     X, y = np.stack(X), np.asarray(y)
     perm = torch.randperm(total, generator=g).numpy()
     X, y = X[perm], y[perm]
-    n = cfg.data.n
-    return X[:n], y[:n], (X[n:] if cfg.data.n_test else None), (y[n:] if cfg.data.n_test else None)
+    n = dc.n
+    return X[:n], y[:n], (X[n:] if dc.n_test else None), (y[n:] if dc.n_test else None)
 
 
 LOADERS = {"digits": digits, "mnist1d": mnist1d, "patches": patches}
 
 
-def load(cfg: Config):
-    """(X, y, X_test, y_test) for data.source, y in {+-1}."""
-    if cfg.data.source not in LOADERS:
-        raise InputError(f"config key 'data.source' = {cfg.data.source} is not a built-in data set")
-    return LOADERS[cfg.data.source](cfg)
+def load(dc: DataConfig, seed: int):
+    """(X, y, X_test, y_test) for data.source, y in {+-1}, drawn from `seed`'s streams."""
+    if dc.source not in LOADERS:
+        raise InputError(f"config key 'data.source' = {dc.source} is not a built-in data set")
+    return LOADERS[dc.source](dc, seed)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradrank.config import Config
+from gradrank.config import Config, DataConfig
 from gradrank.measures.records import Record
 from gradrank.twolayer.activations import traits
 
@@ -32,15 +32,14 @@ class Prediction(Record):
     inputs: dict[str, Any] = field(default_factory=dict)
 
 
-def _mean_target_nonzero(cfg: Config) -> bool:
+def _mean_target_nonzero(dc: DataConfig, loss: str) -> bool:
     """Whether E[y] != 0 for the configured target (then the mean residue is O(1))."""
-    dc = cfg.data
     if dc.target == "noise":
         return False
     if dc.target == "teacher":
         return traits(dc.teacher_activation).f_mean
     link = "linear" if dc.target == "linear" else dc.link
-    if cfg.loss.kind == "logistic":  # labels sign(y): unbalanced for skewed links
+    if loss == "logistic":  # labels sign(y): unbalanced for skewed links
         return link in ("triple", "he2", "relu")
     return link == "relu"
 
@@ -59,7 +58,7 @@ def predict(cfg: Config) -> Prediction:
     notes = []
     # mean residue r_bar ~ n^rbar: from E[y], or in NTK from f_bar = gamma (sum_j a_j) E sigma ~ gamma sqrt(m)
     rbar = []
-    if _mean_target_nonzero(cfg):
+    if _mean_target_nonzero(cfg.data, cfg.loss.kind):
         rbar.append(0.0)
     if f_mean and cfg.model.outer == "rademacher":
         rbar.append(0.5 - g)
