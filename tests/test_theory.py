@@ -114,6 +114,19 @@ def test_scaling_study_recovers_exact_exponents(tmp_path):
     assert "&lt;b&gt;scaling&lt;/b&gt;" in html and "<b>scaling</b>" not in html
 
 
+def test_scaling_controls_agree_when_sizes_round():
+    """m = round(n·m0/n0) is not exactly ∝ n (167, 333 at n = 100, 200 from 750/1250): the a∘mu
+    control's prediction is sqrt(m)'s slope at those sizes, so the exact control still agrees."""
+    base = config.load(sets=["data.n=750", "data.d=100", "model.width=1250", "analysis.top_k=2"])
+    res = scaling.study(base, [60, 100, 200], 1)
+    ms = [r["m"] for r in res.rows]
+    assert ms == [100, 167, 333]
+    row = {c["quantity"]: c for c in res.comparison}
+    assert row["a_mu"]["predicted"] == pytest.approx(res.fits["a_mu"].slope, abs=1e-12)
+    assert row["a_mu"]["predicted"] != pytest.approx(0.5, abs=1e-4)
+    assert row["a_mu"]["agree"] is True and row["zeta"]["agree"] is True
+
+
 def test_cli_theory_json_and_no_torch():
     code = (
         "import sys; from gradrank.cli.app import app\n"
