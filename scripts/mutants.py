@@ -154,7 +154,7 @@ MUTANTS: list[Mutant] = [
         'R_L = torch.linalg.qr(L, mode="r")[1]',
         "side",
     ),
-    Mutant("spectral-gram-update-sign", SP, "K[:n, :n] += C  # before", "K[:n, :n] -= C  # before", "sign"),
+    Mutant("spectral-gram-update-sign", SP, "K[:n, :n] += C\n    return K", "K[:n, :n] -= C\n    return K", "sign"),
     Mutant("spectral-mrrr-order", LAPACK, "P = np.asfortranarray(Z[:, :k][:, ::-1])", "P = np.asfortranarray(Z[:, :k])", "order"),
     Mutant(
         "spectral-topk-residual-k",
@@ -180,10 +180,18 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "spectral-pair-fallback",
         SP,
-        "if not 64 * lam_other[0] >= s[0] ** 2:",
-        "if not 1e6 * lam_other[0] >= s[0] ** 2:",
+        "if not 64 * lam_other[0] >= s[0] ** 2:\n        other = exact_other()\n    else:\n        values",
+        "if not 1e6 * lam_other[0] >= s[0] ** 2:\n        other = exact_other()\n    else:\n        values",
         "factor",
     ),
+    Mutant(
+        "spectral-dense-pair-fallback",
+        SP,
+        "if not 64 * lam_other[0] >= s[0] ** 2:\n        other = exact_other()\n    else:\n        other",
+        "if not 1e6 * lam_other[0] >= s[0] ** 2:\n        other = exact_other()\n    else:\n        other",
+        "factor",
+    ),
+    Mutant("spectral-dense-pair-Z", SP, "K = _updated_gram(C, Y, M @ B, B,", "K = _updated_gram(C, Y, -(M @ B), B,", "sign"),
     # ---- decomposition: the four-term split
     Mutant(
         "split-S12-zeta",
@@ -643,14 +651,13 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "layers-zeta-rows", LAYERS, "zeta = float(zz.norm()) / math.sqrt(f.rows)", "zeta = float(zz.norm()) / f.rows", "factor"
     ),
-    Mutant(
-        "layers-spike-removal-sign", LAYERS, "X_B = H - zeta * torch.outer(z, q)", "X_B = H + zeta * torch.outer(z, q)", "sign"
-    ),
+    Mutant("layers-spike-removal-sign", LAYERS, "torch.addr(H, z, q, alpha=-zeta)", "torch.addr(H, z, q, alpha=zeta)", "sign"),
+    Mutant("layers-centred-spike", LAYERS, "lambda U: H @ U - mean @ U,", "lambda U: H @ U,", "formula"),
     Mutant("layers-mu-from-D", LAYERS, "r, ones, J, J.mean(0))", "r, ones, J, D.mean(0))", "formula"),
     Mutant("layers-coef-samples", LAYERS, "dec = split(1.0 / n,", "dec = split(1.0 / f.samples,", "side"),
     Mutant("layers-spike-orientation", LAYERS, "float(zz @ known.z[f.sample]) < 0", "float(zz @ known.z[f.sample]) > 0", "sign"),
     Mutant(
-        "layers-dense-E-sign", LAYERS, "torch.addmm(G, left, right, alpha=-1)", "torch.addmm(G, left, right, alpha=1)", "sign"
+        "layers-dense-E-sign", LAYERS, "dense_spectrum_pair(grad.dense(), *dec.spikes(),", "dense_spectrum_pair(-grad.dense(), *dec.spikes(),", "sign"
     ),
     # ---- the GaLore advisor's projectors
     Mutant(

@@ -149,6 +149,48 @@ def test_weight_tying_and_batches_accumulate_like_autograd(norm, outputs, forms)
         assert all(r.factorization_error is None for r in res.layers)
 
 
+class SharedInputNet(torch.nn.Module):
+    """Two layers reading the same input (an attention block's query and key), a readout after."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.query, self.key, self.out = (torch.nn.Linear(a, b).double() for a, b in ((7, 6), (7, 6), (6, 1)))
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g, dtype=torch.float64) / 2
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.query(x)) * torch.tanh(self.key(x))).squeeze(-1)
+
+
+def test_shared_input_is_kept_once_and_layers_side_by_side_equal_one_by_one():
+    """Layers reading one input keep one H (the capture stores it once); their G's equal autograd's;
+    the analysis run side by side (torch's two threads: two tasks) gives, bit for bit, what each
+    layer analysed alone on one thread gives (no shared split, no workers)."""
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(30, 7, generator=g, dtype=torch.float64), torch.randn(30, generator=g, dtype=torch.float64)
+    problem = spec.Problem("shared", SharedInputNet(), [(x, y)], lambda f, t: ((f - t) ** 2).mean())
+    names = ["query", "key", "out"]
+    ref = _autograd_grads(problem, names)
+    cap = capture_mod.capture(problem, spec.linear_layers(problem.model))
+    assert cap.layers["query"].H is cap.layers["key"].H and cap.layers["out"].H is not cap.layers["query"].H
+    for name in names:
+        assert torch.allclose(cap.layers[name].gradient(), ref[name], rtol=0, atol=1e-13 * float(ref[name].norm())), name
+    cfg = config.load()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        both = layers_mod.analyze_capture(cap, cfg, problem)
+        assert torch.get_num_threads() == 2 and both.timings["analysis_workers"] == 2
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            alone = [layers_mod.analyze_layer(f, cfg, problem.spike)[0] for f in cap.layers.values()]
+    finally:
+        torch.set_num_threads(threads)
+    assert [r.to_dict() for r in both.layers] == [r.to_dict() for r in alone]
+    assert [r.form for r in alone] == ["residue"] * 3 and all(r.identity_error < 1e-13 for r in alone)
+
+
 def test_float32_model_stays_float32():
     cfg = _cfg("model.depth=3", "compute.dtype=float32")
     problem = spec.resolve("mlp", cfg)

@@ -13,6 +13,7 @@ The same backward pass also returns autograd's weight gradient, kept as the refe
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -96,6 +97,7 @@ class _Recorder:
         self.shapes: dict[str, list[tuple]] = {n: [] for n in layers}  # (input shape, d_out, item size) per call
         self.rows: dict[str, dict[int, dict]] = {n: {} for n in layers}  # call -> H, D, keep, sample (and J)
         self.outputs: list[torch.Tensor] = []  # kept only when no chosen weight takes a gradient
+        self.inputs: dict[tuple[int, bool], tuple] = {}  # (id(h), unmasked) -> (weak reference to h, its kept rows)
         self.n_b, self.mask, self.scale, self.mode, self.keep_outputs = n_b, mask, scale, "D", False
         self.handles = [m.register_forward_hook(self._hook(n)) for n, m in layers.items()]
 
@@ -122,9 +124,13 @@ class _Recorder:
         flat = g.detach().reshape(-1, d_out)
         if keep is not None and bool(flat[~keep].any()):
             keep, sample = None, _rows(h, self.n_b, None)[1]  # padding that matters to the loss stays a row
-        H = h.detach().reshape(-1, h.shape[-1])
+        key = (id(h), keep is None)  # layers called on the same input (query, key, value) keep one H
+        seen = self.inputs.get(key)
+        if seen is None or seen[0]() is not h:  # a weak reference: h is not kept alive, and a reused id is no match
+            H = h.detach().reshape(-1, h.shape[-1])
+            seen = self.inputs[key] = (weakref.ref(h), H[keep] if keep is not None else H)
         self.rows[name][call] = {
-            "H": H[keep] if keep is not None else H,
+            "H": seen[1],
             "D": (flat[keep] if keep is not None else flat) * self.scale,
             "keep": keep,
             "sample": sample,
@@ -135,11 +141,12 @@ class _Recorder:
             h.remove()
 
 
-def estimate_bytes(shapes: dict[str, list[tuple]], n_0: int, N: int, mask, scalar: bool) -> int:
+def estimate_bytes(shapes: dict[str, list[tuple]], n_0: int, N: int, mask, scalar: bool, workers: int = 1) -> int:
     """Peak bytes of capturing and decomposing, from the first batch's calls: every layer's rows
-    scaled to N samples times (d_in + d_out, + d_out for J), plus the largest layer's working set
-    (X_B and J's centred copy, n x (d_in + d_out); G and E, d_in x d_out)."""
-    total, work = 0, 0
+    scaled to N samples times (d_in + d_out, + d_out for J), plus the working sets (X_B and J's
+    centred copy, n x (d_in + d_out); G and E, d_in x d_out) of the `workers` largest layers, the
+    most that are analysed at once."""
+    total, work = 0, []
     for calls in shapes.values():
         if not calls:
             continue
@@ -151,13 +158,14 @@ def estimate_bytes(shapes: dict[str, list[tuple]], n_0: int, N: int, mask, scala
             rows += kept * N // max(n_0, 1)
         d_in = shape[-1]
         total += item * rows * (d_in + d_out * (2 if scalar else 1)) + item * d_in * d_out
-        work = max(work, item * (2 * rows * (d_in + d_out) + 2 * d_in * d_out))
-    return total + work
+        work.append(item * (2 * rows * (d_in + d_out) + 2 * d_in * d_out))
+    return total + sum(sorted(work)[::-1][: max(workers, 1)])
 
 
-def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool = True, guard=None) -> Capture:
+def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool = True, guard=None, workers: int = 1) -> Capture:
     """H, D (and J, r for scalar outputs) of every layer in `layers`, over all the problem's batches.
-    guard(bytes), when given, sees the estimated peak after the first forward pass (and may refuse)."""
+    guard(bytes), when given, sees the estimated peak after the first forward pass (and may refuse),
+    counting `workers` layers analysed at once."""
     import time
 
     sizes = [batch_size(inputs) for inputs, _ in problem.batches]
@@ -188,7 +196,7 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
         loss_sum += float(loss.detach()) * n_b
         scalar = want_J and _scalar_outputs(outputs, n_b)
         if b == 0 and guard is not None:
-            guard(estimate_bytes(rec.shapes, n_b, N, mask, scalar))
+            guard(estimate_bytes(rec.shapes, n_b, N, mask, scalar, workers))
         scalar_all &= scalar
         if b == 0:  # autograd's G is kept where the spectrum will come from the dense matrix (n >= min(d_in, d_out))
             dense = {n for n in trainable if rec.shapes[n] and _dense_route(rec.shapes[n], n_b, N, mask)}
