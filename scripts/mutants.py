@@ -652,12 +652,15 @@ MUTANTS: list[Mutant] = [
         "layers-zeta-rows", LAYERS, "zeta = float(zz.norm()) / math.sqrt(f.rows)", "zeta = float(zz.norm()) / f.rows", "factor"
     ),
     Mutant("layers-spike-removal-sign", LAYERS, "torch.addr(H, z, q, alpha=-zeta)", "torch.addr(H, z, q, alpha=zeta)", "sign"),
-    Mutant("layers-centred-spike", LAYERS, "lambda U: H @ U - mean @ U,", "lambda U: H @ U,", "formula"),
     Mutant("layers-mu-from-D", LAYERS, "r, ones, J, J.mean(0))", "r, ones, J, D.mean(0))", "formula"),
     Mutant("layers-coef-samples", LAYERS, "dec = split(1.0 / n,", "dec = split(1.0 / f.samples,", "side"),
     Mutant("layers-spike-orientation", LAYERS, "float(zz @ known.z[f.sample]) < 0", "float(zz @ known.z[f.sample]) > 0", "sign"),
     Mutant(
-        "layers-dense-E-sign", LAYERS, "dense_spectrum_pair(grad.dense(), *dec.spikes(),", "dense_spectrum_pair(-grad.dense(), *dec.spikes(),", "sign"
+        "layers-dense-E-sign",
+        LAYERS,
+        "dense_spectrum_pair(grad.dense(), *dec.spikes(),",
+        "dense_spectrum_pair(-grad.dense(), *dec.spikes(),",
+        "sign",
     ),
     # ---- the GaLore advisor's projectors
     Mutant(

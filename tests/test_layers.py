@@ -169,6 +169,8 @@ def test_shared_input_is_kept_once_and_layers_side_by_side_equal_one_by_one():
     layer analysed alone on one thread gives (no shared split, no workers)."""
     g = torch.Generator().manual_seed(4)
     x, y = torch.randn(30, 7, generator=g, dtype=torch.float64), torch.randn(30, generator=g, dtype=torch.float64)
+    u = torch.linspace(-1, 1, 7, dtype=torch.float64) / 1.2
+    x += 2.0 + 4 * torch.randn(30, 1, generator=g, dtype=torch.float64) * u  # a mean and a spike along u
     problem = spec.Problem("shared", SharedInputNet(), [(x, y)], lambda f, t: ((f - t) ** 2).mean())
     names = ["query", "key", "out"]
     ref = _autograd_grads(problem, names)
@@ -188,6 +190,9 @@ def test_shared_input_is_kept_once_and_layers_side_by_side_equal_one_by_one():
     finally:
         torch.set_num_threads(threads)
     assert [r.to_dict() for r in both.layers] == [r.to_dict() for r in alone]
+    ds = layers_mod.decompose_layer(cap.layers["query"])[0]  # the principal spike: the top direction of the centred input
+    v1 = torch.linalg.svd(x - x.mean(0), full_matrices=False)[2][0]
+    assert abs(float(ds.q @ v1)) > 1 - 1e-6
     assert [r.form for r in alone] == ["residue"] * 3 and all(r.identity_error < 1e-13 for r in alone)
 
 
