@@ -101,7 +101,7 @@ def split(
     X_B: n x d, z: n, q: d, r: n, a: m, Sp: n x m, mu: m. Exact for any mu (the identity does not
     depend on it); which mu is meaningful is the caller's choice (population or empirical)."""
     a_mu = a * mu
-    D_perp = r[:, None] * a[None, :] * (Sp - mu[None, :])
+    D_perp = torch.outer(r, a).mul_(Sp - mu[None, :])  # (r a^T) o (Sp - 1 mu^T), two n x m allocations
     return Decomposition(
         S1=RankOne(coef, X_B.T @ r, a_mu),
         S12=RankOne(coef * zeta * float(z @ r), q, a_mu),
