@@ -652,7 +652,7 @@ MUTANTS: list[Mutant] = [
         "layers-zeta-rows", LAYERS, "zeta = float(zz.norm()) / math.sqrt(f.rows)", "zeta = float(zz.norm()) / f.rows", "factor"
     ),
     Mutant("layers-spike-removal-sign", LAYERS, "torch.addr(H, z, q, alpha=-zeta)", "torch.addr(H, z, q, alpha=zeta)", "sign"),
-    Mutant("layers-mu-from-D", LAYERS, "r, ones, J, J.mean(0))", "r, ones, J, D.mean(0))", "formula"),
+    Mutant("layers-mu-from-D", LAYERS, "mu = J.mean(0) if J.ndim == 2", "mu = D.mean(0) if J.ndim == 2", "formula"),
     Mutant("layers-coef-samples", LAYERS, "dec = split(1.0 / n,", "dec = split(1.0 / f.samples,", "side"),
     Mutant("layers-spike-orientation", LAYERS, "float(zz @ known.z[f.sample]) < 0", "float(zz @ known.z[f.sample]) > 0", "sign"),
     Mutant(

@@ -193,10 +193,12 @@ def decompose_layer(f: capture_mod.LayerFactors, known: DataSpike | None = None,
     err = None
     form = "general"
     if f.J is not None and f.r is not None:
-        err = float((D - f.r[:, None] * f.J).norm()) / max(float(D.norm()), 1e-300)
+        rJ = f.r[:, None] * f.J if f.r.ndim == 1 else torch.einsum("nc,cnm->nm", f.r, f.J)  # C outputs: sum_c r_c J_c
+        err = float((D - rJ).norm()) / max(float(D.norm()), 1e-300)
         if err <= _factor_tol(D.dtype):
             form = "residue"
     r, J = (f.r, f.J) if form == "residue" else (torch.ones(n, dtype=D.dtype, device=D.device), D)
+    mu = J.mean(0) if J.ndim == 2 else J.mean(1).T  # the mean of J's rows (C outputs: m x C, one per output)
     key = None if shared is None or _data_spike(f, known) else (H.data_ptr(), tuple(H.shape), H.stride(), H.dtype)
     if key is not None and key in shared:
         q, z, zeta, source, X_B = shared[key]
@@ -206,7 +208,7 @@ def decompose_layer(f: capture_mod.LayerFactors, known: DataSpike | None = None,
         if key is not None:
             shared[key] = q, z, zeta, source, X_B
     ones = torch.ones(D.shape[1], dtype=D.dtype, device=D.device)
-    dec = split(1.0 / n, X_B, zeta, z, q, r, ones, J, J.mean(0))
+    dec = split(1.0 / n, X_B, zeta, z, q, r, ones, J, mu)
     ds = Dataset(H, torch.empty(0), X_B, q, z, zeta, torch.empty(0), population=False)
     grad = LayerGradient(H, r, J, D, 1.0 / n, float("nan"), f.G)
     return ds, grad, dec, form, err, source
