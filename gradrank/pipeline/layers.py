@@ -3,7 +3,8 @@
 Per layer, from the captured factors G = H^T D / n (n rows): the input splits as H = H_B + zeta z q^T
 (q the data spike where it is known exactly, else the top principal direction of the centred H,
 zeta z = H_c q), and D either as D = diag(r) J ("residue" form: scalar outputs, samples that do not
-interact, checked to rounding) or with r = 1 and J = D ("general" form). Then the one split
+interact, checked to rounding; with C outputs D = sum_c diag(R_c) J_c) or with r = 1 and J = D
+("general" form). Then the one split
 (decomposition/split.py) gives S1 + S12 + S2 + E with mu = the mean of J's rows, and the analysis'
 spectra, measures and outlier rule apply unchanged (measures/metrics.py).
 """
@@ -47,7 +48,7 @@ class LayerResult:
     rows: int  # n: rows of H (samples x tokens x calls, padding dropped)
     calls: int  # calls per forward (weight tying: > 1)
     form: str  # "residue" (D = diag(r) J) or "general" (r = 1, J = D)
-    factorization_error: float | None  # ||D - diag(r) J|| / ||D|| (None: no scalar output)
+    factorization_error: float | None  # ||D - diag(r) J|| / ||D|| (None: no J captured, e.g. > MAX_OUTPUTS outputs)
     spike: dict  # source (data or principal), zeta, propagated (|cos(q, H_c^T z)| with the data latent z)
     spectrum_route: str  # factored (n < min(d_in, d_out)) or dense
     norms: dict
