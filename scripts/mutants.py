@@ -51,7 +51,11 @@ class Mutant:
 # the files that guard each module, the fast gap tests first
 MODULE_TESTS: dict[str, tuple[str, ...]] = {
     "gradrank/linalg/spectral.py": ("tests/test_gaps_streams.py", "tests/test_spectral.py"),
-    "gradrank/decomposition/split.py": ("tests/test_gaps_analysis.py", "tests/test_decompose.py"),
+    "gradrank/decomposition/split.py": (
+        "tests/test_gaps_analysis.py",
+        "tests/test_decompose.py",
+        "tests/test_layers.py::test_classifier_outputs_residue_form_against_autograd_and_dense_terms",
+    ),
     "gradrank/twolayer/activations.py": ("tests/test_gradient.py",),
     "gradrank/twolayer/data.py": ("tests/test_gaps_streams.py", "tests/test_rng.py"),
     "gradrank/twolayer/gradient.py": ("tests/test_gaps_train.py", "tests/test_gradient.py", "tests/test_decompose.py"),
@@ -201,12 +205,17 @@ MUTANTS: list[Mutant] = [
         "factor",
     ),
     Mutant("split-centre-sign", SPLIT, "(Sp - mu[None, :])", "(Sp + mu[None, :])", "sign"),
+    Mutant("split-outputs-centre", SPLIT, "mul_(Sp[c] - mu[None, :, c])", "mul_(Sp[c])", "formula"),
+    Mutant("split-outputs-S12", SPLIT, "q, a_mu @ (R.T @ z)", "q, a_mu @ R.T.sum(1)", "formula"),
+    Mutant(
+        "capture-outputs-J", CAPTURE, "f_c = outputs.sum() if C == 1 else outputs[:, c].sum()", "f_c = outputs.sum()", "formula"
+    ),
     Mutant("split-S1-right", SPLIT, "S1=RankOne(coef, X_B.T @ r, a_mu)", "S1=RankOne(coef, X_B.T @ r, mu)", "formula"),
     Mutant(
         "split-S2-double-r",
         SPLIT,
-        "S2=RankOne(coef * zeta, q, D_perp.T @ z)",
-        "S2=RankOne(coef * zeta, q, D_perp.T @ (z * r))",
+        "S2=RankOne(coef * zeta, q, D_perp.T @ z),  # a o",
+        "S2=RankOne(coef * zeta, q, D_perp.T @ (z * r)),  # a o",
         "formula",
     ),
     Mutant(
@@ -628,8 +637,8 @@ MUTANTS: list[Mutant] = [
     Mutant(
         "capture-residue-nb",
         CAPTURE,
-        "r = n_b * grads[-1].detach().reshape(n_b)",
-        "r = grads[-1].detach().reshape(n_b)",
+        "r = n_b * grads[-1].detach().reshape(n_b,",
+        "r = grads[-1].detach().reshape(n_b,",
         "factor",
     ),
     Mutant(
