@@ -7,7 +7,9 @@ For each: ours = capture (one forward, one backward returning the layer-output e
 gradients) + the whole per-layer analysis (spike split, four terms, exact spectra of G and E,
 measures, identity); fb = one forward and backward (loss.backward()); obvious = loss.backward()
 then torch.linalg.svdvals of every weight gradient. Before any time is reported, our singular
-values are checked against svdvals (normwise 2 sqrt(eps) s_1). Times: best of --repeats after a warm-up.
+values are checked against svdvals (normwise 2 sqrt(eps) s_1). Times: fb, the svdvals part and ours
+measured in interleaved rounds (a warm-up round first), each the best of --repeats; obvious = fb +
+the svdvals part, ours = capture + analysis of its best run.
   memory   peak RSS in fresh processes over the model's loaded baseline: capturing every layer's
            factors for the batch vs one training step (forward, backward, SGD step).
 
@@ -50,15 +52,16 @@ def forward_backward(problem, names):
     return [mods[n].weight.grad for n in names]
 
 
-def best(fn, repeats: int) -> tuple[float, object]:
-    """The fastest of `repeats` runs after a warm-up, and that run's output."""
-    fn()  # warm-up
-    runs = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        runs.append((time.perf_counter() - t, out))
-    return min(runs, key=lambda r: r[0])
+def timed(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def obvious(problem, names) -> tuple[float, list]:
+    """The obvious way after its forward and backward: svdvals of every weight gradient (timed alone)."""
+    grads = forward_backward(problem, names)
+    return timed(lambda: [torch.linalg.svdvals(g) for g in grads])
 
 
 def check_E(problem, cfg, res) -> float:
@@ -80,9 +83,18 @@ def check_E(problem, cfg, res) -> float:
 def case_speed(case: str, repeats: int) -> dict:
     cfg, problem = problem_for(case)
     names = list(spec.linear_layers(problem.model, problem.layers))
-    t_fb, _ = best(lambda: forward_backward(problem, names), repeats)
-    t_obv, svals = best(lambda: [torch.linalg.svdvals(g) for g in forward_backward(problem, names)], repeats)
-    t_ours, res = best(lambda: layers.analyze_problem(problem, cfg), repeats)
+    # interleaved (fb, obvious, ours) rounds after a warm-up round, so that a change of load hits all
+    # three alike; each part is the fastest of its `repeats` measurements
+    fb, svd, ours = [], [], []
+    for rnd in range(repeats + 1):
+        t_f = timed(lambda: forward_backward(problem, names))[0]
+        t_s, svals = obvious(problem, names)
+        t_o, res = timed(lambda: layers.analyze_problem(problem, cfg))
+        if rnd:
+            fb.append(t_f), svd.append(t_s), ours.append((t_o, res.timings))
+    t_fb, t_svd = min(fb), min(svd)
+    t_obv = t_fb + t_svd
+    t_ours, timings = min(ours, key=lambda r: r[0])
     eps = torch.finfo(getattr(torch, res.dtype)).eps
     worst = 0.0
     for r, s in zip(res.layers, svals):
@@ -90,24 +102,24 @@ def case_speed(case: str, repeats: int) -> dict:
         worst = max(worst, float((mine - s.double()).abs().max()) / float(s[0]))
     worst_E = check_E(problem, cfg, res)
     ok = worst <= 2 * eps**0.5 and worst_E <= 2 * eps**0.5
-    t_analysis = res.timings["analysis"]
+    t_analysis = timings["analysis"]
     return {
         "case": case,
         "layers": len(res.layers),
         "rows": res.layers[0].rows,
         "routes": sorted({r.spectrum_route for r in res.layers}),
         "threads": torch.get_num_threads(),
-        "analysis_workers": res.timings["analysis_workers"],
+        "analysis_workers": timings["analysis_workers"],
         "fb_s": t_fb,
         "obvious_s": t_obv,
-        "obvious_svd_s": t_obv - t_fb,
+        "obvious_svd_s": t_svd,
         "ours_s": t_ours,
-        "ours_capture_s": res.timings["capture"],
+        "ours_capture_s": timings["capture"],
         "ours_analysis_s": t_analysis,
         "ours_over_fb": t_ours / t_fb,
         "analysis_over_fb": t_analysis / t_fb,
         "obvious_over_ours": t_obv / t_ours,
-        "svd_over_analysis": (t_obv - t_fb) / t_analysis,
+        "svd_over_analysis": t_svd / t_analysis,
         "max_value_error_over_s1": worst,
         "max_E_value_error_over_s1": worst_E,
         "max_identity_error": max(r.identity_error for r in res.layers),

@@ -226,7 +226,7 @@ def analyze_layer(
     accurate = acfg.spectrum == "svd"
     if route == "factored":
         spec_G, spec_E = spectra(grad, ds, dec, acfg.top_k, None, accurate)
-    else:  # one Gram of G; E = G - (S1 + S12 + S2)'s as its rank-6 update (the identity is checked from E's own factors)
+    else:  # one Gram of G, E's as its low-rank update (E = G - (S1 + S12 + S2); the identity is checked from E's own factors)
         spec_G, spec_E = dense_spectrum_pair(grad.dense(), *dec.spikes(), acfg.top_k, accurate)
     identity = identity_residual(grad.dense(), dec, ds.X_B) if acfg.identity == "dense" else identity_probe(grad, dec, ds.X_B)
     m_ = metrics_mod.compute(spec_G, spec_E, dec, grad.rmv, ds.q, torch.ones_like(dec.mu), None, identity, acfg)
