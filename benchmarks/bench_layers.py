@@ -7,7 +7,9 @@ For each: ours = capture (one forward, one backward returning the layer-output e
 gradients) + the whole per-layer analysis (spike split, four terms, exact spectra of G and E,
 measures, identity); fb = one forward and backward (loss.backward()); obvious = loss.backward()
 then torch.linalg.svdvals of every weight gradient. Before any time is reported, our singular
-values are checked against svdvals (normwise 2 sqrt(eps) s_1). Times: best of --repeats after a warm-up.
+values are checked against svdvals (normwise 2 sqrt(eps) s_1). Times: fb, the svdvals part and ours
+measured in interleaved rounds (a warm-up round first), each the best of --repeats; obvious = fb +
+the svdvals part, ours = capture + analysis of its best run.
   memory   peak RSS in fresh processes over the model's loaded baseline: capturing every layer's
            factors for the batch vs one training step (forward, backward, SGD step).
 
@@ -50,47 +52,88 @@ def forward_backward(problem, names):
     return [mods[n].weight.grad for n in names]
 
 
-def best(fn, repeats: int) -> tuple[float, object]:
-    fn()  # warm-up
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), out
+def timed(fn) -> tuple[float, object]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def obvious(problem, names) -> tuple[float, list]:
+    """The obvious way after its forward and backward: svdvals of every weight gradient (timed alone)."""
+    grads = forward_backward(problem, names)
+    return timed(lambda: [torch.linalg.svdvals(g) for g in grads])
+
+
+def check_E(problem, cfg, res) -> float:
+    """Largest |our E value - svdvals(E)| / s_1(G) over the layers, E = G - (S1 + S12 + S2) formed
+    densely in float64 from a fresh capture's decomposition (untimed)."""
+    cap = capture_mod.capture(problem, spec.linear_layers(problem.model, problem.layers))
+    worst = 0.0
+    with torch.no_grad():
+        for r in res.layers:
+            _, grad, dec, *_ = layers.decompose_layer(cap.layers[r.name], problem.spike)
+            left, right = dec.spikes()
+            G = grad.dense().double()
+            s = torch.linalg.svdvals(G - left.double() @ right.double())
+            mine = torch.as_tensor(res.arrays[f"{r.name}/E"], dtype=torch.float64)[: s.numel()]
+            worst = max(worst, float((mine - s).abs().max()) / float(r.norms["G"]))
+    return worst
 
 
 def case_speed(case: str, repeats: int) -> dict:
     cfg, problem = problem_for(case)
     names = list(spec.linear_layers(problem.model, problem.layers))
-    t_fb, _ = best(lambda: forward_backward(problem, names), repeats)
-    t_obv, svals = best(lambda: [torch.linalg.svdvals(g) for g in forward_backward(problem, names)], repeats)
-    t_ours, res = best(lambda: layers.analyze_problem(problem, cfg), repeats)
-    eps = torch.finfo(problem.batches[0][1].dtype if case == "mlp" else torch.float32).eps
+    # interleaved (fb, obvious, ours) rounds after a warm-up round, so that a change of load hits all
+    # three alike; each part is the fastest of its `repeats` measurements
+    fb, svd, ours = [], [], []
+    for rnd in range(repeats + 1):
+        t_f = timed(lambda: forward_backward(problem, names))[0]
+        t_s, svals = obvious(problem, names)
+        t_o, res = timed(lambda: layers.analyze_problem(problem, cfg))
+        if rnd:
+            fb.append(t_f), svd.append(t_s), ours.append((t_o, res.timings))
+    t_fb, t_svd = min(fb), min(svd)
+    t_obv = t_fb + t_svd
+    t_ours, timings = min(ours, key=lambda r: r[0])
+    eps = torch.finfo(getattr(torch, res.dtype)).eps
     worst = 0.0
     for r, s in zip(res.layers, svals):
         mine = torch.as_tensor(res.arrays[f"{r.name}/G"], dtype=torch.float64)[: s.numel()]
         worst = max(worst, float((mine - s.double()).abs().max()) / float(s[0]))
-    ok = worst <= 2 * eps**0.5
-    t_analysis = res.timings["analysis"]
+    worst_E = check_E(problem, cfg, res)
+    ok = worst <= 2 * eps**0.5 and worst_E <= 2 * eps**0.5
+    t_analysis = timings["analysis"]
     return {
         "case": case,
         "layers": len(res.layers),
         "rows": res.layers[0].rows,
         "routes": sorted({r.spectrum_route for r in res.layers}),
+        "threads": torch.get_num_threads(),
+        "analysis_workers": timings["analysis_workers"],
         "fb_s": t_fb,
         "obvious_s": t_obv,
-        "obvious_svd_s": t_obv - t_fb,
+        "obvious_svd_s": t_svd,
         "ours_s": t_ours,
-        "ours_capture_s": res.timings["capture"],
+        "ours_capture_s": timings["capture"],
         "ours_analysis_s": t_analysis,
+        "ours_over_fb": t_ours / t_fb,
         "analysis_over_fb": t_analysis / t_fb,
         "obvious_over_ours": t_obv / t_ours,
-        "svd_over_analysis": (t_obv - t_fb) / t_analysis,
+        "svd_over_analysis": t_svd / t_analysis,
         "max_value_error_over_s1": worst,
+        "max_E_value_error_over_s1": worst_E,
         "max_identity_error": max(r.identity_error for r in res.layers),
+        "loadavg_before": LOAD[0],
+        "loadavg_after": loadavg(),
         "ok": ok,
     }
+
+
+def loadavg() -> str:
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+LOAD = [""]
 
 
 def peak_rss_mib() -> float:
@@ -133,24 +176,33 @@ def main() -> int:
     ap.add_argument("--cases", default="minilm,mlp")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory cases")
     ap.add_argument("--child", nargs=2, default=None)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         child(*args.child)
         return 0
     rows = []
     for case in args.cases.split(","):
+        LOAD[0] = loadavg()
         rows.append(case_speed(case, args.repeats))
         r = rows[-1]
         print(
-            f"{case}: {r['layers']} layers, {r['rows']} rows, routes {r['routes']}: one forward+backward {r['fb_s']:.3f} s; "
+            f"{case}: {r['layers']} layers, {r['rows']} rows, routes {r['routes']}, {r['threads']} threads "
+            f"({r['analysis_workers']} layers at once): one forward+backward {r['fb_s']:.3f} s; "
             f"ours {r['ours_s']:.3f} s (capture {r['ours_capture_s']:.3f} + analysis {r['ours_analysis_s']:.3f}); "
             f"obvious (backward + svdvals) {r['obvious_s']:.3f} s (svdvals {r['obvious_svd_s']:.3f}); "
-            f"analysis/fb {r['analysis_over_fb']:.2f}x, obvious/ours {r['obvious_over_ours']:.2f}x, "
-            f"svdvals/analysis {r['svd_over_analysis']:.2f}x; values within {r['max_value_error_over_s1']:.1e} s1: "
-            f"{'ok' if r['ok'] else 'FAILED'}",
+            f"ours/fb {r['ours_over_fb']:.2f}x, analysis/fb {r['analysis_over_fb']:.2f}x, "
+            f"obvious/ours {r['obvious_over_ours']:.2f}x, svdvals/analysis {r['svd_over_analysis']:.2f}x; "
+            f"G values within {r['max_value_error_over_s1']:.1e} s1, E values within {r['max_E_value_error_over_s1']:.1e} s1: "
+            f"{'ok' if r['ok'] else 'FAILED'}; load {r['loadavg_before']} -> {r['loadavg_after']}",
             flush=True,
         )
+        if args.no_memory:
+            continue
         rows.append(case_memory(case))
         m = rows[-1]
         print(

@@ -124,11 +124,13 @@ def _tied_problem(norm=False, outputs=1, sizes=(5, 7, 4)):
 R, GEN = "residue", "general"
 
 
-@pytest.mark.parametrize("norm, outputs, forms", [(False, 1, (R, R, R)), (True, 1, (GEN, GEN, R)), (False, 3, (GEN, GEN, GEN))])
+@pytest.mark.parametrize(
+    "norm, outputs, forms", [(False, 1, (R, R, R)), (True, 1, (GEN, GEN, R)), (False, 3, (R, R, R)), (True, 3, (GEN, GEN, R))]
+)
 def test_weight_tying_and_batches_accumulate_like_autograd(norm, outputs, forms):
     """Two calls per forward and three batches (n = 16 samples, 32 rows for the tied layer): the
     factors' G equals autograd's. Below a batch norm samples interact (general form); the layer after
-    it still factors (D = r J with J = 1); three outputs use the general form everywhere."""
+    it still factors (D = r J with J = 1); three outputs factor too (D = sum_c r_c J_c)."""
     problem = _tied_problem(norm, outputs)
     names = ["inp", "shared", "out"]
     ref = _autograd_grads(problem, names)
@@ -142,11 +144,111 @@ def test_weight_tying_and_batches_accumulate_like_autograd(norm, outputs, forms)
     res = layers_mod.analyze_problem(problem, config.load())
     assert tuple(r.form for r in res.layers) == forms
     assert all(r.identity_error < 1e-12 for r in res.layers), [r.identity_error for r in res.layers]
-    if outputs == 1:
-        errs = [r.factorization_error for r in res.layers]
-        assert all((e < 1e-13) if form == R else (e > 1e-3) for e, form in zip(errs, forms)), errs
-    else:
-        assert all(r.factorization_error is None for r in res.layers)
+    errs = [r.factorization_error for r in res.layers]
+    assert all((e < 1e-13) if form == R else (e > 1e-3) for e, form in zip(errs, forms)), errs
+
+
+class SharedInputNet(torch.nn.Module):
+    """Two layers reading the same input (an attention block's query and key), a readout after."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.query, self.key, self.out = (torch.nn.Linear(a, b).double() for a, b in ((7, 6), (7, 6), (6, 1)))
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=g, dtype=torch.float64) / 2
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.query(x)) * torch.tanh(self.key(x))).squeeze(-1)
+
+
+def test_shared_input_is_kept_once_and_layers_side_by_side_equal_one_by_one():
+    """Layers reading one input keep one H (the capture stores it once); their G's equal autograd's;
+    the analysis run side by side (torch's two threads: two tasks) gives, bit for bit, what each
+    layer analysed alone on one thread gives (no shared split, no workers)."""
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(30, 7, generator=g, dtype=torch.float64), torch.randn(30, generator=g, dtype=torch.float64)
+    u = torch.linspace(-1, 1, 7, dtype=torch.float64) / 1.2
+    x += 2.0 + 4 * torch.randn(30, 1, generator=g, dtype=torch.float64) * u  # a mean and a spike along u
+    problem = spec.Problem("shared", SharedInputNet(), [(x, y)], lambda f, t: ((f - t) ** 2).mean())
+    names = ["query", "key", "out"]
+    ref = _autograd_grads(problem, names)
+    cap = capture_mod.capture(problem, spec.linear_layers(problem.model))
+    assert cap.layers["query"].H is cap.layers["key"].H and cap.layers["out"].H is not cap.layers["query"].H
+    for name in names:
+        assert torch.allclose(cap.layers[name].gradient(), ref[name], rtol=0, atol=1e-13 * float(ref[name].norm())), name
+    cfg = config.load()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        both = layers_mod.analyze_capture(cap, cfg, problem)
+        assert torch.get_num_threads() == 2 and both.timings["analysis_workers"] == 2
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            alone = [layers_mod.analyze_layer(f, cfg, problem.spike)[0] for f in cap.layers.values()]
+    finally:
+        torch.set_num_threads(threads)
+    assert [r.to_dict() for r in both.layers] == [r.to_dict() for r in alone]
+    ds = layers_mod.decompose_layer(cap.layers["query"])[0]  # the principal spike: the top direction of the centred input
+    v1 = torch.linalg.svd(x - x.mean(0), full_matrices=False)[2][0]
+    assert abs(float(ds.q @ v1)) > 1 - 1e-6
+    assert [r.form for r in alone] == ["residue"] * 3 and all(r.identity_error < 1e-13 for r in alone)
+
+
+def test_classifier_outputs_residue_form_against_autograd_and_dense_terms():
+    """C = 3 outputs, cross entropy: R = softmax(f) - onehot(y) (its closed form), J^(c) per output
+    (the first layer's against per-sample autograd Jacobians, the readout's = e_c), the form is
+    "residue", and S1 (rank <= 3, matrix factors), S12, S2, E equal their dense formulas from H, R
+    and J and sum to autograd's G, on both spectrum routes (the hidden layers have n < d, m)."""
+    g = torch.Generator().manual_seed(5)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(70, 60), torch.nn.Tanh(), torch.nn.Linear(60, 50), torch.nn.Tanh(), torch.nn.Linear(50, 3)
+    ).double()
+    for p in model.parameters():
+        p.data = torch.randn(p.shape, generator=g, dtype=torch.float64) / p.shape[-1] ** 0.5
+    n = 30
+    x, y = torch.randn(n, 70, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+    problem = spec.Problem("classifier", model, [(x, y)], torch.nn.functional.cross_entropy)
+    names = ["0", "2", "4"]
+    ref = _autograd_grads(problem, names)
+    cap = capture_mod.capture(problem, spec.linear_layers(model))
+    with torch.no_grad():
+        P = torch.softmax(model(x), 1)
+    R_ref = P - torch.nn.functional.one_hot(y, 3).double()
+    for i in (0, 7):  # the first layer's J^(c)_i = d f_c(x_i) / d o_i, o = W_1 x_i + b_1
+        jac = torch.autograd.functional.jacobian(lambda o: model[1:](o), model[0](x[i]).detach())  # 3 x 60
+        assert torch.allclose(cap.layers["0"].J[:, i], jac, rtol=0, atol=1e-14)
+    assert torch.equal(cap.layers["4"].J, torch.eye(3, dtype=torch.float64)[:, None, :].expand(3, n, 3))
+    res = layers_mod.analyze_capture(cap, config.load(), problem)
+    assert [r.spectrum_route for r in res.layers] == ["factored", "factored", "dense"]
+    for name, r in zip(names, res.layers):
+        f = cap.layers[name]
+        assert torch.allclose(f.r, R_ref, rtol=0, atol=1e-14)
+        assert r.form == "residue" and r.factorization_error < 1e-14 and r.identity_error < 1e-13
+        ds, grad, dec, *_ = layers_mod.decompose_layer(f, problem.spike)
+        M = f.J.mean(1).T  # m x C: each output's mean Jacobian
+        D_perp = f.D - R_ref @ M.T
+        terms = {
+            "S1": ds.X_B.T @ R_ref @ M.T / n,
+            "S12": ds.zeta / n * torch.outer(ds.q, M @ (R_ref.T @ ds.z)),
+            "S2": ds.zeta / n * torch.outer(ds.q, D_perp.T @ ds.z),
+            "E": ds.X_B.T @ D_perp / n,
+        }
+        G = ref[name]
+        mine = {"S1": dec.S1.dense(), "S12": dec.S12.dense(), "S2": dec.S2.dense(), "E": dec.E_dense(ds.X_B)}
+        for k in terms:
+            assert torch.allclose(mine[k], terms[k], rtol=0, atol=1e-13 * float(G.norm())), (name, k)
+        assert torch.allclose(sum(terms.values()), G, rtol=0, atol=1e-13 * float(G.norm())), name
+        assert r.norms["S1"] == pytest.approx(float(torch.linalg.matrix_norm(terms["S1"], 2)), rel=1e-10)
+        assert dec.S1.left.shape == (f.H.shape[1], 3)
+        S_E = torch.linalg.svdvals(terms["E"])
+        assert r.norms["E"] == pytest.approx(float(S_E[0]), rel=1e-8), name
+        U_G, S_G, _ = torch.linalg.svd(G)
+        assert r.singular_values == pytest.approx(S_G[: len(r.singular_values)].tolist(), rel=1e-8, abs=1e-12)
+        Q_res, S_res, _ = torch.linalg.svd(ds.X_B.T @ R_ref, full_matrices=False)  # the residue subspace span(X_B^T R):
+        Q_res = Q_res[:, S_res > 1e-8 * S_res[0]]  # rank 2, as softmax's residues sum to zero over the classes
+        assert Q_res.shape[1] == 2
+        assert r.alignment["residue"][0] == pytest.approx(float((Q_res.T @ U_G[:, 0]).norm()), rel=1e-6)
 
 
 def test_float32_model_stays_float32():

@@ -350,3 +350,38 @@ def test_analysis_spectrum_svd_option_agrees_with_gram(small_cfg):
         assert abs(a - b).max() <= 1e-8 * a[0]
     assert _angle(torch.as_tensor(gram.arrays["U"]), torch.as_tensor(svd.arrays["U"])) < 1e-6
     assert svd.config.analysis.spectrum == "svd" and gram.config.hash() != svd.config.hash()
+
+
+@pytest.mark.parametrize("d,m", [(90, 120), (120, 90)])
+def test_dense_spectrum_pair_matches_dense_svds(d, m):
+    """A dense A and A' = A - left right (rank 3) from one Gram of A's smaller side and its update,
+    against dense SVDs of both: values normwise ~sqrt(eps) s_1(A), A''s Frobenius norm, A's top vectors."""
+    L, R = _factors(70, d, m)
+    A = L.T @ R
+    g = torch.Generator().manual_seed(5)
+    left, right = torch.randn(d, 3, generator=g, dtype=torch.float64), torch.randn(3, m, generator=g, dtype=torch.float64)
+    sp, sp2 = spectral.dense_spectrum_pair(A, left, right, 5)
+    A2 = A - left @ right
+    U0, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    S2 = torch.linalg.svdvals(A2)
+    assert sp.values.shape == S.shape and sp2.values.shape == S2.shape
+    assert float((sp.values - S).abs().max()) <= 1e-8 * float(S[0])
+    assert float((sp2.values - S2).abs().max()) <= 1e-8 * float(S[0])
+    assert sp2.fro2 == pytest.approx(float(A2.pow(2).sum()), rel=1e-10)
+    assert _angle(sp.U, U0[:, :5]) < 1e-6 and _angle(sp.V, Vh[:5].T) < 1e-6
+    dense = spectral.dense_spectrum(A, 5)
+    assert torch.equal(dense.values, sp.values) and torch.equal(dense.U, sp.U)  # the same G side as dense_spectrum
+
+
+def test_dense_spectrum_pair_falls_back_when_the_update_cancels():
+    """A' = A - (a rank-3 part) 100 times smaller than A and of rank 20: the update would leave A''s
+    null values ~sqrt(eps) s_1(A) = 1e-6 s_1(A') off, so A' is recomputed densely and stays right to its own s_1."""
+    g = torch.Generator().manual_seed(6)
+    left, right = torch.randn(90, 3, generator=g, dtype=torch.float64), torch.randn(3, 120, generator=g, dtype=torch.float64)
+    noise = torch.randn(90, 20, generator=g, dtype=torch.float64) @ torch.randn(20, 120, generator=g, dtype=torch.float64)
+    noise *= 0.01 * float(torch.linalg.matrix_norm(left @ right, 2)) / float(torch.linalg.matrix_norm(noise, 2))
+    A = left @ right + noise
+    _, sp2 = spectral.dense_spectrum_pair(A, left, right, 3)
+    S2 = torch.linalg.svdvals(A - left @ right)
+    assert float(S2[0]) < 0.02 * float(torch.linalg.matrix_norm(A, 2))
+    assert float((sp2.values - S2).abs().max()) <= 3e-8 * float(S2[0])  # the Gram route's own sqrt(eps) s_1

@@ -6,13 +6,16 @@ H stacks the rows h_t, Delta the errors dL/do_t. Over batches of n_b samples (N 
 is the sample-weighted mean, so G = H^T D / R with D = R (n_b / N) Delta over all R rows. A module
 called several times in one forward (weight tying) contributes a row block per call.
 For scalar outputs f the per-sample residue r_i = n_b dL/df_i and J = d(sum_i f_i)/do (a second
-backward pass) are captured too: when samples do not interact, Delta = diag(r / n_b) J.
+backward pass) are captured too: when samples do not interact, Delta = diag(r / n_b) J. With C
+outputs (up to MAX_OUTPUTS) R_ic = n_b dL/df_c(x_i) and one J^(c) per output (C more backward
+passes): Delta = sum_c diag(R_c / n_b) J^(c).
 The same backward pass also returns autograd's weight gradient, kept as the reference G.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -27,8 +30,9 @@ class LayerFactors:
     kind: str  # "linear" or "conv1d"
     H: torch.Tensor  # R x d_in, the layer's input rows
     D: torch.Tensor  # R x d_out, so that G = H^T D / R
-    J: torch.Tensor | None  # R x d_out, d(sum f)/do per row (scalar outputs), scaled like D: D = r J when samples do not interact
-    r: torch.Tensor | None  # R, the residue of each row's sample
+    J: torch.Tensor | None  # R x d_out, d(sum f)/do per row (scalar outputs), scaled like D: D = r J when samples do not
+    # interact; C outputs: C x R x d_out, one per output (D = sum_c r_c J_c)
+    r: torch.Tensor | None  # R, the residue of each row's sample (C outputs: R x C)
     sample: torch.Tensor | None  # R, the index (over all batches) of each row's sample
     calls: int  # calls per forward pass (weight tying: > 1)
     samples: int  # N
@@ -65,8 +69,15 @@ def batch_size(inputs) -> int:
     return first.shape[0]
 
 
-def _scalar_outputs(outputs, n_b: int) -> bool:
-    return isinstance(outputs, torch.Tensor) and outputs.shape in ((n_b,), (n_b, 1))
+MAX_OUTPUTS = 16  # C outputs cost C backward passes and C copies of J: beyond this, the general form only
+
+
+def _outputs(outputs, n_b: int) -> int:
+    """C when the model's outputs are C <= MAX_OUTPUTS numbers per sample (1: a scalar), else 0."""
+    if not isinstance(outputs, torch.Tensor) or not outputs.shape or outputs.shape[0] != n_b or outputs.ndim > 2:
+        return 0
+    C = 1 if outputs.ndim == 1 else outputs.shape[1]
+    return C if 1 <= C <= MAX_OUTPUTS else 0
 
 
 def _loss_value(problem: Problem, outputs, targets) -> torch.Tensor:
@@ -96,7 +107,9 @@ class _Recorder:
         self.shapes: dict[str, list[tuple]] = {n: [] for n in layers}  # (input shape, d_out, item size) per call
         self.rows: dict[str, dict[int, dict]] = {n: {} for n in layers}  # call -> H, D, keep, sample (and J)
         self.outputs: list[torch.Tensor] = []  # kept only when no chosen weight takes a gradient
+        self.inputs: dict[tuple[int, bool], tuple] = {}  # (id(h), unmasked) -> (weak reference to h, its kept rows)
         self.n_b, self.mask, self.scale, self.mode, self.keep_outputs = n_b, mask, scale, "D", False
+        self.output = 0  # which output's J the J pass records
         self.handles = [m.register_forward_hook(self._hook(n)) for n, m in layers.items()]
 
     def _hook(self, name):
@@ -116,15 +129,19 @@ class _Recorder:
             entry = self.rows[name].get(call)
             if entry is not None:
                 J = g.detach().reshape(-1, d_out)
-                entry["J"] = J[entry["keep"]] if entry["keep"] is not None else J.clone()
+                entry.setdefault("J", {})[self.output] = J[entry["keep"]] if entry["keep"] is not None else J.clone()
             return
         keep, sample = _rows(h, self.n_b, self.mask)
         flat = g.detach().reshape(-1, d_out)
         if keep is not None and bool(flat[~keep].any()):
             keep, sample = None, _rows(h, self.n_b, None)[1]  # padding that matters to the loss stays a row
-        H = h.detach().reshape(-1, h.shape[-1])
+        key = (id(h), keep is None)  # layers called on the same input (query, key, value) keep one H
+        seen = self.inputs.get(key)
+        if seen is None or seen[0]() is not h:  # a weak reference: h is not kept alive, and a reused id is no match
+            H = h.detach().reshape(-1, h.shape[-1])
+            seen = self.inputs[key] = (weakref.ref(h), H[keep] if keep is not None else H)
         self.rows[name][call] = {
-            "H": H[keep] if keep is not None else H,
+            "H": seen[1],
             "D": (flat[keep] if keep is not None else flat) * self.scale,
             "keep": keep,
             "sample": sample,
@@ -135,11 +152,12 @@ class _Recorder:
             h.remove()
 
 
-def estimate_bytes(shapes: dict[str, list[tuple]], n_0: int, N: int, mask, scalar: bool) -> int:
+def estimate_bytes(shapes: dict[str, list[tuple]], n_0: int, N: int, mask, outputs: int, workers: int = 1) -> int:
     """Peak bytes of capturing and decomposing, from the first batch's calls: every layer's rows
-    scaled to N samples times (d_in + d_out, + d_out for J), plus the largest layer's working set
-    (X_B and J's centred copy, n x (d_in + d_out); G and E, d_in x d_out)."""
-    total, work = 0, 0
+    scaled to N samples times (d_in + d_out, + d_out for each output's J), plus the working sets (X_B and J's
+    centred copy, n x (d_in + d_out); G and E, d_in x d_out) of the `workers` largest layers, the
+    most that are analysed at once."""
+    total, work = 0, []
     for calls in shapes.values():
         if not calls:
             continue
@@ -150,14 +168,15 @@ def estimate_bytes(shapes: dict[str, list[tuple]], n_0: int, N: int, mask, scala
             kept = int(mask.sum()) * math.prod(lead[2:]) if masked else math.prod(lead)
             rows += kept * N // max(n_0, 1)
         d_in = shape[-1]
-        total += item * rows * (d_in + d_out * (2 if scalar else 1)) + item * d_in * d_out
-        work = max(work, item * (2 * rows * (d_in + d_out) + 2 * d_in * d_out))
-    return total + work
+        total += item * rows * (d_in + d_out * (1 + outputs)) + item * d_in * d_out
+        work.append(item * (2 * rows * (d_in + d_out) + 2 * d_in * d_out))
+    return total + sum(sorted(work)[::-1][: max(workers, 1)])
 
 
-def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool = True, guard=None) -> Capture:
-    """H, D (and J, r for scalar outputs) of every layer in `layers`, over all the problem's batches.
-    guard(bytes), when given, sees the estimated peak after the first forward pass (and may refuse)."""
+def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool = True, guard=None, workers: int = 1) -> Capture:
+    """H, D (and J, r for scalar outputs or up to MAX_OUTPUTS outputs) of every layer in `layers`, over all the problem's batches.
+    guard(bytes), when given, sees the estimated peak after the first forward pass (and may refuse),
+    counting `workers` layers analysed at once."""
     import time
 
     sizes = [batch_size(inputs) for inputs, _ in problem.batches]
@@ -186,10 +205,11 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
         timings["forward"] += time.perf_counter() - clock
         clock = time.perf_counter()
         loss_sum += float(loss.detach()) * n_b
-        scalar = want_J and _scalar_outputs(outputs, n_b)
+        C = _outputs(outputs, n_b) if want_J else 0  # 0: no J (the general form only)
+        scalar = C > 0
         if b == 0 and guard is not None:
-            guard(estimate_bytes(rec.shapes, n_b, N, mask, scalar))
-        scalar_all &= scalar
+            guard(estimate_bytes(rec.shapes, n_b, N, mask, C, workers))
+        scalar_all &= C == 1
         if b == 0:  # autograd's G is kept where the spectrum will come from the dense matrix (n >= min(d_in, d_out))
             dense = {n for n in trainable if rec.shapes[n] and _dense_route(rec.shapes[n], n_b, N, mask)}
         weights = [(n, layers[n].weight) for n in trainable if rec.shapes[n]]
@@ -204,9 +224,12 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
         grads[: len(weights)] = [None] * len(weights)  # the factored-route layers' G is not kept
         r = None
         if scalar:
-            r = n_b * grads[-1].detach().reshape(n_b)
+            r = n_b * grads[-1].detach().reshape(n_b, *([C] if outputs.ndim == 2 and C > 1 else []))
             rec.mode = "J"
-            torch.autograd.grad(outputs.sum(), [w for _, w in weights] + rec.outputs, allow_unused=True)
+            for c in range(C):  # one backward pass per output
+                rec.output = c
+                f_c = outputs.sum() if C == 1 else outputs[:, c].sum()
+                torch.autograd.grad(f_c, [w for _, w in weights] + rec.outputs, allow_unused=True, retain_graph=c < C - 1)
         for name in layers:
             if b == 0:
                 calls[name] = len(rec.shapes[name])
@@ -217,7 +240,9 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
                 p["D"].append(e["D"])
                 p["sample"].append(None if e["sample"] is None else e["sample"] + offset)
                 if scalar and e["sample"] is not None:
-                    p["J"].append(e["J"].div_(N) if "J" in e else torch.zeros_like(e["D"]))
+                    J = [e.get("J", {}).get(c, None) for c in range(C)]
+                    J = [torch.zeros_like(e["D"]) if j is None else j for j in J]  # an output this call does not reach
+                    p["J"].append(J[0].div_(N) if C == 1 else torch.stack(J).div_(N))
                     p["r"].append(r[e["sample"]])
                 else:
                     p["J"].append(None)
@@ -241,7 +266,7 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
             "conv1d" if is_conv1d(module) else "linear",
             H,
             D.mul_(R),
-            _cat(p["J"]).mul_(R) if has_J else None,
+            _cat(p["J"], 0 if p["J"][0] is None or p["J"][0].ndim == 2 else 1).mul_(R) if has_J else None,
             _cat(p["r"]) if has_J else None,
             _cat(p["sample"]) if all(s is not None for s in p["sample"]) else None,
             max(calls[name], 1),
@@ -253,9 +278,9 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
     return Capture(out, skipped, loss_sum / N, N, scalar_all, timings)
 
 
-def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
-    """One tensor from the row blocks, without a copy when there is only one."""
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+def _cat(parts: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    """One tensor from the row blocks (along dim), without a copy when there is only one."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
 
 
 def _dense_route(calls: list[tuple], n_0: int, N: int, mask) -> bool:

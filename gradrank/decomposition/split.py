@@ -21,18 +21,30 @@ import torch
 
 @dataclass
 class RankOne:
-    """scale * left right^T, never formed unless asked."""
+    """scale * left right^T, never formed unless asked. With C outputs per sample the residue spike
+    has rank <= C: left (d x C) and right (m x C) are then matrices (docs/deep.md, section 2)."""
 
     scale: float
     left: torch.Tensor
     right: torch.Tensor
 
     def norm(self) -> float:
-        """Operator norm = Frobenius norm of a rank-one matrix."""
-        return abs(self.scale) * float(self.left.norm()) * float(self.right.norm())
+        """Operator norm (= the Frobenius norm of a rank-one matrix; for matrix factors, from their R factors)."""
+        if self.left.ndim == 1:
+            return abs(self.scale) * float(self.left.norm()) * float(self.right.norm())
+        R_l, R_r = torch.linalg.qr(self.left, mode="r")[1], torch.linalg.qr(self.right, mode="r")[1]
+        return abs(self.scale) * float(torch.linalg.svdvals(R_l @ R_r.T)[0])
 
     def dense(self) -> torch.Tensor:
-        return self.scale * torch.outer(self.left, self.right)
+        if self.left.ndim == 1:
+            return self.scale * torch.outer(self.left, self.right)
+        return self.scale * (self.left @ self.right.T)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(d x k, k x m) with this term = their product (k = 1, or C)."""
+        if self.left.ndim == 1:
+            return (self.scale * self.left)[:, None], self.right[None, :]
+        return self.scale * self.left, self.right.T
 
 
 @dataclass
@@ -46,9 +58,9 @@ class Decomposition:
     coef: float
 
     def spikes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """S1 + S12 + S2 as the product of a d x 3 and a 3 x m factor."""
-        terms = (self.S1, self.S12, self.S2)
-        return torch.stack([t.scale * t.left for t in terms], 1), torch.stack([t.right for t in terms])
+        """S1 + S12 + S2 as the product of a d x k and a k x m factor (k = 3; C + 2 with C outputs)."""
+        parts = [t.factors() for t in (self.S1, self.S12, self.S2)]
+        return torch.cat([left for left, _ in parts], 1), torch.cat([right for _, right in parts])
 
     def E_dense(self, X_B: torch.Tensor) -> torch.Tensor:
         return self.coef * (X_B.T @ self.D_perp)
@@ -99,13 +111,35 @@ def split(
     """The four terms of coef * X^T [(r a^T) o Sp] for X = X_B + zeta z q^T and centre mu of Sp's columns.
 
     X_B: n x d, z: n, q: d, r: n, a: m, Sp: n x m, mu: m. Exact for any mu (the identity does not
-    depend on it); which mu is meaningful is the caller's choice (population or empirical)."""
+    depend on it); which mu is meaningful is the caller's choice (population or empirical).
+    C outputs per sample: r n x C, Sp C x n x m (one J per output), mu m x C, and the right factor
+    is sum_c (r_c a^T) o Sp_c: S1 has rank <= C (matrix factors), S12, S2 stay rank one."""
+    if r.ndim == 2:
+        return _split_outputs(coef, X_B, zeta, z, q, r, a, Sp, mu, mu_error)
     a_mu = a * mu
-    D_perp = r[:, None] * a[None, :] * (Sp - mu[None, :])
+    D_perp = torch.outer(r, a).mul_(Sp - mu[None, :])  # (r a^T) o (Sp - 1 mu^T), two n x m allocations
     return Decomposition(
         S1=RankOne(coef, X_B.T @ r, a_mu),
         S12=RankOne(coef * zeta * float(z @ r), q, a_mu),
         S2=RankOne(coef * zeta, q, D_perp.T @ z),  # a o (Sigma'_perp^T (z o r)) = D_perp^T z
+        D_perp=D_perp,
+        mu=mu,
+        mu_error=mu_error,
+        coef=coef,
+    )
+
+
+def _split_outputs(coef, X_B, zeta, z, q, R, a, Sp, mu, mu_error) -> Decomposition:
+    """split for C outputs: D = sum_c (R_c a^T) o Sp_c = R (a o mu)^T + D_perp, so
+    S1 = coef (X_B^T R)(a o mu)^T (rank <= C), S12 = coef zeta q ((a o mu) R^T z)^T, S2 = coef zeta q (D_perp^T z)^T."""
+    a_mu = a[:, None] * mu  # m x C
+    D_perp = torch.zeros_like(Sp[0])
+    for c in range(R.shape[1]):
+        D_perp += torch.outer(R[:, c], a).mul_(Sp[c] - mu[None, :, c])
+    return Decomposition(
+        S1=RankOne(coef, X_B.T @ R, a_mu),
+        S12=RankOne(coef * zeta, q, a_mu @ (R.T @ z)),
+        S2=RankOne(coef * zeta, q, D_perp.T @ z),
         D_perp=D_perp,
         mu=mu,
         mu_error=mu_error,

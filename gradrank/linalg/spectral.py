@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +53,25 @@ class Triplets:
     residual: float  # max_{i<k} ||A v_i - s_i u_i|| / s_1 (A^T u_i = s_i v_i holds exactly)
     iterations: int
     fallback: bool = False  # not converged within max_dim columns: `exact()` was used
+
+
+@contextmanager
+def one_thread_each(device: torch.device):
+    """A context for running independent spectra side by side in threads: torch and the BLAS
+    libraries held to one thread each (no OpenMP team waiting on a core another task or process
+    holds), restored after. Yields how many tasks may run at once: torch's former thread count on
+    the CPU, 1 elsewhere (or when already held to one thread). The BLAS limit is taken once outside,
+    so the reductions' own limits inside restore 1, and this one the original count."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield 1
+        return
+    torch.set_num_threads(1)
+    try:
+        with lapack.one_blas_thread():
+            yield threads
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _eig_top(C: torch.Tensor, k: int, use_lapack: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,19 +167,8 @@ def spectrum_pair(
     M = R_L[:n, :n] @ R
     C = M @ M.T
     Y, Z = R_L @ U, torch.cat([M @ B, M.new_zeros(p - n, B.shape[1])])
-    K = (Y @ (B.T @ B / 2) - Z) @ Y.T
-    K = K + K.T
-    K[:n, :n] += C  # before _factor_spectrum overwrites C
-    if K.device.type == "cpu" and torch.get_num_threads() > 1:  # A''s reduction on another core (LAPACK
-        # without the GIL) while A's runs here, unless the process is held to one thread (a sweep worker);
-        # the outer limit makes the two threads' own limits restore 1, and this one the original count
-        with lapack.one_blas_thread(), ThreadPoolExecutor(1) as pool:
-            other_eig = pool.submit(_eig_top, K, 0)
-            s, V, fro2 = _factor_spectrum(M, min(k, n, d, m), accurate, C)
-            lam_other = other_eig.result()[0]
-    else:
-        s, V, fro2 = _factor_spectrum(M, min(k, n, d, m), accurate, C)
-        lam_other = _eig_top(K, 0)[0]
+    K = _updated_gram(C, Y, Z, B, n)
+    s, V, fro2, lam_other = _values_pair(M, C, K, min(k, n, d, m), accurate)
     lam_other[min(p, n + B.shape[1]) if rank_other is None else rank_other :] = 0  # rounding, not spectrum
     if not 64 * lam_other[0] >= s[0] ** 2:
         other = exact_other()
@@ -169,6 +178,29 @@ def spectrum_pair(
             coef * values, L.new_zeros(d, 0), values.new_zeros(0), L.new_zeros(m, 0), coef**2 * float(lam_other.sum())
         )
     return _from_factor(L[:n], R, coef, s, V, fro2, d, m), other
+
+
+def _updated_gram(C: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, B: torch.Tensor, n: int) -> torch.Tensor:
+    """The Gram of M' = [M; 0] - Y B^T (p x c) from M's Gram C (n x n, n <= p) and Z = [M B; 0]:
+    K' = [C, 0; 0, 0] - Z Y^T - Y Z^T + Y (B^T B) Y^T, a rank-2j update (C is left as it is)."""
+    K = (Y @ (B.T @ B / 2) - Z) @ Y.T
+    K = K + K.T
+    K[:n, :n] += C
+    return K
+
+
+def _values_pair(M: torch.Tensor, C: torch.Tensor, K: torch.Tensor, k: int, accurate: bool):
+    """(M's values, top-k right vectors, ||M||_F^2 from its Gram C, overwritten) and the eigenvalues
+    of the other Gram K (overwritten), descending. On the CPU K's reduction runs on another core
+    (LAPACK without the GIL) while M's runs here, unless the process is held to one thread (a sweep
+    worker); the outer limit makes the two threads' own limits restore 1, and this one the original count."""
+    if K.device.type == "cpu" and torch.get_num_threads() > 1:
+        with lapack.one_blas_thread(), ThreadPoolExecutor(1) as pool:
+            other_eig = pool.submit(_eig_top, K, 0)
+            s, V, fro2 = _factor_spectrum(M, k, accurate, C)
+            return s, V, fro2, other_eig.result()[0]
+    s, V, fro2 = _factor_spectrum(M, k, accurate, C)
+    return s, V, fro2, _eig_top(K, 0)[0]
 
 
 def _from_factor(L, R, coef, s, V, fro2, d, m) -> Spectrum:
@@ -185,6 +217,38 @@ def dense_spectrum(A: torch.Tensor, k: int, accurate: bool = False) -> Spectrum:
     wide = A.shape[0] <= A.shape[1]
     M = A if wide else A.T
     s, Y, fro2 = _factor_spectrum(M, k, accurate)  # Y: right singular vectors of M
+    return _from_dense(M, wide, s, Y, fro2)
+
+
+def dense_spectrum_pair(
+    A: torch.Tensor, left: torch.Tensor, right: torch.Tensor, k: int, accurate: bool = False
+) -> tuple[Spectrum, Spectrum]:
+    """Spectrum of the dense A (d x m: values, top-k triplets) and the values of A' = A - left right
+    (left d x j, right j x m) from one Gram of A's smaller side: A''s Gram is a rank-2j update of
+    A's (as in `spectrum_pair`, with R_L = I), so no second d x m matrix, product or Gram is formed.
+    Same accuracy: A''s values are right to ~sqrt(eps) s_1(A) normwise, and A' is recomputed
+    densely when s_1(A) > 8 s_1(A') (its values would drown in A's rounding)."""
+    k = min(k, *A.shape)
+    wide = A.shape[0] <= A.shape[1]
+    M, Y, B = (A, left, right.T) if wide else (A.T, right.T, left)  # M' = M - Y B^T
+    exact_other = lambda: dense_spectrum(torch.addmm(A, left, right, alpha=-1), 0, accurate)  # noqa: E731
+    if accurate:
+        return dense_spectrum(A, k, accurate), exact_other()
+    C = M @ M.T
+    K = _updated_gram(C, Y, M @ B, B, M.shape[0])
+    s, V, fro2, lam_other = _values_pair(M, C, K, k, accurate)
+    if not 64 * lam_other[0] >= s[0] ** 2:
+        other = exact_other()
+    else:
+        other = Spectrum(
+            lam_other.sqrt(), A.new_zeros(A.shape[0], 0), A.new_zeros(0), A.new_zeros(A.shape[1], 0), float(lam_other.sum())
+        )
+    return _from_dense(M, wide, s, V, fro2), other
+
+
+def _from_dense(M: torch.Tensor, wide: bool, s: torch.Tensor, Y: torch.Tensor, fro2: float) -> Spectrum:
+    """A's Spectrum from M (A or A^T, wide), its values s, top right vectors Y and ||M||_F^2."""
+    k = Y.shape[1]
     X = M @ Y / s[:k].clamp_min(tiny(s.dtype))
     U, V = (X, Y) if wide else (Y, X)
     return Spectrum(s, U, s[:k], V, fro2)

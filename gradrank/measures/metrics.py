@@ -30,10 +30,15 @@ from gradrank.measures import records as R
 
 
 def abs_cos(U: torch.Tensor, v: torch.Tensor) -> list[float]:
-    """|cos| between each column of U and the vector v (0 when v = 0)."""
+    """|cos| between each column of U and the vector v (0 when v = 0); for a matrix v (a residue
+    spike of rank C), with the subspace its columns span: ||P_v u|| / ||u||."""
     nv = float(v.norm())
     if nv == 0.0:
         return [0.0] * U.shape[1]
+    if v.ndim == 2:
+        Q, Rv = torch.linalg.qr(v)
+        Q = Q[:, Rv.diagonal().abs() > resolution(v.dtype) * float(Rv.diagonal().abs().max())]
+        return [float(x) for x in (Q.T @ U).norm(dim=0) / U.norm(dim=0).clamp_min(NORM_FLOOR)]
     return [float(x) for x in (v @ U).abs() / (U.norm(dim=0).clamp_min(NORM_FLOOR) * nv)]
 
 
@@ -106,7 +111,8 @@ def classify(
 
 
 def captured(U: torch.Tensor, v: torch.Tensor) -> float:
-    """Norm of the unit vector v/|v| projected onto span(U) (U orthonormal columns)."""
+    """Norm of the unit vector v/|v| projected onto span(U) (U orthonormal columns); for a matrix v,
+    the share of its Frobenius norm in span(U)."""
     nv = float(v.norm())
     return float((U.T @ v).norm()) / nv if nv > 0 and U.shape[1] else 0.0
 
@@ -165,10 +171,14 @@ def compute(
     )
     # energy of G in the predicted subspace span{X_B^T r, q} vs its own top-2 subspace, and how
     # strongly G as a whole (penalty included) points along each predicted direction
-    P = torch.linalg.qr(torch.stack([residue_dir, q], 1))[0]
-    GtP = rmv(torch.cat([P, residue_dir[:, None], q[:, None]], 1))
+    # (C outputs: the residue direction is the d x C matrix X_B^T R, its span the predicted part, the
+    # Frobenius norms its size; docs/deep.md, section 2)
+    res_cols = residue_dir[:, None] if residue_dir.ndim == 1 else residue_dir
+    P = torch.linalg.qr(torch.cat([res_cols, q[:, None]], 1))[0]
+    GtP = rmv(torch.cat([P, res_cols, q[:, None]], 1))
     pred = float(GtP[:, : P.shape[1]].pow(2).sum())  # P has one column when d = 1
-    directions = R.Directions(float(GtP[:, -2].norm()) / max(float(residue_dir.norm()), NORM_FLOOR), float(GtP[:, -1].norm()))
+    G_res = GtP[:, -2] if residue_dir.ndim == 1 else GtP[:, P.shape[1] : -1]
+    directions = R.Directions(float(G_res.norm()) / max(float(residue_dir.norm()), NORM_FLOOR), float(GtP[:, -1].norm()))
     fro2 = max(spec_G.fro2, NORM_FLOOR)
     top = spec_G.s.double()
     edge = bulk_edge(norms.E if norms.bulk is None else norms.bulk, norm_G, acfg.edge_margin, spec_G.s.dtype)

@@ -148,9 +148,15 @@ def spectra(grad, ds: Dataset, dec, k: int, reg: torch.Tensor | None, accurate: 
     if reg is not None:
         return spectrum(ds.X, grad.D, grad.coef, k, dense_add=reg, accurate=accurate), exact_E()
     n = ds.n
-    U = grad.D.new_zeros(n + 1, 2)
-    U[:n, 0], U[n, 1] = grad.r, ds.zeta
-    B = torch.stack([dec.S1.right, dec.S2.right], 1)  # a o mu, D_perp^T z
+    if grad.r.ndim == 1:
+        U = grad.D.new_zeros(n + 1, 2)
+        U[:n, 0], U[n, 1] = grad.r, ds.zeta
+        B = torch.stack([dec.S1.right, dec.S2.right], 1)  # a o mu, D_perp^T z
+    else:  # C outputs (a layer's residue form): U = [[R, 0], [0, zeta]], B = [a o mu_1..C, D_perp^T z]
+        C = grad.r.shape[1]
+        U = grad.D.new_zeros(n + 1, C + 1)
+        U[:n, :C], U[n, C] = grad.r, ds.zeta
+        B = torch.cat([dec.S1.right, dec.S2.right[:, None]], 1)
     return spectrum_pair(torch.cat([ds.X, ds.q[None]]), grad.D, U, B, grad.coef, k, exact_E, accurate, rank_other=n)
 
 
