@@ -81,6 +81,12 @@ def test_factored_and_dense_gradients_give_the_same_products():
     assert torch.allclose(f.mv(B), d.mv(B)) and torch.allclose(f.col_norms2, d.col_norms2)
     C = torch.randn(20, 2, generator=g, dtype=torch.float64)
     assert torch.allclose(f.rmv(C), d.rmv(C))
+    # the squared Frobenius norm and the column norms of chosen columns, against the formed A
+    fro2 = float((A * A).sum())
+    assert f.fro2 == pytest.approx(fro2, rel=1e-12) and d.fro2 == pytest.approx(fro2, rel=1e-12)
+    idx = torch.tensor([7, 2, 5])
+    for sg in (f, d):
+        assert torch.allclose(sg.norms(idx), (A[:, idx] ** 2).sum(0))
 
 
 @pytest.mark.parametrize("shape", [(40, 16), (16, 40)])

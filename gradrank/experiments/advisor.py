@@ -72,15 +72,24 @@ def grid(cfg: Config, shortest: list[int], twolayer: bool) -> tuple[list[int], l
     return ranks, intervals, projectors
 
 
-def _svd_seconds(P: torch.Tensor, repeats: int = 2) -> float:
-    """What one GaLore refresh costs: its full float32 SVD of the parameter-shaped gradient (best of 2)."""
-    best = math.inf
-    M = P.detach().float()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.linalg.svd(M, full_matrices=False)
-        best = min(best, time.perf_counter() - start)
-    return best
+def svd_seconds(last: dict[str, torch.Tensor], repeats: int = 2) -> dict[str, float]:
+    """What one GaLore refresh costs per layer: its full float32 SVD of the layer's last parameter-shaped
+    gradient (best of 2), timed once per distinct shape (layers of one shape share it). Measured after
+    the training, so it is not part of the recording's cost (docs/advisor.md)."""
+    by_shape: dict[tuple, float] = {}
+    out = {}
+    for name, P in last.items():
+        shape = tuple(P.shape)
+        if shape not in by_shape:
+            best = math.inf
+            M = P.detach().float()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                torch.linalg.svd(M, full_matrices=False)
+                best = min(best, time.perf_counter() - start)
+            by_shape[shape] = best
+        out[name] = by_shape[shape]
+    return out
 
 
 # ---------------------------------------------------------------------------- recording
@@ -124,7 +133,7 @@ def record_twolayer(cfg: Config, record: bool = True) -> dict:
     out = {"train_seconds": seconds, "recording_seconds": state["seconds"], "rows": tr.rows}
     if record and state["rec"] is not None:
         out["layers"] = [state["rec"].result()]
-        out["svd_seconds"] = {"W": _svd_seconds(state["P"])}
+        out["last"] = {"W": state["P"]}
     return out
 
 
@@ -192,7 +201,7 @@ def record_module(problem, cfg: Config, record: bool = True) -> dict:
     out = {"train_seconds": seconds, "recording_seconds": state["seconds"], "losses": losses, "skipped": state["skipped"]}
     if record:
         out["layers"] = [rec.result() for rec in recs.values()]
-        out["svd_seconds"] = {name: _svd_seconds(grad) for name, grad in state["last"].items()}
+        out["last"] = state["last"]
     return out
 
 
@@ -410,7 +419,8 @@ def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=N
         run = record_module(problem, cfg)
         loss_curve, loss_steps = run["losses"], list(range(steps + 1))
     step_seconds = run["train_seconds"] / steps
-    layers = [_layer_payload(le, cfg.advise.target, run["svd_seconds"].get(le.name), steps, step_seconds) for le in run["layers"]]
+    svd = svd_seconds(run["last"])
+    layers = [_layer_payload(le, cfg.advise.target, svd.get(le.name), steps, step_seconds) for le in run["layers"]]
     payload = {
         "schema": SCHEMA,
         "kind": "advise",
