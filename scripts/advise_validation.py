@@ -7,6 +7,7 @@ all from the same initial model. Writes one JSON per config and prints the markd
 
     python scripts/advise_validation.py sample_configs/advise_long.toml sample_configs/advise_mlp_long.toml \
         --scales 0.25,1 --out docs/data/advise-validation
+    python scripts/advise_validation.py --tables docs/data/advise-validation/*.json   # the tables again
 """
 
 from __future__ import annotations
@@ -69,11 +70,29 @@ def table(out: dict) -> str:
                 adam_done = True
                 lines.append(f"| full-rank AdamW | – | – | – | – | {r['final']:.3g} | – |")
                 continue
-            ranks = ", ".join(str(x) for x in r["ranks"].values())
-            gaps = ", ".join(str(x) for x in r["intervals"].values())
+            ranks, gaps = _short(list(r["ranks"].values())), _short(list(r["intervals"].values()))
             gap = (r["final"] - adam) / abs(adam) if adam else float("inf")
             lines.append(f"| {r['label']} | {scale} | {ranks} | {gaps} | {r['refreshes']} | {r['final']:.3g} | {gap:+.1%} |")
     return "\n".join(lines)
+
+
+def _short(values: list[int]) -> str:
+    """Per-layer values in layer order, or as counts (32 ×27, 16 ×6) for more than 4 layers."""
+    if len(values) <= 4:
+        return ", ".join(str(x) for x in values)
+    counts: dict[int, int] = {}
+    for x in values:
+        counts[x] = counts.get(x, 0) + 1
+    return ", ".join(f"{x} ×{c}" for x, c in sorted(counts.items(), reverse=True))
+
+
+def report(out: dict) -> None:
+    print(f"## {out['config']} ({out['steps']} steps, recorded in {out['record_seconds']:.0f} s)")
+    for lay in out["layers"]:
+        rec = lay["recommended_svd"]
+        flag = "" if rec["meets_target"] else " (below target)"
+        print(f"  {lay['name']} {lay['shape']}: svd r={rec['rank']} T={rec['interval']} captures {rec['captured']:.3f}{flag}")
+    print(table(out), flush=True)
 
 
 def main() -> None:
@@ -82,18 +101,20 @@ def main() -> None:
     ap.add_argument("--scales", default="0.25,1")
     ap.add_argument("--set", action="append", default=[], dest="sets")
     ap.add_argument("--out", default="")
+    ap.add_argument("--tables", action="store_true", help="the configs are JSON files this script wrote: print their tables")
     args = ap.parse_args()
     scales = [float(s) for s in args.scales.split(",")]
     for path in args.configs:
+        if args.tables:
+            with open(path) as fh:
+                report(json.load(fh))
+            continue
         out = run(path, scales, args.sets)
         if args.out:
             Path(args.out).mkdir(parents=True, exist_ok=True)
             with open(Path(args.out) / (Path(path).stem + ".json"), "w") as fh:
                 json.dump(out, fh, indent=1)
-        print(f"## {path} ({out['steps']} steps, recorded in {out['record_seconds']:.0f} s)")
-        for lay in out["layers"]:
-            print(f"  {lay['name']} {lay['shape']}: recommended_svd {lay['recommended_svd']}")
-        print(table(out), flush=True)
+        report(out)
 
 
 if __name__ == "__main__":
