@@ -57,8 +57,8 @@ def run(path: str, scales: list[float], sets: list[str]) -> dict:
 def table(out: dict) -> str:
     """The doc's table: one row per run and scale."""
     lines = [
-        "| run | GaLore scale | ranks | gaps T | refreshes | final loss | vs full Adam |",
-        "|---|---|---|---|---|---|---|",
+        "| run | GaLore scale | ranks | gaps T | refreshes | final loss | vs full Adam | steps to 1e-3·L₀ | to 1e-6·L₀ |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     adam_done = False
     for scale, v in out["validation"].items():
@@ -68,12 +68,27 @@ def table(out: dict) -> str:
                 if adam_done:
                     continue
                 adam_done = True
-                lines.append(f"| full-rank AdamW | – | – | – | – | {r['final']:.3g} | – |")
+                lines.append(
+                    f"| full-rank AdamW | – | – | – | – | {r['final']:.3g} | – | {_reach(r, 1e-3)} | {_reach(r, 1e-6)} |"
+                )
                 continue
             ranks, gaps = _short(list(r["ranks"].values())), _short(list(r["intervals"].values()))
             gap = (r["final"] - adam) / abs(adam) if adam else float("inf")
-            lines.append(f"| {r['label']} | {scale} | {ranks} | {gaps} | {r['refreshes']} | {r['final']:.3g} | {gap:+.1%} |")
+            lines.append(
+                f"| {r['label']} | {scale} | {ranks} | {gaps} | {r['refreshes']} | {r['final']:.3g} | {_rel(gap)} "
+                f"| {_reach(r, 1e-3)} | {_reach(r, 1e-6)} |"
+            )
     return "\n".join(lines)
+
+
+def _reach(run: dict, share: float) -> str:
+    """The first step whose loss is at most `share` of the initial loss (– if never)."""
+    loss = run["loss"]
+    return str(next((t for t, x in enumerate(loss) if x <= share * loss[0]), "–"))
+
+
+def _rel(gap: float) -> str:
+    return f"{gap:+.1%}" if abs(gap) < 100 else f"{gap:+.1e}×"
 
 
 def _short(values: list[int]) -> str:
