@@ -682,7 +682,13 @@ MUTANTS: list[Mutant] = [
         "side",
     ),
     Mutant("proj-refresh-early", PROJ, "t0 = T * (t // T)", "t0 = T * ((t + 1) // T)", "off-by-one"),
-    Mutant("proj-factored-coef", PROJ, "cn = coef * coef * (R * (K @ R)).sum(0)", "cn = coef * (R * (K @ R)).sum(0)", "factor"),
+    Mutant(
+        "proj-factored-coef",
+        PROJ,
+        "return coef * coef * (Ri * (K @ Ri)).sum(0)",
+        "return coef * (Ri * (K @ Ri)).sum(0)",
+        "factor",
+    ),
     Mutant(
         "proj-rows-ascending",
         PROJ,

@@ -81,6 +81,12 @@ def test_factored_and_dense_gradients_give_the_same_products():
     assert torch.allclose(f.mv(B), d.mv(B)) and torch.allclose(f.col_norms2, d.col_norms2)
     C = torch.randn(20, 2, generator=g, dtype=torch.float64)
     assert torch.allclose(f.rmv(C), d.rmv(C))
+    # the squared Frobenius norm and the column norms of chosen columns, against the formed A
+    fro2 = float((A * A).sum())
+    assert f.fro2 == pytest.approx(fro2, rel=1e-12) and d.fro2 == pytest.approx(fro2, rel=1e-12)
+    idx = torch.tensor([7, 2, 5])
+    for sg in (f, d):
+        assert torch.allclose(sg.norms(idx), (A[:, idx] ** 2).sum(0))
 
 
 @pytest.mark.parametrize("shape", [(40, 16), (16, 40)])
@@ -280,6 +286,9 @@ def _cli(*args):
         (["--ranks", "a,b"], "--ranks"),
         (["--projector", "svd,magic"], "advise.projectors"),
         (["--model", "mlp", "--projector", "theory"], "theory"),
+        (["--intervals", "-5"], "advise.intervals"),
+        (["--target", "nan"], "advise.target"),
+        (["--model", "mlp", "--ranks", "40,64"], "above every layer"),  # the widest layer is 30 x 24
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, needle):
@@ -298,14 +307,24 @@ def test_a_rank_some_layer_can_take_is_accepted():
         advisor.prepare(config.load(sets=[*TINY, "advise.ranks=[25, 2000]"]))
 
 
-def test_a_failing_spec_exits_2_and_writes_nothing(tmp_path):
-    bad = tmp_path / "bad.py"
-    bad.write_text("def build(cfg):\n    raise ValueError('no such thing')\n")
+@pytest.mark.parametrize(
+    "body,spec,needle",
+    [
+        ("def build(cfg):\n    raise ValueError('no such thing')\n", "bad.py:build", "no such thing"),
+        ("def build(cfg):\n    return 3\n", "bad.py:build", "must return a dict"),
+        ("def build(cfg):\n    return 3\n", "bad.py:other", "has no function other"),
+        ("", "missing.py:build", "no such model file"),
+        ("", "resnet", "not mlp, minilm"),
+    ],
+)
+def test_a_failing_spec_exits_2_and_writes_nothing(tmp_path, body, spec, needle):
+    (tmp_path / "bad.py").write_text(body)
+    spec = spec if ":" not in spec else f"{tmp_path / spec}"
     before = tree(tmp_path)
-    res = _cli("advise", "--model", f"{bad}:build", "-o", tmp_path / "out")
+    res = _cli("advise", "--model", spec, "-o", tmp_path / "out")
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no such thing" in lines[0] and "bad.py" in lines[0], res.stderr
+    assert len(lines) == 1 and needle in lines[0] and spec.split(":")[0] in lines[0], res.stderr
     assert tree(tmp_path) == before
 
 

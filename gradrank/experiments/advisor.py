@@ -72,15 +72,24 @@ def grid(cfg: Config, shortest: list[int], twolayer: bool) -> tuple[list[int], l
     return ranks, intervals, projectors
 
 
-def _svd_seconds(P: torch.Tensor, repeats: int = 2) -> float:
-    """What one GaLore refresh costs: its full float32 SVD of the parameter-shaped gradient (best of 2)."""
-    best = math.inf
-    M = P.detach().float()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.linalg.svd(M, full_matrices=False)
-        best = min(best, time.perf_counter() - start)
-    return best
+def svd_seconds(last: dict[str, torch.Tensor], repeats: int = 2) -> dict[str, float]:
+    """What one GaLore refresh costs per layer: its full float32 SVD of the layer's last parameter-shaped
+    gradient (best of 2), timed once per distinct shape (layers of one shape share it). Measured after
+    the training, so it is not part of the recording's cost (docs/advisor.md)."""
+    by_shape: dict[tuple, float] = {}
+    out = {}
+    for name, P in last.items():
+        shape = tuple(P.shape)
+        if shape not in by_shape:
+            best = math.inf
+            M = P.detach().float()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                torch.linalg.svd(M, full_matrices=False)
+                best = min(best, time.perf_counter() - start)
+            by_shape[shape] = best
+        out[name] = by_shape[shape]
+    return out
 
 
 # ---------------------------------------------------------------------------- recording
@@ -124,7 +133,7 @@ def record_twolayer(cfg: Config, record: bool = True) -> dict:
     out = {"train_seconds": seconds, "recording_seconds": state["seconds"], "rows": tr.rows}
     if record and state["rec"] is not None:
         out["layers"] = [state["rec"].result()]
-        out["svd_seconds"] = {"W": _svd_seconds(state["P"])}
+        out["last"] = {"W": state["P"]}
     return out
 
 
@@ -192,7 +201,7 @@ def record_module(problem, cfg: Config, record: bool = True) -> dict:
     out = {"train_seconds": seconds, "recording_seconds": state["seconds"], "losses": losses, "skipped": state["skipped"]}
     if record:
         out["layers"] = [rec.result() for rec in recs.values()]
-        out["svd_seconds"] = {name: _svd_seconds(grad) for name, grad in state["last"].items()}
+        out["last"] = state["last"]
     return out
 
 
@@ -249,11 +258,15 @@ def _train_adam(model, params_of, batches, loss_fn, fwd, steps: int, make_opt) -
     return losses
 
 
-def validate(model, weights: dict[str, str], batches, loss_fn, fwd, cfg: Config, recommended: dict[str, dict]) -> dict:
+def validate(
+    model, weights: dict[str, str], batches, loss_fn, fwd, cfg: Config, recommended: dict[str, dict], adam: dict | None = None
+) -> dict:
     """Full AdamW, GaLore-AdamW at each layer's recommended (r, T) (svd projector) and at the common
-    defaults, from the same initial model, full batch, advise.adam_lr, train.steps steps.
+    defaults (advise.galore_rank capped at the layer's smaller dimension, advise.galore_interval),
+    from the same initial model, full batch, advise.adam_lr, train.steps steps.
 
-    weights: layer name -> the dotted name of its weight parameter in `model`."""
+    weights: layer name -> the dotted name of its weight parameter in `model`. adam: the full AdamW
+    run of an earlier call with the same model, lr and steps (it does not depend on the GaLore scale)."""
     import warnings
 
     ac, steps = cfg.advise, cfg.train.steps
@@ -282,8 +295,9 @@ def validate(model, weights: dict[str, str], batches, loss_fn, fwd, cfg: Config,
             warnings.simplefilter("ignore")
             return GaLoreAdamW(params, lr=ac.adam_lr, weight_decay=0.0, no_deprecation_warning=True)
 
+    shapes = {name: tuple(dict(model.named_parameters())[weights[name]].shape) for name in recommended}
     rec_rt = {name: (r["rank"], r["interval"]) for name, r in recommended.items()}
-    def_rt = {name: (ac.galore_rank, ac.galore_interval) for name in recommended}
+    def_rt = {name: (min(ac.galore_rank, *shapes[name]), ac.galore_interval) for name in recommended}
     runs = []
     plans = [
         ("adam", "full-rank AdamW", None),
@@ -291,6 +305,9 @@ def validate(model, weights: dict[str, str], batches, loss_fn, fwd, cfg: Config,
         ("galore_default", f"GaLore at rank {ac.galore_rank}, gap {ac.galore_interval}", def_rt),
     ]
     for key, label, rt in plans:
+        if rt is None and adam is not None:
+            runs.append(adam)
+            continue
         start = time.perf_counter()
         if rt is None:
             losses = _train_adam(
@@ -399,6 +416,7 @@ def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=N
     spec, steps = cfg.advise.model, cfg.train.steps
     if spec != TWOLAYER and problem is None:
         cfg, problem = prepare(cfg)
+    initial = None  # a SPEC's model before training (the validation starts from it)
     if spec == TWOLAYER:
         say(f"training the two-layer model for {steps} steps ({cfg.train.optimizer}), recording")
         run = record_twolayer(cfg)
@@ -410,7 +428,8 @@ def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=N
         run = record_module(problem, cfg)
         loss_curve, loss_steps = run["losses"], list(range(steps + 1))
     step_seconds = run["train_seconds"] / steps
-    layers = [_layer_payload(le, cfg.advise.target, run["svd_seconds"].get(le.name), steps, step_seconds) for le in run["layers"]]
+    svd = svd_seconds(run["last"])
+    layers = [_layer_payload(le, cfg.advise.target, svd.get(le.name), steps, step_seconds) for le in run["layers"]]
     payload = {
         "schema": SCHEMA,
         "kind": "advise",
@@ -433,23 +452,20 @@ def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=N
     recommended = {lay["name"]: lay["recommended_svd"] for lay in layers if lay["recommended_svd"]}
     if cfg.advise.validate and len(recommended) == len(layers):
         say("validating: full AdamW, GaLore at the recommendation and at its defaults")
-        if problem is None:
-            payload["validation"] = _validate_twolayer(cfg, recommended)
-        else:
-            from gradrank.anynet.spec import forward
-
-            names = {name: f"{name}.weight" for name in recommended}
-            shell = copy.copy(problem)
-            payload["validation"] = validate(
-                initial,
-                names,
-                problem.batches,
-                problem.loss,
-                lambda m, x: forward(_with_model(shell, m), x),
-                cfg,
-                recommended,
-            )
+        payload["validation"] = validation(cfg, recommended, problem, initial)
     return payload
+
+
+def validation(cfg: Config, recommended: dict[str, dict], problem=None, initial=None, adam: dict | None = None) -> dict:
+    """`validate` for the two-layer model (problem None) or a SPEC's Problem from its initial model."""
+    if problem is None:
+        return _validate_twolayer(cfg, recommended, adam)
+    from gradrank.anynet.spec import forward
+
+    names = {name: f"{name}.weight" for name in recommended}
+    shell = copy.copy(problem)
+    fwd = lambda m, x: forward(_with_model(shell, m), x)  # noqa: E731
+    return validate(initial, names, problem.batches, problem.loss, fwd, cfg, recommended, adam)
 
 
 def _patterns(problem, cfg: Config) -> list[str] | None:
@@ -462,7 +478,7 @@ def _with_model(problem, model):
     return problem
 
 
-def _validate_twolayer(cfg: Config, recommended: dict[str, dict]) -> dict:
+def _validate_twolayer(cfg: Config, recommended: dict[str, dict], adam: dict | None = None) -> dict:
     from gradrank.pipeline import analysis
     from gradrank.twolayer.gradient import loss_and_residue
 
@@ -476,4 +492,5 @@ def _validate_twolayer(cfg: Config, recommended: dict[str, dict]) -> dict:
         lambda m, x: m(x),
         cfg,
         recommended,
+        adam,
     )

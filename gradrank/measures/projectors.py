@@ -23,6 +23,7 @@ span{X_B^T r, q} on the input side and span{a o mu, a o (Sigma'_perp^T (z o r))}
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -47,34 +48,51 @@ def galore_side(shape: tuple[int, int]) -> str:
 @dataclass
 class SideGradient:
     """One step's gradient of one weight as A (long x short, columns on GaLore's side): the products a
-    projector needs, whether A is held dense or factored as coef L^T R (L: n x long, R: n x short)."""
+    projector needs, whether A is held dense or factored as coef L^T R (L: n x long, R: n x short).
+    Column norms are computed only where asked (the rows projector's refresh and its chosen columns):
+    per step the recorder needs ||A||_F^2 and A B, nothing else of size long x short."""
 
     mv: Callable[[torch.Tensor], torch.Tensor]  # B (short x k) -> A B
     rmv: Callable[[torch.Tensor], torch.Tensor]  # C (long x k) -> A^T C
-    col_norms2: torch.Tensor  # ||A e_j||^2, j < short
+    norms: Callable[[torch.Tensor | None], torch.Tensor]  # idx -> ||A e_j||^2 for j in idx (None: every j < short)
+    fro2: float  # ||A||_F^2
     long: int
     short: int
+    dtype: torch.dtype
+    device: torch.device
     theory: Callable[[], torch.Tensor] | None = None  # -> short x 2 theory directions (not orthonormal), at a refresh
     dense: torch.Tensor | None = None  # A itself when held (the exact fallback of the top-k)
+
+    @functools.cached_property
+    def col_norms2(self) -> torch.Tensor:
+        """||A e_j||^2 for every j < short."""
+        return self.norms(None)
 
     @staticmethod
     def of(P: torch.Tensor, theory: Callable[[], torch.Tensor] | None = None) -> "SideGradient":
         """From the dense parameter-shaped gradient P (rows x cols)."""
         A = P if P.shape[0] >= P.shape[1] else P.T
-        return SideGradient(
-            lambda B: A @ B, lambda C: A.T @ C, torch.linalg.vector_norm(A, dim=0) ** 2, A.shape[0], A.shape[1], theory, A
-        )
+
+        def norms(idx):
+            return torch.linalg.vector_norm(A if idx is None else A[:, idx], dim=0) ** 2
+
+        fro2 = float(torch.linalg.vector_norm(A)) ** 2
+        return SideGradient(lambda B: A @ B, lambda C: A.T @ C, norms, fro2, A.shape[0], A.shape[1], A.dtype, A.device, theory, A)
 
     @staticmethod
     def factored(
         L: torch.Tensor, R: torch.Tensor, coef: float, theory: Callable[[], torch.Tensor] | None = None
     ) -> "SideGradient":
-        """A = coef L^T R (L: n x long, R: n x short), never formed; the column norms from the n x n Gram L L^T."""
+        """A = coef L^T R (L: n x long, R: n x short), never formed; column norms from the n x n Gram L L^T."""
         K = L @ L.T
-        cn = coef * coef * (R * (K @ R)).sum(0)
-        return SideGradient(
-            lambda B: coef * (L.T @ (R @ B)), lambda C: coef * (R.T @ (L @ C)), cn, L.shape[1], R.shape[1], theory
-        )
+
+        def norms(idx):
+            Ri = R if idx is None else R[:, idx]
+            return coef * coef * (Ri * (K @ Ri)).sum(0)
+
+        fro2 = coef * coef * float((R * (K @ R)).sum())
+        mv, rmv = (lambda B: coef * (L.T @ (R @ B))), (lambda C: coef * (R.T @ (L @ C)))
+        return SideGradient(mv, rmv, norms, fro2, L.shape[1], R.shape[1], R.dtype, R.device, theory)
 
 
 def parse_list(text, what: str, kind=int) -> list:
@@ -176,7 +194,7 @@ class EnergyRecorder:
         """Add step t's shares (t counts from 0 and must be consecutive)."""
         if t != self.steps:
             raise ValueError(f"steps must be observed in order (expected {self.steps}, got {t})")
-        fro2 = float(g.col_norms2.sum())
+        fro2 = g.fro2
         keys: dict[str, list[tuple]] = {p: [] for p in self.projectors}
         for p in self.projectors:
             if self.k == 0 and p != "theory":
@@ -202,7 +220,7 @@ class EnergyRecorder:
         self.steps += 1
 
     def _refresh(self, p: str, t0: int, g: SideGradient) -> torch.Tensor:
-        k, dtype, device = self.k, g.col_norms2.dtype, g.col_norms2.device
+        k, dtype, device = self.k, g.dtype, g.device
         if p == "svd":
             return self._top(g)
         if p == "random":
@@ -217,7 +235,7 @@ class EnergyRecorder:
 
     def _top(self, g: SideGradient) -> torch.Tensor:
         """Top-k right singular vectors of A (the top left ones of A^T), warm-started from the last refresh."""
-        k, dtype, device = self.k, g.col_norms2.dtype, g.col_norms2.device
+        k, dtype, device = self.k, g.dtype, g.device
         b = block_width(k, self.short, self.long)
         if self._block is None or self._block.shape[1] != b:
             gen = generator(self.seed, "projector_start", self.index)
@@ -252,7 +270,7 @@ class EnergyRecorder:
     def _captured(self, keys: list[tuple], g: SideGradient) -> dict[tuple, torch.Tensor]:
         """||P_r(A)||_F^2 for every rank r = 1 .. width of each basis (prefix sums); one product A [B_1 B_2 ...]
         for all the subspace bases in use (rows: sums of A's squared column norms)."""
-        out = {key: torch.cumsum(g.col_norms2[self._bases[key]], 0) for key in keys if key[0] == "rows"}
+        out = {key: torch.cumsum(g.norms(self._bases[key]), 0) for key in keys if key[0] == "rows"}
         dense = [key for key in keys if key[0] != "rows"]
         if dense:
             bases = [self._bases[key] for key in dense]
