@@ -245,6 +245,10 @@ def test_advise_two_layer_end_to_end_round_trips_and_renders(tmp_path):
     html = (out / "report.html").read_text()
     assert "&lt;b&gt;mine&lt;/b&gt;" in html and "<b>mine</b>" not in html
     assert html.count("<svg") == 1 + 4 and "Validation against GaLore" in html
+    # each GaLore loss is stated against Adam's: a factor when over twice it, else a signed percentage
+    verdict = html[html.index('id="verdict"') :].split("</p>")[0]
+    for gap in (adv.validation.verdict["relative_gap"], adv.validation.verdict["default_relative_gap"]):
+        assert (f"{1 + gap:.3g}× Adam's" if gap > 1 else f"{100 * gap:+.1f} % from Adam's") in verdict
 
 
 def test_module_gd_is_plain_full_batch_gradient_descent():
