@@ -113,7 +113,7 @@ def study(cfg: Config, ns: list[int], seeds: int, progress: Callable[[int, int, 
         "zeta": cfg.data.nu if cfg.data.zeta is None else 0.0,
         # ||a∘mu|| = sqrt(m)|mu| exactly where mu_j does not depend on s_j: the slope of sqrt(m) at the
         # sizes run (1/2 when m ∝ n; m is rounded to an integer at each n)
-        "a_mu": loglog_slope([r["n"] for r in rows], [math.sqrt(r["m"]) for r in rows])[0] if p == 0 else None,
+        "a_mu": (loglog_slope([r["n"] for r in rows], [math.sqrt(r["m"]) for r in rows]) or [None])[0] if p == 0 else None,
         "G": None,
     }  # G mixes terms whose constants matter at any finite n: measured only
     comparison = []
