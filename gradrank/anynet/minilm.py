@@ -103,7 +103,7 @@ def problem(cfg: Config, st=None) -> Problem:
     pairs = sentence_pairs(P, cfg.seed)
     text = [a for a, _ in pairs] + [b for _, b in pairs]
     features = st.tokenizer(text, padding=True, truncation=True, max_length=cfg.layers.max_length, return_tensors="pt")
-    dev = device(cfg)
+    dev = device(cfg.compute)
     inputs = {k: features[k].to(dev) for k in ("input_ids", "attention_mask", "token_type_ids") if k in features}
     bert = st[0].auto_model.to(dev)
     bert.eval()  # no dropout: the gradient is a function of the weights and the batch

@@ -70,7 +70,7 @@ def build(cfg: Config, ds) -> DeepMLP:
 def problem(cfg: Config) -> Problem:
     """The deep MLP, its data in batches of layers.batch_size (0: one batch) and the config's loss."""
     ds = data_mod.load(cfg.data, cfg.seed, cfg.loss.kind)
-    dtype, dev = getattr(torch, cfg.compute.dtype), device(cfg)
+    dtype, dev = getattr(torch, cfg.compute.dtype), device(cfg.compute)
     model = build(cfg, ds).to(dev)
     X, y = ds.X.to(dev, dtype), ds.y.to(dev, dtype)
     step = cfg.layers.batch_size or ds.n

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from gradrank.config import Config
+from gradrank.config import ComputeConfig, Config
 from gradrank.errors import InputError
 
 BUILT_IN = ("mlp", "minilm")
@@ -195,11 +195,12 @@ def linear_layers(model: torch.nn.Module, patterns: list[str] | None = None) -> 
     return {n: m for n, m in found.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
 
 
-def device(cfg: Config) -> torch.device:
-    """compute.device for the built-in models (a user's file places its own model)."""
-    if cfg.compute.device == "cuda" and not torch.cuda.is_available():
+def device(cc: ComputeConfig) -> torch.device:
+    """The compute section's device, checked (every built-in model and the two-layer pipeline; a
+    user's file places its own model)."""
+    if cc.device == "cuda" and not torch.cuda.is_available():
         raise InputError("config key 'compute.device' = cuda, but no CUDA device is available")
-    return torch.device(cfg.compute.device)
+    return torch.device(cc.device)
 
 
 def forward(problem: Problem, inputs: Any) -> Any:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from gradrank.anynet.spec import device
 from gradrank.config import ComputeConfig, Config, ModelConfig
 from gradrank.config.resources import blame
 from gradrank.decomposition.split import Terms
@@ -42,9 +43,7 @@ class Analysis:
 
 
 def device_and_dtype(cc: ComputeConfig) -> tuple[torch.device, torch.dtype]:
-    if cc.device == "cuda" and not torch.cuda.is_available():
-        raise InputError("config key 'compute.device' = cuda, but no CUDA device is available")
-    return torch.device(cc.device), getattr(torch, cc.dtype)
+    return device(cc), getattr(torch, cc.dtype)
 
 
 def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None = None, noise_draw: int = 0) -> Analysis:
