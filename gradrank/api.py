@@ -27,12 +27,14 @@ class Result(Analysis):
         """The run report's figures as matplotlib Figures: spectrum, norms, alignment (and data where
         the bulk eigenvalues are known)."""
         from gradrank.report import figures as F
+        from gradrank.report.render import rounding_floor
 
         m, arrays = self.metrics, self.arrays
         out = {}
         with F.collect() as made:
             if "singular_values" in arrays:
-                F.spectrum(arrays["singular_values"], arrays.get("E_singular_values"), m.norms.to_dict(), m.bulk_edge)
+                floor = rounding_floor({"compute": {"dtype": self.config.compute.dtype}})
+                F.spectrum(arrays["singular_values"], arrays.get("E_singular_values"), m.norms.to_dict(), m.bulk_edge, floor)
                 out["spectrum"] = made[-1]
             F.term_norms(m.norms.to_dict(), m.shares.to_dict())
             out["norms"] = made[-1]

@@ -366,3 +366,20 @@ def test_long_zipped_levels_leave_room_for_the_axes():
     ax = made[0].axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()][1] == "nu=0.3,\nalpha=0.5,\nactivation=tanh,\nindex_sees_spike=True"
     assert ax.get_position().height > 0.15  # the panel keeps a sixth of the figure's height
+
+
+def test_spectrum_marks_no_term_at_rounding_level():
+    """quadratic: mu = E[sigma'] = 0, so S1 and S12 vanish in exact arithmetic (their computed norms
+    are ~1e-16·‖G‖): the spectrum figure draws no line for them, while relu keeps all four."""
+    import gradrank
+
+    small = {"data.n": 150, "data.d": 200, "model.width": 250}
+    labels = {}
+    for act in ("quadratic", "relu"):
+        res = gradrank.analyze(overrides={**small, "model.activation": act})
+        lines = res.figures()["spectrum"].axes[0].get_lines()
+        labels[act] = {ln.get_label().split(" =")[0] for ln in lines if not ln.get_label().startswith("_")}
+        if act == "quadratic":
+            assert 0 < res.metrics.norms.S1 < 1e-12 * res.metrics.norms.G
+    assert labels["quadratic"] == {"‖S2‖", "‖E‖"}
+    assert labels["relu"] == {"‖S1‖", "‖S12‖", "‖S2‖", "‖E‖"}

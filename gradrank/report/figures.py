@@ -145,9 +145,11 @@ def _attr(text: str) -> str:
     return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _term_lines(ax, norms: dict, keys=("S1", "S12", "S2", "E")) -> None:
+def _term_lines(ax, norms: dict, floor: float = 0.0, keys=("S1", "S12", "S2", "E")) -> None:
+    """A line per term norm; a term at rounding level (≤ floor·‖G‖) is zero and gets none."""
+    zero = floor * norms.get("G", 0.0)
     for k in keys:
-        if k in norms and np.isfinite(norms[k]) and norms[k] > 0:
+        if k in norms and np.isfinite(norms[k]) and norms[k] > max(zero, 0.0):
             ax.axvline(
                 norms[k], color=COLORS[k], ls="--" if k == "E" else "-", lw=1.1, label=f"{TERM_LABELS[k]} = {norms[k]:.3g}"
             )
@@ -157,8 +159,9 @@ def _term_lines(ax, norms: dict, keys=("S1", "S12", "S2", "E")) -> None:
 
 
 @_styled
-def spectrum(values: np.ndarray, e_values: np.ndarray | None, norms: dict, edge: float | None) -> str:
-    """Figure 1: histogram of the singular values of G with the term norms marked, and the sorted spectrum."""
+def spectrum(values: np.ndarray, e_values: np.ndarray | None, norms: dict, edge: float | None, floor: float = 0.0) -> str:
+    """Figure 1: histogram of the singular values of G with the term norms marked (none for a term
+    at rounding level, ≤ floor·‖G‖), and the sorted spectrum."""
     s = np.sort(np.asarray(values, float))[::-1]
     s = s[s > s[0] * 1e-10] if s.size and s[0] > 0 else s
     fig, (ax, ax2) = _figure(1, 2, figsize=(WIDTH, 2.5), gridspec_kw={"width_ratios": [1.45, 1]})
@@ -169,7 +172,7 @@ def spectrum(values: np.ndarray, e_values: np.ndarray | None, norms: dict, edge:
     if out.any():
         ax.stairs(np.histogram(s[out], bins)[0], bins, fill=True, color=COLORS["G"], label=f"outliers ({int(out.sum())})")
         ax.plot(s[out], np.zeros(int(out.sum())), "v", color=COLORS["G"], ms=5, clip_on=False, transform=ax.get_xaxis_transform())
-    _term_lines(ax, norms)
+    _term_lines(ax, norms, floor)
     ax.set(xlabel="singular value of G", ylabel="count (log scale)", xlim=(0, bins[-1]))
     ax.set_yscale("log")
     ax.set_ylim(bottom=0.5)

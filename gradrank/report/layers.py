@@ -41,7 +41,13 @@ def render_layers(run_dir: Path, paper: str | None = None, show: str | None = No
     values = result.arrays.get(f"{pick.name}/G")
     spectrum = None
     if values is not None:
-        spectrum = figures.spectrum(values, result.arrays.get(f"{pick.name}/E"), pick.norms, pick.bulk_edge)
+        spectrum = figures.spectrum(
+            values,
+            result.arrays.get(f"{pick.name}/E"),
+            pick.norms,
+            pick.bulk_edge,
+            rounding_floor({"compute": {"dtype": result.dtype}}),
+        )
     import json
 
     prov = json.loads((Path(run_dir) / "layers.json").read_text(encoding="utf-8")).get("provenance", {})

@@ -319,6 +319,7 @@ def run_context(run_dir: Path, metrics: dict) -> dict:
                 arrays.get("E_singular_values"),
                 m["norms"],
                 m["bulk_edge"],
+                rounding_floor(cfg),
             )
         draw("norms", "term norms", figures.term_norms, m["norms"], m.get("shares", {}))
         draw("alignment", "alignment heatmap", figures.alignment, m["alignment"], m["rank"]["outliers"])
