@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 
 from gradrank import config
 from gradrank.experiments import advisor
+from gradrank.io import write_json
 
 
 def run(path: str, scales: list[float], sets: list[str]) -> dict:
@@ -119,17 +121,30 @@ def main() -> None:
     ap.add_argument("--tables", action="store_true", help="the configs are JSON files this script wrote: print their tables")
     args = ap.parse_args()
     scales = [float(s) for s in args.scales.split(",")]
+    targets = {path: Path(args.out) / (Path(path).stem + ".json") for path in args.configs if args.out and not args.tables}
+    for target in targets.values():  # before hours of training: replace only what this script wrote
+        if target.exists() and not _ours(target):
+            print(f"error: {target} exists and is not a result of this script; not overwritten", file=sys.stderr)
+            raise SystemExit(2)
     for path in args.configs:
         if args.tables:
             with open(path) as fh:
                 report(json.load(fh))
             continue
         out = run(path, scales, args.sets)
-        if args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            with open(Path(args.out) / (Path(path).stem + ".json"), "w") as fh:
-                json.dump(out, fh, indent=1)
+        if path in targets:
+            targets[path].parent.mkdir(parents=True, exist_ok=True)
+            write_json(targets[path], out)  # atomic
         report(out)
+
+
+def _ours(target: Path) -> bool:
+    """A JSON object with this script's keys (a previous run's result)."""
+    try:
+        obj = json.loads(target.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(obj, dict) and {"config", "steps", "record_seconds", "layers", "validation"} <= obj.keys()
 
 
 if __name__ == "__main__":
