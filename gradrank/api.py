@@ -334,9 +334,10 @@ def advise_overrides(model=None, ranks=None, intervals=None, target=None, projec
     return {k: v for k, v in out.items() if v is not None}
 
 
-def save(result, target: str | Path) -> Path:
+def save(result, target: str | Path, render=None) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
-    as the result's config asks (output.report, output.pdf)."""
+    as the result's config asks (output.report, output.pdf), by `render(dir, formats)` when given
+    (the CLI's report worker) and `report.render.render_dir` otherwise."""
     from gradrank.experiments.onestep import OnestepResult
     from gradrank.experiments.scaling import ScalingResult
     from gradrank.measures.records import TrainSummary
@@ -365,8 +366,10 @@ def save(result, target: str | Path) -> Path:
     else:
         target, cfg = runs.write_run(Path(target), result), result.config
     formats = (["html"] if cfg.output.report else []) + (["pdf"] if cfg.output.pdf else [])
-    if formats:
-        from gradrank.report import render
+    if formats and render is not None:
+        render(target, formats)
+    elif formats:
+        from gradrank.report import render as report
 
-        render.render_dir(target, formats)
+        report.render_dir(target, formats)
     return Path(target)

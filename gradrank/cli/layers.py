@@ -21,6 +21,7 @@ from gradrank.cli.common import (
     output_dir,
     run_guarded,
 )
+from gradrank.cli.prerender import report_worker
 from gradrank.cli.progress import LayerProgress
 
 
@@ -58,12 +59,13 @@ def layers_cmd(
         cfg = load_config(config, set_, seed, device, overrides)
         if pdf or no_report:
             cfg = cfg.replace(**{"output.pdf": pdf or cfg.output.pdf, "output.report": not no_report})
-        from gradrank import api
+        with report_worker(cfg) as render:
+            from gradrank import api
 
-        target = output_dir(out, cfg, "layers")
-        with LayerProgress(quiet) as progress:
-            result = api.layers_from_config(cfg, force=force, on_layer=progress)
-        api.save(result, target)
+            target = output_dir(out, cfg, "layers")
+            with LayerProgress(quiet) as progress:
+                result = api.layers_from_config(cfg, force=force, on_layer=progress)
+            api.save(result, target, render)
         if quiet:
             typer.echo(str(target))
             return

@@ -21,6 +21,7 @@ from gradrank.cli.common import (
     output_dir,
     run_guarded,
 )
+from gradrank.cli.prerender import report_worker
 from gradrank.errors import InputError
 
 
@@ -44,15 +45,16 @@ def analyze(
         cfg = load_config(config, set_, seed, device)
         if pdf or no_report:
             cfg = cfg.replace(**{"output.pdf": pdf or cfg.output.pdf, "output.report": not no_report})
-        from gradrank import api
-        from gradrank.cli.summary import print_summary
-        from gradrank.config.resources import check_memory
+        with report_worker(cfg) as render:
+            from gradrank import api
+            from gradrank.cli.summary import print_summary
+            from gradrank.config.resources import check_memory
 
-        if not force:
-            check_memory(cfg)
-        target = output_dir(out, cfg, "analyze")
-        result = api.analyze(cfg)
-        api.save(result, target)
+            if not force:
+                check_memory(cfg)
+            target = output_dir(out, cfg, "analyze")
+            result = api.analyze(cfg)
+            api.save(result, target, render)
         if not quiet:
             print_summary(result, target)
         else:
@@ -125,16 +127,17 @@ def decompose(
             **({"model.weights": str(weights), "model.weights_sha256": ""} if weights else {}),
         }
         cfg = load_config(config, set_, seed, device, files)
-        from gradrank import api
-        from gradrank.cli.summary import print_summary
-        from gradrank.config.resources import check_files
+        with report_worker(cfg) as render:
+            from gradrank import api
+            from gradrank.cli.summary import print_summary
+            from gradrank.config.resources import check_files
 
-        if not force:
-            check_files(cfg, data, weights)
+            if not force:
+                check_files(cfg, data, weights)
 
-        target = output_dir(out, cfg, "decompose")
-        result = api.analyze(cfg)
-        api.save(result, target)
+            target = output_dir(out, cfg, "decompose")
+            result = api.analyze(cfg)
+            api.save(result, target, render)
         print_summary(result, target, "decompose") if not quiet else typer.echo(str(target))
 
     run_guarded(go)
