@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from numpy.random import SeedSequence
 
 STREAMS: dict[str, tuple[int, ...]] = {
     "bulk": (1,),  # the bulk rows X_B and the bulk eigenbasis
@@ -39,5 +40,5 @@ STREAMS: dict[str, tuple[int, ...]] = {
 
 def generator(seed: int, stream: str, *index: int) -> torch.Generator:
     """A generator for one named stream (and optional sub-indices, e.g. a noise draw) of the seed."""
-    state = np.random.SeedSequence([seed, *STREAMS[stream], *index]).generate_state(2, dtype=np.uint64)
+    state = SeedSequence([seed, *STREAMS[stream], *index]).generate_state(2, dtype=np.uint64)
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))

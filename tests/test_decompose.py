@@ -73,7 +73,7 @@ def test_quadrature_mu_matches_monte_carlo(small_cfg, activation):
 @pytest.mark.parametrize("points", [64, 128])
 def test_quadrature_at_any_allowed_order_is_finite_and_silent(small_cfg, points):
     """tanh under a strong spike needs more than Gauss-Hermite: at the largest allowed order too the
-    refinement stays within numpy's finite Hermite rules (no overflow warning, no NaN) and the
+    refinement stays within finite Hermite rules (no overflow warning, no NaN) and the
     panel rule gives the same mu."""
     import warnings
 
@@ -83,6 +83,22 @@ def test_quadrature_at_any_allowed_order_is_finite_and_silent(small_cfg, points)
         mu, err = mu_population(ds, net, points)
     assert bool(torch.isfinite(mu).all()) and err < 1e-10
     assert torch.allclose(mu, dec.mu, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("k", [1, 2, 64, 256, 360])
+def test_hermite_rule_is_gauss_hermite(k):
+    """Our Golub-Welsch rule: exact for the moments E g^(2j) = (2j-1)!! up to degree 2k-1, odd
+    moments 0, and the nodes and weights of numpy's hermgauss (a dense eigensolver) to rounding."""
+    from gradrank.twolayer.mu import _hermite_rule
+
+    g, w = _hermite_rule.__wrapped__(k)
+    assert g.shape == w.shape == (k,) and bool(np.all(np.diff(g) > 0)) and bool(np.all(w > 0))
+    for j in range(min(k, 12)):  # degree 2j <= 2k - 1
+        assert (w * g ** (2 * j)).sum() == pytest.approx(math.prod(range(1, 2 * j, 2)), rel=1e-13)
+        assert abs((w * g ** (2 * j + 1)).sum()) < 1e-13 * math.prod(range(1, 2 * j + 2, 2))
+    x, v = np.polynomial.hermite.hermgauss(k)
+    assert np.allclose(g, math.sqrt(2) * x, rtol=0, atol=1e-13)
+    assert np.allclose(w, v / math.sqrt(math.pi), rtol=1e-11, atol=0)
 
 
 def test_quadratic_activation_kills_residue_spike(small_cfg):

@@ -5,6 +5,8 @@ sytrd, sterf, stemr and ormqr are function pointers from scipy's Cython LAPACK t
 (scipy.linalg.cython_lapack, public API: the capsules of its __pyx_capi__) called through ctypes,
 which releases the GIL, so two reductions can run on two cores at once. The module is loaded from
 its file without running scipy/linalg/__init__ (docs/performance.md says what that import costs).
+Both the table and the BLAS thread pools are found when this module is imported, like any import,
+not inside the first analysis (there they cost about three times as much: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -110,6 +112,16 @@ def tridiagonal(A):
     return F, diag, off, tau[: n - 1], d
 
 
+def tridiagonal_values(diag: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """All eigenvalues, ascending, of the symmetric tridiagonal T = (diag, off) (LAPACK sterf: no BLAS)."""
+    d, e = np.array(diag, order="C"), np.append(np.asarray(off, diag.dtype), 0)
+    N, info = _ints(d.shape[0], 0)
+    call(_prefix(d.dtype) + "sterf", N, d, e, info)
+    if info[0]:
+        raise RuntimeError(f"LAPACK {_prefix(d.dtype)}sterf did not converge (info = {info[0]})")
+    return d
+
+
 def stemr_top(diag: np.ndarray, off: np.ndarray, k: int) -> tuple[np.ndarray | None, int]:
     """Eigenvectors (n x k, Fortran order, ascending) of the symmetric tridiagonal T = (diag, off)
     for its k largest eigenvalues (LAPACK stemr, MRRR, indices n-k+1 .. n; scipy's wrapper's
@@ -159,3 +171,6 @@ def eig_top(C: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         # Q = diag(1, Q~), Q~ from the reflectors stored below the subdiagonal (LAPACK's dormtr, uplo = L)
         ormqr_left(refl[1:, :-1], tau, P[1:], lwork=max(1, 64 * k))
     return lam, np.array(P, order="C")  # a copy: for k = 1 a contiguous view may keep P's negative stride
+
+
+blas_pools()  # loads the LAPACK table too
