@@ -253,7 +253,11 @@ MUTANTS: list[Mutant] = [
         "factor",
     ),
     Mutant(
-        "mu-hermite-sqrt2", MU, "return math.sqrt(2.0) * x, w / math.sqrt(math.pi)", "return x, w / math.sqrt(math.pi)", "factor"
+        "mu-hermite-sqrt2",
+        MU,
+        "g = tridiagonal_values(np.zeros(k), np.sqrt(np.arange(1.0, k)))",
+        "g = tridiagonal_values(np.zeros(k), np.sqrt(np.arange(1.0, k) / 2))",
+        "factor",
     ),
     Mutant(
         "mu-panels-even",
