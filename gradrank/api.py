@@ -366,10 +366,8 @@ def save(result, target: str | Path, render=None) -> Path:
     else:
         target, cfg = runs.write_run(Path(target), result), result.config
     formats = (["html"] if cfg.output.report else []) + (["pdf"] if cfg.output.pdf else [])
-    if formats and render is not None:
+    if formats:
+        if render is None:
+            from gradrank.report.render import render_dir as render
         render(target, formats)
-    elif formats:
-        from gradrank.report import render as report
-
-        report.render_dir(target, formats)
     return Path(target)
