@@ -7,6 +7,7 @@ gradrank.api (docs/api.md), loaded on first use.
 """
 
 from gradrank._version import __version__  # noqa: F401
+from gradrank.errors import InputError  # noqa: F401  (every bad input of the API raises it)
 
 _API = ("analyze", "decompose", "train", "layers", "advise", "onestep", "sweep", "load", "save", "Result")
 

@@ -334,10 +334,9 @@ def advise_overrides(model=None, ranks=None, intervals=None, target=None, projec
     return {k: v for k, v in out.items() if v is not None}
 
 
-def save(result, target: str | Path, render=None) -> Path:
+def save(result, target: str | Path) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
-    as the result's config asks (output.report, output.pdf), by `render(dir, formats)` when given
-    (the CLI's report worker) and `report.render.render_dir` otherwise."""
+    as the result's config asks (output.report, output.pdf)."""
     from gradrank.experiments.onestep import OnestepResult
     from gradrank.experiments.scaling import ScalingResult
     from gradrank.measures.records import TrainSummary
@@ -367,7 +366,7 @@ def save(result, target: str | Path, render=None) -> Path:
         target, cfg = runs.write_run(Path(target), result), result.config
     formats = (["html"] if cfg.output.report else []) + (["pdf"] if cfg.output.pdf else [])
     if formats:
-        if render is None:
-            from gradrank.report.render import render_dir as render
-        render(target, formats)
+        from gradrank.report.render import render_dir
+
+        render_dir(target, formats)
     return Path(target)

@@ -3,10 +3,10 @@
 import json
 import subprocess
 import sys
+import tomllib
 
 import numpy as np
 import pytest
-import tomllib
 from typer.testing import CliRunner
 
 from gradrank import config

@@ -15,11 +15,11 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 from _reliability import record
 
 from gradrank import config

@@ -94,9 +94,8 @@ def test_planted_w_keeps_decomposition_and_plants_q(vector):
 
 def test_sample_configs_load_and_default_lists_every_key():
     """Every experiment config is valid for its command; default.toml is the full default config."""
-    from pathlib import Path
-
     import tomllib
+    from pathlib import Path
 
     from gradrank.experiments import sweep
 

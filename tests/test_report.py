@@ -10,11 +10,11 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-import tomllib
 from typer.testing import CliRunner
 
 from gradrank import api

@@ -9,11 +9,11 @@ import json
 import os
 import shutil
 import stat
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 from _reliability import tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -219,10 +219,12 @@ def test_hostile_command_line_flags_are_refused(tmp_path):
 
 
 def _fake_sbatch(bin_dir: Path, capture: Path) -> None:
+    """sbatch that keeps the job script, and an srun that submitit only looks for: no SLURM needed."""
     bin_dir.mkdir(exist_ok=True)
-    script = bin_dir / "sbatch"
-    script.write_text(f'#!/bin/sh\ncp "$1" "{capture}"\necho "Submitted batch job 4242"\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    for name, body in (("sbatch", f'cp "$1" "{capture}"\necho "Submitted batch job 4242"'), ("srun", "exit 0")):
+        script = bin_dir / name
+        script.write_text(f"#!/bin/sh\n{body}\n")
+        script.chmod(script.stat().st_mode | stat.S_IEXEC)
 
 
 def _sbatch_script(tmp: Path, table: dict) -> list[str]:
@@ -230,13 +232,13 @@ def _sbatch_script(tmp: Path, table: dict) -> list[str]:
     import submitit
 
     ex = executors.make("slurm", tmp / "root", slurm=table)
-    sub = submitit.AutoExecutor(folder=ex.folder, cluster="slurm")
-    sub.update_parameters(**ex._parameters())
     capture = tmp / "captured.sh"
     _fake_sbatch(tmp / "bin", capture)
     old = os.environ["PATH"]
     os.environ["PATH"] = f"{tmp / 'bin'}:{old}"
     try:
+        sub = submitit.AutoExecutor(folder=ex.folder, cluster="slurm")
+        sub.update_parameters(**ex._parameters())
         sub.map_array(abs, [1, 2])
     finally:
         os.environ["PATH"] = old

@@ -9,11 +9,11 @@ import errno
 import hashlib
 import json
 import os
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tomllib
 from _reliability import record, tree
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from gradrank.anynet.spec import Problem, forward, is_conv1d
+from gradrank.anynet.spec import Problem, backward, forward, is_conv1d
 from gradrank.errors import InputError
 
 
@@ -39,6 +39,7 @@ class LayerFactors:
     G: torch.Tensor | None = (
         None  # autograd's weight gradient of the mean loss, d_in x d_out, kept where n >= min(d_in, d_out) (the dense route)
     )
+    autograd_error: float = 0.0  # the largest over batches of ||(H^T D - G_autograd) P|| / ||G_autograd P||, P random probes
 
     @property
     def rows(self) -> int:
@@ -69,6 +70,29 @@ def batch_size(inputs) -> int:
     return first.shape[0]
 
 
+PROBES = 4  # random probe columns of the check against autograd's weight gradient
+
+
+def check_tolerance(dtype: torch.dtype) -> float:
+    """Relative disagreement between the factored and autograd's gradient above which a layer's
+    capture is wrong, not rounding: sqrt(eps) (1.5e-8 in float64, 3.5e-4 in float32)."""
+    return math.sqrt(torch.finfo(dtype).eps)
+
+
+def probe_error(H_rows: list[torch.Tensor], D_rows: list[torch.Tensor], G: torch.Tensor) -> float:
+    """||(sum_calls H^T D - G) P||_F / ||G P||_F for PROBES fixed random columns P (d_out x PROBES):
+    the captured factors of one batch against autograd's weight gradient of the same batch (both
+    d_in x d_out, scaled alike). 0 when both are zero; inf when only autograd's is zero."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    P = torch.randn(G.shape[1], PROBES, generator=gen, dtype=torch.float64).to(device=G.device, dtype=G.dtype)
+    ref = G @ P
+    got = sum(H.T @ (D @ P) for H, D in zip(H_rows, D_rows))
+    diff, scale = float(torch.linalg.norm(got - ref)), float(torch.linalg.norm(ref))
+    if scale == 0.0:
+        return 0.0 if diff == 0.0 else math.inf
+    return diff / scale
+
+
 MAX_OUTPUTS = 16  # C outputs cost C backward passes and C copies of J: beyond this, the general form only
 
 
@@ -81,12 +105,7 @@ def _outputs(outputs, n_b: int) -> int:
 
 
 def _loss_value(problem: Problem, outputs, targets) -> torch.Tensor:
-    try:
-        loss = problem.loss(outputs, targets)
-    except Exception as exc:  # noqa: BLE001 - the user's loss: one line, the traceback with --debug
-        raise InputError(
-            f"--model {problem.name}: the loss raised {exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
-        ) from exc
+    loss = problem.loss(outputs, targets)  # through user_call (Problem guards its loss)
     if not isinstance(loss, torch.Tensor):
         raise InputError(f"--model {problem.name}: the loss returned {type(loss).__name__}, not a tensor")
     if loss.numel() != 1:
@@ -110,11 +129,14 @@ class _Recorder:
         self.inputs: dict[tuple[int, bool], tuple] = {}  # (id(h), unmasked) -> (weak reference to h, its kept rows)
         self.n_b, self.mask, self.scale, self.mode, self.keep_outputs = n_b, mask, scale, "D", False
         self.output = 0  # which output's J the J pass records
-        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in layers.items()]
+        self.handles = [m.register_forward_hook(self._hook(n), with_kwargs=True) for n, m in layers.items()]
 
     def _hook(self, name):
-        def hook(module, args, output):
-            h, call = args[0], len(self.shapes[name])
+        def hook(module, args, kwargs, output):
+            h = args[0] if args else next(iter(kwargs.values()), None)  # self.fc(input=x) is a valid call too
+            if not isinstance(h, torch.Tensor) or not isinstance(output, torch.Tensor):
+                return
+            call = len(self.shapes[name])
             self.shapes[name].append((tuple(h.shape), output.shape[-1], h.element_size()))
             if output.requires_grad:
                 output.register_hook(lambda g: self._grad(name, call, h, g))
@@ -184,6 +206,8 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
     parts: dict[str, dict[str, list]] = {n: {"H": [], "D": [], "J": [], "r": [], "sample": []} for n in layers}
     calls: dict[str, int] = {n: 0 for n in layers}
     weight_grad: dict[str, torch.Tensor] = {}
+    checked: dict[str, float] = {}  # layer -> largest probe error against autograd so far
+    wrong: dict[str, float] = {}  # layers whose factors disagree with autograd's weight gradient
     trainable = [n for n, m in layers.items() if m.weight.requires_grad]
     scalar_all, loss_sum, offset = True, 0.0, 0
     timings = {"forward": 0.0, "backward": 0.0}
@@ -193,12 +217,7 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
         rec.keep_outputs = not trainable
         clock = time.perf_counter()
         try:
-            try:
-                outputs = forward(problem, inputs)
-            except Exception as exc:  # noqa: BLE001 - the user's model: one line, the traceback with --debug
-                raise InputError(
-                    f"--model {problem.name}: the forward pass raised {exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
-                ) from exc
+            outputs = forward(problem, inputs)
         finally:
             rec.close()
         loss = _loss_value(problem, outputs, targets)
@@ -216,8 +235,21 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
         wanted = [w for _, w in weights] + rec.outputs + ([outputs] if scalar else [])
         if not wanted:
             raise InputError(f"--model {problem.name}: no gradient reaches any chosen linear layer")
-        grads = list(torch.autograd.grad(loss, wanted, retain_graph=scalar, allow_unused=True))  # all weights: every hook fires
+        grads = list(
+            backward(problem, torch.autograd.grad, loss, wanted, retain_graph=scalar, allow_unused=True)
+        )  # every hook fires
         for (name, w), g in zip(weights, grads):
+            if name in wrong:
+                continue
+            rows = [rec.rows[name][c] for c in sorted(rec.rows[name])]
+            auto = (g.detach() if is_conv1d(layers[name]) else g.detach().T) * (n_b / N) if g is not None else None
+            if rows and auto is not None:
+                err = probe_error([e["H"] for e in rows], [e["D"] for e in rows], auto)
+                checked[name] = max(checked.get(name, 0.0), err)
+                if not err <= check_tolerance(auto.dtype):
+                    wrong[name] = err
+            elif rows and any(bool(e["D"].any()) for e in rows):  # factors but no autograd gradient: not this weight's
+                wrong[name] = math.inf
             if g is not None and name in dense:  # autograd's own weight gradient, accumulated like D (the independent reference)
                 g = (g.detach() if is_conv1d(layers[name]) else g.detach().T) * (n_b / N)
                 weight_grad[name] = g if name not in weight_grad else weight_grad[name] + g
@@ -229,7 +261,14 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
             for c in range(C):  # one backward pass per output
                 rec.output = c
                 f_c = outputs.sum() if C == 1 else outputs[:, c].sum()
-                torch.autograd.grad(f_c, [w for _, w in weights] + rec.outputs, allow_unused=True, retain_graph=c < C - 1)
+                backward(
+                    problem,
+                    torch.autograd.grad,
+                    f_c,
+                    [w for _, w in weights] + rec.outputs,
+                    allow_unused=True,
+                    retain_graph=c < C - 1,
+                )
         for name in layers:
             if b == 0:
                 calls[name] = len(rec.shapes[name])
@@ -251,6 +290,12 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
         del outputs, loss, grads, rec
     out, skipped = {}, {}
     for name, module in layers.items():
+        if name in wrong:
+            skipped[name] = (
+                f"its captured factors disagree with autograd's weight gradient (relative error {wrong[name]:.2g} on random "
+                "probes): its forward is not input @ weight^T + bias (a wrapper, a scaled input, a shared weight); not analysed"
+            )
+            continue
         if not calls[name] and not parts[name]["H"]:
             skipped[name] = "never called in the forward pass"
             continue
@@ -272,6 +317,7 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
             max(calls[name], 1),
             N,
             weight_grad.get(name),
+            checked.get(name, 0.0),
         )
     if not out:
         raise InputError(f"--model {problem.name}: no gradient reaches any chosen linear layer ({', '.join(skipped)})")

@@ -46,6 +46,29 @@ class Problem:
     spike: DataSpike | None = None  # built-in spiked data: the spike known exactly
     token_masks: list[torch.Tensor] | None = None  # per batch: which (sample, token) rows are real (not padding)
 
+    def __post_init__(self):
+        if not getattr(self.loss, "guarded", False):  # every call of the loss goes through user_call
+            self.loss = _guarded_loss(self.loss, self.name)
+
+
+def user_call(where: str, fn: Callable, *args, **kwargs):
+    """fn(*args, **kwargs) where fn is (or runs) the user's code: whatever it raises or exits with
+    (an exception, sys.exit(0), a BaseException subclass) is one InputError naming `where`, so a
+    user's exit never reads as success and nothing is written after it. Ctrl-C (KeyboardInterrupt)
+    stays an interruption."""
+    try:
+        return fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the user's code: one line, the traceback with --debug
+        raise InputError(f"{where} raised {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}) (an exit from the user's code is an error here)"
+    return f"{exc.__class__.__name__}: {_line(exc)}"
+
 
 def resolve(spec: str, cfg: Config | None = None) -> Problem:
     """The Problem a SPEC names; InputError (one line naming it) for every misuse."""
@@ -84,10 +107,7 @@ def _user_problem(spec: str, cfg: Config) -> Problem:
         )
     except (TypeError, ValueError):
         takes = 1
-    try:
-        out = fn(cfg) if takes else fn()
-    except Exception as exc:  # noqa: BLE001 - the user's code: one line, the traceback with --debug
-        raise InputError(f"--model {spec}: {fn_name}() raised {exc.__class__.__name__}: {_line(exc)}") from exc
+    out = user_call(f"--model {spec}: {fn_name}()", fn, *((cfg,) if takes else ()))
     return from_dict(out, spec, digest)
 
 
@@ -103,10 +123,10 @@ def _load_function(path: Path, fn_name: str, spec: str):
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
     try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - SyntaxError, ImportError, anything the file raises
+        user_call(f"--model {spec}: importing {path}", module_spec.loader.exec_module, module)
+    except InputError:
         sys.modules.pop(name, None)
-        raise InputError(f"--model {spec}: importing {path} raised {exc.__class__.__name__}: {_line(exc)}") from exc
+        raise
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise InputError(f"--model {spec}: {path} has no function {fn_name}")
@@ -154,6 +174,16 @@ def from_dict(out: Any, name: str, digest: str = "") -> Problem:
             raise InputError(f"--model {name}: 'layers' must be a list of name patterns")
         layers = list(layers)
     return Problem(name, model, [tuple(b) for b in batches], out["loss"], layers, digest)
+
+
+def _guarded_loss(loss: Callable, name: str) -> Callable:
+    """The user's loss, every call of it through user_call."""
+
+    def guarded(outputs, targets):
+        return user_call(f"--model {name}: the loss", loss, outputs, targets)
+
+    guarded.guarded = True
+    return guarded
 
 
 def _check_inputs(inputs: Any, name: str) -> None:
@@ -204,9 +234,15 @@ def device(cc: ComputeConfig) -> torch.device:
 
 
 def forward(problem: Problem, inputs: Any) -> Any:
-    """The one place a model is called on a batch's inputs."""
+    """The one place a model is called on a batch's inputs (through user_call: the model is the user's code)."""
+    where = f"--model {problem.name}: the forward pass"
     if isinstance(inputs, dict):
-        return problem.model(**inputs)
+        return user_call(where, problem.model, **inputs)
     if isinstance(inputs, (tuple, list)):
-        return problem.model(*inputs)
-    return problem.model(inputs)
+        return user_call(where, problem.model, *inputs)
+    return user_call(where, problem.model, inputs)
+
+
+def backward(problem: Problem, fn: Callable, *args, **kwargs):
+    """A backward pass (autograd.grad or .backward): it runs the user's autograd functions and hooks."""
+    return user_call(f"--model {problem.name}: the backward pass", fn, *args, **kwargs)

@@ -21,7 +21,6 @@ from gradrank.cli.common import (
     output_dir,
     run_guarded,
 )
-from gradrank.cli.prerender import report_worker
 from gradrank.cli.progress import LayerProgress
 
 
@@ -59,20 +58,19 @@ def layers_cmd(
         cfg = load_config(config, set_, seed, device, overrides)
         if pdf or no_report:
             cfg = cfg.replace(**{"output.pdf": pdf or cfg.output.pdf, "output.report": not no_report})
-        with report_worker(cfg) as render:
-            from gradrank import api
+        from gradrank import api
 
-            target = output_dir(out, cfg, "layers")
-            with LayerProgress(quiet) as progress:
-                result = api.layers_from_config(cfg, force=force, on_layer=progress)
-            api.save(result, target, render)
+        target = output_dir(out, cfg, "layers")
+        with LayerProgress(quiet) as progress:
+            result = api.layers_from_config(cfg, force=force, on_layer=progress)
+        api.save(result, target)
         if quiet:
             typer.echo(str(target))
             return
         for r in result.layers:
             typer.echo(
                 f"{r.name:48s} {r.shape[0]:>5d}x{r.shape[1]:<5d} {r.form:8s} ‖G‖={r.norms['G']:.4g} "
-                f"outliers={r.outliers} stable_rank={r.rank['stable']:.3g} identity={r.identity_error:.1e}"
+                f"outliers={r.outliers} stable_rank={r.rank['stable']:.3g} identity={r.identity_error:.1e} autograd={r.autograd_error:.1e}"
             )
         for name, why in result.skipped.items():
             typer.echo(f"skipped {name}: {why}")

@@ -21,7 +21,6 @@ from gradrank.cli.common import (
     output_dir,
     run_guarded,
 )
-from gradrank.cli.prerender import report_worker
 from gradrank.errors import InputError
 
 
@@ -45,16 +44,15 @@ def analyze(
         cfg = load_config(config, set_, seed, device)
         if pdf or no_report:
             cfg = cfg.replace(**{"output.pdf": pdf or cfg.output.pdf, "output.report": not no_report})
-        with report_worker(cfg) as render:
-            from gradrank import api
-            from gradrank.cli.summary import print_summary
-            from gradrank.config.resources import check_memory
+        from gradrank import api
+        from gradrank.cli.summary import print_summary
+        from gradrank.config.resources import check_memory
 
-            if not force:
-                check_memory(cfg)
-            target = output_dir(out, cfg, "analyze")
-            result = api.analyze(cfg)
-            api.save(result, target, render)
+        if not force:
+            check_memory(cfg)
+        target = output_dir(out, cfg, "analyze")
+        result = api.analyze(cfg)
+        api.save(result, target)
         if not quiet:
             print_summary(result, target)
         else:
@@ -127,17 +125,16 @@ def decompose(
             **({"model.weights": str(weights), "model.weights_sha256": ""} if weights else {}),
         }
         cfg = load_config(config, set_, seed, device, files)
-        with report_worker(cfg) as render:
-            from gradrank import api
-            from gradrank.cli.summary import print_summary
-            from gradrank.config.resources import check_files
+        from gradrank import api
+        from gradrank.cli.summary import print_summary
+        from gradrank.config.resources import check_files
 
-            if not force:
-                check_files(cfg, data, weights)
+        if not force:
+            check_files(cfg, data, weights)
 
-            target = output_dir(out, cfg, "decompose")
-            result = api.analyze(cfg)
-            api.save(result, target, render)
+        target = output_dir(out, cfg, "decompose")
+        result = api.analyze(cfg)
+        api.save(result, target)
         print_summary(result, target, "decompose") if not quiet else typer.echo(str(target))
 
     run_guarded(go)

@@ -20,7 +20,6 @@ from gradrank.cli.common import (
     output_dir,
     run_guarded,
 )
-from gradrank.cli.prerender import report_worker
 from gradrank.cli.progress import TrainProgress
 
 
@@ -49,18 +48,17 @@ def train_cmd(
         cfg = load_config(config, set_, seed, device, files)
         if pdf or no_report:
             cfg = cfg.replace(**{"output.pdf": pdf or cfg.output.pdf, "output.report": not no_report})
-        with report_worker(cfg) as render:
-            from gradrank import api
-            from gradrank.cli.summary import print_summary
-            from gradrank.config.resources import check_memory
-            from gradrank.pipeline import training as train_mod
+        from gradrank import api
+        from gradrank.cli.summary import print_summary
+        from gradrank.config.resources import check_memory
+        from gradrank.pipeline import training as train_mod
 
-            cfg = train_mod.resolve(cfg)
-            check_memory(cfg)
-            target = output_dir(out, cfg, "train")
-            with TrainProgress(cfg.train.steps, quiet) as progress:
-                tr = train_mod.train(cfg, progress)
-            api.save(tr, target, render)
+        cfg = train_mod.resolve(cfg)
+        check_memory(cfg)
+        target = output_dir(out, cfg, "train")
+        with TrainProgress(cfg.train.steps, quiet) as progress:
+            tr = train_mod.train(cfg, progress)
+        api.save(tr, target)
         if tr.diverged:
             typer.echo(f"warning: {tr.message}; the trajectory up to step {tr.info['steps_done']} is saved", err=True)
         if quiet:

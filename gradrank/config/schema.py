@@ -11,11 +11,10 @@ import difflib
 import hashlib
 import json
 import math
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from gradrank.errors import InputError
 

@@ -140,7 +140,7 @@ def record_twolayer(cfg: Config, record: bool = True) -> dict:
 def full_batch_gd(problem, steps: int, lr: float, on_step: Callable | None = None) -> list[float]:
     """Plain full-batch gradient descent on every parameter: the mean of the batch losses (batches of
     equal weight), w <- w - lr dL/dw. Returns the loss at each visited parameter value."""
-    from gradrank.anynet.spec import forward
+    from gradrank.anynet.spec import backward, forward
 
     params = [p for p in problem.model.parameters() if p.requires_grad]
     losses = []
@@ -150,7 +150,7 @@ def full_batch_gd(problem, steps: int, lr: float, on_step: Callable | None = Non
         for inputs, targets in problem.batches:
             loss = problem.loss(forward(problem, inputs), targets) / len(problem.batches)
             if t < steps:
-                loss.backward()
+                backward(problem, loss.backward)
             total += float(loss.detach())
         if not math.isfinite(total):
             raise InputError(f"train: the loss is not finite at step {t}; lower train.lr")
@@ -241,6 +241,8 @@ def _galore():
 
 
 def _train_adam(model, params_of, batches, loss_fn, fwd, steps: int, make_opt) -> list[float]:
+    from gradrank.anynet.spec import user_call
+
     losses = []
     opt = make_opt(params_of(model))
     for t in range(steps + 1):
@@ -249,7 +251,7 @@ def _train_adam(model, params_of, batches, loss_fn, fwd, steps: int, make_opt) -
         for inputs, targets in batches:
             loss = loss_fn(fwd(model, inputs), targets) / len(batches)
             if t < steps:
-                loss.backward()
+                user_call("the backward pass", loss.backward)
             total += float(loss.detach())
         losses.append(total if math.isfinite(total) else float("nan"))
         if t == steps or not math.isfinite(total):

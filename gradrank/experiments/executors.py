@@ -127,6 +127,23 @@ def _reachable(address: str, where: str = "--scheduler") -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def isolated_children():
+    """Every Python process started inside the block (the fork server, Dask's worker processes,
+    submitit's jobs, which inherit the environment) runs with PYTHONSAFEPATH=1: its `-c`/`-m`
+    start never puts the current directory on sys.path, so no file where the user runs gradrank
+    (a json.py, a multiprocessing.py) is ever imported. The caller's environment is restored after."""
+    before = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONSAFEPATH", None)
+        else:
+            os.environ["PYTHONSAFEPATH"] = before
+
+
 @dataclass
 class Outcome:
     """How one point ended: done, skipped (already stored) or failed (with the error text)."""
@@ -216,11 +233,12 @@ class LocalExecutor:
         if self._pool is None:
             ctx = mp.get_context("forkserver")
             ctx.set_forkserver_preload(["gradrank.pipeline.analysis", "gradrank.results.runs", "gradrank.results.sweeps"])
-            self._pool = ProcessPoolExecutor(
-                self.jobs, mp_context=ctx, initializer=_init_local_worker, initargs=(self.threads, os.getpid())
-            )
-            for f in [self._pool.submit(os.getpid) for _ in range(self.jobs)]:
-                f.result()
+            with isolated_children():
+                self._pool = ProcessPoolExecutor(
+                    self.jobs, mp_context=ctx, initializer=_init_local_worker, initargs=(self.threads, os.getpid())
+                )
+                for f in [self._pool.submit(os.getpid) for _ in range(self.jobs)]:
+                    f.result()
         return self._pool
 
     def run(self, fn, tasks, store):
@@ -347,7 +365,8 @@ class DaskExecutor:
 
         from distributed import as_completed
 
-        self._client = self._connect()
+        with isolated_children():
+            self._client = self._connect()
         token = uuid.uuid4().hex[:8]
         self._futures = [self._client.submit(fn, t, key=f"gradrank-point-{t.hash}-{token}", pure=False) for t in tasks]
         by_key = {f.key: t for f, t in zip(self._futures, tasks)}
@@ -513,7 +532,7 @@ class SlurmExecutor:
 
         ex = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
         ex.update_parameters(**self._parameters())
-        with _captured_stderr() as said:  # sbatch's own complaint goes into the one error line
+        with isolated_children(), _captured_stderr() as said:  # sbatch's own complaint goes into the one error line
             try:
                 jobs = ex.map_array(fn, tasks)  # ids "123_4"; a single task is a plain job "123"
             except Exception as exc:  # noqa: BLE001 - sbatch refused the array (bad partition, limits)

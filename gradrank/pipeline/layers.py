@@ -63,13 +63,14 @@ class LayerResult:
     alignment: dict  # |cos| of the top singular vectors with the residue direction H_B^T r, the spike q, ...
     captured: dict
     spectral_residual: float
+    autograd_error: float = 0.0  # ||(H^T D / n - G_autograd) P|| / ||G_autograd P|| on random probes P (checked before analysis)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LayerResult":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d or f.name != "autograd_error"})
 
 
 @dataclass
@@ -257,6 +258,7 @@ def analyze_layer(
         alignment=m_["alignment"],
         captured=m_["captured"],
         spectral_residual=spectral_residual(grad.mv, grad.rmv, spec_G, m_["norms"]["E"]),
+        autograd_error=f.autograd_error,
     )
     arrays = {f"{f.name}/G": _np(spec_G), f"{f.name}/E": _np(spec_E)}
     return res, arrays
