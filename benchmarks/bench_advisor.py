@@ -23,8 +23,8 @@ import time
 import torch
 
 from gradrank import config
-from gradrank.anynet.spec import resolve as resolve_spec
-from gradrank.experiments import advisor
+from gradrank.models.registry import resolve as resolve_spec
+from gradrank.studies import advise as advisor
 
 
 def two_layer(steps: int, sets: list[str]) -> dict:

@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 from gradrank import config
-from gradrank.linalg import spectral
-from gradrank.pipeline import analysis
-from gradrank.twolayer.gradient import gradient, loss_and_residue
-from gradrank.twolayer.mu import compute_mu
+from gradrank.core import spectra as spectral
+from gradrank.models.closed_form import gradient, loss_and_residue
+from gradrank.models.mu import compute_mu
+from gradrank.studies import analyze as analysis
 
 PAPER = (750, 1000, 1250)
 CURVE = [(256, 512, 2048), (512, 1024, 4096), PAPER, (1024, 2048, 8192), (2048, 4096, 16384)]

@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 
 from gradrank import config
-from gradrank.anynet import capture as capture_mod
-from gradrank.anynet import spec
-from gradrank.pipeline import layers
+from gradrank.models import capture as capture_mod
+from gradrank.models import registry as spec
+from gradrank.studies import layers
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -25,8 +25,8 @@ import time
 import torch
 
 from gradrank import config
-from gradrank.experiments import onestep
-from gradrank.pipeline import analysis
+from gradrank.studies import analyze as analysis
+from gradrank.studies import onestep
 
 
 def best_of(fn, repeats: int = 3) -> float:

@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from gradrank.experiments import sweep
-from gradrank.experiments.executors import DaskExecutor, LocalExecutor, limit_threads
-from gradrank.results import sweeps
+from gradrank.sweeps import spec as sweep
+from gradrank.sweeps import store as sweeps
+from gradrank.sweeps.executors import DaskExecutor, LocalExecutor, limit_threads
 
 
 def grid(sets, nus, seeds):

@@ -23,10 +23,10 @@ import time
 import torch
 
 from gradrank import config
-from gradrank.linalg import spectral
-from gradrank.pipeline import analysis
-from gradrank.pipeline import training as train
-from gradrank.twolayer.gradient import gradient
+from gradrank.core import spectra as spectral
+from gradrank.models.closed_form import gradient
+from gradrank.studies import analyze as analysis
+from gradrank.studies import train as train
 
 
 def replay(cfg, ds, net0, steps: int, lr: float, variant: str, k: int):

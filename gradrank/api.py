@@ -14,7 +14,7 @@ from typing import Any
 
 from gradrank.config import Config
 from gradrank.errors import InputError
-from gradrank.pipeline.analysis import Analysis
+from gradrank.studies.analyze import Analysis
 
 
 class Result(Analysis):
@@ -111,7 +111,7 @@ def resolve_raw(config: Any, overrides: dict | None = None) -> dict:
 
 def analyze(config: Any = None, overrides: dict | None = None, seed: int | None = None):
     """Data -> network -> gradient -> the four-term decomposition and its measures."""
-    from gradrank.pipeline import analysis
+    from gradrank.studies import analyze as analysis
 
     return _result(analysis.analyze(resolve_config(config, overrides, seed)))
 
@@ -122,9 +122,9 @@ def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | N
     X's top principal direction and mu the empirical mean (docs/model.md, real data)."""
     import numpy as np
 
-    from gradrank.pipeline import analysis
-    from gradrank.twolayer import data as data_mod
-    from gradrank.twolayer import network
+    from gradrank.data import spiked as data_mod
+    from gradrank.models import twolayer as network
+    from gradrank.studies import analyze as analysis
 
     cfg = resolve_config(config, {"analysis.mu": "empirical", **(overrides or {})})
     as_np = lambda v: None if v is None else np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float64)  # noqa: E731
@@ -147,7 +147,7 @@ def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | N
 
 def train(config: Any = None, overrides: dict | None = None, seed: int | None = None, on_record=None):
     """Training with the decomposition tracked over steps (docs/training.md)."""
-    from gradrank.pipeline import training
+    from gradrank.studies import train as training
 
     tr = training.train(training.resolve(resolve_config(config, overrides, seed)), on_record)
     tr.result = _result(tr.result)
@@ -174,7 +174,7 @@ class SweepResult:
 
     def table(self) -> list[dict]:
         """results.csv's rows as dicts (rebuilt from the store): the swept values, status and metrics."""
-        from gradrank.results import sweeps
+        from gradrank.sweeps import store as sweeps
 
         return sweeps.table_rows(sweeps.Store(self.directory))[1]
 
@@ -200,9 +200,9 @@ def sweep(
     (local, dask, slurm) and resumable like `gradrank sweep`. The report is written when the
     config's output.report or output.pdf asks."""
     from gradrank import config as config_mod
-    from gradrank.experiments import executors
-    from gradrank.experiments import sweep as sw
-    from gradrank.results import sweeps
+    from gradrank.sweeps import executors
+    from gradrank.sweeps import spec as sw
+    from gradrank.sweeps import store as sweeps
 
     spec = sw.read_spec(config)[1] if isinstance(config, (str, Path)) else sw.SweepSpec()
     raw = resolve_raw(config, overrides)
@@ -241,7 +241,7 @@ def onestep(
 ):
     """The one-step protocol (docs/onestep.md): for each eta (default onestep.eta) and seed (seed ..
     seed + seeds - 1), W1 = W0 - eta * scale * G, a ridge readout, the test error and alignments."""
-    from gradrank.experiments import onestep as onestep_mod
+    from gradrank.studies import onestep as onestep_mod
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise InputError(f"seeds must be an integer >= 1, got {seeds!r}")
@@ -268,8 +268,8 @@ def layers(
     keyword tensors), with `loss(outputs, targets)` the mean loss; or `batches`, a list of
     (inputs, targets) whose factors accumulate; or a SPEC string (mlp, minilm, path/file.py:function)
     resolved with the config. layers: fnmatch patterns over module names (default: every linear layer)."""
-    from gradrank.anynet import spec
-    from gradrank.pipeline import layers as layers_mod
+    from gradrank.models import registry as spec
+    from gradrank.studies import layers as layers_mod
 
     cfg = resolve_config(config, overrides, seed)
     if isinstance(model, str):
@@ -290,7 +290,7 @@ def layers(
 
 def layers_from_config(cfg: Config, force: bool = False, on_layer=None):
     """`gradrank layers`: the SPEC in cfg.layers.model, with the memory guard unless forced."""
-    from gradrank.pipeline import layers as layers_mod
+    from gradrank.studies import layers as layers_mod
 
     return layers_mod.run(cfg, force=force, on_layer=on_layer)
 
@@ -309,8 +309,8 @@ def advise(
 ):
     """Captured gradient energy of rank-r projectors refreshed every T steps, per layer, a
     recommended (r, T), validated against GaLore (docs/advisor.md). Returns an Advice."""
-    from gradrank.experiments import advisor
     from gradrank.results.advice import Advice
+    from gradrank.studies import advise as advisor
 
     cfg = resolve_config(
         config, {**(overrides or {}), **advise_overrides(model, ranks, intervals, target, projectors, validate)}, seed
@@ -321,7 +321,7 @@ def advise(
 
 def advise_overrides(model=None, ranks=None, intervals=None, target=None, projectors=None, validate=None) -> dict:
     """The advise.* config keys for the options given; '1,2,4' strings (the CLI's) become lists."""
-    from gradrank.measures.projectors import parse_list
+    from gradrank.core.projectors import parse_list
 
     out = {
         "advise.model": model,
@@ -337,13 +337,13 @@ def advise_overrides(model=None, ranks=None, intervals=None, target=None, projec
 def save(result, target: str | Path) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
     as the result's config asks (output.report, output.pdf)."""
-    from gradrank.experiments.onestep import OnestepResult
-    from gradrank.experiments.scaling import ScalingResult
-    from gradrank.measures.records import TrainSummary
-    from gradrank.pipeline.layers import LayersResult
-    from gradrank.pipeline.training import Trajectory
+    from gradrank.core.records import TrainSummary
     from gradrank.results import runs
     from gradrank.results.advice import Advice, write_advice
+    from gradrank.studies.layers import LayersResult
+    from gradrank.studies.onestep import OnestepResult
+    from gradrank.studies.scaling import ScalingResult
+    from gradrank.studies.train import Trajectory
 
     if isinstance(getattr(result, "metrics", None), TrainSummary):
         raise InputError("a loaded training run has no trajectory to save; copy its directory instead")

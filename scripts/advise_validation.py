@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from gradrank import config
-from gradrank.experiments import advisor
 from gradrank.io import write_json
+from gradrank.studies import advise as advisor
 
 
 def run(path: str, scales: list[float], sets: list[str]) -> dict:

@@ -5,7 +5,7 @@ all-MiniLM-L6-v2's 36 linear layers.
     python scripts/deep_table.py minilm   # writes docs/data/minilm_layers.csv
     python scripts/deep_table.py table    # prints the markdown tables from both CSVs
 
-Every row is one layer of one run of `gradrank.pipeline.layers.run`, the same code path as
+Every row is one layer of one run of `gradrank.studies.layers.run`, the same code path as
 `gradrank layers`."""
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def write(path: Path, rows: list[dict]) -> None:
 
 def run_mlp() -> None:
     from gradrank import config
-    from gradrank.pipeline import layers
+    from gradrank.studies import layers
 
     rows = []
     for act, nu in MLP_GRID:
@@ -84,7 +84,7 @@ def run_mlp() -> None:
 
 def run_minilm() -> None:
     from gradrank import config
-    from gradrank.pipeline import layers
+    from gradrank.studies import layers
 
     rows = []
     for seed in range(3):

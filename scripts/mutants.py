@@ -50,51 +50,51 @@ class Mutant:
 
 # the files that guard each module, the fast gap tests first
 MODULE_TESTS: dict[str, tuple[str, ...]] = {
-    "gradrank/linalg/spectral.py": ("tests/test_gaps_streams.py", "tests/test_spectral.py"),
-    "gradrank/decomposition/split.py": (
+    "gradrank/core/spectra.py": ("tests/test_gaps_streams.py", "tests/test_spectral.py"),
+    "gradrank/core/split.py": (
         "tests/test_gaps_analysis.py",
         "tests/test_decompose.py",
         "tests/test_layers.py::test_classifier_outputs_residue_form_against_autograd_and_dense_terms",
     ),
-    "gradrank/twolayer/activations.py": ("tests/test_gradient.py",),
-    "gradrank/twolayer/data.py": ("tests/test_gaps_streams.py", "tests/test_rng.py"),
-    "gradrank/twolayer/gradient.py": ("tests/test_gaps_train.py", "tests/test_gradient.py", "tests/test_decompose.py"),
-    "gradrank/twolayer/mu.py": ("tests/test_gaps_analysis.py", "tests/test_decompose.py"),
-    "gradrank/twolayer/network.py": ("tests/test_gaps_streams.py", "tests/test_gradient.py", "tests/test_paper_claims.py"),
-    "gradrank/twolayer/realdata.py": ("tests/test_gaps_streams.py", "tests/test_realdata.py"),
-    "gradrank/twolayer/regularizers.py": (
+    "gradrank/core/activations.py": ("tests/test_gradient.py",),
+    "gradrank/data/spiked.py": ("tests/test_gaps_streams.py", "tests/test_rng.py"),
+    "gradrank/models/closed_form.py": ("tests/test_gaps_train.py", "tests/test_gradient.py", "tests/test_decompose.py"),
+    "gradrank/models/mu.py": ("tests/test_gaps_analysis.py", "tests/test_decompose.py"),
+    "gradrank/models/twolayer.py": ("tests/test_gaps_streams.py", "tests/test_gradient.py", "tests/test_paper_claims.py"),
+    "gradrank/data/real.py": ("tests/test_gaps_streams.py", "tests/test_realdata.py"),
+    "gradrank/models/regularizers.py": (
         "tests/test_gaps_train.py",
         "tests/test_gaps_analysis.py",
         "tests/test_regularizers.py",
     ),
-    "gradrank/twolayer/theory.py": ("tests/test_theory.py",),
-    "gradrank/measures/metrics.py": ("tests/test_gaps_analysis.py", "tests/test_decompose.py"),
-    "gradrank/measures/fits.py": ("tests/test_gaps_analysis.py", "tests/test_theory.py"),
-    "gradrank/pipeline/analysis.py": (
+    "gradrank/studies/theory.py": ("tests/test_theory.py",),
+    "gradrank/core/measures.py": ("tests/test_gaps_analysis.py", "tests/test_decompose.py"),
+    "gradrank/core/fits.py": ("tests/test_gaps_analysis.py", "tests/test_theory.py"),
+    "gradrank/studies/analyze.py": (
         "tests/test_gaps_analysis.py",
         "tests/test_gaps_train.py",
         "tests/test_decompose.py",
         "tests/test_spectral.py",
     ),
-    "gradrank/pipeline/training.py": ("tests/test_gaps_train.py", "tests/test_train.py"),
-    "gradrank/results/sweeps.py": ("tests/test_gaps_stores.py", "tests/test_sweep.py"),
-    "gradrank/experiments/sweep.py": ("tests/test_gaps_stores.py", "tests/test_sweep.py"),
+    "gradrank/studies/train.py": ("tests/test_gaps_train.py", "tests/test_train.py"),
+    "gradrank/sweeps/store.py": ("tests/test_gaps_stores.py", "tests/test_sweep.py"),
+    "gradrank/sweeps/spec.py": ("tests/test_gaps_stores.py", "tests/test_sweep.py"),
     "gradrank/rng.py": ("tests/test_rng.py", "tests/test_gaps_streams.py"),
-    "gradrank/linalg/lapack.py": ("tests/test_gaps_streams.py", "tests/test_spectral.py"),
-    "gradrank/measures/trust.py": ("tests/test_gaps_analysis.py", "tests/test_decompose.py", "tests/test_spectral.py"),
+    "gradrank/core/lapack.py": ("tests/test_gaps_streams.py", "tests/test_spectral.py"),
+    "gradrank/core/trust.py": ("tests/test_gaps_analysis.py", "tests/test_decompose.py", "tests/test_spectral.py"),
     "gradrank/results/tables.py": ("tests/test_gaps_stores.py", "tests/test_sweep.py"),
-    "gradrank/anynet/capture.py": (
+    "gradrank/models/capture.py": (
         "tests/test_gaps_mutants.py::test_capture_loss_is_the_sample_weighted_mean_over_batches",
         "tests/test_anynet_spec.py",
         "tests/test_layers.py",
     ),
-    "gradrank/pipeline/layers.py": (
+    "gradrank/studies/layers.py": (
         "tests/test_gaps_mutants.py::test_layer_spike_zeta_orientation_and_dense_E_against_dense_references",
         "tests/test_layers.py",
         "tests/test_anynet_spec.py",
     ),
-    "gradrank/measures/projectors.py": ("tests/test_advisor.py",),
-    "gradrank/experiments/onestep.py": (
+    "gradrank/core/projectors.py": ("tests/test_advisor.py",),
+    "gradrank/studies/onestep.py": (
         "tests/test_gaps_mutants.py::test_onestep_update_singular_values_are_those_of_W1_minus_W0_under_mean_field",
         "tests/test_gaps_mutants.py::test_onestep_steps_take_the_input_noise_draw_of_their_step",
         "tests/test_onestep.py",
@@ -102,30 +102,30 @@ MODULE_TESTS: dict[str, tuple[str, ...]] = {
 }
 
 SP, SPLIT, ACT, DATA, GRAD, MU, NET, REAL, REG, THEORY, MET, FITS, ANA, TRAIN, STORE, SWEEP, RNG = (
-    "gradrank/linalg/spectral.py",
-    "gradrank/decomposition/split.py",
-    "gradrank/twolayer/activations.py",
-    "gradrank/twolayer/data.py",
-    "gradrank/twolayer/gradient.py",
-    "gradrank/twolayer/mu.py",
-    "gradrank/twolayer/network.py",
-    "gradrank/twolayer/realdata.py",
-    "gradrank/twolayer/regularizers.py",
-    "gradrank/twolayer/theory.py",
-    "gradrank/measures/metrics.py",
-    "gradrank/measures/fits.py",
-    "gradrank/pipeline/analysis.py",
-    "gradrank/pipeline/training.py",
-    "gradrank/results/sweeps.py",
-    "gradrank/experiments/sweep.py",
+    "gradrank/core/spectra.py",
+    "gradrank/core/split.py",
+    "gradrank/core/activations.py",
+    "gradrank/data/spiked.py",
+    "gradrank/models/closed_form.py",
+    "gradrank/models/mu.py",
+    "gradrank/models/twolayer.py",
+    "gradrank/data/real.py",
+    "gradrank/models/regularizers.py",
+    "gradrank/studies/theory.py",
+    "gradrank/core/measures.py",
+    "gradrank/core/fits.py",
+    "gradrank/studies/analyze.py",
+    "gradrank/studies/train.py",
+    "gradrank/sweeps/store.py",
+    "gradrank/sweeps/spec.py",
     "gradrank/rng.py",
 )
-LAPACK, TRUST, TABLES = "gradrank/linalg/lapack.py", "gradrank/measures/trust.py", "gradrank/results/tables.py"
+LAPACK, TRUST, TABLES = "gradrank/core/lapack.py", "gradrank/core/trust.py", "gradrank/results/tables.py"
 CAPTURE, LAYERS, PROJ, ONESTEP = (
-    "gradrank/anynet/capture.py",
-    "gradrank/pipeline/layers.py",
-    "gradrank/measures/projectors.py",
-    "gradrank/experiments/onestep.py",
+    "gradrank/models/capture.py",
+    "gradrank/studies/layers.py",
+    "gradrank/core/projectors.py",
+    "gradrank/studies/onestep.py",
 )
 
 MUTANTS: list[Mutant] = [

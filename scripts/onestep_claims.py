@@ -56,7 +56,7 @@ def part_a(seeds: int) -> dict:
 
 def part_b(sweep_dir: Path) -> list[dict]:
     from gradrank.results import onestep as onestep_out
-    from gradrank.results import sweeps
+    from gradrank.sweeps import store as sweeps
 
     if not (sweep_dir / "sweep.json").is_file():
         cmd = [
@@ -115,7 +115,7 @@ def print_a(a: dict) -> None:
 def print_b(rows: list[dict], seed: int = 0) -> None:
     import torch  # noqa: F401  (the bootstrap draws from a torch generator)
 
-    from gradrank.measures.fits import bootstrap_correlation
+    from gradrank.core.fits import bootstrap_correlation
     from gradrank.rng import generator
 
     for e in (16.0, 64.0):

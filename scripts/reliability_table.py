@@ -151,7 +151,7 @@ def render(rows: list[dict], summary: str, seconds: float, failed: dict[str, int
         "- `gradrank.io.staged_dir` / `write_bytes`: every file is written under a hidden temporary name and renamed; "
         "a run directory is built under `.NAME.tmp-*` and renamed into place, replacing only an earlier gradrank "
         "output (never a file or a foreign directory).",
-        "- `gradrank.twolayer.gradient`: data or gradients beyond the dtype's range (their squares would overflow) are "
+        "- `gradrank.models.closed_form`: data or gradients beyond the dtype's range (their squares would overflow) are "
         "refused (exit 2) instead of producing NaN spectra; the logistic loss uses softplus / sigmoid.",
         '- `metrics.json["trust"]` (shown as warnings in the summary): `finite`, `identity` (decomposition '
         'identity error, from 8 fixed probes or with `analysis.identity = "dense"` every term formed, vs '
@@ -171,7 +171,7 @@ def render(rows: list[dict], summary: str, seconds: float, failed: dict[str, int
         "quadrature, noise draws, training records and checkpoints) and the data and weights files' headers "
         "enter the estimate, in every command and every sweep point; a sweep grid is sized before it is "
         "expanded (at most 100000 points).",
-        "- `gradrank.results.sweeps.Store`: a point is done only when its run directory matches gradrank's "
+        "- `gradrank.sweeps.store.Store`: a point is done only when its run directory matches gradrank's "
         "marker (every file's sha256) and its metrics.json is this point's; otherwise it is failed in "
         "`--status` and results.csv alike, set aside as `points/HASH.broken-N` and recomputed on resume. "
         "Executors are checked before anything is written (sbatch/squeue on PATH, the controller or the "

@@ -1,7 +1,7 @@
 """Measure every claim of the paper (docs/reproduction.md) at the paper's sizes over several seeds.
 
 Prints markdown tables (mean ± sd over seeds) for docs/reproduction.md and writes the raw
-per-run numbers as JSON. Every run goes through gradrank.pipeline.analysis.analyze, the same pipeline
+per-run numbers as JSON. Every run goes through gradrank.studies.analyze.analyze, the same pipeline
 as `gradrank analyze` with the sample configs.
 
     python scripts/reproduce.py --seeds 5 --json runs/reproduce.json > runs/reproduce.md
@@ -19,7 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from gradrank import config
-from gradrank.pipeline import analysis
+from gradrank.studies import analyze as analysis
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "sample_configs"

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from gradrank import api, config
 from gradrank.cli.app import app
-from gradrank.experiments import advisor
-from gradrank.measures.projectors import EnergyRecorder, SideGradient, galore_side, recommend
-from gradrank.pipeline import training
+from gradrank.core.projectors import EnergyRecorder, SideGradient, galore_side, recommend
 from gradrank.rng import generator
+from gradrank.studies import advise as advisor
+from gradrank.studies import train as training
 
 TINY = ["data.n=40", "data.d=24", "model.width=30"]
 
@@ -119,7 +119,7 @@ def test_galore_side_and_schedule_match_galore_torchs_own_projector(shape):
 
 def _two_layer_gradients(cfg):
     """Every update gradient G_t (d x m) of the two-layer training, with its theory directions."""
-    from gradrank.twolayer.mu import compute_mu, decompose
+    from gradrank.models.mu import compute_mu, decompose
 
     seen = []
 
@@ -226,8 +226,8 @@ def test_advise_two_layer_end_to_end_round_trips_and_renders(tmp_path):
     assert runs["galore_default"].refreshes == math.ceil(6 / 3)
     # the full-rank AdamW run is torch's AdamW on the same loss
     cfg = adv.resolved_config
-    from gradrank.pipeline import analysis
-    from gradrank.twolayer.gradient import loss_and_residue
+    from gradrank.models.closed_form import loss_and_residue
+    from gradrank.studies import analyze as analysis
 
     _, ds, net = analysis.prepare(cfg)
     W = torch.nn.Parameter(net.W.clone())
@@ -253,7 +253,7 @@ def test_advise_two_layer_end_to_end_round_trips_and_renders(tmp_path):
 
 def test_module_gd_is_plain_full_batch_gradient_descent():
     """train.optimizer = gd for a SPEC: w <- w - lr * dL/dw on every parameter, L the mean of the batch losses."""
-    from gradrank.anynet.spec import Problem
+    from gradrank.models.registry import Problem
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))

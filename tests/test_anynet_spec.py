@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from gradrank import config
-from gradrank.anynet import mlp, spec
+from gradrank.data import spiked as data
 from gradrank.errors import InputError
-from gradrank.twolayer import data, network
+from gradrank.models import mlp
+from gradrank.models import registry as spec
+from gradrank.models import twolayer as network
 
 
 def _cfg(*sets):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gradrank
-from gradrank.pipeline import analysis
+from gradrank.studies import analyze as analysis
 
 
 def test_analyze_with_overrides_is_the_pipeline():

@@ -57,7 +57,7 @@ def test_generate_then_decompose_reproduces_analyze(tmp_path):
     assert z["X"].shape == (60, 80) and z["y"].shape == (60,) and z["q"].shape == (80,)
     assert np.allclose(z["X"], z["X_B"] + z["zeta"] * np.outer(z["z"], z["q"]))
     # weights: the network the analysis would initialise
-    from gradrank.pipeline import analysis
+    from gradrank.studies import analyze as analysis
 
     cfg = config.load(sets=SMALL[1::2])
     _, ds, net = analysis.prepare(cfg)

@@ -275,7 +275,7 @@ def test_resource_guard_reads_file_headers(tmp_path):
 PEAK = """
 import sys
 from gradrank import config
-from gradrank.pipeline import analysis
+from gradrank.studies import analyze as analysis
 from gradrank.config.resources import estimate_bytes
 def hwm():  # this process image's peak RSS (ru_maxrss would carry the forking parent's over exec)
     line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))

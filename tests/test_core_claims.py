@@ -3,7 +3,7 @@
 import pytest
 
 from gradrank import config
-from gradrank.pipeline import analysis
+from gradrank.studies import analyze as analysis
 
 
 @pytest.mark.slow

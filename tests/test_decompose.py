@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from gradrank.linalg.spectral import spectrum
-from gradrank.pipeline import analysis
-from gradrank.twolayer.gradient import gradient
-from gradrank.twolayer.mu import compute_mu, decompose, mu_population
+from gradrank.core.spectra import spectrum
+from gradrank.models.closed_form import gradient
+from gradrank.models.mu import compute_mu, decompose, mu_population
+from gradrank.studies import analyze as analysis
 
 
 def _decomposed(cfg):
@@ -89,7 +89,7 @@ def test_quadrature_at_any_allowed_order_is_finite_and_silent(small_cfg, points)
 def test_hermite_rule_is_gauss_hermite(k):
     """Our Golub-Welsch rule: exact for the moments E g^(2j) = (2j-1)!! up to degree 2k-1, odd
     moments 0, and the nodes and weights of numpy's hermgauss (a dense eigensolver) to rounding."""
-    from gradrank.twolayer.mu import _hermite_rule
+    from gradrank.models.mu import _hermite_rule
 
     g, w = _hermite_rule.__wrapped__(k)
     assert g.shape == w.shape == (k,) and bool(np.all(np.diff(g) > 0)) and bool(np.all(w > 0))

@@ -30,7 +30,7 @@ SETTINGS = [
 
 def analyze_sets(sets: list[str], seed: int = 3) -> tuple[str, dict]:
     """(metrics as canonical JSON, arrays) of one analysis: what is compared bitwise."""
-    from gradrank.pipeline import analysis
+    from gradrank.studies import analyze as analysis
 
     res = analysis.analyze(config.load(sets=sets, seed=seed))
     return json.dumps(res.metrics.to_dict(), sort_keys=True), res.arrays

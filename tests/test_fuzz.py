@@ -209,7 +209,7 @@ def data_files(draw):
 @given(f=data_files())
 def test_fuzz_data_files(tmp_path_factory, small_cfg, f):
     """data.load on arbitrary files: a finite Dataset of the file's size, or one line naming the file."""
-    from gradrank.twolayer import data
+    from gradrank.data import spiked as data
 
     suffix, body, what = f
     path = tmp_path_factory.mktemp("data") / f"x{suffix}"

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from gradrank import api, config
-from gradrank.measures import metrics
-from gradrank.pipeline import analysis
+from gradrank.core import measures as metrics
+from gradrank.studies import analyze as analysis
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -168,7 +168,7 @@ def test_rank_measures_of_a_known_spectrum():
 
 
 def _regime(s, res, spk, cap_res, cap_spk, edge, thr, dom):
-    """The rules of gradrank.measures.metrics' docstring, written out again."""
+    """The rules of gradrank.core.measures' docstring, written out again."""
     out = [v for v in s if v > edge]
     labels = []
     for i in range(len(out)):
@@ -341,7 +341,7 @@ def test_float32_runs_in_float32(monkeypatch):
 
 
 def test_float32_training_keeps_float32():
-    from gradrank.pipeline import training
+    from gradrank.studies import train as training
 
     tr = training.train(_cfg("compute.dtype=float32", "train.steps=2", "train.record_every=1", "output.report=false"))
     assert tr.W.dtype == torch.float32 and tr.a.dtype == torch.float32
@@ -354,7 +354,7 @@ def test_population_mu_is_one_half_when_sigma_prime_is_one_half_plus_odd(activat
     which must not assume sigma' is even."""
     cfg = _cfg(f"model.activation={activation}", "analysis.mu=population", "data.nu=1.5", "model.planted=1.0")
     _, ds, net = analysis.prepare(cfg)
-    from gradrank.twolayer.mu import mu_population
+    from gradrank.models.mu import mu_population
 
     s = (ds.bulk_quadratic(net.W) + (ds.zeta * (net.W @ ds.q)) ** 2).sqrt()
     assert float(s.max()) > 20  # beyond what the Hermite rules resolve for these sigma'
@@ -366,11 +366,11 @@ def test_trust_thresholds_at_their_boundaries():
     """The documented tolerances, each just inside and just outside: mu's quadrature change 1e-6, the
     spectral residual 1e-3 (float64) / 1e-2 (float32), the identity analysis.identity_tol (at least 1e-4
     in float32)."""
-    from gradrank.measures.trust import trust as trust_fn
+    from gradrank.core.trust import trust as trust_fn
 
     res = analysis.analyze(_cfg("data.nu=0.3"))
     cfg, m = res.config, res.metrics.to_dict()
-    from gradrank.measures.records import Norms
+    from gradrank.core.records import Norms
 
     def trust(c, mm, err=0.0):
         return trust_fn(
@@ -404,7 +404,7 @@ def test_dense_penalty_term_against_numpy():
         _cfg("analysis.mu=empirical", "regularizer.weight_decay=0.02", "regularizer.jacobian=0.05", "model.activation=tanh")
     )
     res = analysis.analyze(s["cfg"])
-    from gradrank.twolayer import regularizers
+    from gradrank.models import regularizers
 
     reg = regularizers.penalty_gradient(s["cfg"].regularizer, s["net"], s["ds"].X, s["ds"].y, "mse").numpy()
     assert np.allclose(reg - 0.05 * regularizers.jacobian_gradient(s["net"], s["ds"].X).numpy(), 0.02 * s["W"].T, atol=1e-15)
@@ -427,7 +427,7 @@ def test_loglog_fit_against_scipy_linregress():
     """Slope, intercept, standard error, R^2 and the t-based interval against scipy.stats.linregress."""
     from scipy import stats
 
-    from gradrank.measures.fits import fit_loglog
+    from gradrank.core.fits import fit_loglog
 
     rng = np.random.default_rng(4)
     n = np.repeat([100, 200, 400, 800, 1600], 2).astype(float)
@@ -445,7 +445,7 @@ def test_loglog_fit_against_scipy_linregress():
 
 
 def test_rank_one_norm_is_the_dense_operator_norm_for_any_sign():
-    from gradrank.decomposition.split import RankOne
+    from gradrank.core.split import RankOne
 
     rng = np.random.default_rng(5)
     left, right = torch.from_numpy(rng.standard_normal(7)), torch.from_numpy(rng.standard_normal(5))

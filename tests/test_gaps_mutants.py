@@ -44,7 +44,7 @@ def test_apply_refuses_an_ambiguous_or_missing_edit():
 
 def _deep_problem(batch=None):
     from gradrank import config
-    from gradrank.anynet import spec
+    from gradrank.models import registry as spec
 
     sets = ["data.n=60", "data.d=80", "model.width=100", "model.depth=4", "model.hidden=[100, 30, 100]"]
     cfg = config.load(sets=sets + ([f"layers.batch_size={batch}"] if batch else []))
@@ -53,8 +53,8 @@ def _deep_problem(batch=None):
 
 def test_capture_loss_is_the_sample_weighted_mean_over_batches():
     """Capture.loss against the loss of the whole set computed batch by batch, weighted by batch size."""
-    from gradrank.anynet import capture as capture_mod
-    from gradrank.anynet import spec
+    from gradrank.models import capture as capture_mod
+    from gradrank.models import registry as spec
 
     cfg, problem = _deep_problem()
     sizes = [capture_mod.batch_size(x) for x, _ in problem.batches]
@@ -68,9 +68,9 @@ def test_capture_loss_is_the_sample_weighted_mean_over_batches():
 def test_layer_spike_zeta_orientation_and_dense_E_against_dense_references():
     """Per layer: the principal spike's zeta = ||H_c q|| / sqrt(n) (so ||z||^2 = n), z correlates
     positively with the data latent, and E's reported norm is the dense SVD of G - (S1 + S12 + S2)."""
-    from gradrank.anynet import capture as capture_mod
-    from gradrank.anynet import spec
-    from gradrank.pipeline import layers as layers_mod
+    from gradrank.models import capture as capture_mod
+    from gradrank.models import registry as spec
+    from gradrank.studies import layers as layers_mod
 
     cfg, problem = _deep_problem()
     cap = capture_mod.capture(problem, spec.linear_layers(problem.model))
@@ -93,7 +93,7 @@ def test_layer_spike_zeta_orientation_and_dense_E_against_dense_references():
 
 def _onestep_cfg(*sets):
     from gradrank import config
-    from gradrank.experiments import onestep
+    from gradrank.studies import onestep
 
     small = ["data.n=40", "data.d=30", "model.width=50", "data.n_test=40", "model.activation=tanh"]
     return onestep.resolve(config.load(sets=[*small, *sets], seed=0))
@@ -103,8 +103,9 @@ def test_onestep_update_singular_values_are_those_of_W1_minus_W0_under_mean_fiel
     """update_s1, update_s2 against numpy's SVD of the actual update (mean field: lr multiplier m != 1)."""
     import numpy as np
 
-    from gradrank.experiments import onestep
-    from gradrank.pipeline import analysis, training
+    from gradrank.studies import analyze as analysis
+    from gradrank.studies import onestep
+    from gradrank.studies import train as training
 
     cfg = _onestep_cfg("model.scaling=mf", "onestep.eta=[0.01]", "onestep.steps=1")
     p = onestep.study(cfg).points[0]
@@ -118,9 +119,10 @@ def test_onestep_update_singular_values_are_those_of_W1_minus_W0_under_mean_fiel
 
 def test_onestep_steps_take_the_input_noise_draw_of_their_step():
     """onestep.steps > 1 with input noise: step t uses noise draw t, as training's full-batch gradient does."""
-    from gradrank.experiments import onestep
-    from gradrank.pipeline import analysis, training
-    from gradrank.twolayer.network import Network
+    from gradrank.models.twolayer import Network
+    from gradrank.studies import analyze as analysis
+    from gradrank.studies import onestep
+    from gradrank.studies import train as training
 
     cfg = _onestep_cfg("onestep.steps=3", "regularizer.input_noise=0.3")
     _, ds, net0 = analysis.prepare(cfg)

@@ -8,8 +8,8 @@ import csv
 import json
 
 from gradrank import config
-from gradrank.experiments import sweep
-from gradrank.results import sweeps
+from gradrank.sweeps import spec as sweep
+from gradrank.sweeps import store as sweeps
 
 
 def test_cells_escape_formulas_and_keep_numbers():

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from gradrank import config
-from gradrank.linalg import spectral
-from gradrank.pipeline import analysis
-from gradrank.pipeline import training as train
+from gradrank.core import spectra as spectral
+from gradrank.data import spiked as data
+from gradrank.models import regularizers
 from gradrank.rng import generator
-from gradrank.twolayer import data, regularizers
+from gradrank.studies import analyze as analysis
+from gradrank.studies import train as train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,7 +67,7 @@ def test_each_consumer_draws_from_its_own_stream():
 
 
 def test_real_data_split_and_embedding_streams():
-    from gradrank.twolayer import realdata
+    from gradrank.data import real as realdata
 
     cfg = config.load(sets=["data.source=digits", "data.n=50", "data.n_test=20", "data.embed_dim=16"], seed=2)
     X, y, Xt, yt = realdata.load(cfg.data, cfg.seed)
@@ -243,7 +244,7 @@ def test_planted_and_balanced_weights_against_a_reimplementation():
 def test_real_data_labels_are_parity_or_one_class():
     from sklearn.datasets import load_digits
 
-    from gradrank.twolayer import realdata
+    from gradrank.data import real as realdata
 
     target = load_digits().target
     perm = torch.randperm(target.size, generator=generator(2, "split")).numpy()[:40]

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from gradrank import config
-from gradrank.pipeline import analysis
-from gradrank.pipeline import training as train
+from gradrank.models.twolayer import Network
 from gradrank.rng import generator
-from gradrank.twolayer.network import Network
+from gradrank.studies import analyze as analysis
+from gradrank.studies import train as train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -166,8 +166,8 @@ def test_every_trajectory_column_against_a_one_shot_analysis():
         assert row["test_loss"] == pytest.approx(test_loss, rel=1e-10)
         assert row["objective"] == pytest.approx(float(_objective(cfg, W, net.a, ds.X, ds.y).detach()), rel=1e-10)
         assert row["objective"] == pytest.approx(m["loss"], rel=1e-10)
-        from gradrank.twolayer import regularizers
-        from gradrank.twolayer.gradient import gradient
+        from gradrank.models import regularizers
+        from gradrank.models.closed_form import gradient
 
         reg = regularizers.penalty_gradient(cfg.regularizer, net, ds.X, ds.y, "mse").numpy()
         G = gradient(net, ds.X, ds.y, "mse").dense().numpy() + reg
@@ -205,8 +205,8 @@ def test_noisy_training_records_the_clean_loss_and_the_step_s_noise_draw():
     tr = train.train(cfg)
     cfg, ds, net0 = analysis.prepare(cfg)
     W = net0.W
-    from gradrank.twolayer import regularizers
-    from gradrank.twolayer.gradient import gradient
+    from gradrank.models import regularizers
+    from gradrank.models.closed_form import gradient
 
     for t, row in enumerate(tr.rows):
         net = Network(W, net0.a, net0.gamma, net0.act)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from gradrank.config import ACTIVATIONS
-from gradrank.pipeline import analysis
-from gradrank.twolayer import network
-from gradrank.twolayer.gradient import gradient
+from gradrank.models import twolayer as network
+from gradrank.models.closed_form import gradient
+from gradrank.studies import analyze as analysis
 
 
 def autograd_G(net, X, y, loss_kind):
@@ -52,7 +52,7 @@ def test_scalings_differ_by_gamma(small_cfg):
 def test_activation_derivatives_match_autograd():
     """The first three derivatives of every activation against autograd (away from kinks), and the
     registry holds exactly the activations the config accepts."""
-    from gradrank.twolayer.activations import TRAITS, get
+    from gradrank.core.activations import TRAITS, get
 
     assert tuple(TRAITS) == ACTIVATIONS
     u = torch.linspace(-3, 3, 101, dtype=torch.float64) + 1e-3

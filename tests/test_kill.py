@@ -77,7 +77,7 @@ def gradrank(*args, **kw) -> subprocess.Popen:
 def test_analyze_killed_at_random_times(tmp_path):
     """Kill times uniform over a typical run (~4 s here: start-up, computation, writing); the
     rerun's metrics equal an uninterrupted in-process run of the same config."""
-    from gradrank.pipeline import analysis
+    from gradrank.studies import analyze as analysis
 
     out, runtime = tmp_path / "run", 4.0
     states = []
@@ -106,9 +106,9 @@ def test_write_killed_at_every_rename(tmp_path, small_cfg, kind, existing):
     """Fork a child that writes the run (analyze's or train's directory) and SIGKILLs itself just
     before its k-th os.replace (each file's rename, then the directory's), for every k; the parent
     checks what is left each time, then reruns the write."""
-    from gradrank.pipeline import analysis
-    from gradrank.pipeline import training as train
     from gradrank.results import runs as outputs
+    from gradrank.studies import analyze as analysis
+    from gradrank.studies import train as train
 
     cfg = small_cfg("output.report=false", "train.steps=4", "train.record_every=2", "train.checkpoint_every=2")
     if kind == "analyze":
@@ -221,7 +221,7 @@ def test_sweep_killed_and_resumed(tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == points_n
     # determinism through the sweep's worker processes: a resumed point equals the point analysed alone
-    from gradrank.pipeline import analysis
+    from gradrank.studies import analyze as analysis
 
     late = next(e for e in final if e.name not in complete)
     alone = analysis.analyze(config.from_dict(tomllib.loads((late / "config.toml").read_text())))

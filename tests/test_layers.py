@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from gradrank import config
-from gradrank.anynet import capture as capture_mod
-from gradrank.anynet import mlp, spec
-from gradrank.pipeline import analysis
-from gradrank.pipeline import layers as layers_mod
-from gradrank.twolayer.gradient import gradient
-from gradrank.twolayer.mu import decompose
+from gradrank.models import capture as capture_mod
+from gradrank.models import mlp
+from gradrank.models import registry as spec
+from gradrank.models.closed_form import gradient
+from gradrank.models.mu import decompose
+from gradrank.studies import analyze as analysis
+from gradrank.studies import layers as layers_mod
 
 
 def _cfg(*sets, n=60, d=80, m=100):

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from gradrank import config
-from gradrank.anynet import capture as capture_mod
-from gradrank.anynet import minilm, spec
-from gradrank.pipeline import layers as layers_mod
+from gradrank.models import capture as capture_mod
+from gradrank.models import minilm
+from gradrank.models import registry as spec
+from gradrank.studies import layers as layers_mod
 
 TWO = ["encoder.layer.0.attention.self.query", "encoder.layer.5.output.dense"]
 

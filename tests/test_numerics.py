@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from gradrank import config
 from gradrank.cli.app import app
-from gradrank.pipeline import analysis
-from gradrank.twolayer.gradient import gradient, loss_and_residue
+from gradrank.models.closed_form import gradient, loss_and_residue
+from gradrank.studies import analyze as analysis
 
 SIZE = ["data.n=120", "data.d=160", "model.width=200", "output.report=false"]
 
@@ -158,7 +158,7 @@ def test_trust_flags_fire_and_show(tmp_path):
     """Each check fails when its quantity is out of bounds, and the summary and metrics.json say so."""
     res, ds, net = run()
     cfg, m = res.config, res.metrics
-    from gradrank.measures.trust import trust as trust_of
+    from gradrank.core.trust import trust as trust_of
 
     def check(identity=m.identity_error, residual=m.spectral_residual, mu_err=0.0, s=m.singular_values):
         return trust_of(cfg.analysis, cfg.compute.dtype, m.norms, s, identity, residual, mu_err)
@@ -169,7 +169,7 @@ def test_trust_flags_fire_and_show(tmp_path):
     assert not check(residual=1.0).checks.spectrum
     assert not check(s=[np.nan] + m.singular_values[1:]).checks.finite
     # a residual that is really measured: perturb the spectrum and recompute it
-    from gradrank.linalg.spectral import Spectrum
+    from gradrank.core.spectra import Spectrum
 
     grad = gradient(net, ds.X, ds.y, "mse")
     G = grad.dense()

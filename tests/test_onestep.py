@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 
 from gradrank import config
 from gradrank.cli.app import app
-from gradrank.experiments import onestep
-from gradrank.pipeline import analysis, training
 from gradrank.results import onestep as onestep_out
+from gradrank.studies import analyze as analysis
+from gradrank.studies import onestep
+from gradrank.studies import train as training
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = ["data.n=60", "data.d=40", "model.width=70", "data.n_test=50"]
@@ -97,7 +98,7 @@ def test_eta_zero_is_random_features_exactly(readout):
     assert net.W is net0.W  # no arithmetic at all
     X, y = ds.X, ds.y
     if readout == "fresh":  # n new samples of the same model: same law, other draws
-        from gradrank.twolayer import data
+        from gradrank.data import spiked as data
 
         X, y = data.fresh(cfg.data, cfg.seed, cfg.loss.kind, ds, ds.n, "onestep_readout", "onestep_readout_noise")
         assert X.shape == ds.X.shape and not torch.allclose(X, ds.X) and not torch.allclose(X[:50], ds.X_test[:50])
@@ -193,7 +194,7 @@ def test_result_files_round_trip_and_report(tmp_path):
 
 
 def test_correlation_ci_covers_a_known_linear_relation():
-    from gradrank.measures.fits import bootstrap_correlation
+    from gradrank.core.fits import bootstrap_correlation
     from gradrank.rng import generator
 
     rng = np.random.default_rng(0)
@@ -264,7 +265,7 @@ def test_cli_writes_the_directory_the_api_computes(tmp_path):
 def test_fresh_readout_rows_follow_the_model():
     """No spike (zeta = 0) and a noiseless linear target: the fresh rows' labels are exactly beta^T x
     with the training target's beta, and the rows are new draws (neither the training nor the test rows)."""
-    from gradrank.twolayer import data
+    from gradrank.data import spiked as data
 
     cfg = cfg_of("data.target=linear", "data.zeta=0.0")
     ds = data.load(cfg.data, cfg.seed, cfg.loss.kind)

@@ -11,10 +11,11 @@ import sys
 
 import pytest
 
-from gradrank.experiments import onestep, sweep
-from gradrank.experiments.executors import DaskExecutor, LocalExecutor
 from gradrank.results import onestep as onestep_out
-from gradrank.results import sweeps
+from gradrank.studies import onestep
+from gradrank.sweeps import spec as sweep
+from gradrank.sweeps import store as sweeps
+from gradrank.sweeps.executors import DaskExecutor, LocalExecutor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SETS = ["data.n=40", "data.d=30", "model.width=50", "onestep.eta=[0.0, 2.0, 0.5]", "data.target=single_index", "data.link=tanh"]

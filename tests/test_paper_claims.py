@@ -10,7 +10,7 @@ import math
 import pytest
 
 from gradrank import config
-from gradrank.pipeline import analysis
+from gradrank.studies import analyze as analysis
 
 SMALL = ["data.n=200", "data.d=266", "model.width=333", "analysis.top_k=4", "output.report=false"]
 SEEDS = range(5)
@@ -97,7 +97,7 @@ def test_sample_configs_load_and_default_lists_every_key():
     import tomllib
     from pathlib import Path
 
-    from gradrank.experiments import sweep
+    from gradrank.sweeps import spec as sweep
 
     root = Path(__file__).resolve().parent.parent / "sample_configs"
     names = {p.name for p in root.glob("*.toml")}

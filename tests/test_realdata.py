@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from gradrank import config
+from gradrank.data import real as realdata
+from gradrank.data import spiked as data
 from gradrank.errors import InputError
-from gradrank.pipeline import analysis
-from gradrank.twolayer import data, realdata
+from gradrank.studies import analyze as analysis
 
 SOURCES = ["digits", "mnist1d", "patches"]
 

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 import gradrank
 from gradrank.cli.app import app
+from gradrank.core.records import Metrics, Norms, TrainRecord, TrainSummary
 from gradrank.errors import InputError
-from gradrank.experiments.sweep import SweepManifest
-from gradrank.measures.records import Metrics, Norms, TrainRecord, TrainSummary
+from gradrank.sweeps.spec import SweepManifest
 
 SMALL = {"data.n": 40, "data.d": 50, "model.width": 60, "output.report": False}
 
@@ -172,8 +172,8 @@ def test_result_figures_html_and_save(analysis, trained, tmp_path):
 
 def test_scaling_study_round_trip_and_damage(tmp_path):
     from gradrank.api import resolve_config
-    from gradrank.experiments import scaling
     from gradrank.results import runs
+    from gradrank.studies import scaling
 
     cfg = resolve_config(overrides={"data.n": 20, "data.d": 24, "model.width": 30, "output.report": False})
     res = scaling.study(cfg, [20, 30, 40], 1)

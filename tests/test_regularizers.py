@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from gradrank.config import ACTIVATIONS
-from gradrank.pipeline import analysis
-from gradrank.twolayer import regularizers
-from gradrank.twolayer.gradient import gradient
-from gradrank.twolayer.mu import compute_mu, decompose
+from gradrank.models import regularizers
+from gradrank.models.closed_form import gradient
+from gradrank.models.mu import compute_mu, decompose
+from gradrank.studies import analyze as analysis
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -162,7 +162,7 @@ def test_dense_regularizers_are_reported_as_their_own_term(small_cfg, sets):
 
 def _path(name, strength, steps, *sets):
     from gradrank import config
-    from gradrank.experiments import regpath
+    from gradrank.studies import regpath
 
     cfg = config.load(
         sets=[

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from gradrank import api
 from gradrank.cli.app import app
-from gradrank.pipeline import analysis
 from gradrank.report import render as report
+from gradrank.studies import analyze as analysis
 
 EVIL = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 SECTIONS = ["Key numbers", "Decomposition", "Data and provenance", "Configuration"]

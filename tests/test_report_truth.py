@@ -212,10 +212,10 @@ def test_sample_configs_choose_metrics_of_their_claim(zipped):
 def test_bulk_edge_with_a_penalty_is_that_of_E_plus_the_penalty():
     """With weight decay the bulk is E + λ∇R: ‖·‖ from a dense SVD, the edge (1 + margin)·‖E + λ∇R‖,
     and at most two outliers (Weyl), where the edge of E alone counted more."""
-    from gradrank.pipeline import analysis
-    from gradrank.twolayer import regularizers
-    from gradrank.twolayer.gradient import gradient
-    from gradrank.twolayer.mu import compute_mu, decompose
+    from gradrank.models import regularizers
+    from gradrank.models.closed_form import gradient
+    from gradrank.models.mu import compute_mu, decompose
+    from gradrank.studies import analyze as analysis
 
     cfg = api.resolve_config(None, {"data.n": 60, "data.d": 80, "model.width": 100, "regularizer.weight_decay": 0.5})
     res = analysis.analyze(cfg)
@@ -271,10 +271,10 @@ def test_a_failing_figure_never_loses_a_run(tmp_path, monkeypatch):
 
 def test_feature_learning_and_mini_batch_columns_against_references(tmp_path):
     """feat_spike_1 against a numpy SVD of W - W0, batch_G at step 0 against autograd on the first batch."""
-    from gradrank.pipeline import analysis
-    from gradrank.pipeline import training as tr_mod
+    from gradrank.models.closed_form import loss_and_residue
     from gradrank.rng import generator
-    from gradrank.twolayer.gradient import loss_and_residue
+    from gradrank.studies import analyze as analysis
+    from gradrank.studies import train as tr_mod
 
     over = {"data.n": 80, "data.d": 60, "model.width": 70, "train.steps": 6, "train.record_every": 3,
             "train.optimizer": "sgd", "train.batch_size": 20, "train.lr": 0.05}  # fmt: skip
@@ -313,7 +313,7 @@ def test_trajectory_legends_name_every_line_in_words():
 
 
 def tr_cols():
-    from gradrank.pipeline.training import columns
+    from gradrank.studies.train import columns
 
     return [c for c in columns(4) if c != "step"]
 

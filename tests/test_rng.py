@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from gradrank import api, config
+from gradrank.data import spiked as data
 from gradrank.rng import STREAMS, generator
-from gradrank.twolayer import data
 
 
 def test_every_pair_of_streams_is_independent():

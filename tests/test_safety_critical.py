@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from gradrank import config
 from gradrank.cli.app import app
 from gradrank.errors import InputError
-from gradrank.experiments import executors
 from gradrank.io import MARKER
+from gradrank.sweeps import executors
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--set", "data.n=40", "--set", "data.d=30", "--set", "model.width=50"]
@@ -193,7 +193,7 @@ def test_hostile_scheduler_values_are_refused_when_read(kind, data, tmp_path_fac
     tmp = tmp_path_factory.mktemp("hostile")
     path = tmp / "sweep.toml"
     path.write_text(f"[sweep.{kind}]\n{key} = {config.toml_string(value)}\n", encoding="utf-8")
-    from gradrank.experiments import sweep
+    from gradrank.sweeps import spec as sweep
 
     with pytest.raises(InputError) as err:
         sweep.read_spec(path)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
 from gradrank import config
-from gradrank.pipeline import analysis
+from gradrank.studies import analyze as analysis
 
 DISCRETE = ("regime", "outlier_labels")
 RANKS = ("energy90", "energy99")

@@ -21,8 +21,8 @@ from gradrank import config
 from gradrank.cli.app import app
 from gradrank.config import resources
 from gradrank.errors import InputError
-from gradrank.experiments import sweep as sw
 from gradrank.io import declared_shapes, load_arrays
+from gradrank.sweeps import spec as sw
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 DTYPES = ["bool", "int8", "uint8", "int16", "float16", "float32", "int64", "float64"]

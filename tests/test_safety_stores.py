@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradrank.errors import InputError
-from gradrank.results import sweeps as sws
+from gradrank.sweeps import store as sws
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = ["--set", "data.n=24", "--set", "data.d=16", "--set", "model.width=20"]

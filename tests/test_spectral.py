@@ -9,10 +9,11 @@ import torch
 from typer.testing import CliRunner
 
 from gradrank.cli.app import app
-from gradrank.linalg import lapack, spectral
-from gradrank.pipeline import analysis
-from gradrank.twolayer.gradient import gradient
-from gradrank.twolayer.mu import decompose, mu_population
+from gradrank.core import lapack
+from gradrank.core import spectra as spectral
+from gradrank.models.closed_form import gradient
+from gradrank.models.mu import decompose, mu_population
+from gradrank.studies import analyze as analysis
 
 
 def _factors(n, d, m, seed=0, dtype=torch.float64):

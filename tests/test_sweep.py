@@ -13,9 +13,9 @@ import pytest
 
 from gradrank import config
 from gradrank.errors import InputError
-from gradrank.experiments import sweep
-from gradrank.pipeline import analysis
-from gradrank.results import sweeps
+from gradrank.studies import analyze as analysis
+from gradrank.sweeps import spec as sweep
+from gradrank.sweeps import store as sweeps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = ["--set", "data.n=60", "--set", "data.d=80", "--set", "model.width=100"]
@@ -125,7 +125,7 @@ def test_flatten_names_metrics_for_the_table():
 
 
 def test_train_points_store_what_gradrank_train_stores(tmp_path):
-    from gradrank.pipeline import training as train
+    from gradrank.studies import train as train
 
     base, spec = sweep.load(
         None, ["data.n=40", "data.d=30", "model.width=50", "train.steps=4", "train.record_every=2"], grid=["model.scaling=mf"]
@@ -264,11 +264,11 @@ def test_interrupted_sweep_reruns_only_missing_points(tmp_path):
 
 def test_local_workers_exit_with_the_sweep_process():
     """A local worker exits when the sweep process that owns it dies (no orphan keeps computing)."""
-    from gradrank.experiments.executors import _alive
+    from gradrank.sweeps.executors import _alive
 
     code = (
         "import os\n"
-        "from gradrank.experiments.executors import LocalExecutor\n"
+        "from gradrank.sweeps.executors import LocalExecutor\n"
         "print(LocalExecutor(1, 1).start().submit(os.getpid).result(), flush=True)\n"
         "os._exit(0)\n"
     )
@@ -283,7 +283,7 @@ def test_local_workers_exit_with_the_sweep_process():
 
 def _die_once(task):
     """A point function whose worker dies (like an OOM kill) the first time it runs task 'b'."""
-    from gradrank.experiments.executors import Outcome
+    from gradrank.sweeps.executors import Outcome
 
     marker = os.path.join(task.root, f"{task.hash}.seen")
     if task.hash == "b" and not os.path.exists(marker):
@@ -293,7 +293,7 @@ def _die_once(task):
 
 
 def test_local_pool_survives_a_dying_worker(tmp_path):
-    from gradrank.experiments.executors import LocalExecutor
+    from gradrank.sweeps.executors import LocalExecutor
 
     tasks = [sweep.PointTask(str(tmp_path), h, {}, "analyze") for h in "abcd"]
     ex = LocalExecutor(jobs=2, threads=1)

@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from gradrank import config
-from gradrank.experiments import sweep
-from gradrank.experiments.executors import DaskExecutor
-from gradrank.pipeline import analysis
-from gradrank.results import sweeps
+from gradrank.studies import analyze as analysis
+from gradrank.sweeps import spec as sweep
+from gradrank.sweeps import store as sweeps
+from gradrank.sweeps.executors import DaskExecutor
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 distributed = pytest.importorskip("distributed")

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from gradrank import config
-from gradrank.pipeline import analysis
+from gradrank.studies import analyze as analysis
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("one_thread")]
 SMALL = ["--set", "data.n=60", "--set", "data.d=80", "--set", "model.width=100"]

@@ -1,4 +1,4 @@
-"""Theory predictions (gradrank.twolayer.theory.predict), the log-log fit with its CI, and the scaling study."""
+"""Theory predictions (gradrank.studies.theory.predict), the log-log fit with its CI, and the scaling study."""
 
 import json
 import math
@@ -11,11 +11,10 @@ from typer.testing import CliRunner
 
 from gradrank import config
 from gradrank.cli.app import app
-from gradrank.experiments import scaling
-from gradrank.measures import fits
+from gradrank.core import fits
 from gradrank.report import render
 from gradrank.results import runs
-from gradrank.twolayer import theory
+from gradrank.studies import scaling, theory
 
 
 def cfg(*sets):

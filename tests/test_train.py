@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from gradrank import config
 from gradrank.cli.app import app
-from gradrank.pipeline import training as train
-from gradrank.twolayer.gradient import gradient
-from gradrank.twolayer.network import Network
+from gradrank.models.closed_form import gradient
+from gradrank.models.twolayer import Network
+from gradrank.studies import train as train
 
 SMALL = ["data.n=60", "data.d=80", "model.width=100", "output.report=false"]
 
@@ -65,7 +65,7 @@ def test_tracked_topk_agrees_with_exact_svd_at_checkpoints():
         cos = np.linalg.svd(U.T @ Ut, compute_uv=False).min()
         assert math.acos(min(cos, 1.0)) < 1e-3, t
     # an independent dense SVD of the final gradient, recomputed from the final weights
-    _, ds, net = __import__("gradrank.pipeline.analysis", fromlist=["prepare"]).prepare(train.resolve(cfg))
+    _, ds, net = __import__("gradrank.studies.analyze", fromlist=["prepare"]).prepare(train.resolve(cfg))
     G = gradient(Network(tr.W, tr.a, net.gamma, net.act), ds.X, ds.y, "mse").dense()
     sv = torch.linalg.svdvals(G).numpy()
     assert np.allclose(tr.checkpoints["G_sv_step24"], sv[: len(tr.checkpoints["G_sv_step24"])], rtol=1e-8, atol=1e-7 * sv[0])
@@ -163,7 +163,7 @@ def test_train_command_writes_the_run_directory(tmp_path):
 def test_step_zero_record_equals_a_one_shot_analysis_of_the_same_weights(activation):
     """Training's record at step 0 and `analyze` of the same weights are one measurement: the same
     outlier rule (the floor included: a linear net once gave 8 against 1), norms and alignments."""
-    from gradrank.pipeline import analysis
+    from gradrank.studies import analyze as analysis
 
     cfg = _cfg(f"model.activation={activation}", "train.steps=0", "analysis.mu=empirical", "data.nu=0.4", "analysis.top_k=8")
     row = train.train(cfg).rows[0]

@@ -49,7 +49,7 @@ def advise_cmd(
 
     def go():
         from gradrank import api
-        from gradrank.experiments import advisor
+        from gradrank.studies import advise as advisor
 
         opts = api.advise_overrides(model, ranks, intervals, target, projector, False if no_validate else None)
         cfg = load_config(config, set_, seed, device, opts)

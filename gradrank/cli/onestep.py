@@ -49,7 +49,7 @@ def onestep_cmd(
     """One-step protocol (Ba et al. 2022): W1 = W0 - eta * scale * G, ridge readout, test error and alignments."""
 
     def go():
-        from gradrank.experiments import onestep as onestep_mod
+        from gradrank.studies import onestep as onestep_mod
 
         etas = onestep_mod.parse_etas(eta) if eta is not None else None
         if seeds < 1:
@@ -60,7 +60,7 @@ def onestep_cmd(
             cfg = cfg.replace(**{"output.pdf": pdf or cfg.output.pdf, "output.report": not no_report})
         from gradrank import api
         from gradrank.config.resources import check_memory
-        from gradrank.experiments.sweep import Progress
+        from gradrank.sweeps.spec import Progress
 
         check_memory(cfg)
         target = output_dir(out, cfg, "onestep")

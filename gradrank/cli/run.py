@@ -83,7 +83,7 @@ def generate(
         from gradrank import config as config_mod
         from gradrank import io
         from gradrank.config.resources import check_memory
-        from gradrank.twolayer import data
+        from gradrank.data import spiked as data
 
         if not force:
             check_memory(cfg, m=1)  # data only: no network

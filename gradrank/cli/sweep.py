@@ -28,8 +28,8 @@ from gradrank.errors import InputError
 
 
 def _sweep_status(root: Path) -> int:
-    from gradrank.experiments import executors
-    from gradrank.results import sweeps as sws
+    from gradrank.sweeps import executors
+    from gradrank.sweeps import store as sws
 
     store = sws.Store(root)
     s = sws.summary(store)
@@ -94,10 +94,10 @@ def sweep(
             return _sweep_status(status)
         import signal
 
-        from gradrank.experiments import executors
-        from gradrank.experiments import sweep as sw
         from gradrank.io import safe_name
-        from gradrank.results import sweeps as sws
+        from gradrank.sweeps import executors
+        from gradrank.sweeps import spec as sw
+        from gradrank.sweeps import store as sws
 
         sets = [*(set_ or []), *([f"compute.device={device}"] if device else [])]
         base, spec = sw.load(config, sets, seed, grid or [], seeds, zip_, command)
@@ -181,7 +181,7 @@ def report(
         if paper is not None and paper not in report_mod.PAPERS:
             raise InputError(f"option --paper: must be a4 or letter, got {paper!r}")
         if (directory / "sweep.json").is_file():  # a sweep's table is rebuilt from its store first
-            from gradrank.results import sweeps as sws
+            from gradrank.sweeps import store as sws
 
             sws.write_table(sws.Store(directory))
         for path in report_mod.render_dir(directory, formats, out, paper, metrics=metrics or None):

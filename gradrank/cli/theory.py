@@ -38,7 +38,7 @@ def theory(
     def go():
         import json
 
-        from gradrank.twolayer import theory as th
+        from gradrank.studies import theory as th
 
         cfg = load_config(config, set_, seed)
         if cfg.data.source != "spiked":
@@ -104,8 +104,8 @@ def scaling(
             cfg = cfg.replace(**{"output.pdf": pdf or cfg.output.pdf, "output.report": not no_report})
         from gradrank import api
         from gradrank.config.resources import check_memory
-        from gradrank.experiments import scaling as scaling_mod
-        from gradrank.experiments.sweep import Progress
+        from gradrank.studies import scaling as scaling_mod
+        from gradrank.sweeps.spec import Progress
 
         check_memory(scaling_mod.sized(cfg, ns[-1]))
         target = output_dir(out, cfg, "scaling")
@@ -159,8 +159,8 @@ def regpath(
         if not seed_list or min(seed_list) < 0:
             raise InputError(f"--seeds must list non-negative integers, got {seeds!r}")
         from gradrank.config.resources import check_memory
-        from gradrank.experiments import regpath as rp
         from gradrank.results import runs
+        from gradrank.studies import regpath as rp
 
         grids = rp.parse_grid(list(grid or []))
         check_memory(cfg)

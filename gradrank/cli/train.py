@@ -51,7 +51,7 @@ def train_cmd(
         from gradrank import api
         from gradrank.cli.summary import print_summary
         from gradrank.config.resources import check_memory
-        from gradrank.pipeline import training as train_mod
+        from gradrank.studies import train as train_mod
 
         cfg = train_mod.resolve(cfg)
         check_memory(cfg)

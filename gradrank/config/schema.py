@@ -132,7 +132,7 @@ class TrainConfig:
 
 @dataclass
 class OnestepConfig:
-    """The one-step protocol (gradrank.experiments.onestep, docs/onestep.md)."""
+    """The one-step protocol (gradrank.studies.onestep, docs/onestep.md)."""
 
     eta: list = _f(
         [0.0, 1.0, 4.0, 16.0],
@@ -155,7 +155,7 @@ class OnestepConfig:
 
 @dataclass
 class LayersConfig:
-    """`gradrank layers` (gradrank.pipeline.layers, docs/deep.md)."""
+    """`gradrank layers` (gradrank.studies.layers, docs/deep.md)."""
 
     model: str = _f("mlp", doc="the model SPEC of `gradrank layers`: mlp, minilm or path/to/file.py:function")
     model_sha256: str = _f("", doc="content hash of a SPEC's file, filled in when it is resolved")
@@ -495,7 +495,7 @@ def load(path: str | Path | None = None, sets: list[str] = (), seed: int | None 
     """The one way to build a config: file (or defaults) + --set overrides + dotted-key
     `overrides` (values as they are, e.g. file paths) + --seed, resolved.
 
-    A top-level [sweep] table (the grid read by `gradrank sweep`, see gradrank.experiments.sweep) is not
+    A top-level [sweep] table (the grid read by `gradrank sweep`, see gradrank.sweeps.spec) is not
     part of the config and is ignored here, so a sweep file also works with `gradrank analyze`."""
     raw = read_toml(path) if path else {}
     raw.pop("sweep", None)

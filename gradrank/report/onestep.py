@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from gradrank.experiments.onestep import ALIGNMENTS, OnestepResult
+from gradrank.studies.onestep import ALIGNMENTS, OnestepResult
 
 LABELS = {"align_target": "target span{β}", "align_spike": "spike q", "align_residue": "residue X_Bᵀr"}
 

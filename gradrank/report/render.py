@@ -72,7 +72,7 @@ def render_run(run_dir: Path, formats=("html",), out_dir: Path | None = None, pa
 
 def render_scaling_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
     """A scaling study directory (scaling.json)."""
-    from gradrank.experiments.scaling import ScalingStudy
+    from gradrank.studies.scaling import ScalingStudy
 
     payload = read_json(run_dir / "scaling.json", "scaling directory")
     ScalingStudy.from_dict(payload, str(run_dir / "scaling.json"))
@@ -135,7 +135,7 @@ def render_sweep(
 ) -> list[Path]:
     """Write the report of a sweep directory (sweep.json manifest + results.csv): phase diagrams and seed bands."""
     sweep_dir = Path(sweep_dir)
-    from gradrank.experiments.sweep import SweepManifest
+    from gradrank.sweeps.spec import SweepManifest
 
     manifest = read_json(sweep_dir / "sweep.json", "sweep directory")
     SweepManifest.from_dict(manifest, str(sweep_dir / "sweep.json"))

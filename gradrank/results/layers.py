@@ -11,9 +11,9 @@ import numpy as np
 
 from gradrank import io
 from gradrank.errors import InputError
-from gradrank.pipeline.layers import LayerResult, LayersResult
 from gradrank.results.runs import write_dir
 from gradrank.results.tables import csv_text
+from gradrank.studies.layers import LayerResult, LayersResult
 
 COLUMNS = (
     "name", "kind", "d_in", "d_out", "rows", "calls", "form", "route", "G", "G_fro", "S1", "S12", "S2", "E",

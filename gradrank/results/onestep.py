@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from gradrank import io
+from gradrank.core.records import SCHEMA, Record
 from gradrank.errors import InputError
-from gradrank.experiments.onestep import OnestepPoint, OnestepResult
-from gradrank.measures.records import SCHEMA, Record
 from gradrank.results.runs import write_dir
 from gradrank.results.tables import csv_text
+from gradrank.studies.onestep import OnestepPoint, OnestepResult
 
 RESULT = "onestep.json"
 TABLE = "onestep.csv"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from gradrank import io
 from gradrank.config import Config, to_toml
+from gradrank.core.records import SCHEMA, Metrics, Record, TrainRecord, TrainSummary, check_schema
 from gradrank.errors import InputError
-from gradrank.measures.records import SCHEMA, Metrics, Record, TrainRecord, TrainSummary, check_schema
 from gradrank.results.tables import csv_text
 
 
@@ -77,7 +77,7 @@ def write_train(target, tr) -> Path:
 
 def write_scaling(target: Path, result) -> Path:
     """scaling.json, scaling.csv and config.toml."""
-    from gradrank.experiments.scaling import ScalingStudy
+    from gradrank.studies.scaling import ScalingStudy
 
     cfg = result.config
     payload = ScalingStudy.of(result, _provenance(cfg, {})).to_dict()
@@ -88,7 +88,7 @@ def write_scaling(target: Path, result) -> Path:
 def write_regpath(target: Path, cfg: Config, res) -> Path:
     """path.csv (one row per point) and path.json (summary, config, provenance); the figure is the
     report's (report/figures.py), drawn from these files."""
-    from gradrank.experiments.regpath import COLUMNS
+    from gradrank.studies.regpath import COLUMNS
 
     doc = {
         "kind": "regpath",

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 import gradrank
-from gradrank.anynet import capture as capture_mod
-from gradrank.anynet.spec import from_dict, linear_layers
 from gradrank.cli.app import app
-from gradrank.experiments.executors import isolated_children
+from gradrank.models import capture as capture_mod
+from gradrank.models.registry import from_dict, linear_layers
+from gradrank.sweeps.executors import isolated_children
 
 TINY = ["--set", "data.n=40", "--set", "data.d=30", "--set", "model.width=50"]
 TRAPS = ("json", "multiprocessing", "numpy", "torch", "gradrank", "distributed", "submitit", "typing_extensions", "pickle")

@@ -1,0 +1,339 @@
+"""Spectra of factored matrices A = coef * L^T R (L: n x d, R: n x m) without dense SVDs.
+
+Exact route, n < min(d, m): with the thin QR L^T = Q R_L, A = coef * Q (R_L R), so A's nonzero
+singular values are those of the n x m matrix M = R_L R. They come from the n x n Gram M M^T
+with one tridiagonal reduction: every eigenvalue, and eigenvectors of the top k only (LAPACK
+sytrd + sterf + stemr, back-transformed by ormqr; torch.linalg.eigh off the CPU). Otherwise the
+Gram of the dense matrix's smaller side is used. `spectrum_pair` adds the values of a rank-j change
+of the right factor (G and its error term E) from the same QR and Gram, its reduction running
+on the other core.
+
+Accuracy: the Gram's eigenvalues carry an absolute error ~ eps s_1^2, so every singular value is
+right in the normwise sense |s_i - s_hat_i| <~ sqrt(eps) s_1 (~1e-8 s_1 in float64), and to a
+relative eps (s_1 / s_i)^2 when s_i >> sqrt(eps) s_1. When a top-k value falls below
+eps^(1/4) s_1 the Gram no longer resolves its vector and an SVD of the factor is taken instead;
+`accurate=True` always takes it (backward stable, several times slower).
+
+Fast route (`top_k`): block Krylov on an operator (e.g. `factored`: v -> coef L^T (R v)) for the
+top-k triplets only, stopped on a residual test, warm-started along a training trajectory; it
+never forms anything larger than n x block.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from gradrank.core import lapack
+from gradrank.core.floors import SCALE_SAFE, eps, resolution, tiny
+
+
+@dataclass
+class Spectrum:
+    values: torch.Tensor  # all singular values, descending (length min(d, m))
+    U: torch.Tensor  # d x k top left singular vectors
+    s: torch.Tensor  # k top singular values
+    V: torch.Tensor  # m x k top right singular vectors
+    fro2: float  # squared Frobenius norm
+
+
+@dataclass
+class Triplets:
+    """Top singular triplets from `top_k`: the whole block (the k wanted and the extra columns that
+    speed convergence, a warm start for the next call), with the residual the first k were accepted at."""
+
+    U: torch.Tensor  # d x b
+    s: torch.Tensor  # b, descending
+    V: torch.Tensor  # m x b
+    k: int
+    residual: float  # max_{i<k} ||A v_i - s_i u_i|| / s_1 (A^T u_i = s_i v_i holds exactly)
+    iterations: int
+    fallback: bool = False  # not converged within max_dim columns: `exact()` was used
+
+
+@contextmanager
+def one_thread_each(device: torch.device):
+    """A context for running independent spectra side by side in threads: torch and the BLAS
+    libraries held to one thread each (no OpenMP team waiting on a core another task or process
+    holds), restored after. Yields how many tasks may run at once: torch's former thread count on
+    the CPU, 1 elsewhere (or when already held to one thread). The BLAS limit is taken once outside,
+    so the reductions' own limits inside restore 1, and this one the original count."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield 1
+        return
+    torch.set_num_threads(1)
+    try:
+        with lapack.one_blas_thread():
+            yield threads
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _eig_top(C: torch.Tensor, k: int, use_lapack: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All eigenvalues of the symmetric C (descending, clamped at 0) and the top-k eigenvectors.
+
+    On the CPU (use_lapack = None: when C is there) one tridiagonal reduction serves both and C is
+    overwritten (linalg.lapack); elsewhere torch.linalg.eigh computes all n eigenvectors, of which k are kept."""
+    if not (C.device.type == "cpu" if use_lapack is None else use_lapack) or C.shape[0] < 3:
+        return _eigh(C, k)
+    lam, P = lapack.eig_top(C.numpy(), k)
+    return torch.from_numpy(lam).flip(0).clamp_min(0), torch.from_numpy(P) if k else C.new_zeros(C.shape[0], 0)
+
+
+def _eigh(C: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    lam, P = torch.linalg.eigh(C)
+    return lam.flip(0).clamp_min(0), P[:, C.shape[0] - k :].flip(1)
+
+
+def _resolved(lam: torch.Tensor, k: int) -> bool:
+    """Gram eigenvalues give s_k to a relative error ~ eps (s_1 / s_k)^2: trusted while that is
+    below sqrt(eps), else the caller takes an SVD of the factor itself (e.g. a strong spike, nu ~ 2)."""
+    return bool(lam[k - 1] >= lam[0] * resolution(lam.dtype)) if k else True
+
+
+def _factor_spectrum(
+    M: torch.Tensor, k: int, accurate: bool, C: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """All singular values of the wide M (r <= c), its top-k right singular vectors, ||M||_F^2.
+    C: M M^T when the caller has it (overwritten)."""
+    C = M @ M.T if C is None else C
+    fro2 = float(C.diagonal().sum())
+    if not accurate:
+        lam, P = _eig_top(C, k)
+        if _resolved(lam, k):
+            s = lam.sqrt()
+            return s, (M.T @ P) / s[:k].clamp_min(tiny(s.dtype)), fro2
+    if k == 0:
+        return torch.linalg.svdvals(M), M.new_zeros(M.shape[1], 0), fro2
+    _, s, Vh = torch.linalg.svd(M, full_matrices=False)
+    return s, Vh[:k].T, fro2
+
+
+def factored_route(n: int, d: int, m: int) -> bool:
+    """Whether the spectrum of coef L^T R (n rows, d x m) comes from its factors (n < min(d, m)) or the dense matrix."""
+    return n < min(d, m)
+
+
+def spectrum(
+    L: torch.Tensor, R: torch.Tensor, coef: float, k: int, dense_add: torch.Tensor | None = None, accurate: bool = False
+) -> Spectrum:
+    """Singular values of A = coef * L^T R (+ dense_add) and its top-k triplets (k = 0: values only)."""
+    n, d = L.shape
+    m = R.shape[1]
+    k = min(k, d, m)
+    if dense_add is not None or not factored_route(n, d, m):
+        A = coef * (L.T @ R)
+        if dense_add is not None:
+            A += dense_add
+        return dense_spectrum(A, k, accurate)
+    k = min(k, n)
+    R_L = torch.linalg.qr(L.T, mode="r")[1]  # n x n, L^T = Q R_L
+    s, V, fro2 = _factor_spectrum(R_L @ R, k, accurate)
+    return _from_factor(L, R, coef, s, V, fro2, d, m)
+
+
+def spectrum_pair(
+    L: torch.Tensor,
+    R: torch.Tensor,
+    U: torch.Tensor,
+    B: torch.Tensor,
+    coef: float,
+    k: int,
+    exact_other,
+    accurate: bool = False,
+    rank_other: int | None = None,
+) -> tuple[Spectrum, Spectrum]:
+    """Spectrum of A = coef L^T [R; 0] (values and top-k triplets) and the values of
+    A' = coef L^T ([R; 0] - U B^T), a rank-j change of A's right factor, from one QR and one Gram.
+
+    L: p x d, R: n x m (n <= p; its missing rows are zero), U: p x j, B: m x j. With L^T = Q R_L,
+    A = coef Q [M; 0], M = R_L[:n, :n] R, and A' = coef Q R_L([R; 0] - U B^T), whose Gram is
+        K' = [M M^T, 0; 0, 0] - Z Y^T - Y Z^T + Y (B^T B) Y^T,   Y = R_L U,  Z = [M B; 0],
+    a rank-2j update of A's Gram: no second QR, product or Gram. Its eigenvalues carry ~eps s_1(A)^2
+    absolutely, so A''s values are right to ~sqrt(eps) s_1(A) normwise instead of sqrt(eps) s_1(A');
+    when s_1(A) > 8 s_1(A') (a strong spike) A' is recomputed by `exact_other()` (-> Spectrum)
+    instead; likewise for shapes the Gram route does not fit.
+    rank_other: a known bound on A''s rank (default min(p, n + j)); the values past it are zero."""
+    p, d = L.shape
+    n, m = R.shape
+    if accurate or not factored_route(p, d, m):
+        return spectrum(L[:n], R, coef, k, accurate=accurate), exact_other()
+    R_L = torch.linalg.qr(L.T, mode="r")[1]  # p x p
+    M = R_L[:n, :n] @ R
+    C = M @ M.T
+    Y, Z = R_L @ U, torch.cat([M @ B, M.new_zeros(p - n, B.shape[1])])
+    K = _updated_gram(C, Y, Z, B, n)
+    s, V, fro2, lam_other = _values_pair(M, C, K, min(k, n, d, m), accurate)
+    lam_other[min(p, n + B.shape[1]) if rank_other is None else rank_other :] = 0  # rounding, not spectrum
+    if not 64 * lam_other[0] >= s[0] ** 2:
+        other = exact_other()
+    else:
+        values = torch.cat([lam_other.sqrt(), lam_other.new_zeros(min(d, m) - p)])
+        other = Spectrum(
+            coef * values, L.new_zeros(d, 0), values.new_zeros(0), L.new_zeros(m, 0), coef**2 * float(lam_other.sum())
+        )
+    return _from_factor(L[:n], R, coef, s, V, fro2, d, m), other
+
+
+def _updated_gram(C: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, B: torch.Tensor, n: int) -> torch.Tensor:
+    """The Gram of M' = [M; 0] - Y B^T (p x c) from M's Gram C (n x n, n <= p) and Z = [M B; 0]:
+    K' = [C, 0; 0, 0] - Z Y^T - Y Z^T + Y (B^T B) Y^T, a rank-2j update (C is left as it is)."""
+    K = (Y @ (B.T @ B / 2) - Z) @ Y.T
+    K = K + K.T
+    K[:n, :n] += C
+    return K
+
+
+def _values_pair(M: torch.Tensor, C: torch.Tensor, K: torch.Tensor, k: int, accurate: bool):
+    """(M's values, top-k right vectors, ||M||_F^2 from its Gram C, overwritten) and the eigenvalues
+    of the other Gram K (overwritten), descending. On the CPU K's reduction runs on another core
+    (LAPACK without the GIL) while M's runs here, unless the process is held to one thread (a sweep
+    worker); the outer limit makes the two threads' own limits restore 1, and this one the original count."""
+    if K.device.type == "cpu" and torch.get_num_threads() > 1:
+        with lapack.one_blas_thread(), ThreadPoolExecutor(1) as pool:
+            other_eig = pool.submit(_eig_top, K, 0)
+            s, V, fro2 = _factor_spectrum(M, k, accurate, C)
+            return s, V, fro2, other_eig.result()[0]
+    s, V, fro2 = _factor_spectrum(M, k, accurate, C)
+    return s, V, fro2, _eig_top(K, 0)[0]
+
+
+def _from_factor(L, R, coef, s, V, fro2, d, m) -> Spectrum:
+    """A = coef L^T R's Spectrum from M's values s, top right vectors V and ||M||_F^2."""
+    k = V.shape[1]
+    U = _A(L, R, 1.0, V) / s[:k].clamp_min(tiny(s.dtype))
+    values = torch.cat([s, s.new_zeros(min(d, m) - s.numel())])
+    return Spectrum(coef * values, U, coef * s[:k], V, coef**2 * fro2)
+
+
+def dense_spectrum(A: torch.Tensor, k: int, accurate: bool = False) -> Spectrum:
+    """Spectrum of a dense matrix via the Gram of its smaller side."""
+    k = min(k, *A.shape)
+    wide = A.shape[0] <= A.shape[1]
+    M = A if wide else A.T
+    s, Y, fro2 = _factor_spectrum(M, k, accurate)  # Y: right singular vectors of M
+    return _from_dense(M, wide, s, Y, fro2)
+
+
+def dense_spectrum_pair(
+    A: torch.Tensor, left: torch.Tensor, right: torch.Tensor, k: int, accurate: bool = False
+) -> tuple[Spectrum, Spectrum]:
+    """Spectrum of the dense A (d x m: values, top-k triplets) and the values of A' = A - left right
+    (left d x j, right j x m) from one Gram of A's smaller side: A''s Gram is a rank-2j update of
+    A's (as in `spectrum_pair`, with R_L = I), so no second d x m matrix, product or Gram is formed.
+    Same accuracy: A''s values are right to ~sqrt(eps) s_1(A) normwise, and A' is recomputed
+    densely when s_1(A) > 8 s_1(A') (its values would drown in A's rounding)."""
+    k = min(k, *A.shape)
+    wide = A.shape[0] <= A.shape[1]
+    M, Y, B = (A, left, right.T) if wide else (A.T, right.T, left)  # M' = M - Y B^T
+    exact_other = lambda: dense_spectrum(torch.addmm(A, left, right, alpha=-1), 0, accurate)  # noqa: E731
+    if accurate:
+        return dense_spectrum(A, k, accurate), exact_other()
+    C = M @ M.T
+    K = _updated_gram(C, Y, M @ B, B, M.shape[0])
+    s, V, fro2, lam_other = _values_pair(M, C, K, k, accurate)
+    if not 64 * lam_other[0] >= s[0] ** 2:
+        other = exact_other()
+    else:
+        other = Spectrum(
+            lam_other.sqrt(), A.new_zeros(A.shape[0], 0), A.new_zeros(0), A.new_zeros(A.shape[1], 0), float(lam_other.sum())
+        )
+    return _from_dense(M, wide, s, V, fro2), other
+
+
+def _from_dense(M: torch.Tensor, wide: bool, s: torch.Tensor, Y: torch.Tensor, fro2: float) -> Spectrum:
+    """A's Spectrum from M (A or A^T, wide), its values s, top right vectors Y and ||M||_F^2."""
+    k = Y.shape[1]
+    X = M @ Y / s[:k].clamp_min(tiny(s.dtype))
+    U, V = (X, Y) if wide else (Y, X)
+    return Spectrum(s, U, s[:k], V, fro2)
+
+
+def data_spectrum(X: torch.Tensor, k: int) -> Spectrum:
+    """dense_spectrum of a data matrix of any scale: X is first scaled by a power of two (exact)
+    where its Gram could over- or underflow, and the values scaled back. The Gram's values carry
+    ~eps s_1^2 absolutely (module docstring), which a covariance spectrum or its top direction can
+    afford; an SVD costs several times as much (docs/performance.md)."""
+    top = float(X.abs().max()) if X.numel() else 0.0
+    c = 1.0 if top == 0.0 or SCALE_SAFE[0] < top < SCALE_SAFE[1] else 2.0 ** math.frexp(top)[1]
+    sp = dense_spectrum(X / c if c != 1.0 else X, k)
+    return sp if c == 1.0 else Spectrum(sp.values * c, sp.U, sp.s * c, sp.V, sp.fro2 * c * c)
+
+
+def _A(L: torch.Tensor, R: torch.Tensor, coef: float, V: torch.Tensor) -> torch.Tensor:
+    """coef L^T (R V) for a thin V, computed transposed, ((V^T R^T) L)^T: BLAS runs thin products
+    faster with the long dimension last (docs/performance.md)."""
+    return coef * ((V.T @ R.T) @ L).T
+
+
+def _At(L: torch.Tensor, R: torch.Tensor, coef: float, Q: torch.Tensor) -> torch.Tensor:
+    """coef R^T (L Q) for a thin Q, in the same order."""
+    return coef * ((Q.T @ L.T) @ R).T
+
+
+def _orth(K: torch.Tensor, Q: torch.Tensor | None) -> torch.Tensor:
+    """Orthonormal basis of K's component outside span(Q) (block Gram-Schmidt, twice), rank-revealing:
+    directions below sqrt(eps) ||K|| (already in span(Q), or dependent) are dropped, so a Krylov
+    space that has exhausted A's range ends instead of filling up with rounding noise."""
+    scale = float(K.norm())
+    if Q is not None:
+        for _ in range(2):
+            K = K - Q @ (Q.T @ K)
+    floor = resolution(K.dtype) * scale
+    Qk, Rk = torch.linalg.qr(K)
+    if bool((Rk.diagonal().abs() > floor).all()):  # the usual case; else the SVD says which directions are new
+        return Qk
+    U, S, _ = torch.linalg.svd(K, full_matrices=False)
+    return U[:, S > floor]
+
+
+def factored(L: torch.Tensor, R: torch.Tensor, coef: float):
+    """(V -> A V, U -> A^T U) for A = coef * L^T R, never formed: the operator `top_k` takes."""
+    return (lambda V: _A(L, R, coef, V)), (lambda U: _At(L, R, coef, U))
+
+
+def top_k(mv, rmv, start: torch.Tensor, k: int, tol: float = 1e-6, max_dim: int | None = None, exact=None) -> Triplets:
+    """Top-k singular triplets of an operator A (d x m) given by mv (V -> A V) and rmv (U -> A^T U),
+    by block Krylov (block Lanczos with full reorthogonalisation) from the d x b block `start`
+    (b > k: random, A times a random block, or the previous call's U when tracking a trajectory).
+
+    Each step applies A^T then A to one d x b block; the Rayleigh-Ritz projection of the whole space
+    gives A^T u_i = s_i v_i exactly, and it stops once ||A v_i - s_i u_i|| <= tol * s_1 for all
+    i < k. Along a training trajectory the top subspace moves little per step, so a warm start
+    passes at once. Past max_dim columns (default min(max(20 b, 400), d, m)) without meeting the
+    test, `exact()` (-> Spectrum with >= b triplets) is used and flagged, or, without `exact`, the
+    best triplets so far are returned with their residual."""
+    d, b = start.shape
+    Q = _orth(start, None)
+    Qs, Ws, Ks, ws = [], [], [], []  # orthonormal blocks, A^T Q_i, A A^T Q_i / w_i, the scales w_i
+    it, dim = 0, 0
+    while True:
+        it += 1
+        W = rmv(Q)  # A^T Q_i, m x b
+        w = float(torch.linalg.vector_norm(W, float("inf"))) or 1.0
+        K = mv(W / w)  # A W_i / w_i, d x b: neither over- nor underflows, however large or small A is
+        Qs.append(Q), Ws.append(W), Ks.append(K), ws.append(torch.full((Q.shape[1],), w, dtype=W.dtype, device=W.device))
+        dim += Q.shape[1]
+        limit = max_dim or min(max(20 * b, 400), d, W.shape[0])
+        Wall, Kall, Qall, wall = torch.cat(Ws, 1), torch.cat(Ks, 1), torch.cat(Qs, 1), torch.cat(ws)
+        top = float(wall.max())
+        c = 1.0 if SCALE_SAFE[0] < top < SCALE_SAFE[1] else top  # scale the Gram only where it could over- or underflow
+        Wc = Wall if c == 1.0 else Wall / c
+        lam, P = _eig_top(Wc.T @ Wc, min(b, dim))  # (Q^T A)(Q^T A)^T / c^2
+        s = c * lam[: P.shape[1]].sqrt()
+        inv = torch.where(s > s[0] * eps(s.dtype), 1 / s, 0.0)  # rank-deficient A: zero, not huge, columns
+        U, AV = Qall @ P, Kall @ (P * wall[:, None] * inv)  # A v_i = A W p_i / s_i
+        residual = float((AV[:, :k] - U[:, :k] * s[:k]).norm(dim=0).max() / s[0].clamp_min(tiny(s.dtype)))
+        if residual <= tol:
+            return Triplets(U, s, Wall @ P * inv, k, residual, it)
+        Q = _orth(K, Qall)[:, : limit - dim] if dim < limit else K[:, :0]
+        if not Q.shape[1]:  # the space reached max_dim, or is invariant (all of A's range: nothing better exists)
+            if exact is None or dim < limit:
+                return Triplets(U, s, Wall @ P * inv, k, residual, it)
+            spec = exact()
+            return Triplets(spec.U[:, :b], spec.s[:b], spec.V[:, :b], k, residual, it, True)

@@ -1,0 +1,1 @@
+"""Data sets: spiked data (the paper's model) and real data."""

@@ -1,0 +1,1 @@
+"""What a command studies: analyze, layers, train, onestep, regpath, scaling, advise, theory."""

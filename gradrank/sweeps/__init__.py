@@ -1,0 +1,1 @@
+"""Many runs: the sweep spec, its store, the executors."""
