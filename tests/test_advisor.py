@@ -318,7 +318,7 @@ def test_a_rank_some_layer_can_take_is_accepted():
         ("def build(cfg):\n    return 3\n", "bad.py:build", "must return a dict"),
         ("def build(cfg):\n    return 3\n", "bad.py:other", "has no function other"),
         ("", "missing.py:build", "no such model file"),
-        ("", "resnet", "not mlp, minilm"),
+        ("", "resnet", "not twolayer, mlp, minilm"),
     ],
 )
 def test_a_failing_spec_exits_2_and_writes_nothing(tmp_path, body, spec, needle):

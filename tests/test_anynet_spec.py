@@ -127,8 +127,8 @@ def test_user_file_resolves_with_config_or_nothing(tmp_path):
         (":extra", "unknown keys 'lyers'"),
         (":bad_inputs", "'inputs' must be a Tensor"),
         (":absent", "has no function absent"),
-        (":1x", "not mlp, minilm"),
-        ("", "not mlp, minilm"),
+        (":1x", "not twolayer, mlp, minilm"),
+        ("", "not twolayer, mlp, minilm"),
     ],
 )
 def test_user_file_misuse_is_one_line(tmp_path, suffix, message):

@@ -122,8 +122,10 @@ class TrainConfig:
         0.03, lo=0.0, lo_open=True, doc="learning rate, in units set by train.lr_scale (0.03: stable GD at the paper's size)"
     )
     lr_scale: str = _f("auto", choices=("auto", "none"), doc="auto: lr multiplied by m for mf, 1 for ntk")
-    optimizer: str = _f("gd", choices=("gd", "sgd", "adam"))
-    batch_size: int = _f(64, lo=1, doc="mini-batch for sgd")
+    optimizer: str = _f(
+        "gd", choices=("gd", "sgd", "adam", "adamw"), doc="torch.optim's: gd full batch; sgd, adam, adamw on mini-batches"
+    )
+    batch_size: int = _f(64, lo=1, doc="mini-batch for sgd, adam and adamw")
     record_every: int = _f(10, lo=1)
     checkpoint_every: int = _f(50, lo=1, doc="exact spectra of G and W - W0")
     train_outer: bool = _f(False)
@@ -360,7 +362,7 @@ def resolve(cfg: Config) -> Config:
     if cfg.model.weights:
         files |= _input_file("model.weights", cfg.model.weights, "model.weights_sha256", cfg.model.weights_sha256)
     spec = cfg.layers.model
-    if spec not in ("mlp", "minilm") and ":" in spec:  # the user's path/to/file.py:function, hashed into the run identity
+    if ":" in spec:  # the user's path/to/file.py:function (no built-in SPEC name has a colon), hashed into the run identity
         path, _, function = spec.rpartition(":")
         got = _input_file("layers.model", path, "layers.model_sha256", cfg.layers.model_sha256)
         files |= {"layers.model": f"{got['layers.model']}:{function}", "layers.model_sha256": got["layers.model_sha256"]}

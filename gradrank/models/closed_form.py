@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from gradrank.errors import InputError
-from gradrank.models.twolayer import Network
+
+if TYPE_CHECKING:  # twolayer.TwoLayer.factors delegates here: a type-only import, no circle
+    from gradrank.models.twolayer import Network
 
 
 def loss_and_residue(kind: str, f: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,14 +1,18 @@
-"""A model SPEC resolved to a Problem: a model, its batches and a loss (docs/deep.md).
+"""The SPEC registry: a model SPEC resolved to a Problem, a model, its batches and a loss (docs/deep.md).
 
-SPEC is `mlp` (the built-in deep MLP on the spiked data), `minilm` (all-MiniLM-L6-v2 from its
-wheel, offline) or `path/to/file.py:function`: the user's own file, imported and run as it is
-(it is the user's code, with the user's rights), whose function takes the resolved config (or
-nothing) and returns a dict with `model`, `inputs`, `targets`, `loss` and optionally `layers`.
+SPEC is a built-in name, `twolayer` (the paper's network, gradrank.models.twolayer), `mlp` (the
+deep MLP on the spiked data) or `minilm` (all-MiniLM-L6-v2 from its wheel, offline), or
+`path/to/file.py:function`: the user's own file, imported and run as it is (it is the user's code,
+with the user's rights), whose function takes the resolved config (or nothing) and returns a dict
+with `model`, `inputs`, `targets`, `loss` and optionally `layers`. The built-in names map to
+gradrank's own "module:function" (imported by name when resolved, so the model modules may import
+this one); a user file is hashed (`file_digest`) into the run identity.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +22,14 @@ import torch
 
 from gradrank.config import ComputeConfig, Config
 from gradrank.errors import InputError
+from gradrank.io import sha256_file
 
-BUILT_IN = ("mlp", "minilm")
+# the built-in SPECs: name -> gradrank's "module:function" returning the Problem for a config
+BUILT_IN = {
+    "twolayer": "gradrank.models.twolayer:problem",
+    "mlp": "gradrank.models.mlp:problem",
+    "minilm": "gradrank.models.minilm:problem",
+}
 _KEYS = {"model", "inputs", "targets", "loss"}
 _OPTIONAL = {"layers", "batches"}
 
@@ -37,7 +47,7 @@ class DataSpike:
 
 @dataclass
 class Problem:
-    name: str  # "mlp", "minilm" or "path/file.py:function"
+    name: str  # a built-in name (BUILT_IN) or "path/file.py:function"
     model: torch.nn.Module
     batches: list[tuple[Any, Any]]  # (inputs, targets); inputs a Tensor, a tuple (model(*inputs)) or a dict (model(**inputs))
     loss: Callable[[Any, Any], torch.Tensor]  # (outputs, targets) -> mean loss, 0-d tensor
@@ -77,28 +87,48 @@ def resolve(spec: str, cfg: Config | None = None) -> Problem:
 
         cfg = config_mod.load()
     if not isinstance(spec, str) or not spec.strip():
-        raise InputError("--model: empty SPEC (use mlp, minilm or path/to/file.py:function)")
+        raise InputError(f"--model: empty SPEC (use {_NAMES} or path/to/file.py:function)")
     spec = spec.strip()
-    if spec == "mlp":
-        from gradrank.models import mlp
-
-        return mlp.problem(cfg)
-    if spec == "minilm":
-        from gradrank.models import minilm
-
-        return minilm.problem(cfg)
+    if spec in BUILT_IN:
+        module, _, function = BUILT_IN[spec].partition(":")
+        return getattr(importlib.import_module(module), function)(cfg)
     return _user_problem(spec, cfg)
 
 
-def _user_problem(spec: str, cfg: Config) -> Problem:
+_NAMES = ", ".join(BUILT_IN)
+
+
+def is_file(spec: str) -> bool:
+    """Whether a SPEC names a user's file (path/to/file.py:function), not a built-in model."""
+    return spec not in BUILT_IN and ":" in spec
+
+
+def _split(spec: str) -> tuple[Path, str]:
+    """(path, function) of a user file's SPEC, checked."""
     path_text, sep, fn_name = spec.rpartition(":")
     if not sep or not path_text or not fn_name.isidentifier():
-        raise InputError(f"--model {spec!r}: not mlp, minilm or path/to/file.py:function")
+        raise InputError(f"--model {spec!r}: not {_NAMES} or path/to/file.py:function")
     path = Path(path_text)
     if path.suffix != ".py":
         raise InputError(f"--model {spec!r}: {path_text} is not a .py file")
-    from gradrank.io import sha256_file
+    return path, fn_name
 
+
+def file_digest(spec: str, expected: str = "", key: str = "") -> str:
+    """The sha256 of a user file SPEC's file; a recorded `expected` hash (config key `key`) that no
+    longer matches is an error: the saved config would not reproduce the run."""
+    path, _ = _split(spec)
+    try:
+        digest = sha256_file(path, "model file")
+    except InputError as exc:
+        raise InputError(f"--model {spec}: {exc}") from None
+    if expected and expected != digest:
+        raise InputError(f"config key '{key}': {path} has changed since the config was written")
+    return digest
+
+
+def _user_problem(spec: str, cfg: Config) -> Problem:
+    path, fn_name = _split(spec)
     digest = sha256_file(path, "model file")
     fn = _load_function(path, fn_name, spec)
     try:

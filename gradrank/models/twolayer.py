@@ -1,4 +1,10 @@
-"""The two-layer network f(x) = gamma_m * a^T sigma(W x) with fixed outer weights (docs/model.md, the network)."""
+"""The two-layer network f(x) = gamma_m * a^T sigma(W x) with fixed outer weights (docs/model.md, the network).
+
+Two views of one network: `Network`, its weights as plain tensors for the closed-form gradient
+(Prop. 2.1 of arXiv 2510.01303, gradrank.models.closed_form), and `TwoLayer`, the nn.Module that
+torch.optim trains and autograd differentiates, registered as the SPEC `twolayer` (`problem`).
+Both compute f through `output`, the one forward pass.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,19 @@ from dataclasses import dataclass
 
 import torch
 
-from gradrank.config import ModelConfig
+from gradrank.config import Config, ModelConfig
 from gradrank.core.activations import Activation, get
+from gradrank.data import spiked as data_mod
 from gradrank.data.spiked import Dataset
+from gradrank.errors import InputError
+from gradrank.models import closed_form
+from gradrank.models.registry import DataSpike, Problem, device
 from gradrank.rng import generator
+
+
+def output(Z: torch.Tensor, a: torch.Tensor, gamma: float, act: Activation) -> torch.Tensor:
+    """f = gamma_m sigma(Z) a (n) from the pre-activations Z = X W^T (n x m): the one forward pass."""
+    return gamma * (act.f(Z) @ a)
 
 
 @dataclass
@@ -29,14 +44,68 @@ class Network:
         return X @ self.W.T
 
     def output(self, Z: torch.Tensor) -> torch.Tensor:
-        """f = gamma_m sigma(Z) a from the pre-activations: the one forward pass."""
-        return self.gamma * (self.act.f(Z) @ self.a)
+        """f = gamma_m sigma(Z) a from the pre-activations (`output`)."""
+        return output(Z, self.a, self.gamma, self.act)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         return self.output(self.preactivations(X))
 
     def to(self, device, dtype) -> "Network":
         return Network(self.W.to(device=device, dtype=dtype), self.a.to(device=device, dtype=dtype), self.gamma, self.act)
+
+
+class TwoLayer(torch.nn.Module):
+    """f(x) = gamma_m a^T sigma(W x) as a module: W = inner.weight (m x d, a bias-free nn.Linear, so
+    that layer capture sees it), a (m) a parameter trained only when train_outer."""
+
+    def __init__(self, W: torch.Tensor, a: torch.Tensor, gamma: float, act: Activation, train_outer: bool = False):
+        super().__init__()
+        m, d = W.shape
+        self.inner = torch.nn.Linear(d, m, bias=False, dtype=W.dtype, device=W.device)
+        with torch.no_grad():
+            self.inner.weight.copy_(W)
+        self.a = torch.nn.Parameter(a.clone(), requires_grad=train_outer)
+        self.gamma, self.act = gamma, act
+
+    @classmethod
+    def of(cls, net: Network, train_outer: bool = False) -> "TwoLayer":
+        """The module holding a copy of net's weights."""
+        return cls(net.W, net.a, net.gamma, net.act, train_outer)
+
+    @property
+    def W(self) -> torch.nn.Parameter:
+        return self.inner.weight
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return output(self.inner(X), self.a, self.gamma, self.act)  # n
+
+    def network(self) -> Network:
+        """The closed-form view of the current weights (sharing their storage, outside autograd)."""
+        return Network(self.W.detach(), self.a.detach(), self.gamma, self.act)
+
+    def factors(self, X: torch.Tensor, y: torch.Tensor, loss_kind: str):
+        """The closed-form factors of G = dL/dW^T at (X, y) (Prop. 2.1): gradrank.models.closed_form.gradient."""
+        return closed_form.gradient(self.network(), X, y, loss_kind)
+
+
+def problem_of(ds: Dataset, net: Network, loss_kind: str) -> Problem:
+    """The SPEC's Problem for a data set and a network: one full batch, the mean loss, the spike of X."""
+    kind = loss_kind
+
+    def loss(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return closed_form.loss_and_residue(kind, f, y)[0].mean()
+
+    spike = DataSpike("inner", ds.q, ds.z, float(ds.zeta)) if ds.zeta else None
+    return Problem("twolayer", TwoLayer.of(net), [(ds.X, ds.y)], loss, None, "", spike)
+
+
+def problem(cfg: Config) -> Problem:
+    """The SPEC `twolayer`: the paper's network at its initialisation on the config's data, in compute.dtype."""
+    if cfg.model.weights:
+        raise InputError("config key 'model.weights': the SPEC twolayer starts from its initialisation (unset model.weights)")
+    dtype, dev = getattr(torch, cfg.compute.dtype), device(cfg.compute)
+    ds = data_mod.load(cfg.data, cfg.seed, cfg.loss.kind)
+    return problem_of(ds.to(dev, dtype), init(cfg.model, cfg.seed, ds).to(dev, dtype), cfg.loss.kind)
 
 
 def gamma_m(mc: ModelConfig, m: int) -> float:

@@ -1,11 +1,14 @@
 """The projector advisor (docs/advisor.md): train, record per weight what the energy maps need,
 recommend (r, T) per layer, and validate against the GaLore authors' optimiser (galore-torch).
 
-The recording rides on the training the user asked for: the two-layer model through
-`pipeline.training.train` (its `on_step` sees each update's gradient), any other model (a SPEC of
-gradrank.models) by plain full-batch gradient descent on every parameter. The validation trains
-copies of the initial model with full-rank AdamW, GaLore-AdamW at the recommended (r, T) of every
-layer and GaLore-AdamW at its commonly used (rank, update_proj_gap), all full-batch at advise.adam_lr.
+Every training runs in gradrank.studies.loop. The recording rides on the training the user asked
+for: the two-layer model through `gradrank.studies.train.train` (its closed-form gradient and its
+decomposition, which the theory projector needs; its `on_step` sees each update's gradient), any
+other SPEC of gradrank.models.registry by full-batch training of every parameter with
+train.optimizer (gd, adam or adamw). The validation trains copies of the initial model (the
+SPEC's, `twolayer`'s for the two-layer model) with full-rank AdamW, GaLore-AdamW at the recommended
+(r, T) of every layer and GaLore-AdamW at its commonly used (rank, update_proj_gap), all
+full-batch at advise.adam_lr.
 
 The result is a plain payload (the dict behind advice.json); gradrank.results.advice types it.
 """
@@ -31,6 +34,11 @@ from gradrank.core.projectors import (
     recommend,
 )
 from gradrank.errors import InputError
+from gradrank.models import registry
+from gradrank.models import twolayer as twolayer_mod
+from gradrank.studies import analyze as analysis
+from gradrank.studies import loop
+from gradrank.studies import train as training
 
 SCHEMA = 1
 TWOLAYER = "twolayer"
@@ -38,23 +46,11 @@ TWOLAYER = "twolayer"
 
 def resolve(cfg: Config) -> Config:
     """The two-layer model's training defaults (a test set) and a user model file's content hash."""
-    from gradrank.studies import train as training
-
     spec = cfg.advise.model
     if spec == TWOLAYER:
         return training.resolve(cfg)
-    if ":" in spec and spec not in ("mlp", "minilm"):
-        from pathlib import Path
-
-        from gradrank.io import sha256_file
-
-        path = spec.rsplit(":", 1)[0]
-        try:
-            digest = sha256_file(Path(path), "model file")
-        except InputError as exc:
-            raise InputError(f"--model {spec}: {exc}") from None
-        if cfg.advise.model_sha256 and cfg.advise.model_sha256 != digest:
-            raise InputError(f"config key 'advise.model_sha256': {path} has changed since the config was written")
+    if registry.is_file(spec):
+        digest = registry.file_digest(spec, cfg.advise.model_sha256, "advise.model_sha256")
         cfg = cfg.replace(**{"advise.model_sha256": digest})
     return cfg
 
@@ -98,7 +94,6 @@ def svd_seconds(last: dict[str, torch.Tensor], repeats: int = 2) -> dict[str, fl
 def record_twolayer(cfg: Config, record: bool = True) -> dict:
     """Train the two-layer model (cfg.train) with the energy recorder on W's update gradients."""
     from gradrank.models.mu import compute_mu, decompose
-    from gradrank.studies import train as training
 
     acfg = cfg.analysis
     shape = (cfg.model.width, cfg.data.d)
@@ -137,42 +132,20 @@ def record_twolayer(cfg: Config, record: bool = True) -> dict:
     return out
 
 
-def full_batch_gd(problem, steps: int, lr: float, on_step: Callable | None = None) -> list[float]:
-    """Plain full-batch gradient descent on every parameter: the mean of the batch losses (batches of
-    equal weight), w <- w - lr dL/dw. Returns the loss at each visited parameter value."""
-    from gradrank.models.registry import backward, forward
-
-    params = [p for p in problem.model.parameters() if p.requires_grad]
-    losses = []
-    for t in range(steps + 1):
-        problem.model.zero_grad(set_to_none=True)
-        total = 0.0
-        for inputs, targets in problem.batches:
-            loss = problem.loss(forward(problem, inputs), targets) / len(problem.batches)
-            if t < steps:
-                backward(problem, loss.backward)
-            total += float(loss.detach())
-        if not math.isfinite(total):
-            raise InputError(f"train: the loss is not finite at step {t}; lower train.lr")
-        losses.append(total)
-        if t == steps:
-            break
-        if on_step is not None:
-            on_step(t)
-        with torch.no_grad():
-            for p in params:
-                if p.grad is not None:
-                    p -= lr * p.grad
-    return losses
+def full_batch_gd(problem, steps: int, lr: float, on_step: Callable | None = None, kind: str = "gd") -> list[float]:
+    """Full-batch training of every parameter by gradrank.studies.loop (gd: w <- w - lr dL/dw) on the mean
+    of the batch losses (batches of equal weight). Returns the loss at each visited parameter value."""
+    opt = loop.optimizer(kind, [p for p in problem.model.parameters() if p.requires_grad], lr)
+    run = loop.run(opt, loop.problem_step(problem), steps, [] if on_step is None else [on_step])
+    if run.diverged:
+        raise InputError(f"train: {run.message}")
+    return run.losses
 
 
 def record_module(problem, cfg: Config, record: bool = True) -> dict:
-    """Train a SPEC's model by full-batch GD (train.optimizer = gd) recording every linear layer's weight gradients."""
-    from gradrank.models.registry import linear_layers
-
-    if cfg.train.optimizer != "gd":
-        raise InputError(f"config key 'train.optimizer' = {cfg.train.optimizer}: a --model network trains with gd only")
-    layers = linear_layers(problem.model, _patterns(problem, cfg))
+    """Train a SPEC's model full batch (train.optimizer) recording every linear layer's weight gradients."""
+    _check_full_batch(cfg)
+    layers = registry.linear_layers(problem.model, _patterns(problem, cfg))
     if not layers:
         raise InputError(f"--model {cfg.advise.model}: the model has no linear layer to advise on")
     shapes = {name: tuple(mod.weight.shape) for name, mod in layers.items()}
@@ -196,7 +169,7 @@ def record_module(problem, cfg: Config, record: bool = True) -> dict:
         state["seconds"] += time.perf_counter() - start
 
     start = time.perf_counter()
-    losses = full_batch_gd(problem, cfg.train.steps, cfg.train.lr, on_step if record else None)
+    losses = full_batch_gd(problem, cfg.train.steps, cfg.train.lr, on_step if record else None, cfg.train.optimizer)
     seconds = time.perf_counter() - start
     out = {"train_seconds": seconds, "recording_seconds": state["seconds"], "losses": losses, "skipped": state["skipped"]}
     if record:
@@ -206,21 +179,6 @@ def record_module(problem, cfg: Config, record: bool = True) -> dict:
 
 
 # ---------------------------------------------------------------------------- validation
-
-
-class TwoLayerModule(torch.nn.Module):
-    """The two-layer network as a torch module (W trained, a fixed), for the optimisers of the validation."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.W = torch.nn.Parameter(net.W.clone())
-        self.register_buffer("a", net.a.clone())
-        self.gamma, self.act = net.gamma, net.act
-
-    def forward(self, X):
-        from gradrank.models.twolayer import Network
-
-        return Network(self.W, self.a, self.gamma, self.act).forward(X)
 
 
 def _galore():
@@ -240,32 +198,18 @@ def _galore():
     return GaLoreAdamW
 
 
-def _train_adam(model, params_of, batches, loss_fn, fwd, steps: int, make_opt) -> list[float]:
-    from gradrank.models.registry import user_call
-
-    losses = []
-    opt = make_opt(params_of(model))
-    for t in range(steps + 1):
-        opt.zero_grad(set_to_none=True)
-        total = 0.0
-        for inputs, targets in batches:
-            loss = loss_fn(fwd(model, inputs), targets) / len(batches)
-            if t < steps:
-                user_call("the backward pass", loss.backward)
-            total += float(loss.detach())
-        losses.append(total if math.isfinite(total) else float("nan"))
-        if t == steps or not math.isfinite(total):
-            break
-        opt.step()
-    return losses
+def _check_full_batch(cfg: Config) -> None:
+    if cfg.train.optimizer == "sgd":
+        raise InputError("config key 'train.optimizer' = sgd: a --model network trains full batch (gd, adam or adamw)")
 
 
 def validate(
-    model, weights: dict[str, str], batches, loss_fn, fwd, cfg: Config, recommended: dict[str, dict], adam: dict | None = None
+    problem, model, weights: dict[str, str], cfg: Config, recommended: dict[str, dict], adam: dict | None = None
 ) -> dict:
     """Full AdamW, GaLore-AdamW at each layer's recommended (r, T) (svd projector) and at the common
     defaults (advise.galore_rank capped at the layer's smaller dimension, advise.galore_interval),
-    from the same initial model, full batch, advise.adam_lr, train.steps steps.
+    from the same initial model (a copy of `model`, trained on the problem's batches and loss),
+    full batch, advise.adam_lr, train.steps steps, each run by gradrank.studies.loop.
 
     weights: layer name -> the dotted name of its weight parameter in `model`. adam: the full AdamW
     run of an earlier call with the same model, lr and steps (it does not depend on the GaLore scale)."""
@@ -311,18 +255,12 @@ def validate(
             runs.append(adam)
             continue
         start = time.perf_counter()
+        m = fresh()
         if rt is None:
-            losses = _train_adam(
-                fresh(),
-                lambda m: [p for p in m.parameters() if p.requires_grad],
-                batches,
-                loss_fn,
-                fwd,
-                steps,
-                lambda ps: torch.optim.AdamW(ps, lr=ac.adam_lr, eps=1e-6, weight_decay=0.0),
-            )
+            opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=ac.adam_lr, eps=1e-6, weight_decay=0.0)
         else:
-            losses = _train_adam(fresh(), groups(rt), batches, loss_fn, fwd, steps, galore)
+            opt = galore(groups(rt)(m))
+        losses = loop.run(opt, loop.problem_step(problem, m), steps).losses  # a divergent run ends in NaN
         runs.append(
             {
                 "name": key,
@@ -396,19 +334,16 @@ def prepare(cfg: Config):
     cfg = resolve(cfg)
     if cfg.train.steps < 1:
         raise InputError("config key 'train.steps' must be >= 1 for advise")
-    if cfg.advise.model == TWOLAYER:
+    if cfg.advise.model == TWOLAYER:  # recorded through `gradrank train`; the SPEC's Problem serves the validation
         grid(cfg, [min(cfg.model.width, cfg.data.d)], True)
-        return cfg, None
-    from gradrank.models.registry import linear_layers
-    from gradrank.models.registry import resolve as resolve_spec
-
-    problem = resolve_spec(cfg.advise.model, cfg)
-    layers = linear_layers(problem.model, _patterns(problem, cfg))
+        _, ds, net = analysis.prepare(cfg)  # honours model.weights
+        return cfg, twolayer_mod.problem_of(ds, net, cfg.loss.kind)
+    problem = registry.resolve(cfg.advise.model, cfg)
+    layers = registry.linear_layers(problem.model, _patterns(problem, cfg))
     if not layers:
         raise InputError(f"--model {cfg.advise.model}: the model has no linear layer to advise on")
     grid(cfg, [min(mod.weight.shape) for mod in layers.values()], False)
-    if cfg.train.optimizer != "gd":
-        raise InputError(f"config key 'train.optimizer' = {cfg.train.optimizer}: a --model network trains with gd only")
+    _check_full_batch(cfg)
     return cfg, problem
 
 
@@ -416,17 +351,16 @@ def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=N
     """The advice payload for a config from `prepare` (and its Problem for a SPEC)."""
     say = progress or (lambda _msg: None)
     spec, steps = cfg.advise.model, cfg.train.steps
-    if spec != TWOLAYER and problem is None:
+    if problem is None:
         cfg, problem = prepare(cfg)
-    initial = None  # a SPEC's model before training (the validation starts from it)
+    initial = copy.deepcopy(problem.model)  # the model before training: the validation starts from it
     if spec == TWOLAYER:
         say(f"training the two-layer model for {steps} steps ({cfg.train.optimizer}), recording")
         run = record_twolayer(cfg)
         loss_curve = [r["train_loss"] for r in run["rows"]]
         loss_steps = [r["step"] for r in run["rows"]]
     else:
-        initial = copy.deepcopy(problem.model)
-        say(f"training {problem.name} for {steps} steps (full-batch gd), recording")
+        say(f"training {problem.name} for {steps} steps (full-batch {cfg.train.optimizer}), recording")
         run = record_module(problem, cfg)
         loss_curve, loss_steps = run["losses"], list(range(steps + 1))
     step_seconds = run["train_seconds"] / steps
@@ -459,40 +393,15 @@ def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=N
 
 
 def validation(cfg: Config, recommended: dict[str, dict], problem=None, initial=None, adam: dict | None = None) -> dict:
-    """`validate` for the two-layer model (problem None) or a SPEC's Problem from its initial model."""
+    """`validate` from the initial model of a Problem from `prepare` (built here when not given)."""
     if problem is None:
-        return _validate_twolayer(cfg, recommended, adam)
-    from gradrank.models.registry import forward
-
-    names = {name: f"{name}.weight" for name in recommended}
-    shell = copy.copy(problem)
-    fwd = lambda m, x: forward(_with_model(shell, m), x)  # noqa: E731
-    return validate(initial, names, problem.batches, problem.loss, fwd, cfg, recommended, adam)
+        cfg, problem = prepare(cfg)
+    initial = problem.model if initial is None else initial
+    # the two-layer model's recorded layer is W, the weight of its module `inner`
+    names = {name: "inner.weight" if cfg.advise.model == TWOLAYER else f"{name}.weight" for name in recommended}
+    return validate(problem, initial, names, cfg, recommended, adam)
 
 
 def _patterns(problem, cfg: Config) -> list[str] | None:
     """Which linear layers: the SPEC's own choice, else layers.patterns, else all."""
     return problem.layers or list(cfg.layers.patterns) or None
-
-
-def _with_model(problem, model):
-    problem.model = model
-    return problem
-
-
-def _validate_twolayer(cfg: Config, recommended: dict[str, dict], adam: dict | None = None) -> dict:
-    from gradrank.models.closed_form import loss_and_residue
-    from gradrank.studies import analyze as analysis
-
-    _, ds, net = analysis.prepare(cfg)
-    kind = cfg.loss.kind
-    return validate(
-        TwoLayerModule(net),
-        {"W": "W"},
-        [(ds.X, ds.y)],
-        lambda f, y: loss_and_residue(kind, f, y)[0].mean(),
-        lambda m, x: m(x),
-        cfg,
-        recommended,
-        adam,
-    )

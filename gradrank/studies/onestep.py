@@ -3,7 +3,7 @@ gradient step improves the representation"; spec section 10).
 
 For each seed and step size eta:
 
-1. W1 = W0 - eta * mult * G, G = grad_{W^T} of the objective at W0 (loss gradient, Prop. 2.1, plus
+1. W1 = W0 - eta * mult * G (torch.optim.SGD through gradrank.studies.loop), G = grad_{W^T} of the objective at W0 (loss gradient, Prop. 2.1, plus
    the dense regularisers' gradients; input noise draws data the gradient is taken at), a fixed.
    `mult` is training's step-size convention (`training.lr_multiplier`, train.lr_scale): m for
    mean-field scaling (gamma_m = c/m) under lr_scale = auto, 1 for NTK. onestep.steps > 1 repeats
@@ -40,6 +40,9 @@ from typing import Callable
 from gradrank.config import Config, OnestepConfig
 from gradrank.core.fits import Correlation, bootstrap_correlation
 from gradrank.errors import InputError
+from gradrank.models.twolayer import Network, TwoLayer
+from gradrank.studies import loop
+from gradrank.studies import train as training
 
 SCHEMA = 1
 ALIGNMENTS = ("align_target", "align_spike", "align_residue")
@@ -261,26 +264,32 @@ def readout(oc: OnestepConfig, net, X, y, X_test, y_test, holdout_idx) -> tuple[
 
 
 def step(cfg: Config, ds, net0, eta: float, mult: float, G0=None):
-    """W after onestep.steps full-batch steps of size eta * mult from net0 (G0: the gradient at W0, if
-    known); the network at W, and whether a step left the dtype's range (then W is the last finite)."""
-    from gradrank.models.twolayer import Network
-    from gradrank.studies import train as training
-
-    net = net0
+    """W after onestep.steps full-batch gradient steps of size eta * mult from net0 (G0: the gradient at
+    W0, if known), taken by gradrank.studies.loop (torch.optim.SGD) on the module TwoLayer from the
+    closed-form gradient; the network at W, and whether a step left the dtype's range (then W is the last finite)."""
     if eta == 0.0:
         return net0, False
-    for t in range(cfg.onestep.steps):
+    model = TwoLayer.of(net0)
+    net = model.network()  # views of the module's weights, which the optimiser updates in place
+    last = [net.W.clone()]  # the last finite W
+
+    def gradient_step(t: int, backward: bool) -> float:
+        if not bool(net.W.isfinite().all()):
+            raise loop.Diverged(f"step {t}: W is not finite")
+        last[0] = net.W.clone()
+        if not backward:
+            return 0.0
         try:
             G = G0 if t == 0 and G0 is not None else training.full_gradient(cfg, ds, net, t)[3]
         except InputError:  # the gradient overflowed at a later step: a divergent step size
             if t == 0:
                 raise
-            return net, True
-        W = net.W - (eta * mult) * G.T
-        if not bool(W.isfinite().all()):
-            return net, True
-        net = Network(W, net.a, net.gamma, net.act)
-    return net, False
+            raise loop.Diverged(f"step {t}: the gradient overflows") from None
+        model.W.grad = G.T  # m x d
+        return 0.0  # the protocol follows W (checked finite above), not the loss
+
+    run = loop.run(loop.optimizer("gd", [model.W], eta * mult), gradient_step, cfg.onestep.steps)
+    return Network(last[0], net.a, net.gamma, net.act), run.diverged
 
 
 def alignments(U, B, q, residue_dir) -> dict[str, float]:
@@ -310,7 +319,6 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     from gradrank.data.spiked import fresh
     from gradrank.rng import generator
     from gradrank.studies import analyze as analysis
-    from gradrank.studies import train as training
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()

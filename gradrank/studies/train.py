@@ -1,9 +1,9 @@
 """Training with the gradient's decomposition followed over steps (docs/training.md).
 
-Gradient descent on W (full batch by default; mini-batch SGD and Adam as options), outer
-weights a fixed unless train.train_outer. Learning-rate convention (train.lr_scale = auto):
+Gradient descent on W (full batch by default; mini-batch SGD, Adam and AdamW as options, all
+torch.optim's through gradrank.studies.loop), outer weights a fixed unless train.train_outer. Learning-rate convention (train.lr_scale = auto):
 lr_effective = lr * m for mean-field scaling (gamma_m = c/m, so that each w_j moves O(1) and
-features are learnt), lr for NTK; Adam normalises every coordinate and always takes lr as given.
+features are learnt), lr for NTK; Adam(W) normalises every coordinate and always takes lr as given.
 
 Every train.record_every steps a row of the trajectory is recorded from the full-batch gradient
 at the clean training data (noise draws are per step): losses, the term norms of the exact
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -35,9 +36,10 @@ from gradrank.errors import InputError
 from gradrank.models import regularizers
 from gradrank.models.closed_form import gradient, loss_and_residue
 from gradrank.models.mu import compute_mu, decompose
-from gradrank.models.twolayer import Network
+from gradrank.models.twolayer import Network, TwoLayer
 from gradrank.rng import generator
 from gradrank.studies import analyze as analysis
+from gradrank.studies import loop
 
 BLOWUP = 1e6  # a loss this many times max(L0, 1) has diverged, even while finite
 
@@ -91,8 +93,8 @@ class Trajectory:
 
 def lr_multiplier(cfg: Config, m: int, optimizer: str = "gd") -> float:
     """The factor train.lr_scale puts on a step size: m for mean field under auto (each w_j then
-    moves O(1)), 1 for NTK, for lr_scale = none, and for Adam (which normalises every coordinate)."""
-    if cfg.train.lr_scale == "auto" and cfg.model.scaling == "mf" and optimizer != "adam":
+    moves O(1)), 1 for NTK, for lr_scale = none, and for Adam and AdamW (which normalise every coordinate)."""
+    if cfg.train.lr_scale == "auto" and cfg.model.scaling == "mf" and optimizer not in ("adam", "adamw"):
         return float(m)
     return 1.0
 
@@ -153,6 +155,9 @@ class _Tracker:
 def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step: Callable | None = None) -> Trajectory:
     """Run the training of cfg.train, recording the trajectory (see the module docstring).
 
+    The steps are gradrank.studies.loop's, on the module TwoLayer: W by the optimiser train.optimizer
+    names, a (train.train_outer) by plain gradient steps whatever the optimiser (docs/training.md),
+    both from the closed-form gradient (Prop. 2.1 of arXiv 2510.01303, penalties included).
     on_step(t, grad, G, ds, net), if given, sees each step's update gradient before the update: the
     factored loss part `grad`, the dense G (d x m, penalty included) and the (mini-)batch `ds`."""
     cfg = resolve(cfg)
@@ -163,7 +168,11 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
     p = block_size(k, d, m)
     lr = lr_effective(cfg, m)
     W0 = net.W.clone()
-    net = Network(net.W.clone(), net.a.clone(), net.gamma, net.act)
+    model = TwoLayer.of(net, tc.train_outer)
+    net = model.network()  # views of the module's weights, which the optimisers update in place
+    opts = [loop.optimizer(tc.optimizer, [model.W], lr)]
+    if tc.train_outer:
+        opts.append(loop.optimizer("gd", [model.a], lr))
     track_G = _Tracker(k, p, d, tc.track == "exact", 1e-6, cfg.seed, ds.X)
     # only the norms of E and of the penalty term: singular values converge quadratically in the residual
     track_E = _Tracker(1, 2, d, tc.track == "exact", 1e-3, cfg.seed, ds.X)
@@ -172,15 +181,12 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
     B = ds.index_directions
     index_basis = None if B is None else torch.linalg.qr(B.to(ds.X).T)[0]  # orthonormal basis of the index span
     batches = generator(cfg.seed, "batches")
-    order, cursor = torch.randperm(n, generator=batches), 0
-    adam = {"m": torch.zeros_like(net.W), "v": torch.zeros_like(net.W), "t": 0}
     rows: list[TrainRecord] = []
     ckpts: dict[str, np.ndarray] = {}
-    U_prev = None
-    diverged, message = False, ""
-    good = (net.W, net.a)
-    loss0 = None
-    last_good = None
+    # the loop's state: the mini-batch order, the previous record's subspace, the initial loss, the
+    # weights and gradient of the last good full-batch step (kept for a divergence), the hook's arguments
+    st = SimpleNamespace(order=torch.randperm(n, generator=batches), cursor=0, U_prev=None, loss0=None, last_good=None, hook=None)
+    st.good = (net.W.clone(), net.a.clone())
 
     def add_record(net, t, step_ds, grad, G, reg, penalty, U_prev):
         row, residue = _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, (track_G, track_E, track_R), U_prev, W0, k)
@@ -190,28 +196,28 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
             on_record(row)
         return track_G.block[:, :k]
 
-    for t in range(tc.steps + 1):
+    def step(t: int, backward: bool) -> float:
+        """Record and checkpoint at step t, then (backward) put the update's gradient in .grad."""
         record = t % tc.record_every == 0 or t == tc.steps
         checkpoint = t % tc.checkpoint_every == 0 or t == tc.steps
-        full = tc.optimizer == "gd" or record or checkpoint
-        if full:
+        loss = math.nan
+        if tc.optimizer == "gd" or record or checkpoint:
             try:
                 step_ds, grad, reg, G = full_gradient(cfg, ds, net, t)
             except InputError as exc:  # the gradient left the dtype's range: divergence, unless at the start
                 if t == 0:
                     raise blame(cfg, getattr(exc, "part", "G"), str(exc)) from None
-                diverged, message = True, f"diverged at step {t}: the gradient overflows {cfg.compute.dtype}; lower train.lr"
-                break
+                raise loop.Diverged(f"diverged at step {t}: the gradient overflows {cfg.compute.dtype}; lower train.lr") from None
             penalty = regularizers.penalty_value(cfg.regularizer, net, ds.X, ds.y, kind)
-            message = _divergence(t, "training", grad.loss, loss0, penalty, G)
+            message = _divergence(t, "training", grad.loss, st.loss0, penalty, G)
             if message:
-                diverged = True
-                break
-            loss0 = grad.loss if loss0 is None else loss0
-            good = (net.W, net.a)  # updates rebind W and a, never write in place
-            last_good = (t, step_ds, grad, G, reg, penalty)
+                raise loop.Diverged(message)
+            st.loss0 = grad.loss if st.loss0 is None else st.loss0
+            st.good = (net.W.clone(), net.a.clone())  # the optimisers write in place
+            st.last_good = (t, step_ds, grad, G, reg, penalty)
+            loss = grad.loss
         if record:
-            U_prev = add_record(net, t, step_ds, grad, G, reg, penalty, U_prev)
+            st.U_prev = add_record(net, t, step_ds, grad, G, reg, penalty, st.U_prev)
         if checkpoint:
             exact = spectrum(step_ds.X, grad.D, grad.coef, p, dense_add=reg)
             ckpts[f"G_sv_step{t}"] = exact.values
@@ -219,51 +225,46 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
             ckpts[f"track_s_step{t}"] = track_G.last.s[:k] if record else exact.s[:k]
             ckpts[f"track_U_step{t}"] = track_G.last.U[:, :k] if record else exact.U[:, :k]
             ckpts[f"WmW0_sv_step{t}"] = torch.linalg.svdvals(net.W - W0)
-        if t == tc.steps:
-            break
+        if not backward:
+            return loss
         if tc.optimizer == "gd":
             direction, a_grad_ds, r = G.T, step_ds, grad.r
-            if on_step is not None:
-                on_step(t, grad, G, step_ds, net)
+            st.hook = (grad, G, step_ds)
         else:
-            if cursor + tc.batch_size > n:
-                order, cursor = torch.randperm(n, generator=batches), 0
-            idx = order[cursor : cursor + min(tc.batch_size, n)].to(ds.X.device)
-            cursor += tc.batch_size
+            if st.cursor + tc.batch_size > n:
+                st.order, st.cursor = torch.randperm(n, generator=batches), 0
+            idx = st.order[st.cursor : st.cursor + min(tc.batch_size, n)].to(ds.X.device)
+            st.cursor += tc.batch_size
             batch = _rows(ds, idx)
             a_grad_ds = regularizers.noisy_data(cfg.regularizer, cfg.seed, batch, t)
             try:
                 g_b = gradient(net, a_grad_ds.X, a_grad_ds.y, kind)
             except InputError:  # overflow after a finite start: divergence
-                diverged, message = (
-                    True,
-                    f"diverged at step {t}: the mini-batch gradient overflows {cfg.compute.dtype}; lower train.lr",
-                )
-                break
+                raise loop.Diverged(
+                    f"diverged at step {t}: the mini-batch gradient overflows {cfg.compute.dtype}; lower train.lr"
+                ) from None
             reg_b = regularizers.penalty_gradient(cfg.regularizer, net, batch.X, batch.y, kind)
             direction = (g_b.dense() if reg_b is None else g_b.dense() + reg_b).T
             r = g_b.r
             if record:  # the mini-batch gradient's own decomposition (the step actually taken)
                 rows[-1].extra |= _batch_terms(cfg, g_b, a_grad_ds, net, direction.T)
-            message = _divergence(t, "mini-batch", g_b.loss, loss0, direction)
+            message = _divergence(t, "mini-batch", g_b.loss, st.loss0, direction)
             if message:
-                diverged = True
-                break
-            if on_step is not None:
-                on_step(t, g_b, direction.T, a_grad_ds, net)
+                raise loop.Diverged(message)
+            st.hook = (g_b, direction.T, a_grad_ds)
+            loss = g_b.loss
+        model.W.grad = direction  # m x d
         if tc.train_outer:  # dL/da_j = (gamma/n) sum_i r_i sigma(w_j^T x_i)
-            net.a = net.a - lr * net.gamma * (net.act.f(net.preactivations(a_grad_ds.X)).T @ r) / a_grad_ds.n
-        if tc.optimizer == "adam":
-            adam["t"] += 1
-            adam["m"] = 0.9 * adam["m"] + 0.1 * direction
-            adam["v"] = 0.999 * adam["v"] + 0.001 * direction**2
-            mh, vh = adam["m"] / (1 - 0.9 ** adam["t"]), adam["v"] / (1 - 0.999 ** adam["t"])
-            direction = mh / (vh.sqrt() + 1e-8)
-        net.W = net.W - lr * direction
+            model.a.grad = net.gamma * (net.act.f(net.preactivations(a_grad_ds.X)).T @ r) / a_grad_ds.n
+        return loss
+
+    hooks = [] if on_step is None else [lambda t: on_step(t, *st.hook, net)]
+    run = loop.run(opts, step, tc.steps, hooks)
+    diverged, message = run.diverged, run.message
     if diverged:
-        net = Network(good[0], good[1], net.gamma, net.act)
-        if last_good is not None and (not rows or rows[-1].step < last_good[0]):  # the last good step, recorded
-            add_record(net, *last_good, U_prev)
+        net = Network(st.good[0], st.good[1], net.gamma, net.act)
+        if st.last_good is not None and (not rows or rows[-1].step < st.last_good[0]):  # the last good step, recorded
+            add_record(net, *st.last_good, st.U_prev)
     steps_done = rows[-1].step if rows else 0
     result = analysis.analyze_state(cfg, ds, net, noise_draw=steps_done)
     info = TrainInfo(
