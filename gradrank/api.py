@@ -145,11 +145,13 @@ def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | N
     return _result(analysis.analyze_prepared(cfg, ds.to(device, dtype), net.to(device, dtype)))
 
 
-def train(config: Any = None, overrides: dict | None = None, seed: int | None = None, on_record=None):
-    """Training with the decomposition tracked over steps (docs/training.md)."""
+def train(config: Any = None, overrides: dict | None = None, seed: int | None = None, on_record=None, optimizer=None):
+    """Training with the decomposition tracked over steps (docs/training.md). optimizer, if given, is a
+    function of W's parameter list returning the torch.optim.Optimizer that trains it (in place of
+    train.optimizer's; train.optimizer = gd still means full batch, any other mini-batches)."""
     from gradrank.studies import train as training
 
-    tr = training.train(training.resolve(resolve_config(config, overrides, seed)), on_record)
+    tr = training.train(training.resolve(resolve_config(config, overrides, seed)), on_record, optimizer=optimizer)
     tr.result = _result(tr.result)
     return tr
 

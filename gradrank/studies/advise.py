@@ -36,6 +36,7 @@ from gradrank.core.projectors import (
 from gradrank.errors import InputError
 from gradrank.models import registry
 from gradrank.models import twolayer as twolayer_mod
+from gradrank.models.mu import compute_mu, decompose
 from gradrank.studies import analyze as analysis
 from gradrank.studies import loop
 from gradrank.studies import train as training
@@ -93,8 +94,6 @@ def svd_seconds(last: dict[str, torch.Tensor], repeats: int = 2) -> dict[str, fl
 
 def record_twolayer(cfg: Config, record: bool = True) -> dict:
     """Train the two-layer model (cfg.train) with the energy recorder on W's update gradients."""
-    from gradrank.models.mu import compute_mu, decompose
-
     acfg = cfg.analysis
     shape = (cfg.model.width, cfg.data.d)
     state: dict[str, Any] = {"rec": None, "seconds": 0.0, "P": None}

@@ -152,14 +152,21 @@ class _Tracker:
         return out
 
 
-def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step: Callable | None = None) -> Trajectory:
+def train(
+    cfg: Config,
+    on_record: Callable[[dict], None] | None = None,
+    on_step: Callable | None = None,
+    optimizer: Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer] | None = None,
+) -> Trajectory:
     """Run the training of cfg.train, recording the trajectory (see the module docstring).
 
     The steps are gradrank.studies.loop's, on the module TwoLayer: W by the optimiser train.optimizer
     names, a (train.train_outer) by plain gradient steps whatever the optimiser (docs/training.md),
     both from the closed-form gradient (Prop. 2.1 of arXiv 2510.01303, penalties included).
     on_step(t, grad, G, ds, net), if given, sees each step's update gradient before the update: the
-    factored loss part `grad`, the dense G (d x m, penalty included) and the (mini-)batch `ds`."""
+    factored loss part `grad`, the dense G (d x m, penalty included) and the (mini-)batch `ds`.
+    optimizer([W]), if given, is the torch.optim.Optimizer that trains W instead of train.optimizer's
+    (which still chooses full batch, gd, or mini-batches)."""
     cfg = resolve(cfg)
     cfg, ds, net = analysis.prepare(cfg)
     tc, acfg, kind = cfg.train, cfg.analysis, cfg.loss.kind
@@ -170,7 +177,7 @@ def train(cfg: Config, on_record: Callable[[dict], None] | None = None, on_step:
     W0 = net.W.clone()
     model = TwoLayer.of(net, tc.train_outer)
     net = model.network()  # views of the module's weights, which the optimisers update in place
-    opts = [loop.optimizer(tc.optimizer, [model.W], lr)]
+    opts = [loop.optimizer(tc.optimizer, [model.W], lr) if optimizer is None else optimizer([model.W])]
     if tc.train_outer:
         opts.append(loop.optimizer("gd", [model.a], lr))
     track_G = _Tracker(k, p, d, tc.track == "exact", 1e-6, cfg.seed, ds.X)
