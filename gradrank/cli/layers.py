@@ -35,7 +35,7 @@ from gradrank.cli.progress import LayerProgress
 def layers_cmd(
     config: Optional[Path] = ConfigArg,
     model: Optional[str] = typer.Option(
-        None, "--model", help="mlp, minilm or path/to/file.py:function (runs that file's code: only your own)"
+        None, "--model", help="twolayer, mlp, minilm or path/to/file.py:function (runs that file's code: only your own)"
     ),
     layer: Optional[List[str]] = typer.Option(None, "--layers", help="fnmatch pattern over module names (repeatable)"),
     set_: Optional[List[str]] = SetOpt,

@@ -159,7 +159,7 @@ class OnestepConfig:
 class LayersConfig:
     """`gradrank layers` (gradrank.studies.layers, docs/deep.md)."""
 
-    model: str = _f("mlp", doc="the model SPEC of `gradrank layers`: mlp, minilm or path/to/file.py:function")
+    model: str = _f("mlp", doc="the model SPEC of `gradrank layers`: twolayer, mlp, minilm or path/to/file.py:function")
     model_sha256: str = _f("", doc="content hash of a SPEC's file, filled in when it is resolved")
     patterns: list = _f([], item=str, doc="fnmatch patterns over module names (empty: the model's own choice, else all)")
     batch_size: int = _f(0, lo=0, doc="mlp: samples per captured batch (0: one batch), factors accumulate over batches")
