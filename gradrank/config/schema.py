@@ -480,7 +480,7 @@ def read_toml(path: str | Path) -> dict:
     if len(data) > MAX_CONFIG_BYTES:
         raise InputError(f"config file {path}: more than the {MAX_CONFIG_BYTES} bytes allowed")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is accepted and dropped
     except UnicodeDecodeError:
         raise InputError(f"cannot read config file {path}: UnicodeDecodeError") from None
     try:
