@@ -81,3 +81,25 @@ def test_safetensors_shapes_reads_every_tensors_shape_from_the_header(tmp_path):
     f.write_bytes(f.read_bytes()[:20])
     with pytest.raises(InputError, match="w.safetensors"):
         safetensors_shapes(f)
+
+
+def test_npz_arrays_whose_shapes_disagree_are_refused_from_their_headers_before_any_is_read(tmp_path, monkeypatch):
+    import numpy as np
+
+    from gradrank.data.spiked import load_file
+
+    f = tmp_path / "d.npz"
+    np.savez_compressed(f, X=np.ones((150, 3)), y=np.zeros(2_000_000))
+
+    def never(*args, **kwargs):
+        raise AssertionError("an array was read before the shapes were checked")
+
+    monkeypatch.setattr(np.lib.format, "read_array", never)
+    with pytest.raises(InputError, match=r"y must have shape \(150,\), got \(2000000,\)"):
+        load_file(config.load().data, 0, "mse", str(f))
+    w = tmp_path / "w.npz"
+    np.savez_compressed(w, W=np.ones((5, 4)), a=np.zeros(3_000_000))
+    from gradrank.studies.analyze import load_weights
+
+    with pytest.raises(InputError, match=r"a must have shape \(5,\)"):
+        load_weights(config.load().model, w, 4)
