@@ -408,6 +408,8 @@ def parse_value(text: str) -> Any:
 
 
 def _assign(raw: dict, key: str, value: Any) -> None:
+    if not isinstance(key, str):
+        raise InputError(f"a config key must be a dotted string, got {key!r}")
     parts = key.split(".")
     if not all(parts):
         raise InputError(f"bad config key '{key}'")
