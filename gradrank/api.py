@@ -94,6 +94,9 @@ def resolve_raw(config: Any, overrides: dict | None = None) -> dict:
     if isinstance(config, Config):
         raw = config.to_dict()
     elif isinstance(config, dict):
+        bad = [k for k in config if not isinstance(k, str)]
+        if bad:
+            raise InputError(f"config: a key must be a string, got {bad[0]!r}")
         raw = copy.deepcopy({k: v for k, v in config.items() if "." not in k})
         dotted = {k: v for k, v in config.items() if "." in k}
     elif config is None:
@@ -120,29 +123,59 @@ def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | N
     """The decomposition for the user's own arrays (numpy or torch): X (n x d), optional targets y
     (n), inner weights W (m x d) and outer weights a (m); the rest from the config. The spike q is
     X's top principal direction and mu the empirical mean (docs/model.md, real data)."""
-    import numpy as np
-
+    from gradrank.config.resources import check_memory
     from gradrank.data import spiked as data_mod
     from gradrank.models import twolayer as network
     from gradrank.studies import analyze as analysis
 
     cfg = resolve_config(config, {"analysis.mu": "empirical", **(overrides or {})})
-    as_np = lambda v: None if v is None else np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float64)  # noqa: E731
-    X, y, W, a = map(as_np, (X, y, W, a))
-    if X is None or X.ndim != 2:
-        raise InputError("X must be a 2-d array (n x d)")
-    ds = data_mod.from_matrix(cfg.data, cfg.seed, cfg.loss.kind, X, y)
+    X = _array("X", X, 2)
+    n, d = X.shape
+    if n < 2:
+        raise InputError(f"X must have at least 2 rows (samples), got shape {X.shape}")
+    y = None if y is None else _array("y", y, 1, (n,))
     if (W is None) != (a is None):
         raise InputError("give both W and a, or neither")
+    if W is not None:
+        W = _array("W", W, 2)
+        if W.shape[1] != d:
+            raise InputError(f"W must have shape (m, {d}) to match X, got {W.shape}")
+        a = _array("a", a, 1, (W.shape[0],))
+    m = cfg.model.width if W is None else W.shape[0]
+    check_memory(cfg, n, d, m, train=False)
+    ds = data_mod.from_matrix(cfg.data, cfg.seed, cfg.loss.kind, X, y)
     device, dtype = analysis.device_and_dtype(cfg.compute)
     if W is None:
         net = network.init(cfg.model, cfg.seed, ds)
     else:
-        if W.ndim != 2 or W.shape[1] != ds.d or a.shape != (W.shape[0],):
-            raise InputError(f"W must be (m, {ds.d}) and a (m,), got {W.shape} and {a.shape}")
         net = analysis.network_from_arrays(cfg.model, W, a)
     cfg = cfg.replace(**{"data.n": ds.n, "data.d": ds.d, "model.width": net.m})
     return _result(analysis.analyze_prepared(cfg, ds.to(device, dtype), net.to(device, dtype)))
+
+
+def _array(name: str, value, ndim: int, shape: tuple | None = None):
+    """A user's array (numpy, torch or nested lists) as float64, checked like a data file's: real
+    numbers (no complex, object or string dtype), finite, `ndim` dimensions, `shape` when given."""
+    import numpy as np
+
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: not an array ({exc.__class__.__name__})") from None
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise InputError(f"{name} must be a {ndim}-d array, got shape {arr.shape}")
+    if shape is not None and arr.shape != shape:
+        raise InputError(f"{name} must have shape {shape}, got {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"{name} is empty (shape {arr.shape})")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise InputError(f"{name} contains NaN or Inf")
+    return arr
 
 
 def train(config: Any = None, overrides: dict | None = None, seed: int | None = None, on_record=None, optimizer=None):
@@ -212,6 +245,10 @@ def sweep(
         raw["seed"] = seed
     base = config_mod.from_dict(raw)
     for key, values in (grid or {}).items():
+        if not isinstance(key, str):
+            raise InputError(f"grid: a key must be a dotted config key string, got {key!r}")
+        if not isinstance(values, (str, list, tuple)):
+            raise InputError(f"grid: '{key}' must be a list of values (or a '0,1,2' string), got {type(values).__name__}")
         spec.axes[key] = sw.parse_values(values, key) if isinstance(values, str) else list(values)
     if seeds is not None:
         spec.seeds = seeds
@@ -244,11 +281,18 @@ def onestep(
     """The one-step protocol (docs/onestep.md): for each eta (default onestep.eta) and seed (seed ..
     seed + seeds - 1), W1 = W0 - eta * scale * G, a ridge readout, the test error and alignments."""
     from gradrank.studies import onestep as onestep_mod
+    from gradrank.sweeps.spec import MAX_POINTS
 
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise InputError(f"seeds must be an integer >= 1, got {seeds!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_POINTS:
+        raise InputError(f"seeds must be an integer from 1 to {MAX_POINTS}, got {seeds!r}")
     if eta is not None and not isinstance(eta, (list, tuple)):
         eta = [eta]
+    for value in eta or ():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+            raise InputError(f"eta must be a number >= 0 or a list of them, got {value!r}")
+    for name, value in (("steps", steps), ("ridge", ridge)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(f"{name} must be a number, got {value!r}")
     cfg = onestep_mod.configure(resolve_config(config, overrides, seed), eta, steps, ridge)
     return onestep_mod.study(cfg, [cfg.seed + i for i in range(seeds)], on_point)
 
