@@ -69,9 +69,9 @@ def loss_curves(validation) -> str:
 
 def render_advice(run_dir: Path, paper: str) -> str:
     from gradrank.report.render import PAPERS, templates_env
-    from gradrank.results.advice import read_advice
+    from gradrank.results import advice
 
-    adv = read_advice(Path(run_dir))
+    adv = advice.read(Path(run_dir))
     maps = []
     for li, lay in enumerate(adv.layers):
         grid_ranks = [r for r in adv.ranks]
@@ -79,7 +79,7 @@ def render_advice(run_dir: Path, paper: str) -> str:
             ranks = [1, 2] if p == "theory" else grid_ranks
             maps.append((lay.name, p, energy_map(lay, ranks, adv.intervals, p, f"fig-energy-{li}-{p}")))
     curves = loss_curves(adv.validation) if adv.validation is not None else None
-    title = (adv.config.get("output") or {}).get("name") or f"advice for {adv.model}"
+    title = adv.config.output.name or f"advice for {adv.model}"
     return (
         templates_env().get_template("advice.html.j2").render(a=adv, maps=maps, curves=curves, title=title, paper=PAPERS[paper])
     )

@@ -21,7 +21,7 @@ import numpy as np
 
 from gradrank import io
 from gradrank.errors import InputError
-from gradrank.results.runs import read_arrays, read_json
+from gradrank.results.files import read_arrays, read_json
 
 FORMATS = ("html", "pdf")
 PAPERS = {"a4": "A4", "letter": "letter"}
@@ -108,7 +108,10 @@ def render_onestep_dir(run_dir: Path, formats=("html",), out_dir: Path | None = 
 
 def render_regpath_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
     """A regularisation path directory (path.json + path.csv)."""
+    from gradrank.results.regpath import RegPath
+
     doc = read_json(run_dir / "path.json", "regpath directory")
+    RegPath.from_dict(doc, str(run_dir / "path.json"))
     rows = _read_csv(run_dir / "path.csv")
     if not rows:
         raise InputError(f"{run_dir / 'path.csv'}: missing or empty (not a finished regpath directory)")
