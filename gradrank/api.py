@@ -27,7 +27,7 @@ class Result(Analysis):
         """The run report's figures as matplotlib Figures: spectrum, norms, alignment (and data where
         the bulk eigenvalues are known)."""
         from gradrank.report import figures as F
-        from gradrank.report.render import rounding_floor
+        from gradrank.report.common import rounding_floor
 
         m, arrays = self.metrics, self.arrays
         out = {}
@@ -48,7 +48,7 @@ class Result(Analysis):
 
     def _repr_html_(self) -> str:
         from gradrank.report import figures as F
-        from gradrank.report.render import headline
+        from gradrank.report.run import headline
 
         m = self.metrics
         rows = [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from gradrank.errors import InputError
 from gradrank.report import figures
-from gradrank.report.render import PAPERS, rounding_floor, templates_env
+from gradrank.report.common import PAPERS, rounding_floor, templates_env, write_report
 from gradrank.results import layers as layers_out
 from gradrank.results.files import read_json
 from gradrank.results.layers import csv_row
@@ -73,3 +73,9 @@ def render_layers(run_dir: Path, paper: str | None = None, show: str | None = No
         )
     )
     return html, paper
+
+
+def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
+    """A per-layer analysis directory (layers.json)."""
+    html, paper = render_layers(run_dir, paper)
+    return write_report(html, formats, Path(out_dir or run_dir), paper)
