@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gradrank.report import advice, layers, onestep, regpath, run, scaling, sweep
-from gradrank.results import kinds
+from gradrank.results.files import kind_of_dir
 
 # result kind -> render_dir(dir, formats, out_dir, paper, **options); a new kind adds one line
 RENDERERS = {
@@ -24,9 +24,9 @@ RENDERERS = {
 
 def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **options) -> list[Path]:
     """Write report.html / report.pdf for any result directory; returns the files written. A sweep's
-    store (sweep.json) is recognised first, then the kinds of gradrank.results.kinds; `options`
+    store (sweep.json) is recognised first, then each kind's main file (results.files.MAIN_FILES); `options`
     (e.g. a sweep's metrics) go to that kind's renderer."""
     run_dir = Path(run_dir)
     if run_dir.is_dir() and (run_dir / "sweep.json").is_file():
         return sweep.render_dir(run_dir, formats, out_dir, paper, **options)
-    return RENDERERS[kinds.of_dir(run_dir).name](run_dir, formats, out_dir, paper, **options)
+    return RENDERERS[kind_of_dir(run_dir)](run_dir, formats, out_dir, paper, **options)

@@ -33,6 +33,28 @@ def write_dir(
     return Path(target)
 
 
+MAIN_FILES = {
+    "scaling": "scaling.json",
+    "regpath": "path.json",
+    "onestep": "onestep.json",
+    "layers": "layers.json",
+    "advise": "advice.json",
+    "analyze": "metrics.json",  # a training run's too (its "kind" says which)
+}
+"""Each result kind's main JSON file, in the order a directory is recognised by them."""
+
+
+def kind_of_dir(directory: Path) -> str:
+    """The kind of a result directory, from the first main file it holds."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{directory}: no such directory")
+    for kind, name in MAIN_FILES.items():
+        if (directory / name).is_file():
+            return kind
+    raise InputError(f"{directory}: not a gradrank result directory (none of {', '.join(MAIN_FILES.values())})")
+
+
 def provenance(cfg: Config, timings: dict | None) -> dict:
     return io.provenance(cfg.compute.device, cfg.compute.dtype, cfg.seed, timings)
 

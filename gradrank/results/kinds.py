@@ -13,6 +13,7 @@ from gradrank.core.onestep_records import OnestepResult
 from gradrank.core.records import Metrics, TrainSummary
 from gradrank.errors import InputError
 from gradrank.results import advice, layers, onestep, regpath, runs, scaling
+from gradrank.results.files import MAIN_FILES, kind_of_dir
 from gradrank.studies.analyze import Analysis
 from gradrank.studies.layers import LayersResult
 from gradrank.studies.regpath import PathResult
@@ -34,16 +35,17 @@ class Kind:
 KINDS = {
     k.name: k
     for k in (
-        Kind("scaling", scaling.RESULT, ScalingStudy, ScalingResult, scaling.write, scaling.read),
-        Kind("regpath", regpath.RESULT, regpath.RegPath, PathResult, regpath.write, regpath.read),
-        Kind("onestep", onestep.RESULT, OnestepResult, OnestepResult, onestep.write, onestep.read),
-        Kind("layers", "layers.json", LayersResult, LayersResult, layers.write, layers.read),
-        Kind("advise", advice.RESULT, advice.Advice, advice.Advice, advice.write, advice.read),
-        Kind("analyze", "metrics.json", Metrics, Analysis, runs.write_run, runs.read_run),
-        Kind("train", "metrics.json", TrainSummary, Trajectory, runs.write_train, runs.read_run, lambda tr: tr.result.config),
+        Kind("scaling", MAIN_FILES["scaling"], ScalingStudy, ScalingResult, scaling.write, scaling.read),
+        Kind("regpath", MAIN_FILES["regpath"], regpath.RegPath, PathResult, regpath.write, regpath.read),
+        Kind("onestep", MAIN_FILES["onestep"], OnestepResult, OnestepResult, onestep.write, onestep.read),
+        Kind("layers", MAIN_FILES["layers"], LayersResult, LayersResult, layers.write, layers.read),
+        Kind("advise", MAIN_FILES["advise"], advice.Advice, advice.Advice, advice.write, advice.read),
+        Kind("analyze", MAIN_FILES["analyze"], Metrics, Analysis, runs.write_run, runs.read_run),
+        Kind(
+            "train", MAIN_FILES["analyze"], TrainSummary, Trajectory, runs.write_train, runs.read_run, lambda tr: tr.result.config
+        ),
     )
 }
-"""In the order a directory is recognised by its main file (metrics.json: "analyze", whose reader reads a training run too)."""
 
 _BY_RESULT = {k.result: k for k in KINDS.values()}
 
@@ -57,12 +59,5 @@ def of_result(result) -> Kind:
 
 
 def of_dir(directory: Path) -> Kind:
-    """The kind of a result directory, from the first registered main file it holds."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise InputError(f"{directory}: no such directory")
-    for k in KINDS.values():
-        if (directory / k.file).is_file():
-            return k
-    files = ", ".join(dict.fromkeys(k.file for k in KINDS.values()))
-    raise InputError(f"{directory}: not a gradrank result directory (none of {files})")
+    """The kind of a result directory, from the first main file it holds (files.MAIN_FILES)."""
+    return KINDS[kind_of_dir(directory)]
