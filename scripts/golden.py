@@ -47,6 +47,8 @@ Comparison (field by field, recursively)
   record            the file's top-level value, and every dict that is an element of a list (a row of
                     a CSV, a layer of layers.json, an entry of advice.json's energy table, an array of
                     an npz summary); its scale counts every float under it that is not skipped.
+  paths             printed as file:key.key[index]..., an element with a "name" (a layer, an npz array)
+                    as [index:name], e.g. run/layers.json:layers[1:readout].norms.S1
 
 Skipped fields: they vary from run to run or from checkout to checkout (found by running every case twice
 with --check --no-skip, and once more from a second checkout). Their values are stored, never compared:
@@ -486,7 +488,7 @@ def _scale(value, file: str, path: list[str], skip: Skipper) -> float:
 def _show(path: list[str]) -> str:
     out = ""
     for p in path:
-        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+        out += f"[{p}]" if re.match(r"\d+(:|$)", p) else (f".{p}" if out else p)
     return out or "(top)"
 
 
@@ -524,7 +526,8 @@ def compare(golden, new, file: str, skip: Skipper, path: list[str] | None = None
         if len(golden) != len(new):
             diffs.append(f"{where}: length golden={len(golden)} new={len(new)}")
         for i, (g, n) in enumerate(zip(golden, new)):
-            diffs += compare(g, n, file, skip, [*path, str(i)], None if isinstance(g, dict) else scale)
+            step = f"{i}:{g['name']}" if isinstance(g, dict) and isinstance(g.get("name"), str) else str(i)  # a layer, an array
+            diffs += compare(g, n, file, skip, [*path, step], None if isinstance(g, dict) else scale)
         return diffs
     if _type(golden) != _type(new):
         return [f"{where}: type golden={_type(golden)} {_short(golden)} new={_type(new)} {_short(new)}"]
