@@ -27,7 +27,7 @@ class Result(Analysis):
         """The run report's figures as matplotlib Figures: spectrum, norms, alignment (and data where
         the bulk eigenvalues are known)."""
         from gradrank.report import figures as F
-        from gradrank.report.render import rounding_floor
+        from gradrank.report.common import rounding_floor
 
         m, arrays = self.metrics, self.arrays
         out = {}
@@ -48,7 +48,7 @@ class Result(Analysis):
 
     def _repr_html_(self) -> str:
         from gradrank.report import figures as F
-        from gradrank.report.render import headline
+        from gradrank.report.run import headline
 
         m = self.metrics
         rows = [
@@ -189,13 +189,18 @@ def train(config: Any = None, overrides: dict | None = None, seed: int | None = 
     return tr
 
 
-def load(run_dir: str | Path) -> Result:
-    """A run directory read back through its typed records (exit 2 / InputError on a foreign or
-    malformed metrics.json, naming the file and field). A training run's metrics are its
-    TrainSummary (the final analysis' fields, and `kind`, `train`, `final`)."""
-    from gradrank.results.runs import read_run
+def load(run_dir: str | Path):
+    """A result directory read back through its typed records (exit 2 / InputError on a foreign or
+    malformed file, naming the file and field), by its kind (gradrank.results.kinds): an analysis or
+    training run as a Result (a training run's metrics are its TrainSummary: the final analysis'
+    fields, and `kind`, `train`, `final`), any other kind as its record (Advice, OnestepResult,
+    ScalingStudy, RegPath, LayersResult)."""
+    from gradrank.results import kinds
 
-    run = read_run(Path(run_dir))
+    kind = kinds.of_dir(Path(run_dir))
+    if kind.name != "analyze":
+        return kind.read(Path(run_dir))
+    run = kind.read(Path(run_dir))
     return Result(run.config, run.metrics, run.arrays, {}, None)
 
 
@@ -382,34 +387,14 @@ def advise_overrides(model=None, ranks=None, intervals=None, target=None, projec
 
 def save(result, target: str | Path) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
-    as the result's config asks (output.report, output.pdf)."""
-    from gradrank.core.records import TrainSummary
-    from gradrank.results import runs
-    from gradrank.results.advice import Advice, write_advice
-    from gradrank.studies.layers import LayersResult
-    from gradrank.studies.onestep import OnestepResult
-    from gradrank.studies.scaling import ScalingResult
-    from gradrank.studies.train import Trajectory
+    as the result's config asks (output.report, output.pdf). The writer is the result kind's
+    (gradrank.results.kinds)."""
+    from gradrank.results import kinds
 
-    if isinstance(getattr(result, "metrics", None), TrainSummary):
+    kind = kinds.of_result(result)
+    if getattr(getattr(result, "metrics", None), "kind", None) == "train":
         raise InputError("a loaded training run has no trajectory to save; copy its directory instead")
-
-    if isinstance(result, Advice):
-        target, cfg = write_advice(Path(target), result), result.resolved_config
-    elif isinstance(result, LayersResult):
-        from gradrank.results.layers import write_layers
-
-        target, cfg = write_layers(Path(target), result), result.config
-    elif isinstance(result, Trajectory):
-        target, cfg = runs.write_train(Path(target), result), result.result.config
-    elif isinstance(result, OnestepResult):
-        from gradrank.results import onestep as onestep_out
-
-        target, cfg = onestep_out.write(Path(target), result), result.config
-    elif isinstance(result, ScalingResult):
-        target, cfg = runs.write_scaling(Path(target), result), result.config
-    else:
-        target, cfg = runs.write_run(Path(target), result), result.config
+    target, cfg = kind.write(Path(target), result), kind.config(result)
     formats = (["html"] if cfg.output.report else []) + (["pdf"] if cfg.output.pdf else [])
     if formats:
         from gradrank.report.render import render_dir
