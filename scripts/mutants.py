@@ -453,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the clean run of each test selection")
     args = ap.parse_args(argv)
 
+    if args.json is not None and args.json.exists():
+        print(f"{args.json} exists: choose a new file", file=sys.stderr)
+        return 2
     root = args.root.resolve()
     table = load_map(root / MAP.relative_to(ROOT))
     problems = map_problems(table, root)

@@ -58,7 +58,7 @@ EXPECTED = {
 
 
 def _list(root: Path, *args: str) -> list[dict]:
-    out = root / "mutants.json" if root != ROOT else Path(args[-1])
+    out = root / f"mutants-{len(list(root.glob('mutants-*.json')))}.json" if root != ROOT else Path(args[-1])
     cmd = [sys.executable, str(TOOL), "--list", "--root", str(root), *args]
     if root != ROOT:
         cmd += ["--json", str(out)]
