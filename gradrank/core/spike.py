@@ -8,8 +8,11 @@ One rule for data files and every layer:
              (the mean h stays in the bulk). The one exception is the user's: a data file read with
              data.center = false is taken as is (h = 0: H_c = H, the second moment's direction);
   sign       the entry of q of largest magnitude is positive (scikit-learn's svd_flip rule);
-  exactness  q is computed by torch.linalg.eigh of the smaller Gram (d x d, or n x n when n < d),
-             exact to rounding: a d x d or n x n eigenproblem is cheap beside the layer analysis.
+  exactness  q is the top eigenvector of the smaller Gram (d x d, or n x n when n < d), exact to
+             rounding (core/spectra.py, data_spectrum: one Gram and its top eigenpair, the input
+             scaled by a power of two where the Gram could over- or underflow); a d x d or n x n
+             eigenproblem is cheap beside the layer analysis. torch.linalg.eigh (every eigenvector)
+             costs 10-20x more at d = 1250 (docs/performance.md).
 A given q (a data file's own, a known data spike) uses the same centring: `along(H, q)`.
 """
 
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gradrank.core.floors import SCALE_SAFE
+from gradrank.core.spectra import data_spectrum
 
 
 @dataclass
@@ -37,24 +40,15 @@ def principal_direction(H: torch.Tensor, center: bool = True) -> torch.Tensor:
     """The unit top eigenvector q of the centred Gram H_c^T H_c (H: n x d), sign-fixed (module docstring;
     center = False: of H^T H).
 
-    From the smaller side: eigh of H_c^T H_c (d x d) when d <= n, else of H_c H_c^T (n x n) with
-    q = H_c^T u / ||H_c^T u||. H is scaled by a power of two (exact) where the Gram could over- or
-    underflow."""
-    n, d = H.shape
-    top = float(H.abs().max()) if H.numel() else 0.0
-    c = 1.0 if top == 0.0 or SCALE_SAFE[0] < top < SCALE_SAFE[1] else 2.0 ** math.frexp(top)[1]
-    Hc = (H - H.mean(0) if center else H) / c  # n x d
-    if d <= n:
-        q = torch.linalg.eigh(Hc.T @ Hc)[1][:, -1]  # eigenvalues ascending: the last is the top
-    else:
-        q = Hc.T @ torch.linalg.eigh(Hc @ Hc.T)[1][:, -1]
-        norm = float(q.norm())
-        if norm == 0.0:  # H_c = 0: every direction is principal
-            q = torch.zeros_like(q)
-            q[0] = 1.0
-        else:
-            q = q / norm
-    return flip(q)
+    From the smaller side: H_c^T H_c (d x d) when d <= n, else H_c H_c^T (n x n) with
+    q = H_c^T u / ||H_c^T u|| (core/spectra.py, data_spectrum)."""
+    Hc = H - H.mean(0) if center else H  # n x d
+    v = data_spectrum(Hc, 1).V[:, 0]
+    norm = float(v.norm())
+    if norm == 0.0:  # H_c = 0: every direction is principal
+        v = torch.zeros_like(v)
+        v[0] = norm = 1.0
+    return flip(v / norm)
 
 
 def flip(q: torch.Tensor) -> torch.Tensor:

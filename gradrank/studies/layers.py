@@ -24,7 +24,7 @@ from gradrank.core import records as R
 from gradrank.core import spike as spike_rule
 from gradrank.core.factors import Factors
 from gradrank.core.measures import abs_cos
-from gradrank.core.spectra import Spectrum
+from gradrank.core.spectra import Spectrum, one_thread_each
 from gradrank.core.spike import Spike
 from gradrank.errors import InputError
 from gradrank.models import capture as capture_mod
@@ -222,11 +222,13 @@ def analyze_problem(problem: Problem, cfg: Config, guard=None, on_layer=None) ->
 
 def analyze_capture(cap, cfg: Config, problem: Problem, on_layer=None) -> LayersResult:
     """Decompose every captured layer (the problem gives the name, the file hash and the known spike),
-    one after the other; layers reading the same input rows share its split."""
+    one after the other on one torch and BLAS thread (docs/performance.md, "Threads, per-layer
+    analysis": on a loaded machine torch's thread team waits on taken cores); layers reading the same
+    input rows share its split."""
     items = list(cap.layers.items())
     clock = time.perf_counter()
     results, arrays, shared = [], {}, {}
-    with torch.no_grad():
+    with torch.no_grad(), one_thread_each(items[0][1].H.device):
         for i, (name, f) in enumerate(items):
             if on_layer is not None:
                 on_layer(i, len(items), name)
