@@ -5,20 +5,20 @@ One rule for data files and every layer:
   centring   h = the mean of H's rows, H_c = H - 1 h^T; q is the top eigenvector of the centred
              Gram H_c^T H_c (the covariance's principal direction), zeta z = H_c q with
              ||z||^2 = n (z has mean zero and unit empirical variance), and H_B = H - zeta z q^T
-             (the mean h stays in the bulk). The one exception is the user's: a data file read with
-             data.center = false is taken as is (h = 0: H_c = H, the second moment's direction);
+             (the mean h stays in the bulk). Data files are centred when read (data.center, the
+             default) and passed with center = False (H_c = H already); with data.center = false
+             the user's X is taken as is (h = 0: the second moment's direction);
   sign       the entry of q of largest magnitude is positive (scikit-learn's svd_flip rule);
   exactness  q is the top eigenvector of the smaller Gram (d x d, or n x n when n < d), exact to
              rounding (core/spectra.py, data_spectrum: one Gram and its top eigenpair, the input
              scaled by a power of two where the Gram could over- or underflow); a d x d or n x n
              eigenproblem is cheap beside the layer analysis. torch.linalg.eigh (every eigenvector)
-             costs 10-20x more at d = 1250 (docs/performance.md).
+             costs 10-20x more at n = 750, d = 1250 (docs/performance.md).
 A given q (a data file's own, a known data spike) uses the same centring: `along(H, q)`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -59,11 +59,10 @@ def flip(q: torch.Tensor) -> torch.Tensor:
 def along(H: torch.Tensor, q: torch.Tensor, center: bool = True) -> Spike:
     """The split of H (n x d) along the unit q: zeta z = H_c q, ||z||^2 = n, H_B = H - zeta z q^T
     (center = False: H_c = H)."""
-    n = H.shape[0]
-    zz = H @ q - H.mean(0) @ q if center else H @ q  # H_c q, H_c never formed
-    zeta = float(zz.norm()) / math.sqrt(n)
+    zz = H @ q - H.mean(0) @ q if center else H @ q  # zeta z = H_c q, H_c never formed
+    zeta = float(zz.pow(2).mean().sqrt())
     z = zz / zeta if zeta > 0 else torch.zeros_like(zz)
-    return Spike(q, z, zeta, torch.addr(H, z, q, alpha=-zeta))
+    return Spike(q, z, zeta, H - torch.outer(zz, q))  # H - (zeta z) q^T
 
 
 def principal(H: torch.Tensor, center: bool = True) -> Spike:

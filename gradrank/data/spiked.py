@@ -251,8 +251,9 @@ def from_matrix(
             raise InputError(f"{name}: q must have shape ({d},) and cannot be combined with data.embed_dim")
         if float(q.norm()) == 0.0:
             raise InputError(f"{name}: q is the zero vector")
-    # the one spike rule (core/spike.py): q given or the principal direction, zeta z = X_c q, X_B = X - zeta z q^T
-    sp = spike_rule.principal(X, dc.center) if q is None else spike_rule.along(X, q / q.norm(), dc.center)
+    # the one spike rule (core/spike.py): q given or the principal direction, zeta z = X_c q, X_B = X - zeta z q^T;
+    # its centring is data.center's, done above (X_c = X)
+    sp = spike_rule.principal(X, False) if q is None else spike_rule.along(X, q / q.norm(), False)
     q, z, zeta, X_B = sp.q, sp.z, sp.zeta, sp.H_B
     eig = data_spectrum(X_B, 0).values.pow(2) / n
     alpha_fit, alpha_fit_r2 = bulk_exponent(eig)
