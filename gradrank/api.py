@@ -27,7 +27,7 @@ class Result(Analysis):
         """The run report's figures as matplotlib Figures: spectrum, norms, alignment (and data where
         the bulk eigenvalues are known)."""
         from gradrank.report import figures as F
-        from gradrank.report.render import rounding_floor
+        from gradrank.report.common import rounding_floor
 
         m, arrays = self.metrics, self.arrays
         out = {}
@@ -48,7 +48,7 @@ class Result(Analysis):
 
     def _repr_html_(self) -> str:
         from gradrank.report import figures as F
-        from gradrank.report.render import headline
+        from gradrank.report.run import headline
 
         m = self.metrics
         rows = [
@@ -94,6 +94,9 @@ def resolve_raw(config: Any, overrides: dict | None = None) -> dict:
     if isinstance(config, Config):
         raw = config.to_dict()
     elif isinstance(config, dict):
+        bad = [k for k in config if not isinstance(k, str)]
+        if bad:
+            raise InputError(f"config: a key must be a string, got {bad[0]!r}")
         raw = copy.deepcopy({k: v for k, v in config.items() if "." not in k})
         dotted = {k: v for k, v in config.items() if "." in k}
     elif config is None:
@@ -120,29 +123,59 @@ def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | N
     """The decomposition for the user's own arrays (numpy or torch): X (n x d), optional targets y
     (n), inner weights W (m x d) and outer weights a (m); the rest from the config. The spike q is
     X's top principal direction and mu the empirical mean (docs/model.md, real data)."""
-    import numpy as np
-
+    from gradrank.config.resources import check_memory
     from gradrank.data import spiked as data_mod
     from gradrank.models import twolayer as network
     from gradrank.studies import analyze as analysis
 
     cfg = resolve_config(config, {"analysis.mu": "empirical", **(overrides or {})})
-    as_np = lambda v: None if v is None else np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=np.float64)  # noqa: E731
-    X, y, W, a = map(as_np, (X, y, W, a))
-    if X is None or X.ndim != 2:
-        raise InputError("X must be a 2-d array (n x d)")
-    ds = data_mod.from_matrix(cfg.data, cfg.seed, cfg.loss.kind, X, y)
+    X = _array("X", X, 2)
+    n, d = X.shape
+    if n < 2:
+        raise InputError(f"X must have at least 2 rows (samples), got shape {X.shape}")
+    y = None if y is None else _array("y", y, 1, (n,))
     if (W is None) != (a is None):
         raise InputError("give both W and a, or neither")
+    if W is not None:
+        W = _array("W", W, 2)
+        if W.shape[1] != d:
+            raise InputError(f"W must have shape (m, {d}) to match X, got {W.shape}")
+        a = _array("a", a, 1, (W.shape[0],))
+    m = cfg.model.width if W is None else W.shape[0]
+    check_memory(cfg, n, d, m, train=False)
+    ds = data_mod.from_matrix(cfg.data, cfg.seed, cfg.loss.kind, X, y)
     device, dtype = analysis.device_and_dtype(cfg.compute)
     if W is None:
         net = network.init(cfg.model, cfg.seed, ds)
     else:
-        if W.ndim != 2 or W.shape[1] != ds.d or a.shape != (W.shape[0],):
-            raise InputError(f"W must be (m, {ds.d}) and a (m,), got {W.shape} and {a.shape}")
         net = analysis.network_from_arrays(cfg.model, W, a)
     cfg = cfg.replace(**{"data.n": ds.n, "data.d": ds.d, "model.width": net.m})
     return _result(analysis.analyze_prepared(cfg, ds.to(device, dtype), net.to(device, dtype)))
+
+
+def _array(name: str, value, ndim: int, shape: tuple | None = None):
+    """A user's array (numpy, torch or nested lists) as float64, checked like a data file's: real
+    numbers (no complex, object or string dtype), finite, `ndim` dimensions, `shape` when given."""
+    import numpy as np
+
+    if hasattr(value, "detach"):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name}: not an array ({exc.__class__.__name__})") from None
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise InputError(f"{name} must be a {ndim}-d array, got shape {arr.shape}")
+    if shape is not None and arr.shape != shape:
+        raise InputError(f"{name} must have shape {shape}, got {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"{name} is empty (shape {arr.shape})")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise InputError(f"{name} contains NaN or Inf")
+    return arr
 
 
 def train(config: Any = None, overrides: dict | None = None, seed: int | None = None, on_record=None):
@@ -154,13 +187,18 @@ def train(config: Any = None, overrides: dict | None = None, seed: int | None = 
     return tr
 
 
-def load(run_dir: str | Path) -> Result:
-    """A run directory read back through its typed records (exit 2 / InputError on a foreign or
-    malformed metrics.json, naming the file and field). A training run's metrics are its
-    TrainSummary (the final analysis' fields, and `kind`, `train`, `final`)."""
-    from gradrank.results.runs import read_run
+def load(run_dir: str | Path):
+    """A result directory read back through its typed records (exit 2 / InputError on a foreign or
+    malformed file, naming the file and field), by its kind (gradrank.results.kinds): an analysis or
+    training run as a Result (a training run's metrics are its TrainSummary: the final analysis'
+    fields, and `kind`, `train`, `final`), any other kind as its record (Advice, OnestepResult,
+    ScalingStudy, RegPath, LayersResult)."""
+    from gradrank.results import kinds
 
-    run = read_run(Path(run_dir))
+    kind = kinds.of_dir(Path(run_dir))
+    if kind.name != "analyze":
+        return kind.read(Path(run_dir))
+    run = kind.read(Path(run_dir))
     return Result(run.config, run.metrics, run.arrays, {}, None)
 
 
@@ -210,6 +248,10 @@ def sweep(
         raw["seed"] = seed
     base = config_mod.from_dict(raw)
     for key, values in (grid or {}).items():
+        if not isinstance(key, str):
+            raise InputError(f"grid: a key must be a dotted config key string, got {key!r}")
+        if not isinstance(values, (str, list, tuple)):
+            raise InputError(f"grid: '{key}' must be a list of values (or a '0,1,2' string), got {type(values).__name__}")
         spec.axes[key] = sw.parse_values(values, key) if isinstance(values, str) else list(values)
     if seeds is not None:
         spec.seeds = seeds
@@ -242,11 +284,18 @@ def onestep(
     """The one-step protocol (docs/onestep.md): for each eta (default onestep.eta) and seed (seed ..
     seed + seeds - 1), W1 = W0 - eta * scale * G, a ridge readout, the test error and alignments."""
     from gradrank.studies import onestep as onestep_mod
+    from gradrank.sweeps.spec import MAX_POINTS
 
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise InputError(f"seeds must be an integer >= 1, got {seeds!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_POINTS:
+        raise InputError(f"seeds must be an integer from 1 to {MAX_POINTS}, got {seeds!r}")
     if eta is not None and not isinstance(eta, (list, tuple)):
         eta = [eta]
+    for value in eta or ():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+            raise InputError(f"eta must be a number >= 0 or a list of them, got {value!r}")
+    for name, value in (("steps", steps), ("ridge", ridge)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(f"{name} must be a number, got {value!r}")
     cfg = onestep_mod.configure(resolve_config(config, overrides, seed), eta, steps, ridge)
     return onestep_mod.study(cfg, [cfg.seed + i for i in range(seeds)], on_point)
 
@@ -336,34 +385,14 @@ def advise_overrides(model=None, ranks=None, intervals=None, target=None, projec
 
 def save(result, target: str | Path) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
-    as the result's config asks (output.report, output.pdf)."""
-    from gradrank.core.records import TrainSummary
-    from gradrank.results import runs
-    from gradrank.results.advice import Advice, write_advice
-    from gradrank.studies.layers import LayersResult
-    from gradrank.studies.onestep import OnestepResult
-    from gradrank.studies.scaling import ScalingResult
-    from gradrank.studies.train import Trajectory
+    as the result's config asks (output.report, output.pdf). The writer is the result kind's
+    (gradrank.results.kinds)."""
+    from gradrank.results import kinds
 
-    if isinstance(getattr(result, "metrics", None), TrainSummary):
+    kind = kinds.of_result(result)
+    if getattr(getattr(result, "metrics", None), "kind", None) == "train":
         raise InputError("a loaded training run has no trajectory to save; copy its directory instead")
-
-    if isinstance(result, Advice):
-        target, cfg = write_advice(Path(target), result), result.resolved_config
-    elif isinstance(result, LayersResult):
-        from gradrank.results.layers import write_layers
-
-        target, cfg = write_layers(Path(target), result), result.config
-    elif isinstance(result, Trajectory):
-        target, cfg = runs.write_train(Path(target), result), result.result.config
-    elif isinstance(result, OnestepResult):
-        from gradrank.results import onestep as onestep_out
-
-        target, cfg = onestep_out.write(Path(target), result), result.config
-    elif isinstance(result, ScalingResult):
-        target, cfg = runs.write_scaling(Path(target), result), result.config
-    else:
-        target, cfg = runs.write_run(Path(target), result), result.config
+    target, cfg = kind.write(Path(target), result), kind.config(result)
     formats = (["html"] if cfg.output.report else []) + (["pdf"] if cfg.output.pdf else [])
     if formats:
         from gradrank.report.render import render_dir

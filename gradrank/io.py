@@ -46,19 +46,26 @@ def _numeric(name: str, key: str, arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def load_arrays(path: Path, required=(), optional=(), max_bytes: float | None = None) -> dict[str, np.ndarray]:
+def load_arrays(path: Path, required=(), optional=(), max_bytes: float | None = None, check=None) -> dict[str, np.ndarray]:
     """Numeric, finite float64 arrays from .npz/.npy/.csv, with pickling disabled.
 
     Array headers are read first (declared_shapes): object dtypes, shapes larger than the file
     holds, or sizes above max_bytes (default 80% of free memory; the float64 copy of a small dtype
     counted) are refused before anything is allocated. An .npz member is found by the name numpy
-    would read (`X`, else `X.npy`), and read here, never by np.load's lookup."""
+    would read (`X`, else `X.npy`), and read here, never by np.load's lookup. check(shapes), when
+    given, sees every declared shape before any array is read (shapes that disagree are refused
+    before a large member is loaded)."""
     path = Path(path)
     name = _show(path)
     suffix = path.suffix.lower()
     out: dict[str, np.ndarray] = {}
     with _reading(path):
-        declared_shapes(path, (*required, *optional), max_bytes)
+        shapes = declared_shapes(path, (*required, *optional), max_bytes)
+        missing = [k for k in required if k not in shapes]
+        if missing:
+            raise InputError(f"{name}: missing array '{missing[0]}'")
+        if check is not None:
+            check(shapes)
         if suffix == ".npz":
             with zipfile.ZipFile(path) as zf:
                 members = _npz_members(zf, (*required, *optional))

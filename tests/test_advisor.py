@@ -225,7 +225,7 @@ def test_advise_two_layer_end_to_end_round_trips_and_renders(tmp_path):
     assert all(len(r.loss) == 7 and r.loss[0] == runs["adam"].loss[0] for r in runs.values())
     assert runs["galore_default"].refreshes == math.ceil(6 / 3)
     # the full-rank AdamW run is torch's AdamW on the same loss
-    cfg = adv.resolved_config
+    cfg = adv.config
     from gradrank.models.closed_form import loss_and_residue
     from gradrank.studies import analyze as analysis
 
@@ -247,7 +247,7 @@ def test_advise_two_layer_end_to_end_round_trips_and_renders(tmp_path):
     assert html.count("<svg") == 1 + 4 and "Validation against GaLore" in html
     # each GaLore loss is stated against Adam's: a factor when over twice it, else a signed percentage
     verdict = html[html.index('id="verdict"') :].split("</p>")[0]
-    for gap in (adv.validation.verdict["relative_gap"], adv.validation.verdict["default_relative_gap"]):
+    for gap in (adv.validation.verdict.relative_gap, adv.validation.verdict.default_relative_gap):
         assert (f"{1 + gap:.3g}× Adam's" if gap > 1 else f"{100 * gap:+.1f} % from Adam's") in verdict
 
 
@@ -364,7 +364,7 @@ def test_a_user_model_file_is_advised_per_linear_layer_and_validated(tmp_path):
     assert {e.projector for e in adv.layers[0].energy} == {"svd", "random", "rows"}  # theory: two-layer only
     out = {(e.projector, e.rank, e.interval): e for e in adv.layers[1].energy}
     assert out[("svd", 8, 1)].full and out[("svd", 8, 1)].captured == 1.0  # 8 >= min(3, 16)
-    assert adv.config["advise"]["model_sha256"] and len(adv.training["loss"]) == 6
+    assert adv.config.advise.model_sha256 and len(adv.training.loss) == 6
     runs = {r.name: r for r in adv.validation.runs}
     assert runs["galore_recommended"].ranks == {n: adv.layer(n).recommended_svd.rank for n in ("0", "2")}
     assert runs["galore_default"].refreshes == 2 and runs["adam"].final < runs["adam"].loss[0]

@@ -291,12 +291,12 @@ def test_memory_guard_refuses_and_force_runs():
 
 
 def test_results_round_trip(tmp_path):
-    from gradrank.results.layers import read_layers, write_layers
+    from gradrank.results import layers as layers_out
 
     cfg = _cfg("model.depth=3")
     res = layers_mod.run(cfg)
-    write_layers(tmp_path / "run", res)
-    back = read_layers(tmp_path / "run")
+    layers_out.write(tmp_path / "run", res)
+    back = layers_out.read(tmp_path / "run")
     assert back.to_dict() == res.to_dict()
     for key, v in res.arrays.items():
         assert (back.arrays[key] == v).all()

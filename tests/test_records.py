@@ -172,12 +172,12 @@ def test_result_figures_html_and_save(analysis, trained, tmp_path):
 
 def test_scaling_study_round_trip_and_damage(tmp_path):
     from gradrank.api import resolve_config
-    from gradrank.results import runs
+    from gradrank.results import scaling as scaling_out
     from gradrank.studies import scaling
 
     cfg = resolve_config(overrides={"data.n": 20, "data.d": 24, "model.width": 30, "output.report": False})
     res = scaling.study(cfg, [20, 30, 40], 1)
-    out = runs.write_scaling(tmp_path / "sc", res)
+    out = scaling_out.write(tmp_path / "sc", res)
     d = json.loads((out / "scaling.json").read_text())
     assert d["schema"] == 1 and d["kind"] == "scaling"
     back = scaling.ScalingStudy.from_dict(d)

@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from gradrank import api
 from gradrank.cli.app import app
 from gradrank.report import render as report
+from gradrank.report import run as run_report
+from gradrank.report import sweep as sweep_report
 from gradrank.studies import analyze as analysis
 
 EVIL = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
@@ -116,7 +118,7 @@ def test_headline_matches_metrics(run):
     """The headline follows the outlier labels (one rule) and quotes only outliers."""
     _, m, _, page = run
     (headline,) = page.text["headline"]
-    assert headline == report.headline(m)
+    assert headline == run_report.headline(m)
     head = re.match(r"^(\S+): (\d+) outliers? above the bulk edge ([0-9.e+-]+)", headline)
     assert head and head.group(1) == m["regime"] and int(head.group(2)) == m["rank"]["outliers"]
     assert _close(head.group(3), m["bulk_edge"])
@@ -142,12 +144,12 @@ def test_headline_wording_of_the_issue_example():
         "outlier_labels": ["spike"],
         "alignment": {"residue": [0.18856, 0.656], "spike": [0.943, 0.55599]},
     }
-    assert report.headline(m) == (
+    assert run_report.headline(m) == (
         "spike-dominated: 1 outlier above the bulk edge 0.372: u₁ (s₁ = 5.97) is the data spike direction (|cos(u₁, q)| = 0.94). "
         "Largest term: the interpolant ‖S12‖ = 5.9 (‖S1‖ = 1.24, ‖S2‖ = 1.16, ‖E‖ = 0.35); stable rank 1.49."
     )
     m |= {"rank": {"outliers": 2, "stable": 1.2}, "outlier_labels": ["residue", "mixed"], "singular_values": [5.97, 0.5]}
-    text = report.headline(m)
+    text = run_report.headline(m)
     assert "u₁ (s₁ = 5.97) is the residue direction (|cos(u₁, X_Bᵀr)| = 0.19)" in text
     assert "u₂ (s₂ = 0.5) is aligned with neither (|cos| 0.66 with X_Bᵀr, 0.56 with q)" in text
 
@@ -415,7 +417,7 @@ def test_sweep_report_from_real_analyses(tmp_path):
         w.writeheader()
         w.writerows([{k: v for k, v in r.items() if k in w.fieldnames} for r in one])
     (tmp_path / "sweep.json").write_text(json.dumps(_manifest(axes={"data.nu": nus}, seeds=2)))
-    page = Page(report.render_sweep(tmp_path)[0].read_text())
+    page = Page(sweep_report.render_dir(tmp_path)[0].read_text())
     assert page.svgs == 2 and page.text["h1"] == [f"sweep {tmp_path.name}"]  # a one-row regime strip and the trends
 
 

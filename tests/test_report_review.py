@@ -15,8 +15,10 @@ from test_report_browser import browser  # noqa: F401  (its Chromium fixture)
 from typer.testing import CliRunner
 
 from gradrank.cli.app import app
+from gradrank.report import common as report_common
 from gradrank.report import figures
 from gradrank.report import render as report
+from gradrank.report import run as run_report
 
 SMALL = ["data.n=60", "data.d=80", "model.width=100"]
 
@@ -77,7 +79,7 @@ def test_config_section_names_stay_with_their_keys_in_pdf_columns(analyze_pdf):
     """Each config section's name is on the page and in the column of its first key (the PDF had
     'advise' alone at the foot of the second column, its keys at the top of the third)."""
     words = _words(analyze_pdf)
-    cfg = report.run_context(analyze_pdf.parent, json.loads((analyze_pdf.parent / "metrics.json").read_text()))
+    cfg = run_report.run_context(analyze_pdf.parent, json.loads((analyze_pdf.parent / "metrics.json").read_text()))
     sections = cfg["config_sections"]
     start = next(i for i, w in enumerate(words) if w[5] == "exactly).")  # the end of the section's intro
     words = words[start:]
@@ -133,7 +135,7 @@ def test_layer_table_shows_rounding_level_norms_as_zero(layers_dir):
     doc = json.loads((layers_dir / "layers.json").read_text())
     body = html.split('id="layer-table"', 1)[1].split("</table>", 1)[0]
     rows = [re.findall(r'<td class="num">([^<]*)</td>', r) for r in re.findall(r"<tr>(.*?)</tr>", body, flags=re.S)][1:]
-    floor = report.rounding_floor({"compute": {"dtype": doc["dtype"]}})
+    floor = report_common.rounding_floor({"compute": {"dtype": doc["dtype"]}})
     for layer, cells in zip(doc["layers"], rows):
         G = layer["norms"]["G"]
         for value, cell in zip([layer["norms"][k] for k in ("S1", "S2", "E")], cells[2:5]):
@@ -208,7 +210,7 @@ def test_log_axes_never_carry_a_single_label():
         (1.1, 1.6, {"1.2", "1.4"}),
         (1e-3, 10, {"0.001", "0.01", "0.1", "1", "10"}),
     ):
-        fig, ax = figures._figure(figsize=(3, 2))
+        fig, ax = figures.new_figure(figsize=(3, 2))
         ax.semilogy([0, 1], [lo, hi])
         figures._plain_log_labels(fig)
         y0, y1 = ax.get_ylim()

@@ -22,6 +22,8 @@ from gradrank import api
 from gradrank.cli.app import app
 from gradrank.report import figures
 from gradrank.report import render as report
+from gradrank.report import sweep as sweep_report
+from gradrank.report.common import rounding_floor
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["data.n=60", "data.d=80", "model.width=100"]
@@ -148,7 +150,7 @@ def test_rounding_level_values_are_undefined_and_chosen_metrics(tmp_path):
         for act, s1 in (("relu", 0.2), ("quadratic", 2e-18)) for s in (0, 1)
     ]  # fmt: skip
     d = _write_sweep(tmp_path / "q", {"model.activation": ["relu", "quadratic"]}, "product", rows)
-    assert report.metric_value(rows[2], "norms.S2/norms.S1", report.rounding_floor({})) != report.metric_value(
+    assert sweep_report.metric_value(rows[2], "norms.S2/norms.S1", rounding_floor({})) != sweep_report.metric_value(
         rows[2], "norms.S2/norms.S1", 0.0
     )
     html = report.render_dir(d, metrics="norms.S2/norms.S1, norms.S1/norms.E, norms.S1")[0].read_text()
@@ -200,9 +202,9 @@ def test_sample_configs_choose_metrics_of_their_claim(zipped):
             if raw["sweep"].get("command") == "onestep":  # columns eta.<eta>.<quantity> of its own etas
                 etas = [f"{e:g}" for e in raw["onestep"]["eta"]]
                 cols = [f"eta.{e}.{q}" for e in etas for q in ("test_error", "align_target", "align_spike", "align_residue")]
-                seen[path.name] = report.parse_metrics(text, cols)
+                seen[path.name] = sweep_report.parse_metrics(text, cols)
                 continue
-            seen[path.name] = report.parse_metrics(text, columns)
+            seen[path.name] = sweep_report.parse_metrics(text, columns)
     assert "norms.S1/norms.E" in seen["fig2_activations.toml"]
 
 

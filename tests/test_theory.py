@@ -13,7 +13,7 @@ from gradrank import config
 from gradrank.cli.app import app
 from gradrank.core import fits
 from gradrank.report import render
-from gradrank.results import runs
+from gradrank.results import scaling as scaling_out
 from gradrank.studies import scaling, theory
 
 
@@ -104,7 +104,7 @@ def test_scaling_study_recovers_exact_exponents(tmp_path):
     assert res.fits["a_mu"].slope == pytest.approx(0.5, abs=1e-9)
     assert all(r["d"] * 60 == r["n"] * 80 and r["m"] * 60 == r["n"] * 100 for r in res.rows)
     assert {r["seed"] for r in res.rows} == {0, 1}
-    out = runs.write_scaling(tmp_path / "sc", res)
+    out = scaling_out.write(tmp_path / "sc", res)
     render.render_dir(out)
     payload = json.loads((out / "scaling.json").read_text())
     assert payload["config_hash"] == base.hash() and len(payload["rows"]) == 6

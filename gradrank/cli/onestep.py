@@ -52,8 +52,10 @@ def onestep_cmd(
         from gradrank.studies import onestep as onestep_mod
 
         etas = onestep_mod.parse_etas(eta) if eta is not None else None
-        if seeds < 1:
-            raise InputError(f"option --seeds: must be >= 1, got {seeds}")
+        from gradrank.sweeps.spec import MAX_POINTS
+
+        if not 1 <= seeds <= MAX_POINTS:
+            raise InputError(f"option --seeds: must be from 1 to {MAX_POINTS}, got {seeds}")
         cfg = load_config(config, set_, seed, device)
         cfg = onestep_mod.configure(cfg, etas, steps, ridge)
         if pdf or no_report:

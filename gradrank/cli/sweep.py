@@ -104,7 +104,7 @@ def sweep(
         if scheduler and executor != "dask":
             raise InputError("--scheduler needs --executor dask")
         if not no_report or pdf:  # the report's metrics, checked before any work (their columns after it)
-            from gradrank.report.render import parse_metrics
+            from gradrank.report.sweep import parse_metrics
 
             parse_metrics(metrics, None) if metrics else parse_metrics(
                 base.output.metrics or None, None, "config key 'output.metrics'"
@@ -175,16 +175,17 @@ def report(
     """(Re)render the HTML/PDF report of any result directory (analyze, decompose, train, sweep, scaling, regpath, onestep)."""
 
     def go():
-        from gradrank.report import render as report_mod
+        from gradrank.report import render
+        from gradrank.report.common import PAPERS, parse_formats
 
-        formats = report_mod.parse_formats(format_)
-        if paper is not None and paper not in report_mod.PAPERS:
+        formats = parse_formats(format_)
+        if paper is not None and paper not in PAPERS:
             raise InputError(f"option --paper: must be a4 or letter, got {paper!r}")
         if (directory / "sweep.json").is_file():  # a sweep's table is rebuilt from its store first
             from gradrank.sweeps import store as sws
 
             sws.write_table(sws.Store(directory))
-        for path in report_mod.render_dir(directory, formats, out, paper, metrics=metrics or None):
+        for path in render.render_dir(directory, formats, out, paper, metrics=metrics or None):
             typer.echo(f"wrote {path}")
 
     run_guarded(go)

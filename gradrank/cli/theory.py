@@ -159,7 +159,7 @@ def regpath(
         if not seed_list or min(seed_list) < 0:
             raise InputError(f"--seeds must list non-negative integers, got {seeds!r}")
         from gradrank.config.resources import check_memory
-        from gradrank.results import runs
+        from gradrank.results import regpath as regpath_out
         from gradrank.studies import regpath as rp
 
         grids = rp.parse_grid(list(grid or []))
@@ -175,7 +175,7 @@ def regpath(
                 )
 
         res = rp.run(cfg, grids, seed_list, steps, progress)
-        runs.write_regpath(target, cfg, res)
+        regpath_out.write(target, res)
         formats = (["html"] if not no_report and cfg.output.report else []) + (["pdf"] if pdf or cfg.output.pdf else [])
         if formats:
             from gradrank.report import render

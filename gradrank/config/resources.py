@@ -67,7 +67,10 @@ def parts(cfg: Config, n: int | None = None, d: int | None = None, m: int | None
     if dc.embed_dim:
         out["embed"] = (f"config key 'data.embed_dim' = {dc.embed_dim}", 8 * dc.embed_dim * (2 * (n + n_test) + d))
     out["top_k"] = (f"config key 'analysis.top_k' = {k}", 4 * item * min(k, n + d + m) * (n + d + m))
-    out["quadrature"] = (f"config key 'analysis.quadrature' = {cfg.analysis.quadrature}", 8 * 4 * cfg.analysis.quadrature * m)
+    out["quadrature"] = (
+        f"config keys 'analysis.quadrature', 'model.width' = {cfg.analysis.quadrature}, {m}",
+        8 * 4 * cfg.analysis.quadrature * m,
+    )
     if cfg.train.steps:
         kk = min(k, d, m)
         checkpoints = tc.steps // tc.checkpoint_every + 2

@@ -408,6 +408,8 @@ def parse_value(text: str) -> Any:
 
 
 def _assign(raw: dict, key: str, value: Any) -> None:
+    if not isinstance(key, str):
+        raise InputError(f"a config key must be a dotted string, got {key!r}")
     parts = key.split(".")
     if not all(parts):
         raise InputError(f"bad config key '{key}'")
@@ -480,7 +482,7 @@ def read_toml(path: str | Path) -> dict:
     if len(data) > MAX_CONFIG_BYTES:
         raise InputError(f"config file {path}: more than the {MAX_CONFIG_BYTES} bytes allowed")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is accepted and dropped
     except UnicodeDecodeError:
         raise InputError(f"cannot read config file {path}: UnicodeDecodeError") from None
     try:

@@ -65,7 +65,7 @@ def fit_loglog(n, values, level: float = 0.95) -> Fit | None:
 
 
 @dataclass
-class Correlation:
+class Correlation(Record):
     """Pearson r of two samples with a percentile bootstrap CI, and Spearman's rho."""
 
     pearson: float

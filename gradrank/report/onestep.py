@@ -4,18 +4,20 @@ against each alignment over every point, with the correlation and its bootstrap 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 
-from gradrank.studies.onestep import ALIGNMENTS, OnestepResult
+from gradrank.core.onestep_records import OnestepResult
+from gradrank.report import figures
+from gradrank.report.common import PAPERS, config_sections, g, templates_env, write_report
+from gradrank.results import onestep as onestep_out
+from gradrank.studies.onestep import ALIGNMENTS
 
 LABELS = {"align_target": "target span{β}", "align_spike": "spike q", "align_residue": "residue X_Bᵀr"}
 
 
 def context(result: OnestepResult) -> dict:
-    from gradrank.report import figures
-    from gradrank.report.render import _config_sections, _g
-
     cfg = result.config
     etas = result.etas
     by = {s.eta: s for s in result.by_eta}
@@ -32,7 +34,7 @@ def context(result: OnestepResult) -> dict:
         x = np.array([getattr(p, a) for p in moved], float)
         if not np.isfinite(x).any():
             continue
-        title = f"r = {_g(c.pearson, 2)} [{_g(c.ci_low, 2)}, {_g(c.ci_high, 2)}]"
+        title = f"r = {g(c.pearson, 2)} [{g(c.ci_low, 2)}, {g(c.ci_high, 2)}]"
         panels.append(
             (
                 title,
@@ -46,15 +48,15 @@ def context(result: OnestepResult) -> dict:
     best = min(result.by_eta, key=lambda s: s.test_error if math.isfinite(s.test_error) else math.inf)
     if rf is not None and best.eta != 0.0:
         headline = (
-            f"Best step size η = {_g(best.eta)}: test error {_g(best.test_error)} against {_g(rf.test_error)} for random features "
+            f"Best step size η = {g(best.eta)}: test error {g(best.test_error)} against {g(rf.test_error)} for random features "
             f"(η = 0), {best.improvement:+.1%}; over {len(result.seeds)} seed{'s' if len(result.seeds) > 1 else ''}."
         )
     elif rf is not None:
         headline = (
-            f"No step size beats random features (test error {_g(rf.test_error)} at η = 0) over {len(result.seeds)} seed(s)."
+            f"No step size beats random features (test error {g(rf.test_error)} at η = 0) over {len(result.seeds)} seed(s)."
         )
     else:
-        headline = f"Best step size η = {_g(best.eta)}: test error {_g(best.test_error)} (no η = 0 reference in this run)."
+        headline = f"Best step size η = {g(best.eta)}: test error {g(best.test_error)} (no η = 0 reference in this run)."
     return {
         "title": cfg.output.name or f"one-step {cfg.hash()}",
         "r": result,
@@ -66,13 +68,18 @@ def context(result: OnestepResult) -> dict:
             "scatter": figures.scatter(panels, "test error", "log₂(1 + η)") if panels else None,
         },
         "diverged": sum(p.diverged for p in result.points),
-        "config_sections": _config_sections(cfg.to_dict()),
+        "config_sections": config_sections(cfg.to_dict()),
         "provenance": result.provenance,
         "config_hash": cfg.hash(),
     }
 
 
 def render(result: OnestepResult, paper: str = "A4") -> str:
-    from gradrank.report.render import templates_env
-
     return templates_env().get_template("onestep.html.j2").render(**context(result), paper=paper)
+
+
+def render_dir(run_dir: Path, formats=("html",), out_dir: Path | None = None, paper: str | None = None, **_):
+    """A one-step study directory (onestep.json + onestep.csv)."""
+    result = onestep_out.read(run_dir)
+    paper = paper or result.config.output.paper
+    return write_report(render(result, PAPERS[paper]), formats, Path(out_dir or run_dir), paper)

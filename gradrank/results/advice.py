@@ -1,53 +1,22 @@
-"""The advisor's result (advice.json, "schema": 1): typed records with to_dict/from_dict, and its run directory."""
+"""The advisor's result (advice.json, "schema": 1) as typed records, and its run directory."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any
 
 from gradrank import io
-from gradrank.config import Config, from_dict
-from gradrank.errors import InputError
-from gradrank.results.runs import write_dir
+from gradrank.config import Config
+from gradrank.core.records import Record, check_kind, check_schema
+from gradrank.results.files import read_record, write_dir
 
-SCHEMA = 1
-
-
-def _build(cls, d: Any, where: str):
-    """A dataclass from its dict, nested records included; a missing or foreign field is bad input."""
-    if not isinstance(d, dict):
-        raise InputError(f"advice.json: {where} must be an object")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in d:
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                continue
-            raise InputError(f"advice.json: {where} has no field '{f.name}'")
-        value = d[f.name]
-        sub = _NESTED.get((cls.__name__, f.name))
-        if sub is not None and value is not None:
-            value = (
-                [_build(sub, v, f"{where}.{f.name}") for v in value]
-                if isinstance(value, list)
-                else _build(sub, value, f"{where}.{f.name}")
-            )
-        kwargs[f.name] = value
-    return cls(**kwargs)
-
-
-class _Record:
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        return _build(cls, d, cls.__name__)
+RESULT = "advice.json"
 
 
 @dataclass
-class EnergyRecord(_Record):
+class EnergyRecord(Record):
     projector: str
     rank: int
     interval: int
@@ -56,7 +25,7 @@ class EnergyRecord(_Record):
 
 
 @dataclass
-class Recommendation(_Record):
+class Recommendation(Record):
     projector: str
     rank: int
     interval: int
@@ -66,7 +35,7 @@ class Recommendation(_Record):
 
 
 @dataclass
-class Drift(_Record):
+class Drift(Record):
     interval: int
     rank: int
     mean_angle: float  # degrees: largest principal angle between consecutive refreshes' subspaces, mean
@@ -75,7 +44,29 @@ class Drift(_Record):
 
 
 @dataclass
-class LayerAdvice(_Record):
+class IntervalCost(Record):
+    """At refresh interval T: the refreshes over the run and the full SVDs' share of its time."""
+
+    interval: int
+    refreshes: int
+    svd_share: float | None
+
+
+@dataclass
+class Refresh(Record):
+    """What a projector refresh costs for the layer: per refresh the top-k solver's time and
+    iterations, GaLore's full SVD (None where not measured), one training step, per interval."""
+
+    refreshes: int
+    topk_seconds: float
+    topk_iterations: float
+    svd_seconds: float | None
+    step_seconds: float
+    per_interval: list[IntervalCost]
+
+
+@dataclass
+class LayerAdvice(Record):
     name: str
     shape: list[int]
     side: str  # 'right' or 'left': the side GaLore projects
@@ -83,7 +74,7 @@ class LayerAdvice(_Record):
     recommended: Recommendation
     recommended_svd: Recommendation | None
     drift: list[Drift]
-    refresh: dict  # refreshes, topk_seconds, topk_iterations, svd_seconds, step_seconds, per_interval
+    refresh: Refresh
 
     def captured(self, projector: str, rank: int, interval: int) -> float:
         for e in self.energy:
@@ -93,11 +84,11 @@ class LayerAdvice(_Record):
 
 
 @dataclass
-class ValidationRun(_Record):
+class ValidationRun(Record):
     name: str
     label: str
-    ranks: dict
-    intervals: dict
+    ranks: dict[str, int]  # layer -> GaLore rank (empty for full-rank AdamW)
+    intervals: dict[str, int]
     refreshes: int
     loss: list[float]
     final: float
@@ -105,32 +96,53 @@ class ValidationRun(_Record):
 
 
 @dataclass
-class Validation(_Record):
+class Verdict(Record):
+    """GaLore at the recommendation against full AdamW and GaLore's defaults (gaps relative to Adam's final loss)."""
+
+    adam_final: float
+    recommended_final: float
+    default_final: float
+    relative_gap: float
+    default_relative_gap: float
+    gap_of_decrease: float
+    within_5_percent: bool
+    fewer_refreshes: bool
+    smaller_rank: bool
+
+
+@dataclass
+class Validation(Record):
     steps: int
     lr: float
     scale: float
     runs: list[ValidationRun]
-    verdict: dict
-
-
-_NESTED = {
-    ("LayerAdvice", "energy"): EnergyRecord,
-    ("LayerAdvice", "recommended"): Recommendation,
-    ("LayerAdvice", "recommended_svd"): Recommendation,
-    ("LayerAdvice", "drift"): Drift,
-    ("Validation", "runs"): ValidationRun,
-    ("Advice", "layers"): LayerAdvice,
-    ("Advice", "validation"): Validation,
-}
+    verdict: Verdict
 
 
 @dataclass
-class Advice(_Record):
+class Timing(Record):
+    train_seconds: float
+    recording_seconds: float
+    overhead: float  # recording time / the rest of training's
+
+
+@dataclass
+class Training(Record):
+    """The training the energy was measured on, and its full-batch loss at `steps`."""
+
+    optimizer: str
+    lr: float
+    steps: list[int]
+    loss: list[float]
+
+
+@dataclass(kw_only=True)
+class Advice(Record):
     """advice.json: per layer the energy maps, the recommendation, drift and refresh cost; the
     training it was measured on; the validation against galore-torch."""
 
     schema: int
-    kind: str
+    kind: str = "advise"
     model: str
     steps: int
     target: float
@@ -138,28 +150,25 @@ class Advice(_Record):
     intervals: list[int]
     projectors: list[str]
     layers: list[LayerAdvice]
-    timing: dict
-    training: dict
+    timing: Timing
+    training: Training
     validation: Validation | None
     skipped: list[str] = field(default_factory=list)  # linear layers the loss gives no gradient
-    config: dict = field(default_factory=dict)
-    config_hash: str = ""
-    provenance: dict = field(default_factory=dict)
+    config: Config
+    config_hash: str
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Advice":
-        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
-            raise InputError(f"advice.json: not a schema-{SCHEMA} advice file")
-        return _build(cls, d, "advice")
+    def from_dict(cls, d, source: str = RESULT, _path: str = "") -> Advice:
+        if isinstance(d, dict):
+            check_schema(d, source)
+        return check_kind(super().from_dict(d, source, _path), "advise", source)
 
     @classmethod
-    def from_payload(cls, payload: dict, cfg: Config) -> "Advice":
+    def from_payload(cls, payload: dict, cfg: Config) -> Advice:
+        """The advisor's payload (gradrank.studies.advise.advise) with the config it ran under."""
         prov = io.provenance(cfg.compute.device, cfg.compute.dtype, cfg.seed, payload.get("timing"))
-        return cls.from_dict({**payload, "config": cfg.to_dict(), "config_hash": cfg.hash(), "provenance": prov})
-
-    @property
-    def resolved_config(self) -> Config:
-        return from_dict(self.config)
+        return cls.from_dict({**payload, "config": cfg.to_dict(), "config_hash": cfg.hash(), "provenance": prov}, "advice")
 
     def layer(self, name: str) -> LayerAdvice:
         for lay in self.layers:
@@ -168,8 +177,6 @@ class Advice(_Record):
         raise KeyError(name)
 
     def _repr_html_(self) -> str:
-        from html import escape
-
         rows = "".join(
             f"<tr><td>{escape(lay.name)}</td><td>{lay.shape[0]}×{lay.shape[1]}</td><td>{escape(lay.recommended.projector)}</td>"
             f"<td>{lay.recommended.rank}</td><td>{lay.recommended.interval}</td><td>{lay.recommended.captured:.3f}</td></tr>"
@@ -182,19 +189,11 @@ class Advice(_Record):
         )
 
 
-def write_advice(target: Path, advice: Advice) -> Path:
+def write(target: Path, advice: Advice) -> Path:
     """advice.json, config.toml and provenance.json in a run directory, all or nothing."""
-    cfg = advice.resolved_config
-    files = {"advice.json": advice.to_dict(), "provenance.json": {"config_hash": advice.config_hash, **advice.provenance}}
-    return write_dir(target, "advise", cfg, files, {})
+    files = {RESULT: advice.to_dict(), "provenance.json": {"config_hash": advice.config_hash, **advice.provenance}}
+    return write_dir(target, "advise", advice.config, files, {})
 
 
-def read_advice(run_dir: Path) -> Advice:
-    import json
-
-    path = Path(run_dir) / "advice.json"
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise InputError(f"{path.parent}: not a gradrank advice directory (no readable advice.json)") from None
-    return Advice.from_dict(obj)
+def read(run_dir: Path) -> Advice:
+    return read_record(Path(run_dir) / RESULT, Advice, "advice directory")

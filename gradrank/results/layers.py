@@ -4,14 +4,13 @@ of each layer's G and E), config.toml and provenance.json."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from gradrank import io
 from gradrank.errors import InputError
-from gradrank.results.runs import write_dir
+from gradrank.results.files import read_json, write_dir
 from gradrank.results.tables import csv_text
 from gradrank.studies.layers import LayerResult, LayersResult
 
@@ -61,7 +60,7 @@ def spectra_arrays(result: LayersResult) -> dict[str, np.ndarray]:
     return out
 
 
-def write_layers(target: Path, result: LayersResult) -> Path:
+def write(target: Path, result: LayersResult) -> Path:
     """The run directory, all or nothing (the report is rendered after)."""
     cfg = result.config
     prov = io.provenance(cfg.compute.device, result.dtype, cfg.seed, result.timings)
@@ -75,16 +74,11 @@ def write_layers(target: Path, result: LayersResult) -> Path:
     )
 
 
-def read_layers(root: Path) -> LayersResult:
+def read(root: Path) -> LayersResult:
     """A layers run directory back as a LayersResult (spectra.npz read without unpickling)."""
     root = Path(root)
     path = root / "layers.json"
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise InputError(f"{root}: not a gradrank layers directory (no readable layers.json)") from None
-    if not isinstance(payload, dict):
-        raise InputError(f"{path}: expected a JSON object")
+    payload = read_json(path, "layers directory")
     try:
         result = LayersResult.from_dict(payload)
     except (KeyError, TypeError) as exc:

@@ -154,13 +154,15 @@ def load_weights(mc: ModelConfig, path, d: int) -> Network:
     """W (m x d) and a (m) from an .npz file."""
     from gradrank.io import load_arrays
 
-    arrays = load_arrays(path, required=("W", "a"))
-    W, a = arrays["W"], arrays["a"]
-    if W.ndim != 2 or W.shape[1] != d:
-        raise InputError(f"{path}: W must have shape (m, {d}) to match the data, got {W.shape}")
-    if a.shape != (W.shape[0],):
-        raise InputError(f"{path}: a must have shape ({W.shape[0]},), got {a.shape}")
-    return network_from_arrays(mc, W, a)
+    def check(shapes):  # from the headers, before anything is read
+        W, a = tuple(shapes["W"]), tuple(shapes["a"])
+        if len(W) != 2 or W[1] != d:
+            raise InputError(f"{path}: W must have shape (m, {d}) to match the data, got {W}")
+        if a != (W[0],):
+            raise InputError(f"{path}: a must have shape ({W[0]},), got {a}")
+
+    arrays = load_arrays(path, required=("W", "a"), check=check)
+    return network_from_arrays(mc, arrays["W"], arrays["a"])
 
 
 def network_from_arrays(mc: ModelConfig, W: np.ndarray, a: np.ndarray) -> Network:

@@ -34,136 +34,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 from gradrank.config import Config, OnestepConfig
 from gradrank.core.fits import Correlation, bootstrap_correlation
+from gradrank.core.onestep_records import EtaSummary, OnestepPoint, OnestepResult
 from gradrank.errors import InputError
 
-SCHEMA = 1
 ALIGNMENTS = ("align_target", "align_spike", "align_residue")
-
-
-@dataclass
-class OnestepPoint:
-    """One (eta, seed): the readout's errors, the ridge used and the update's alignments."""
-
-    eta: float
-    seed: int
-    test_error: float
-    train_error: float
-    ridge: float
-    align_target: float
-    align_spike: float
-    align_residue: float
-    align_target_2: float
-    align_spike_2: float
-    align_residue_2: float
-    update_s1: float  # top two singular values of W1 - W0
-    update_s2: float
-    update_fro: float
-    diverged: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "OnestepPoint":
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
-
-
-@dataclass
-class EtaSummary:
-    """Mean and sd over seeds at one eta; improvement = 1 - test error / random features' (eta = 0)."""
-
-    eta: float
-    seeds: int
-    test_error: float
-    test_error_sd: float
-    improvement: float
-    align_target: float
-    align_target_sd: float
-    align_spike: float
-    align_spike_sd: float
-    align_residue: float
-    align_residue_sd: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EtaSummary":
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
-
-
-@dataclass
-class OnestepResult:
-    config: Config
-    etas: list[float]
-    seeds: list[int]
-    steps: int
-    lr_multiplier: float
-    points: list[OnestepPoint]
-    by_eta: list[EtaSummary]
-    correlations: dict[str, Correlation]  # alignment column -> its correlation with test_error
-    timings: dict = field(default_factory=dict)
-    provenance: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "schema": SCHEMA,
-            "kind": "onestep",
-            "etas": self.etas,
-            "seeds": self.seeds,
-            "steps": self.steps,
-            "lr_multiplier": self.lr_multiplier,
-            "points": [p.to_dict() for p in self.points],
-            "by_eta": [s.to_dict() for s in self.by_eta],
-            "correlations": {k: asdict(c) for k, c in self.correlations.items()},
-            "timings": self.timings,
-            "config": self.config.to_dict(),
-            "config_hash": self.config.hash(),
-            "provenance": self.provenance,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "OnestepResult":
-        from gradrank import config as config_mod
-
-        if not isinstance(d, dict) or d.get("schema") != SCHEMA or d.get("kind") != "onestep":
-            raise InputError(f"not a gradrank onestep result (schema {SCHEMA} expected)")
-        try:
-            return cls(
-                config_mod.from_dict(d["config"]),
-                [float(e) for e in d["etas"]],
-                [int(s) for s in d["seeds"]],
-                int(d["steps"]),
-                float(d["lr_multiplier"]),
-                [OnestepPoint.from_dict(p) for p in d["points"]],
-                [EtaSummary.from_dict(s) for s in d["by_eta"]],
-                {k: Correlation(**c) for k, c in d["correlations"].items()},
-                dict(d.get("timings") or {}),
-                dict(d.get("provenance") or {}),
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise InputError(f"onestep result: missing or malformed field ({exc.__class__.__name__}: {exc})") from None
-
-    def metrics(self) -> dict:
-        """The flat summary a sweep's table reads (metrics.json): per eta, the means over seeds."""
-        rf = next((s for s in self.by_eta if s.eta == 0.0), None)
-        best = min(self.by_eta, key=lambda s: s.test_error if math.isfinite(s.test_error) else math.inf)
-        return {
-            "kind": "onestep",
-            "schema": SCHEMA,
-            "steps": self.steps,
-            "rf_test_error": None if rf is None else rf.test_error,
-            "best_eta": best.eta,
-            "best_test_error": best.test_error,
-            "best_improvement": best.improvement,
-            "eta": {f"{s.eta:g}": {k: v for k, v in s.to_dict().items() if k != "eta"} for s in self.by_eta},
-            "config_hash": self.config.hash(),
-        }
 
 
 def resolve(cfg: Config) -> Config:

@@ -52,6 +52,7 @@ class PathResult:
     seeds: list[int]
     steps: int
     timings: dict = field(default_factory=dict)
+    config: Config | None = None  # the base config the path was run from
 
 
 def parse_grid(items: list[str]) -> dict[str, list[float]]:
@@ -123,7 +124,7 @@ def run(
                 rows.append(row)
                 if on_point is not None:
                     on_point(row)
-    return PathResult(rows, summarize(rows), grids, list(seeds), steps)
+    return PathResult(rows, summarize(rows), grids, list(seeds), steps, config=cfg)
 
 
 def summarize(rows: list[dict]) -> dict:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from gradrank.config import Config
 from gradrank.core.activations import traits
 from gradrank.core.fits import Fit, fit_loglog, loglog_slope
-from gradrank.core.records import Record, check_schema
+from gradrank.core.records import Record, check_kind, check_schema
 from gradrank.errors import InputError
 from gradrank.studies.theory import QUANTITIES, Prediction, predict
 
@@ -26,6 +26,37 @@ class ScalingResult:
     comparison: list[dict]
 
 
+@dataclass
+class ScalingRow(Record):
+    """One analysis of the study: its sizes and seed, the term norms, zeta, ||a o mu||, outliers, regime."""
+
+    n: int
+    d: int
+    m: int
+    seed: int
+    S1: float
+    S12: float
+    S2: float
+    E: float
+    G: float
+    zeta: float
+    a_mu: float
+    outliers: int
+    regime: str
+
+
+@dataclass
+class Comparison(Record):
+    """A quantity's predicted exponent beside its fitted slope and CI; agree: the prediction inside the CI."""
+
+    quantity: str
+    predicted: float | None
+    slope: float | None
+    ci_low: float | None
+    ci_high: float | None
+    agree: bool | None
+
+
 @dataclass(kw_only=True)
 class ScalingStudy(Record):
     """scaling.json: the sizes, seeds, one row per (n, seed), each quantity's fit, the prediction
@@ -34,10 +65,10 @@ class ScalingStudy(Record):
     kind: str = "scaling"
     ns: list[int]
     seeds: int
-    rows: list[dict[str, Any]]
+    rows: list[ScalingRow]
     fits: dict[str, Fit | None]
     prediction: Prediction
-    comparison: list[dict[str, Any]]
+    comparison: list[Comparison]
     config: dict[str, Any]
     config_hash: str
     provenance: dict[str, Any]
@@ -46,10 +77,7 @@ class ScalingStudy(Record):
     def from_dict(cls, d, source: str = "scaling.json", _path: str = ""):
         if isinstance(d, dict):
             check_schema(d, source)
-        out = super().from_dict(d, source, _path)
-        if out.kind != "scaling":
-            raise InputError(f"{source}: field 'kind' must be 'scaling', got {out.kind!r}")
-        return out
+        return check_kind(super().from_dict(d, source, _path), "scaling", source)
 
     @classmethod
     def of(cls, result: "ScalingResult", provenance: dict) -> "ScalingStudy":
@@ -57,10 +85,10 @@ class ScalingStudy(Record):
         return cls(
             ns=result.ns,
             seeds=result.seeds,
-            rows=result.rows,
+            rows=[ScalingRow(**r) for r in result.rows],
             fits=result.fits,
             prediction=result.prediction,
-            comparison=result.comparison,
+            comparison=[Comparison(**c) for c in result.comparison],
             config=cfg.to_dict(),
             config_hash=cfg.hash(),
             provenance=provenance,

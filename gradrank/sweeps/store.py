@@ -17,7 +17,8 @@ from gradrank import io
 from gradrank.config import Config
 from gradrank.core.records import SCHEMA
 from gradrank.errors import InputError
-from gradrank.results.runs import metrics_from_dict, read_json
+from gradrank.results.files import read_json
+from gradrank.results.runs import metrics_from_dict
 from gradrank.results.tables import csv_text
 from gradrank.sweeps.executors import Outcome, limit_threads
 from gradrank.sweeps.spec import FORMAT, MANIFEST, MAX_LIST, TABLE, Point, PointTask, SweepManifest, SweepSpec
@@ -109,7 +110,7 @@ class Store:
             return "stored run is incomplete or was changed (files missing, truncated or edited)"
         try:
             metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return "stored run has no readable metrics.json"
         if not isinstance(metrics, dict) or metrics.get("config_hash") != h:
             return "stored metrics.json is not this point's (config_hash differs)"
@@ -153,10 +154,7 @@ class Store:
 
     def manifest(self) -> dict:
         path = self.root / MANIFEST
-        try:
-            m = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise InputError(f"{self.root}: not a gradrank sweep directory (no readable {MANIFEST})") from None
+        m = read_json(path, "sweep directory")
         SweepManifest.from_dict(m, io.printable(str(path)))  # exit 2 naming the field of a foreign or damaged manifest
         return m
 
