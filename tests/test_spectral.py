@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from gradrank.cli.app import app
+from gradrank.core import engine
 from gradrank.core import spectra as spectral
 from gradrank.models.closed_form import gradient
 from gradrank.models.mu import decompose, mu_population
@@ -179,10 +180,10 @@ def test_identity_residual_is_the_dense_check(decomposed):
     dense = float((G - dec.E_dense(ds.X_B) - dec.S1.dense() - dec.S12.dense() - dec.S2.dense()).norm() / G.norm())
     assert dense < 1e-13
     for block in (1 << 25, 8 * G.shape[0] * 7):  # one block, and blocks of 7 columns
-        assert analysis.identity_residual(G, dec, ds.X_B, block) == pytest.approx(dense, abs=1e-15)
+        assert engine.identity_residual(G, dec, ds.X_B, block) == pytest.approx(dense, abs=1e-15)
     dec.S2.scale *= 1 + 1e-6
     expected = 1e-6 * dec.S2.norm() / (1 + 1e-6) / float(G.norm())
-    assert analysis.identity_residual(G, dec, ds.X_B, 8 * G.shape[0] * 7) == pytest.approx(expected, rel=1e-3)
+    assert engine.identity_residual(G, dec, ds.X_B, 8 * G.shape[0] * 7) == pytest.approx(expected, rel=1e-3)
 
 
 def test_identity_probe_estimates_the_dense_check(decomposed):
@@ -190,11 +191,11 @@ def test_identity_probe_estimates_the_dense_check(decomposed):
     dense Frobenius ratio when one term is off (unbiased for the square; spread ~0.5)."""
     ds, grad, dec = decomposed
     G = grad.dense()
-    assert analysis.identity_probe(grad, dec, ds.X_B) < 1e-13
+    assert engine.identity_probe(grad, dec, ds.X_B) < 1e-13
     for term, rel in ((dec.S2, 1e-6), (dec.S1, 1e-3)):
         term.scale *= 1 + rel
-        dense = analysis.identity_residual(G, dec, ds.X_B)
-        assert dense > 1e-9 and 1 / 3 < analysis.identity_probe(grad, dec, ds.X_B) / dense < 3
+        dense = engine.identity_residual(G, dec, ds.X_B)
+        assert dense > 1e-9 and 1 / 3 < engine.identity_probe(grad, dec, ds.X_B) / dense < 3
 
 
 def test_identity_modes_change_only_the_check(small_cfg):

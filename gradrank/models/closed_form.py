@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gradrank.core.factors import Factors
 from gradrank.errors import InputError
 from gradrank.models.twolayer import Network
 
@@ -46,6 +47,10 @@ class Gradient:
     def rmv(self, U: torch.Tensor) -> torch.Tensor:
         """G^T U for a thin U (d x k)."""
         return self.coef * (self.D.T @ (self.X @ U))
+
+    def factors(self, net: Network) -> Factors:
+        """The engine's currency (core/factors.py): G = gamma_m X^T D / n, D = diag(r) Sigma' diag(a)."""
+        return Factors(self.X, self.D, self.r, self.Sp, net.a, self.X.shape[0], net.gamma)
 
     def operator(self, reg: torch.Tensor | None = None):
         """(V -> G V, U -> G^T U) for G = this loss gradient + reg (a dense penalty, or None)."""
