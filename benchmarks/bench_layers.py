@@ -109,7 +109,6 @@ def case_speed(case: str, repeats: int) -> dict:
         "rows": res.layers[0].rows,
         "routes": sorted({r.spectrum_route for r in res.layers}),
         "threads": torch.get_num_threads(),
-        "analysis_workers": timings["analysis_workers"],
         "fb_s": t_fb,
         "obvious_s": t_obv,
         "obvious_svd_s": t_svd,
@@ -191,8 +190,8 @@ def main() -> int:
         rows.append(case_speed(case, args.repeats))
         r = rows[-1]
         print(
-            f"{case}: {r['layers']} layers, {r['rows']} rows, routes {r['routes']}, {r['threads']} threads "
-            f"({r['analysis_workers']} layers at once): one forward+backward {r['fb_s']:.3f} s; "
+            f"{case}: {r['layers']} layers, {r['rows']} rows, routes {r['routes']}, {r['threads']} threads: "
+            f"one forward+backward {r['fb_s']:.3f} s; "
             f"ours {r['ours_s']:.3f} s (capture {r['ours_capture_s']:.3f} + analysis {r['ours_analysis_s']:.3f}); "
             f"obvious (backward + svdvals) {r['obvious_s']:.3f} s (svdvals {r['obvious_svd_s']:.3f}); "
             f"ours/fb {r['ours_over_fb']:.2f}x, analysis/fb {r['analysis_over_fb']:.2f}x, "

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gradrank import api, config
+from gradrank.core import engine
 from gradrank.core import measures as metrics
 from gradrank.studies import analyze as analysis
 
@@ -247,14 +248,14 @@ def test_a_run_whose_spectrum_is_wrong_raises_the_trust_flag(monkeypatch):
     cfg = _cfg("data.nu=0.4")
     good = analysis.analyze(cfg).metrics
     assert good["trust"]["ok"] and good["spectral_residual"] < 1e-8
-    real = analysis.spectra
+    real = engine.spectra
 
     def broken(*args, **kwargs):
         spec_G, spec_E = real(*args, **kwargs)
         spec_G.s = spec_G.s * 1.01
         return spec_G, spec_E
 
-    monkeypatch.setattr(analysis, "spectra", broken)
+    monkeypatch.setattr(engine, "spectra", broken)
     bad = analysis.analyze(cfg).metrics
     assert 5e-3 < bad["spectral_residual"] < 0.1  # ~0.01 s_k / max(s_k, ||E||)
     assert not bad["trust"]["checks"]["spectrum"] and not bad["trust"]["ok"]
@@ -309,16 +310,16 @@ def test_float32_runs_in_float32(monkeypatch):
     """Every working tensor of a float32 analysis is float32 (spied on), and its values differ from the
     float64 run's by float32 rounding: more than float64's, within float32's bounds."""
     seen = {}
-    real_gradient, real_spectra, real_compute = analysis.gradient, analysis.spectra, analysis.metrics_mod.compute
+    real_gradient, real_spectra, real_compute = analysis.gradient, engine.spectra, engine.measures.compute
 
     def spy_gradient(net, X, y, kind):
         g = real_gradient(net, X, y, kind)
         seen["gradient"] = {net.W.dtype, X.dtype, y.dtype, g.D.dtype, g.Sp.dtype, g.r.dtype}
         return g
 
-    def spy_spectra(grad, ds, dec, *args):
-        out = real_spectra(grad, ds, dec, *args)
-        seen["spectra"] = {ds.X_B.dtype, dec.D_perp.dtype, dec.mu.dtype, out[0].U.dtype, out[0].V.dtype, out[1].values.dtype}
+    def spy_spectra(f, r, spike, dec, *args):
+        out = real_spectra(f, r, spike, dec, *args)
+        seen["spectra"] = {spike.H_B.dtype, dec.D_perp.dtype, dec.mu.dtype, out[0].U.dtype, out[0].V.dtype, out[1].values.dtype}
         return out
 
     def spy_compute(spec_G, spec_E, dec, *args):
@@ -326,8 +327,8 @@ def test_float32_runs_in_float32(monkeypatch):
         return real_compute(spec_G, spec_E, dec, *args)
 
     monkeypatch.setattr(analysis, "gradient", spy_gradient)
-    monkeypatch.setattr(analysis, "spectra", spy_spectra)
-    monkeypatch.setattr(analysis.metrics_mod, "compute", spy_compute)
+    monkeypatch.setattr(engine, "spectra", spy_spectra)
+    monkeypatch.setattr(engine.measures, "compute", spy_compute)
     for dtype, torch_dtype in (("float32", torch.float32), ("float64", torch.float64)):
         seen.clear()
         res = analysis.analyze(_cfg("data.nu=0.3", f"compute.dtype={dtype}", "model.activation=tanh"))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from gradrank import config
+from gradrank.core import engine
 from gradrank.models import capture as capture_mod
 from gradrank.models import mlp
 from gradrank.models import registry as spec
@@ -44,7 +45,9 @@ def test_two_layer_case_is_the_existing_decomposition(sets):
     cfg = _cfg("analysis.mu=empirical", *sets)
     problem = spec.resolve("mlp", cfg)
     cap = capture_mod.capture(problem, spec.linear_layers(problem.model))
-    _, grad_new, dec_new, form, err, source = layers_mod.decompose_layer(cap.layers["layers.0"], problem.spike)
+    factors, spike, source = layers_mod.decompose_layer(cap.layers["layers.0"], problem.spike)
+    out = engine.run(factors, spike, cfg.analysis)
+    grad_new, dec_new, form, err = factors, out.dec, out.form, out.factorization_error
     assert (form, source) == ("residue", "data") and err < 1e-13
     cfg0, ds, net = analysis.prepare(cfg)
     grad = gradient(net, ds.X, ds.y, cfg.loss.kind)
@@ -54,7 +57,7 @@ def test_two_layer_case_is_the_existing_decomposition(sets):
         diff = getattr(dec_new, term).dense() - getattr(dec, term).dense()
         assert float(diff.norm()) <= 1e-10 * scale, term
     assert float((dec_new.E_dense(ds.X_B) - dec.E_dense(ds.X_B)).norm()) <= 1e-10 * scale
-    assert float((grad_new.dense() - grad.dense()).norm()) <= 1e-10 * scale
+    assert float((grad_new.gradient() - grad.dense()).norm()) <= 1e-10 * scale
     # the measures: the analysis' own metrics of the same gradient
     old = analysis.analyze(cfg).metrics
     new = layers_mod.analyze_problem(problem, cfg).layer("layers.0")
@@ -163,10 +166,10 @@ class SharedInputNet(torch.nn.Module):
         return self.out(torch.tanh(self.query(x)) * torch.tanh(self.key(x))).squeeze(-1)
 
 
-def test_shared_input_is_kept_once_and_layers_side_by_side_equal_one_by_one():
+def test_shared_input_is_kept_once_and_its_shared_split_equals_one_by_one():
     """Layers reading one input keep one H (the capture stores it once); their G's equal autograd's;
-    the analysis run side by side (torch's two threads: two tasks) gives, bit for bit, what each
-    layer analysed alone on one thread gives (no shared split, no workers)."""
+    the analysis with one split shared by query and key gives, bit for bit, what each layer analysed
+    alone gives (no shared split); the principal spike is the centred input's top right singular vector."""
     g = torch.Generator().manual_seed(4)
     x, y = torch.randn(30, 7, generator=g, dtype=torch.float64), torch.randn(30, generator=g, dtype=torch.float64)
     u = torch.linspace(-1, 1, 7, dtype=torch.float64) / 1.2
@@ -179,20 +182,13 @@ def test_shared_input_is_kept_once_and_layers_side_by_side_equal_one_by_one():
     for name in names:
         assert torch.allclose(cap.layers[name].gradient(), ref[name], rtol=0, atol=1e-13 * float(ref[name].norm())), name
     cfg = config.load()
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        both = layers_mod.analyze_capture(cap, cfg, problem)
-        assert torch.get_num_threads() == 2 and both.timings["analysis_workers"] == 2
-        torch.set_num_threads(1)
-        with torch.no_grad():
-            alone = [layers_mod.analyze_layer(f, cfg, problem.spike)[0] for f in cap.layers.values()]
-    finally:
-        torch.set_num_threads(threads)
+    both = layers_mod.analyze_capture(cap, cfg, problem)
+    with torch.no_grad():
+        alone = [layers_mod.analyze_layer(f, cfg, problem.spike)[0] for f in cap.layers.values()]
     assert [r.to_dict() for r in both.layers] == [r.to_dict() for r in alone]
-    ds = layers_mod.decompose_layer(cap.layers["query"])[0]  # the principal spike: the top direction of the centred input
+    ds = layers_mod.decompose_layer(cap.layers["query"])[1]  # the principal spike: the top direction of the centred input
     v1 = torch.linalg.svd(x - x.mean(0), full_matrices=False)[2][0]
-    assert abs(float(ds.q @ v1)) > 1 - 1e-6
+    assert abs(float(ds.q @ v1)) > 1 - 1e-12
     assert [r.form for r in alone] == ["residue"] * 3 and all(r.identity_error < 1e-13 for r in alone)
 
 
@@ -226,17 +222,18 @@ def test_classifier_outputs_residue_form_against_autograd_and_dense_terms():
         f = cap.layers[name]
         assert torch.allclose(f.r, R_ref, rtol=0, atol=1e-14)
         assert r.form == "residue" and r.factorization_error < 1e-14 and r.identity_error < 1e-13
-        ds, grad, dec, *_ = layers_mod.decompose_layer(f, problem.spike)
+        _, ds, _ = layers_mod.decompose_layer(f, problem.spike)
+        dec = engine.run(f.factors(), ds, config.load().analysis).dec
         M = f.J.mean(1).T  # m x C: each output's mean Jacobian
         D_perp = f.D - R_ref @ M.T
         terms = {
-            "S1": ds.X_B.T @ R_ref @ M.T / n,
+            "S1": ds.H_B.T @ R_ref @ M.T / n,
             "S12": ds.zeta / n * torch.outer(ds.q, M @ (R_ref.T @ ds.z)),
             "S2": ds.zeta / n * torch.outer(ds.q, D_perp.T @ ds.z),
-            "E": ds.X_B.T @ D_perp / n,
+            "E": ds.H_B.T @ D_perp / n,
         }
         G = ref[name]
-        mine = {"S1": dec.S1.dense(), "S12": dec.S12.dense(), "S2": dec.S2.dense(), "E": dec.E_dense(ds.X_B)}
+        mine = {"S1": dec.S1.dense(), "S12": dec.S12.dense(), "S2": dec.S2.dense(), "E": dec.E_dense(ds.H_B)}
         for k in terms:
             assert torch.allclose(mine[k], terms[k], rtol=0, atol=1e-13 * float(G.norm())), (name, k)
         assert torch.allclose(sum(terms.values()), G, rtol=0, atol=1e-13 * float(G.norm())), name
@@ -246,7 +243,7 @@ def test_classifier_outputs_residue_form_against_autograd_and_dense_terms():
         assert r.norms["E"] == pytest.approx(float(S_E[0]), rel=1e-8), name
         U_G, S_G, _ = torch.linalg.svd(G)
         assert r.singular_values == pytest.approx(S_G[: len(r.singular_values)].tolist(), rel=1e-8, abs=1e-12)
-        Q_res, S_res, _ = torch.linalg.svd(ds.X_B.T @ R_ref, full_matrices=False)  # the residue subspace span(X_B^T R):
+        Q_res, S_res, _ = torch.linalg.svd(ds.H_B.T @ R_ref, full_matrices=False)  # the residue subspace span(X_B^T R):
         Q_res = Q_res[:, S_res > 1e-8 * S_res[0]]  # rank 2, as softmax's residues sum to zero over the classes
         assert Q_res.shape[1] == 2
         assert r.alignment["residue"][0] == pytest.approx(float((Q_res.T @ U_G[:, 0]).norm()), rel=1e-6)

@@ -19,7 +19,9 @@ exceeds |cos(u_k, q)|, *spike*-aligned in the symmetric case, else *mixed*. Then
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -27,6 +29,31 @@ from gradrank.core import records as R
 from gradrank.core.floors import NORM_FLOOR, resolution
 from gradrank.core.spectra import Spectrum
 from gradrank.core.split import Decomposition
+
+
+@dataclass
+class Measures(R.Record):
+    """What is measured of one gradient: the fields an analysis' Metrics and a layer's result share."""
+
+    norms: R.Norms
+    shares: R.Shares
+    singular_values: list[float]
+    alignment: R.Alignment
+    captured: R.Directions
+    directions: R.Directions
+    energy: R.Energy
+    rank: R.Ranks
+    bulk_edge: float
+    regime: str
+    outlier_labels: list[str]
+    mu_mean: float
+    identity_error: float
+    spectral_residual: float
+    reg: R.RegTerm | None = R.omit()
+
+    def fields(self) -> dict:
+        """The fields by name, records kept as records (to fill a result record that holds them)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def abs_cos(U: torch.Tensor, v: torch.Tensor) -> list[float]:
@@ -144,12 +171,13 @@ def compute(
     a: torch.Tensor,
     reg: R.RegTerm | None,
     identity_error: float,
+    spectral_residual: float,
     acfg,
     bulk_norm: float | None = None,
-) -> dict:
-    """The measurement part of Metrics (docs/model.md, measures), as the record fields it fills;
-    rmv: U -> G^T U (G never formed); bulk_norm: ||E + lambda grad R|| when a penalty is added to G
-    (the bulk edge's base, else ||E||)."""
+) -> Measures:
+    """The measures of one gradient (docs/model.md, measures); rmv: U -> G^T U (G never formed);
+    identity_error, spectral_residual: the engine's checks (core/engine.py), carried along;
+    bulk_norm: ||E + lambda grad R|| when a penalty is added to G (the bulk edge's base, else ||E||)."""
     norm_G, fro_G = float(spec_G.values[0]), math.sqrt(spec_G.fro2)
     norms = R.Norms(
         G=norm_G,
@@ -189,23 +217,24 @@ def compute(
     regime, labels, outliers = classify(
         s_list, align.residue, align.spike, cap.residue, cap.spike, edge, acfg.align_threshold, acfg.dominance
     )
-    return {
-        "norms": norms,
-        "shares": R.Shares(
+    return Measures(
+        norms=norms,
+        shares=R.Shares(
             *(getattr(norms, k) * getattr(norms, k) / fro2 for k in ("S1", "S12", "S2")),
             E=spec_E.fro2 / fro2,  # inf, not OverflowError
             reg=None if reg is None else reg.share,
         ),
-        "singular_values": s_list,
-        "alignment": align,
-        "captured": cap,
-        "directions": directions,
-        "energy": R.Energy(predicted_subspace=pred / fro2, top2_subspace=float((top[:2] ** 2).sum()) / fro2),
-        "rank": rank_measures(spec_G.values, spec_G.fro2, outliers),
-        "bulk_edge": edge,
-        "regime": regime,
-        "outlier_labels": labels,
-        "mu_mean": float(dec.mu.mean()),
-        "identity_error": identity_error,
-        "reg": reg,
-    }
+        singular_values=s_list,
+        alignment=align,
+        captured=cap,
+        directions=directions,
+        energy=R.Energy(predicted_subspace=pred / fro2, top2_subspace=float((top[:2] ** 2).sum()) / fro2),
+        rank=rank_measures(spec_G.values, spec_G.fro2, outliers),
+        bulk_edge=edge,
+        regime=regime,
+        outlier_labels=labels,
+        mu_mean=float(dec.mu.mean()),
+        identity_error=identity_error,
+        spectral_residual=spectral_residual,
+        reg=reg,
+    )

@@ -2,11 +2,10 @@
 
 Exact route, n < min(d, m): with the thin QR L^T = Q R_L, A = coef * Q (R_L R), so A's nonzero
 singular values are those of the n x m matrix M = R_L R. They come from the n x n Gram M M^T
-with one tridiagonal reduction: every eigenvalue, and eigenvectors of the top k only (LAPACK
-sytrd + sterf + stemr, back-transformed by ormqr; torch.linalg.eigh off the CPU). Otherwise the
-Gram of the dense matrix's smaller side is used. `spectrum_pair` adds the values of a rank-j change
-of the right factor (G and its error term E) from the same QR and Gram, its reduction running
-on the other core.
+with one tridiagonal reduction: every eigenvalue, and eigenvectors of the top k only (on the CPU
+scipy.linalg's public LAPACK wrappers: sytrd, sterf and stemr by eigh_tridiagonal, ormqr;
+torch.linalg.eigh elsewhere). Otherwise the Gram of the dense matrix's smaller side is used. `spectrum_pair` adds the values of a rank-j change of the right
+factor (G and its error term E) from the same QR and Gram.
 
 Accuracy: the Gram's eigenvalues carry an absolute error ~ eps s_1^2, so every singular value is
 right in the normwise sense |s_i - s_hat_i| <~ sqrt(eps) s_1 (~1e-8 s_1 in float64), and to a
@@ -22,13 +21,14 @@ never forms anything larger than n x block.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.linalg
 import torch
+from threadpoolctl import threadpool_limits
 
-from gradrank.core import lapack
 from gradrank.core.floors import SCALE_SAFE, eps, resolution, tiny
 
 
@@ -58,36 +58,49 @@ class Triplets:
 @contextmanager
 def one_thread_each(device: torch.device):
     """A context for running independent spectra side by side in threads: torch and the BLAS
-    libraries held to one thread each (no OpenMP team waiting on a core another task or process
-    holds), restored after. Yields how many tasks may run at once: torch's former thread count on
-    the CPU, 1 elsewhere (or when already held to one thread). The BLAS limit is taken once outside,
-    so the reductions' own limits inside restore 1, and this one the original count."""
+    libraries held to one thread each (no OpenMP team waiting on a core another task holds),
+    restored after. Yields how many tasks may run at once: torch's former thread count on the CPU,
+    1 elsewhere (or when already held to one thread)."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
         yield 1
         return
     torch.set_num_threads(1)
     try:
-        with lapack.one_blas_thread():
+        with threadpool_limits(limits=1, user_api="blas"):
             yield threads
     finally:
         torch.set_num_threads(threads)
 
 
-def _eig_top(C: torch.Tensor, k: int, use_lapack: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All eigenvalues of the symmetric C (descending, clamped at 0) and the top-k eigenvectors.
-
-    On the CPU (use_lapack = None: when C is there) one tridiagonal reduction serves both and C is
-    overwritten (linalg.lapack); elsewhere torch.linalg.eigh computes all n eigenvectors, of which k are kept."""
-    if not (C.device.type == "cpu" if use_lapack is None else use_lapack) or C.shape[0] < 3:
-        return _eigh(C, k)
-    lam, P = lapack.eig_top(C.numpy(), k)
-    return torch.from_numpy(lam).flip(0).clamp_min(0), torch.from_numpy(P) if k else C.new_zeros(C.shape[0], 0)
-
-
-def _eigh(C: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    lam, P = torch.linalg.eigh(C)
-    return lam.flip(0).clamp_min(0), P[:, C.shape[0] - k :].flip(1)
+def _eig_top(C: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """All eigenvalues of the symmetric C (descending, clamped at 0) and its top-k eigenvectors
+    (n x k, descending). On the CPU (C is overwritten) one tridiagonal reduction C = Q T Q^T serves both: all of T's
+    eigenvalues (sterf, O(n^2)), eigenvectors of the top k only (stemr, O(nk)), times Q (ormqr);
+    elsewhere torch.linalg.eigh computes all n eigenvectors, of which k are kept."""
+    n = C.shape[0]
+    if C.device.type != "cpu" or n < 3:
+        lam, P = torch.linalg.eigh(C)
+        return lam.flip(0).clamp_min(0), P[:, n - k :].flip(1)
+    x = "s" if C.dtype == torch.float32 else "d"
+    lapack = scipy.linalg.lapack
+    with threadpool_limits(limits=1, user_api="blas"):  # scipy's OpenBLAS threads would spin against torch's
+        lwork = int(getattr(lapack, x + "sytrd_lwork")(n, lower=1)[0])
+        # C^T: the Fortran view of C's memory, read below its diagonal (C = M M^T need not be symmetric to the bit)
+        refl, diag, off, tau, info = getattr(lapack, x + "sytrd")(C.numpy().T, lower=1, lwork=max(lwork, 1), overwrite_a=1)
+        if info:
+            raise RuntimeError(f"LAPACK {x}sytrd failed (info = {info})")
+        lam = scipy.linalg.eigvalsh_tridiagonal(diag, off, lapack_driver="sterf")  # ascending
+        if k == 0:
+            return torch.from_numpy(lam.copy()).flip(0).clamp_min(0), C.new_zeros(n, 0)
+        try:
+            Z = scipy.linalg.eigh_tridiagonal(diag, off, select="i", select_range=(n - k, n - 1), lapack_driver="stemr")[1]
+        except np.linalg.LinAlgError:  # MRRR declined (rare): a dense solver on T instead
+            Z = np.linalg.eigh(np.diag(diag) + np.diag(off, 1) + np.diag(off, -1))[1][:, n - k :]
+        P = np.asfortranarray(Z[:, ::-1])  # descending
+        # Q = diag(1, Q~), Q~ from the reflectors stored below the subdiagonal (LAPACK's ormtr, uplo = L)
+        P[1:] = getattr(lapack, x + "ormqr")("L", "N", refl[1:, :-1], tau, P[1:], lwork=max(1, 64 * k))[0]
+    return torch.from_numpy(lam.copy()).flip(0).clamp_min(0), torch.from_numpy(np.array(P, order="C"))
 
 
 def _resolved(lam: torch.Tensor, k: int) -> bool:
@@ -190,15 +203,8 @@ def _updated_gram(C: torch.Tensor, Y: torch.Tensor, Z: torch.Tensor, B: torch.Te
 
 
 def _values_pair(M: torch.Tensor, C: torch.Tensor, K: torch.Tensor, k: int, accurate: bool):
-    """(M's values, top-k right vectors, ||M||_F^2 from its Gram C, overwritten) and the eigenvalues
-    of the other Gram K (overwritten), descending. On the CPU K's reduction runs on another core
-    (LAPACK without the GIL) while M's runs here, unless the process is held to one thread (a sweep
-    worker); the outer limit makes the two threads' own limits restore 1, and this one the original count."""
-    if K.device.type == "cpu" and torch.get_num_threads() > 1:
-        with lapack.one_blas_thread(), ThreadPoolExecutor(1) as pool:
-            other_eig = pool.submit(_eig_top, K, 0)
-            s, V, fro2 = _factor_spectrum(M, k, accurate, C)
-            return s, V, fro2, other_eig.result()[0]
+    """(M's values, top-k right vectors, ||M||_F^2 from its Gram C) and the eigenvalues of the other
+    Gram K, descending."""
     s, V, fro2 = _factor_spectrum(M, k, accurate, C)
     return s, V, fro2, _eig_top(K, 0)[0]
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from gradrank.config import DataConfig
+from gradrank.core import spike as spike_rule
 from gradrank.core.fits import loglog_slope
 from gradrank.core.floors import NORM_FLOOR
 from gradrank.core.spectra import data_spectrum
@@ -228,8 +229,9 @@ def from_matrix(
     y_test=None,
     name: str = "data",
 ) -> Dataset:
-    """Spike extraction for given X (docs/model.md, section 2, real data): q = given or top principal
-    direction, zeta z = X q with z of unit empirical variance, X_B = X - (Xq) q^T."""
+    """Spike extraction for given X (docs/model.md, section 2, real data) by the one spike rule
+    (core/spike.py): q = given or the principal direction of the centred X, zeta z = X_c q with z of
+    unit empirical variance, X_B = X - zeta z q^T (data.center = false: X as given, uncentred)."""
     X = torch.as_tensor(np.asarray(X, dtype=np.float64))
     mean = X.mean(0) if dc.center else torch.zeros(X.shape[1], dtype=torch.float64)
     raw = float(X.abs().max()) if X.numel() else 0.0
@@ -243,20 +245,16 @@ def from_matrix(
     if dc.embed_dim:
         X, X_test = _embed(dc.embed_dim, seed, X, X_test)
     n, d = X.shape
-    if q is None:  # X's top right singular vector, from the Gram of its smaller side
-        v = data_spectrum(X, 1).V[:, 0]
-        q = v / v.norm() if float(v.norm()) > 0 else torch.linalg.svd(X, full_matrices=False)[2][0]
-    else:
+    if q is not None:
         q = torch.as_tensor(np.asarray(q, dtype=np.float64))
         if q.shape != (d,) or dc.embed_dim:
             raise InputError(f"{name}: q must have shape ({d},) and cannot be combined with data.embed_dim")
         if float(q.norm()) == 0.0:
             raise InputError(f"{name}: q is the zero vector")
-        q = q / q.norm()
-    Xq = X @ q
-    zeta = float(Xq.pow(2).mean().sqrt())
-    z = Xq / zeta if zeta > 0 else torch.zeros_like(Xq)
-    X_B = X - torch.outer(Xq, q)
+    # the one spike rule (core/spike.py): q given or the principal direction, zeta z = X_c q, X_B = X - zeta z q^T;
+    # its centring is data.center's, done above (X_c = X)
+    sp = spike_rule.principal(X, False) if q is None else spike_rule.along(X, q / q.norm(), False)
+    q, z, zeta, X_B = sp.q, sp.z, sp.zeta, sp.H_B
     eig = data_spectrum(X_B, 0).values.pow(2) / n
     alpha_fit, alpha_fit_r2 = bulk_exponent(eig)
     info = {

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from gradrank.core.factors import Factors
 from gradrank.errors import InputError
 from gradrank.models.registry import Problem, backward, forward, is_conv1d
 
@@ -48,6 +49,10 @@ class LayerFactors:
     def gradient(self) -> torch.Tensor:
         """G = H^T D / R from the factors, dense (d_in x d_out)."""
         return (self.H.T @ self.D) / self.rows
+
+    def factors(self) -> Factors:
+        """The engine's currency (core/factors.py), autograd's G included where it was kept."""
+        return Factors(self.H, self.D, self.r, self.J, None, self.samples, 1.0, self.G)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from gradrank.core.factors import Factors
 from gradrank.errors import InputError
 
 if TYPE_CHECKING:  # twolayer.TwoLayer.factors delegates here: a type-only import, no circle
@@ -49,6 +50,10 @@ class Gradient:
     def rmv(self, U: torch.Tensor) -> torch.Tensor:
         """G^T U for a thin U (d x k)."""
         return self.coef * (self.D.T @ (self.X @ U))
+
+    def factors(self, net: Network) -> Factors:
+        """The engine's currency (core/factors.py): G = gamma_m X^T D / n, D = diag(r) Sigma' diag(a)."""
+        return Factors(self.X, self.D, self.r, self.Sp, net.a, self.X.shape[0], net.gamma)
 
     def operator(self, reg: torch.Tensor | None = None):
         """(V -> G V, U -> G^T U) for G = this loss gradient + reg (a dense penalty, or None)."""

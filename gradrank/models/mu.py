@@ -8,6 +8,7 @@ import functools
 import math
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from gradrank.core.split import Decomposition, split
@@ -25,9 +26,7 @@ def _hermite_rule(k: int):
     The nodes are the eigenvalues of the Jacobi matrix of the orthonormal Hermite polynomials p_j
     of N(0, 1) (zero diagonal, off-diagonal sqrt(1), ..., sqrt(k-1)), then one Newton step on p_k;
     the weights are 1 / (k p_{k-1}(g)^2) (Christoffel-Darboux), computed in logs and normalised to 1."""
-    from gradrank.core.lapack import tridiagonal_values
-
-    g = tridiagonal_values(np.zeros(k), np.sqrt(np.arange(1.0, k)))
+    g = scipy.linalg.eigvalsh_tridiagonal(np.zeros(k), np.sqrt(np.arange(1.0, k)), lapack_driver="sterf")  # O(k^2), no BLAS
     p_prev, p_last, _ = _orthonormal_hermite(g, k)
     g = g - p_last / (math.sqrt(k) * p_prev)  # p_k' = sqrt(k) p_{k-1}
     g = (g - g[::-1]) / 2  # the rule is symmetric

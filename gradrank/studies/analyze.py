@@ -1,7 +1,8 @@
-"""The analysis pipeline: config -> data -> network -> gradient -> decomposition -> metrics.
+"""The analysis of the paper's two-layer network: config -> data -> network -> closed-form factors
+(Prop. 2.1 of arXiv 2510.01303) -> the engine (core/engine.py) -> metrics.
 
-Every command (analyze, decompose, train, sweep) goes through `analyze_state`, so the math
-lives in one place.
+Every command on the two-layer network (analyze, decompose, train, sweep) goes through
+`analyze_state`; the math lives in the engine, which `layers` shares.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import torch
 
 from gradrank.config import ComputeConfig, Config, ModelConfig
 from gradrank.config.resources import blame
-from gradrank.core import measures as metrics_mod
-from gradrank.core.floors import NORM_FLOOR, resolution, tiny
+from gradrank.core import engine
 from gradrank.core.records import DataFacts, Metrics, Sizes
-from gradrank.core.spectra import Spectrum, spectrum, spectrum_pair
+from gradrank.core.spike import Spike
 from gradrank.core.split import Terms
 from gradrank.core.trust import signal, trust
 from gradrank.data import spiked as data_mod
@@ -26,7 +26,7 @@ from gradrank.errors import InputError
 from gradrank.models import regularizers
 from gradrank.models import twolayer as network
 from gradrank.models.closed_form import RangeError, _fro, gradient
-from gradrank.models.mu import compute_mu, decompose
+from gradrank.models.mu import compute_mu
 from gradrank.models.registry import device
 from gradrank.models.twolayer import Network
 
@@ -73,21 +73,9 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     reg = regularizers.penalty_gradient(cfg.regularizer, net, clean.X, clean.y, cfg.loss.kind)
     lap("gradient")
     mu, mu_err = compute_mu(acfg.mu, grad, ds, net, acfg.quadrature)
-    dec = decompose(grad, ds, net, mu, mu_err)
-    if acfg.identity == "dense":
-        identity_error = identity_residual(grad.dense(), dec, ds.X_B)
-    else:
-        identity_error = identity_probe(grad, dec, ds.X_B)
-    lap("decomposition")
-    accurate = acfg.spectrum == "svd"
-    spec_G, spec_E = spectra(grad, ds, dec, acfg.top_k, reg, accurate)
-    lap("spectrum")
-    mv, rmv = grad.operator(reg)  # G = G_loss + reg, never formed unless reg is
-    reg_term = None if reg is None else metrics_mod.reg_term(reg, dec.S1.left, ds.q, spec_G.fro2)
-    # with a penalty the bulk is E + reg (metrics module docstring): its norm sets the bulk edge
-    bulk = None if reg is None else float(spectrum(ds.X_B, dec.D_perp, dec.coef, 0, dense_add=reg, accurate=accurate).values[0])
-    measured = metrics_mod.compute(spec_G, spec_E, dec, rmv, ds.q, net.a, reg_term, identity_error, acfg, bulk)
-    residual = spectral_residual(mv, rmv, spec_G, measured["norms"].E)
+    out = engine.run(grad.factors(net), Spike(ds.q, ds.z, ds.zeta, ds.X_B), acfg, mu, mu_err, reg)
+    lap("engine")
+    measured, spec_G, spec_E, dec = out.measures, out.spec_G, out.spec_E, out.dec
     m = Metrics(
         sizes=Sizes(ds.n, ds.d, net.m),
         data=DataFacts(
@@ -98,21 +86,20 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
             alpha_fit_r2=ds.info.get("alpha_fit_r2"),
             synthetic_targets=ds.info.get("synthetic_targets") or None,
         ),
-        **measured,
+        **measured.fields(),
         loss=grad.loss + regularizers.penalty_value(cfg.regularizer, net, clean.X, clean.y, cfg.loss.kind),
-        spectral_residual=residual,
         trust=trust(
             acfg,
             cfg.compute.dtype,
-            measured["norms"],
-            measured["singular_values"],
-            identity_error,
-            residual,
+            measured.norms,
+            measured.singular_values,
+            measured.identity_error,
+            measured.spectral_residual,
             mu_err,
             notes(cfg, ds),
             signal(
                 cfg.compute.dtype,
-                measured["singular_values"],
+                measured.singular_values,
                 ds.n,
                 grad.coef * _fro(grad.X) * _fro(grad.D),
                 ds.info.get("rounding"),
@@ -137,55 +124,6 @@ def analyze_state(cfg: Config, ds: Dataset, net: Network, timings: dict | None =
     return Analysis(cfg, m, arrays, timings, dec.terms(ds.X_B))
 
 
-def spectra(grad, ds: Dataset, dec, k: int, reg: torch.Tensor | None, accurate: bool) -> tuple[Spectrum, Spectrum]:
-    """G's spectrum (values, top-k triplets) and E's values.
-
-    Without a dense penalty, E is a rank-2 change of G's right factor (section 3, X_B = X - zeta z q^T,
-    D_perp = D - r (a o mu)^T): E = coef [X; q^T]^T ([D; 0] - U B^T), U = [[r, 0], [0, zeta]],
-    B = [a o mu, D_perp^T z], so both come from one QR and one Gram (spectral.spectrum_pair);
-    E = coef X_B^T D_perp has rank <= n."""
-    exact_E = lambda: spectrum(ds.X_B, dec.D_perp, dec.coef, 0, accurate=accurate)  # noqa: E731
-    if reg is not None:
-        return spectrum(ds.X, grad.D, grad.coef, k, dense_add=reg, accurate=accurate), exact_E()
-    n = ds.n
-    if grad.r.ndim == 1:
-        U = grad.D.new_zeros(n + 1, 2)
-        U[:n, 0], U[n, 1] = grad.r, ds.zeta
-        B = torch.stack([dec.S1.right, dec.S2.right], 1)  # a o mu, D_perp^T z
-    else:  # C outputs (a layer's residue form): U = [[R, 0], [0, zeta]], B = [a o mu_1..C, D_perp^T z]
-        C = grad.r.shape[1]
-        U = grad.D.new_zeros(n + 1, C + 1)
-        U[:n, :C], U[n, C] = grad.r, ds.zeta
-        B = torch.cat([dec.S1.right, dec.S2.right[:, None]], 1)
-    return spectrum_pair(torch.cat([ds.X, ds.q[None]]), grad.D, U, B, grad.coef, k, exact_E, accurate, rank_other=n)
-
-
-def identity_probe(grad, dec, X_B: torch.Tensor, probes: int = 8) -> float:
-    """||(G_loss - S1 - S12 - S2 - E) Omega||_F / ||G_loss Omega||_F for a fixed m x 8 Gaussian Omega,
-    every term applied from its own factors (G from X and D, E from X_B and D_perp): no d x m matrix
-    is formed. ||A Omega||_F^2 / 8 is an unbiased estimate of ||A||_F^2 (relative spread 0.5), and
-    any discrepancy between the terms shows with probability one."""
-    g = torch.Generator().manual_seed(0)
-    Omega = torch.randn(grad.D.shape[1], probes, generator=g, dtype=torch.float64).to(grad.D)
-    G_Om = grad.mv(Omega)
-    left, right = dec.spikes()
-    diff = G_Om - dec.coef * (X_B.T @ (dec.D_perp @ Omega)) - left @ (right @ Omega)
-    return float(diff.norm()) / max(float(G_Om.norm()), NORM_FLOOR)
-
-
-def identity_residual(G_loss: torch.Tensor, dec, X_B: torch.Tensor, block_bytes: int = 1 << 25) -> float:
-    """||G_loss - (S1 + S12 + S2 + E)||_F / ||G_loss||_F, every term dense: E = coef X_B^T D_perp
-    by a GEMM and the rank-one terms by one rank-3 update, over column blocks of ~block_bytes."""
-    left, right = dec.spikes()
-    step = max(1, block_bytes // (G_loss.element_size() * G_loss.shape[0]))
-    diff2 = 0.0
-    for j in range(0, G_loss.shape[1], step):
-        cols = slice(j, j + step)
-        diff = torch.addmm(G_loss[:, cols], X_B.T, dec.D_perp[:, cols], alpha=-dec.coef)
-        diff2 += float(diff.addmm_(left, right[:, cols], alpha=-1).pow(2).sum())
-    return diff2**0.5 / max(float(G_loss.norm()), NORM_FLOOR)
-
-
 def notes(cfg: Config, ds: Dataset) -> list[str]:
     """Warnings about the input rather than the numbers: synthetic targets, an unreachable top_k."""
     out = []
@@ -198,20 +136,6 @@ def notes(cfg: Config, ds: Dataset) -> list[str]:
     if cfg.analysis.top_k > k_max:
         out.append(f"analysis.top_k = {cfg.analysis.top_k} exceeds min(n, d, m) = {k_max}: only {k_max} singular vectors exist")
     return out
-
-
-def spectral_residual(mv, rmv, spec, scale: float) -> float:
-    """max_k max(||G v_k - s_k u_k||, ||G^T u_k - s_k v_k||) / max(s_k, scale) over the top-k
-    triplets (mv, rmv: V -> G V, U -> G^T U): an independent check of the Gram-based spectrum, whose
-    error grows like eps (s_1 / s_k)^2 (scale = ||E||, the bulk edge the outlier count is measured against)."""
-    s = spec.s
-    keep = s > s[0] * resolution(s.dtype) if s.numel() else s > 0  # numerically null triplets have no direction
-    s, U, V = s[keep], spec.U[:, keep], spec.V[:, keep]
-    if not s.numel():
-        return 0.0
-    U, V = U / U.norm(dim=0).clamp_min(NORM_FLOOR), V / V.norm(dim=0).clamp_min(NORM_FLOOR)
-    res = torch.maximum((mv(V) - U * s).norm(dim=0), (rmv(U) - V * s).norm(dim=0))
-    return float((res / s.clamp_min(max(scale, tiny(s.dtype)))).max())
 
 
 def prepare(cfg: Config) -> tuple[Config, Dataset, Network]:
