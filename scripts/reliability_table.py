@@ -31,7 +31,7 @@ TESTS = [
     "tests/test_safety_inputs.py",
     "tests/test_safety_determinism.py",
 ]
-# The families of safety rules, and the areas whose rows count for each.
+# The families of safety rules (docs/reliability.md, "Families"), and the areas whose rows count for each.
 FAMILIES = {
     "Output ownership, scheduler options, input identity (critical)": ["critical", "outputs", "security", "kill"],
     "Memory guard": ["memory guard", "resource guard"],

@@ -157,7 +157,7 @@ def _overlaps(boxes, slack=0.5):
 
 
 def _sweep_with_long_categories(root: Path) -> Path:
-    """Figure 2's eight activations (long names, the issue's 'releaky_relugelusoftplus') by two losses."""
+    """Figure 2's eight activations (long names that once ran together as 'releaky_relugelusoftplus') by two losses."""
     import csv
 
     acts = ["relu", "leaky_relu", "gelu", "softplus", "tanh", "erf", "sigmoid", "quadratic"]

@@ -1,4 +1,4 @@
-"""What looking at every report kind in Chromium and as PDF pages found (issue 15's walk-through,
+"""What looking at every report kind in Chromium and as PDF pages found (a walk-through of every report,
 second pass): each test pins one fix with a value that was wrong before it (a word placed past the
 page margin, a caption split from its rows, a legend over the data, a one-label log axis, ...)."""
 

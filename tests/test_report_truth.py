@@ -1,4 +1,4 @@
-"""Reports and runs that tell the truth (issue 15): zipped axes as levels, facets instead of
+"""Reports and runs that tell the truth: zipped axes as levels, facets instead of
 averages, rounding-level zeros, chosen metrics, the penalised bulk edge, diverging runs kept,
 failing figures reported, tall figures fitting the PDF page, every result kind rendered,
 feature learning, CLI habits. Browser layout checks are in test_report_browser.py."""

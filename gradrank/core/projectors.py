@@ -1,4 +1,4 @@
-"""Captured gradient energy of rank-r projectors refreshed every T steps (spec section 9, docs/advisor.md).
+"""Captured gradient energy of rank-r projectors refreshed every T steps (docs/advisor.md, "Definition").
 
 For the gradients G_0 ... G_{S-1} of one weight, a projector refreshed every T steps captures
 
@@ -13,7 +13,7 @@ Every basis is nested (its first r columns span the rank-r subspace), so one pro
 with the widest basis gives every rank at once by prefix sums, and a basis at t0 serves every
 interval with the same t0. Nothing d x m is stored between steps: per step only A_t B for the
 distinct bases in use, the squared column norms of A_t and, at a refresh, the top-k right singular
-vectors by warm-started block Krylov (`spectral.top_k`, started from the previous refresh's block).
+vectors by warm-started block Krylov (`gradrank.core.spectra.top_k`, started from the previous refresh's block).
 
 Projectors: svd (GaLore: top-r right singular vectors of A_{t0}), random (a fresh Gaussian subspace at
 each refresh, as Flora), rows (the r coordinates of R^short whose columns of A_{t0} have the largest

@@ -1,4 +1,4 @@
-"""Data: the spiked model X = X_B + zeta z q^T (docs/model.md, section 2), targets, and user/real data.
+"""Data: the spiked model X = X_B + zeta z q^T (arXiv 2510.01303; docs/model.md §2), targets, and user/real data.
 
 Everything is drawn on the CPU in float64 from generators derived from the one seed, then
 cast, so the same seed gives the same data on every device and dtype. The stage reads the config's

@@ -1,4 +1,4 @@
-"""The centre mu of the paper's network (docs/model.md, section 3): population mu by quadrature
+"""The centre mu of the paper's network (arXiv 2510.01303; docs/model.md §3): population mu by quadrature
 under the Gaussian model, or the empirical mean over the samples; and the four-term split of
 this network's gradient with it."""
 

@@ -1,5 +1,5 @@
 """The one-step protocol (Ba et al. 2022, "High-dimensional asymptotics of feature learning: how one
-gradient step improves the representation"; spec section 10).
+gradient step improves the representation"; docs/onestep.md, "What one point computes").
 
 For each seed and step size eta:
 
@@ -215,7 +215,7 @@ def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None
     oc = cfg.onestep
     mult = training.lr_multiplier(cfg, net0.m)
     step_ds, grad0, _, G0 = training.full_gradient(cfg, ds, net0, 0)
-    residue_dir = step_ds.X_B.T @ grad0.r  # the S1 left vector (section 3), at W0
+    residue_dir = step_ds.X_B.T @ grad0.r  # the S1 left vector (docs/model.md §3), at W0
     B = None
     if cfg.data.source == "spiked" and ds.index_directions is not None:
         B = torch.linalg.qr(ds.index_directions.T)[0].T.to(ds.X)  # orthonormal rows spanning the indices

@@ -45,7 +45,7 @@ def _mean_target_nonzero(dc: DataConfig, loss: str) -> bool:
 
 
 def predict(cfg: Config) -> Prediction:
-    """Predicted exponents (docs/theory.md, section 2) and regime (section 3) for a spiked config."""
+    """Predicted exponents (docs/theory.md §2) and regime (docs/theory.md §3) for a spiked config."""
     nu, alpha = cfg.data.nu, cfg.data.alpha
     act = cfg.model.activation
     tr = traits(act)

@@ -7,7 +7,7 @@ features are learnt), lr for NTK; Adam(W) normalises every coordinate and always
 
 Every train.record_every steps a row of the trajectory is recorded from the full-batch gradient
 at the clean training data (noise draws are per step): losses, the term norms of the exact
-decomposition, the top-k singular values and vectors of G (followed by `spectral.top_k`,
+decomposition, the top-k singular values and vectors of G (followed by `gradrank.core.spectra.top_k`,
 warm-started from the last record; exact SVD with train.track = exact), alignments, and the
 largest principal angle between the top-k subspace now and at the previous record (degrees).
 Every train.checkpoint_every steps the exact spectra of G and of W - W0 are kept.
@@ -302,7 +302,7 @@ def _record(cfg, t, ds, step_ds, net, grad, G, reg, penalty, trackers, U_prev, W
     E_rmv = lambda U: dec.coef * (dec.D_perp.T @ (step_ds.X_B @ U))  # noqa: E731
     tE = track_E(E_mv, E_rmv, lambda: spectrum(step_ds.X_B, dec.D_perp, dec.coef, 2))
     norm_E = float(tE.s[0])
-    # the bulk edge's base: ||E||, or ||E + reg|| when a penalty is added to G (measures.metrics)
+    # the bulk edge's base: ||E||, or ||E + reg|| when a penalty is added to G (gradrank.core.measures.compute)
     norm_B = norm_E if reg is None else float(spectrum(step_ds.X_B, dec.D_perp, dec.coef, 0, dense_add=reg).values[0])
     s = [float(v) for v in tG.s[:k]]
     G_fro = float(G.norm())
