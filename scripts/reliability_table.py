@@ -20,16 +20,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = [
-    "tests/test_cli_errors.py",
-    "tests/test_fuzz.py",
-    "tests/test_kill.py",
-    "tests/test_determinism.py",
-    "tests/test_numerics.py",
-    "tests/test_safety_critical.py",
-    "tests/test_safety_memory.py",
-    "tests/test_safety_stores.py",
-    "tests/test_safety_inputs.py",
-    "tests/test_safety_determinism.py",
+    "tests/cli/test_cli_errors.py",
+    "tests/safety/test_fuzz_inputs.py",
+    "tests/safety/test_kill_leaves_whole_outputs.py",
+    "tests/safety/test_determinism_bitwise.py",
+    "tests/core/test_numerical_extremes.py",
+    "tests/safety/test_ownership_scripts_identity.py",
+    "tests/safety/test_memory_guard.py",
+    "tests/safety/test_store_safety.py",
+    "tests/safety/test_bad_inputs.py",
+    "tests/safety/test_determinism_across_threads.py",
 ]
 # The families of safety rules (docs/reliability.md, "Families"), and the areas whose rows count for each.
 FAMILIES = {
@@ -46,8 +46,8 @@ DETERMINISM = """## What is guaranteed about determinism
 
 - **Same seed, same thread count, same dtype and device: bitwise identical** `metrics.json` (timings
   aside) and arrays, whether a point runs alone, in the local process pool, on a Dask worker or as a
-  SLURM array task (tests/test_determinism.py; a damaged sweep point recomputed on resume reproduces
-  its metrics exactly, tests/test_safety_stores.py). The seed fixes everything through named streams
+  SLURM array task (tests/safety/test_determinism_bitwise.py; a damaged sweep point recomputed on resume reproduces
+  its metrics exactly, tests/safety/test_store_safety.py). The seed fixes everything through named streams
   (gradrank/rng.py).
 - **Another thread count** (e.g. `-j 1` against `-j 2` on two cores, which gives each worker
   cores // jobs threads, or another machine): BLAS and torch reductions add in another order, so
@@ -55,7 +55,7 @@ DETERMINISM = """## What is guaranteed about determinism
   values (9e-13 was seen), up to 1e-8 absolute in |cos| alignments. This is not a bug and is not
   hidden: compare such runs with a relative tolerance, not bitwise.
 - **Discrete outputs** (regime label, per-outlier labels, outlier count, energy ranks) were identical
-  between thread counts in every case tried (tests/test_safety_determinism.py). They are thresholds
+  between thread counts in every case tried (tests/safety/test_determinism_across_threads.py). They are thresholds
   on continuous values, so no implementation can promise more than this: a point whose singular
   value, alignment or spike ratio lies within rounding distance (about 1e-12 relative) of its
   threshold (`(1 + analysis.edge_margin) ||E||`, `analysis.align_threshold`, `analysis.dominance`)

@@ -1,5 +1,5 @@
 """Determinism across thread counts, stated exactly (docs/reliability.md): with the same seed and
-thread count results are bitwise identical (tests/test_determinism.py); with another thread count
+thread count results are bitwise identical (tests/safety/test_determinism_bitwise.py); with another thread count
 the continuous results differ at rounding level only, and the discrete outputs (regime, outlier
 labels and count, energy ranks) are the same."""
 

@@ -22,7 +22,7 @@ from gradrank.cli.app import app
 from gradrank.io import MARKER
 
 TINY = ["--set", "data.n=30", "--set", "data.d=20", "--set", "model.width=25", "--set", "output.report=false"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args):
@@ -366,7 +366,7 @@ def test_output_name_cannot_escape_runs(tmp_path, monkeypatch, name):
 
 
 def test_subprocess_exit_codes_no_traceback(tmp_path):
-    """The real entry point: exit 2 and one line for bad input (a good run: see test_kill.py)."""
+    """The real entry point: exit 2 and one line for bad input (a good run: see test_kill_leaves_whole_outputs.py)."""
     for args, code in [
         (["analyze", "--set", "data.nu=-1"], 2),
         (["decompose", "--data", str(tmp_path / "none.npz")], 2),

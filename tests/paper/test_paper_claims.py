@@ -99,7 +99,7 @@ def test_sample_configs_load_and_default_lists_every_key():
 
     from gradrank.sweeps import spec as sweep
 
-    root = Path(__file__).resolve().parent.parent / "sample_configs"
+    root = Path(__file__).resolve().parents[2] / "sample_configs"
     names = {p.name for p in root.glob("*.toml")}
     assert {
         "default.toml",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-BLOCKS = re.findall(r"```python\n(.*?)```", (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text(), re.S)
+BLOCKS = re.findall(r"```python\n(.*?)```", (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text(), re.S)
 
 
 def test_the_page_has_examples():

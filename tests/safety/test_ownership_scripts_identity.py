@@ -25,7 +25,7 @@ from gradrank.errors import InputError
 from gradrank.io import MARKER
 from gradrank.sweeps import executors
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "data.n=40", "--set", "data.d=30", "--set", "model.width=50"]
 
 

@@ -25,7 +25,7 @@ from gradrank.report import render as report
 from gradrank.report import sweep as sweep_report
 from gradrank.report.common import rounding_floor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["data.n=60", "data.d=80", "model.width=100"]
 
 
