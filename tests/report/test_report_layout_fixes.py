@@ -43,8 +43,8 @@ def _words(pdf: Path) -> list[tuple[int, float, float, float, float, str]]:
 
 
 def _write_sweep(root: Path, axes: dict, rows: list[dict], command="analyze", mode="product", provenance=None) -> Path:
-    """test_report_truth's sweep directory, with its command and provenance set."""
-    from test_report_truth import _write_sweep as write
+    """test_report_tells_the_truth's sweep directory, with its command and provenance set."""
+    from test_report_tells_the_truth import _write_sweep as write
 
     write(root, axes, mode, rows)
     manifest = json.loads((root / "sweep.json").read_text())
