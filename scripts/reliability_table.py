@@ -30,6 +30,9 @@ TESTS = [
     "tests/safety/test_store_safety.py",
     "tests/safety/test_bad_inputs.py",
     "tests/safety/test_determinism_across_threads.py",
+    "tests/safety/test_trust_critical.py",
+    "tests/safety/test_trust_api.py",
+    "tests/safety/test_trust_inputs.py",
 ]
 # The families of safety rules (docs/reliability.md, "Families"), and the areas whose rows count for each.
 FAMILIES = {
@@ -41,6 +44,10 @@ FAMILIES = {
     "No internal error on bad input": ["no internal error", "config", "data file", "weights file", "CLI", "process"],
     "Messages that blame the right thing": ["messages"],
     "Determinism": ["determinism"],
+    "User code (a model file, its forward, loss or backward; exits and BaseExceptions)": ["user code"],
+    "Captured gradients checked against autograd": ["captured gradients"],
+    "The Python API validates like the CLI": ["API"],
+    "Helper processes never import from the working directory": ["helper processes"],
 }
 DETERMINISM = """## What is guaranteed about determinism
 
@@ -78,6 +85,10 @@ AREAS = {
     "memory guard": "Memory guard: every allocation an input can cause, checked before it happens",
     "stores": "Sweep stores: damaged points, foreign manifests, executors that cannot start",
     "silent data": "Silent data changes: the CSV loader and `--set`",
+    "user code": "User code: model files, forwards, losses, backwards that raise, exit or are damaged",
+    "captured gradients": "Captured layer gradients against the parameter's autograd gradient",
+    "API": "The Python API's arguments",
+    "helper processes": "Processes gradrank starts (sweep workers, Dask) beside trap modules in the working directory",
     "no internal error": "No internal error on bad input",
     "trust": "Trust at rounding-level gradients",
     "messages": "Messages that blame the right key or file",

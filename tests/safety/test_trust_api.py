@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _reliability import record
 from typer.testing import CliRunner
 
 import gradrank
@@ -40,6 +41,7 @@ def test_decompose_refuses_each_bad_argument_with_one_input_error_naming_it(case
     kwargs, message = BAD_DECOMPOSE[case]
     with pytest.raises(gradrank.InputError, match=message):
         gradrank.decompose(**kwargs)
+    record("API", f"decompose: {case}", "InputError naming the argument")
 
 
 def test_decompose_accepts_torch_tensors_and_integer_arrays_as_the_same_float64_data():
@@ -65,6 +67,7 @@ def test_decompose_accepts_torch_tensors_and_integer_arrays_as_the_same_float64_
 def test_onestep_refuses_bad_arguments_before_any_work(kwargs, message):
     with pytest.raises(gradrank.InputError, match=message):
         gradrank.onestep(overrides=SMALL, **kwargs)
+    record("API", f"onestep({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})", "InputError naming the argument")
 
 
 def test_the_onestep_command_refuses_a_seed_count_that_could_not_fit_before_allocating(tmp_path):
@@ -85,6 +88,7 @@ def test_sweep_refuses_bad_grids_and_writes_nothing(tmp_path, grid, message):
     with pytest.raises(gradrank.InputError, match=message):
         gradrank.sweep(overrides=SMALL, grid=grid, out=tmp_path / "s")
     assert not (tmp_path / "s").exists()
+    record("API", f"sweep(grid={grid!r})", "InputError, nothing written")
 
 
 def test_a_config_dict_with_a_non_string_key_is_an_input_error():

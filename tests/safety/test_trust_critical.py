@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _reliability import record
 from typer.testing import CliRunner
 
 import gradrank
@@ -53,6 +54,7 @@ def test_no_gradrank_process_imports_a_module_from_the_working_directory(tmp_pat
     assert res.returncode == 0, res.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.glob("PWNED-*")) == []
     assert (tmp_path / "run").is_dir()
+    record("helper processes", f"gradrank {args[0]} {' '.join(args[-4:-2])} beside {len(TRAPS)} trap modules", "none imported")
 
 
 def test_isolated_children_sets_safe_path_and_restores_the_callers_environment(monkeypatch):
@@ -142,6 +144,7 @@ def test_an_exit_or_base_exception_in_user_code_is_exit_2_naming_where_and_nothi
     assert len(error) == 1 and WHERE[where] in error[0], res.output
     assert ("SystemExit" in error[0]) == (how != "base") and ("Odd" in error[0]) == (how == "base")
     assert not out.exists()
+    record("user code", f"{command}: {how} in the model file's {where}", "exit 2 naming where, nothing written")
 
 
 @pytest.mark.parametrize("where", ["forward", "loss", "backward"])
@@ -151,6 +154,7 @@ def test_the_api_raises_input_error_when_user_code_exits(tmp_path, where):
     given = namespace["build"]()
     with pytest.raises(gradrank.InputError, match=WHERE[where]):
         gradrank.layers(given["model"], given["inputs"], given["targets"], given["loss"])
+    record("user code", f"API layers: sys.exit(0) in the {where}", "InputError naming where")
 
 
 # ---------------------------------------------------------------------------- 3. captured gradients checked against autograd
@@ -197,6 +201,7 @@ def test_a_keyword_called_linear_is_captured_and_its_factors_equal_autograds_gra
     for name, f in cap.layers.items():
         torch.testing.assert_close(f.gradient(), reference[name], rtol=1e-12, atol=1e-14)
         assert f.autograd_error < 1e-12
+    record("captured gradients", "a Linear called by keyword (self.fc(input=x))", "captured, equal to autograd's to 1e-12")
 
 
 def test_a_layer_whose_forward_is_not_linear_in_its_input_is_skipped_never_reported_with_wrong_numbers(tmp_path):
@@ -205,6 +210,7 @@ def test_a_layer_whose_forward_is_not_linear_in_its_input_is_skipped_never_repor
     res = gradrank.layers(problem.model, *problem.batches[0], problem.loss)
     assert [r.name for r in res.layers] == ["fc", "mid"]
     assert "disagree with autograd" in res.skipped["out"]
+    record("captured gradients", "a Linear whose forward scales its input (F.linear(2x, W, b))", "skipped with the reason")
     reference = _autograd(problem)
     for r in res.layers:  # the layers kept are autograd's gradient
         assert abs(r.norms["G"] - float(torch.linalg.matrix_norm(reference[r.name], 2))) < 1e-12 * r.norms["G"]

@@ -8,6 +8,7 @@ import struct
 
 import pytest
 import torch
+from _reliability import record
 from typer.testing import CliRunner
 
 from gradrank import config
@@ -68,6 +69,7 @@ def test_a_damaged_minilm_install_is_exit_2_naming_the_weights_file(tmp_path, mo
     lines = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and str(folder) in lines[0], res.output
     assert not (tmp_path / "out").exists()
+    record("user code", f"a damaged MiniLM install: {damage} model.safetensors", "exit 2 naming the file")
 
 
 def test_safetensors_shapes_reads_every_tensors_shape_from_the_header(tmp_path):
