@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from gradrank import config as config_mod
 from gradrank.config import Config
 from gradrank.core.records import SCHEMA, Record, check_schema
 from gradrank.errors import InputError
+from gradrank.studies import onestep
+from gradrank.studies import train as train
 from gradrank.sweeps.executors import Outcome, check_scheduler_options
 
 MANIFEST = "sweep.json"
@@ -217,7 +220,6 @@ def check_spec(spec: SweepSpec) -> SweepSpec:
 
 def grid_size(spec: SweepSpec) -> int:
     """The number of points, from the axes' lengths (nothing is expanded)."""
-    import math
 
     lengths = [len(v) for v in spec.axes.values()]
     combos = (min(lengths) if spec.mode == "zip" else math.prod(lengths)) if lengths else 1
@@ -264,12 +266,8 @@ def points(base: Config, spec: SweepSpec) -> list[Point]:
                 values["seed"] = s
             cfg = config_mod.resolve(base.replace(**values, **{"output.report": False, "output.pdf": False}))
             if spec.command == "train":  # what `gradrank train` resolves, so the hashes agree
-                from gradrank.studies import train as train
-
                 cfg = train.resolve(cfg)
             elif spec.command == "onestep":  # each point: every eta of onestep.eta at the point's seed
-                from gradrank.studies import onestep
-
                 cfg = onestep.resolve(cfg)
             h = cfg.hash()
             if h in seen:
