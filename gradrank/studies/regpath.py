@@ -22,7 +22,7 @@ from gradrank.config import Config
 from gradrank.core.floors import NORM_FLOOR
 from gradrank.errors import InputError
 from gradrank.studies import analyze as analysis
-from gradrank.studies import train as train
+from gradrank.studies import train
 
 KEYS = {"weight_decay": "regularizer.weight_decay", "jacobian": "regularizer.jacobian", "input_noise": "regularizer.input_noise"}
 GRIDS = {"weight_decay": [0.0, 0.01, 0.1, 1.0], "jacobian": [0.0, 0.1, 1.0, 10.0], "input_noise": [0.0, 0.03, 0.1, 0.3]}

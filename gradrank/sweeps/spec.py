@@ -5,8 +5,7 @@ cartesian product ("product") or element-wise ("zip"), times an optional seed ax
 always multiply: they are repetitions). Each point is one full `analyze` (or `train`, or `onestep`: every eta at the point's seed) run of
 the shared backend, stored as a normal run directory under DIR/points/<config hash>/, or as
 DIR/points/<config hash>.failed.json with the error text. DIR/sweep.json is the manifest and
-DIR/results.csv the table rebuilt from the store (columns in docs/sweeps.md). Pure Python at
-import: torch is imported only inside a point's run.
+DIR/results.csv the table rebuilt from the store (columns in docs/sweeps.md).
 """
 
 from __future__ import annotations
@@ -25,8 +24,7 @@ from gradrank import config as config_mod
 from gradrank.config import Config
 from gradrank.core.records import SCHEMA, Record, check_schema
 from gradrank.errors import InputError
-from gradrank.studies import onestep
-from gradrank.studies import train as train
+from gradrank.studies import onestep, train
 from gradrank.sweeps.executors import Outcome, check_scheduler_options
 
 MANIFEST = "sweep.json"

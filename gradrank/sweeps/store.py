@@ -25,8 +25,7 @@ from gradrank.results.files import read_json
 from gradrank.results.runs import metrics_from_dict, write_train
 from gradrank.results.tables import csv_text
 from gradrank.studies import analyze as analysis
-from gradrank.studies import onestep
-from gradrank.studies import train as train
+from gradrank.studies import onestep, train
 from gradrank.sweeps.executors import Outcome, limit_threads
 from gradrank.sweeps.spec import FORMAT, MANIFEST, MAX_LIST, TABLE, Point, PointTask, SweepManifest, SweepSpec
 
