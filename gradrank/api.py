@@ -12,9 +12,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from gradrank import config as config_mod
 from gradrank.config import Config
+from gradrank.config.resources import check_memory
+from gradrank.core.projectors import parse_list
+from gradrank.data import spiked as data_mod
 from gradrank.errors import InputError
+from gradrank.models import registry as spec
+from gradrank.models import twolayer as network
+from gradrank.report import figures as F
+from gradrank.report import render
+from gradrank.report.common import rounding_floor
+from gradrank.report.render import render_dir
+from gradrank.report.run import headline
+from gradrank.results import kinds
+from gradrank.results.advice import Advice
+from gradrank.studies import advise as advisor
+from gradrank.studies import analyze as analysis
+from gradrank.studies import layers as layers_mod
+from gradrank.studies import onestep as onestep_mod
+from gradrank.studies import train as training
 from gradrank.studies.analyze import Analysis
+from gradrank.sweeps import executors
+from gradrank.sweeps import spec as sw
+from gradrank.sweeps import store as sweeps
+from gradrank.sweeps.spec import MAX_POINTS
 
 
 class Result(Analysis):
@@ -26,8 +50,6 @@ class Result(Analysis):
     def figures(self) -> dict:
         """The run report's figures as matplotlib Figures: spectrum, norms, alignment (and data where
         the bulk eigenvalues are known)."""
-        from gradrank.report import figures as F
-        from gradrank.report.common import rounding_floor
 
         m, arrays = self.metrics, self.arrays
         out = {}
@@ -47,9 +69,6 @@ class Result(Analysis):
         return save(self, target)
 
     def _repr_html_(self) -> str:
-        from gradrank.report import figures as F
-        from gradrank.report.run import headline
-
         m = self.metrics
         rows = [
             ("n × d × m", f"{m.sizes.n} × {m.sizes.d} × {m.sizes.m}"),
@@ -77,7 +96,6 @@ def _result(a: Analysis) -> Result:
 
 def resolve_config(config: Any = None, overrides: dict | None = None, seed: int | None = None) -> Config:
     """A resolved Config from a path, a dict (nested sections or dotted keys), a Config or None."""
-    from gradrank import config as config_mod
 
     full = resolve_raw(config, overrides)
     if seed is not None:
@@ -88,7 +106,6 @@ def resolve_config(config: Any = None, overrides: dict | None = None, seed: int 
 def resolve_raw(config: Any, overrides: dict | None = None) -> dict:
     """The full nested config dict (every section present) of a path (its [sweep] table dropped), a
     dict (sections and dotted keys), a Config or None, with dotted-key overrides applied."""
-    from gradrank import config as config_mod
 
     dotted: dict = {}
     if isinstance(config, Config):
@@ -114,7 +131,6 @@ def resolve_raw(config: Any, overrides: dict | None = None) -> dict:
 
 def analyze(config: Any = None, overrides: dict | None = None, seed: int | None = None):
     """Data -> network -> gradient -> the four-term decomposition and its measures."""
-    from gradrank.studies import analyze as analysis
 
     return _result(analysis.analyze(resolve_config(config, overrides, seed)))
 
@@ -123,10 +139,6 @@ def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | N
     """The decomposition for the user's own arrays (numpy or torch): X (n x d), optional targets y
     (n), inner weights W (m x d) and outer weights a (m); the rest from the config. The spike q is
     X's top principal direction and mu the empirical mean (docs/model.md, real data)."""
-    from gradrank.config.resources import check_memory
-    from gradrank.data import spiked as data_mod
-    from gradrank.models import twolayer as network
-    from gradrank.studies import analyze as analysis
 
     cfg = resolve_config(config, {"analysis.mu": "empirical", **(overrides or {})})
     X = _array("X", X, 2)
@@ -156,7 +168,6 @@ def decompose(X, y=None, W=None, a=None, config: Any = None, overrides: dict | N
 def _array(name: str, value, ndim: int, shape: tuple | None = None):
     """A user's array (numpy, torch or nested lists) as float64, checked like a data file's: real
     numbers (no complex, object or string dtype), finite, `ndim` dimensions, `shape` when given."""
-    import numpy as np
 
     if hasattr(value, "detach"):  # a torch tensor
         value = value.detach().cpu().numpy()
@@ -182,7 +193,6 @@ def train(config: Any = None, overrides: dict | None = None, seed: int | None = 
     """Training with the decomposition tracked over steps (docs/training.md). optimizer, if given, is a
     function of W's parameter list returning the torch.optim.Optimizer that trains it (in place of
     train.optimizer's; train.optimizer = gd still means full batch, any other mini-batches)."""
-    from gradrank.studies import train as training
 
     tr = training.train(training.resolve(resolve_config(config, overrides, seed)), on_record, optimizer=optimizer)
     tr.result = _result(tr.result)
@@ -195,7 +205,6 @@ def load(run_dir: str | Path):
     training run as a Result (a training run's metrics are its TrainSummary: the final analysis'
     fields, and `kind`, `train`, `final`), any other kind as its record (Advice, OnestepResult,
     ScalingStudy, RegPath, LayersResult)."""
-    from gradrank.results import kinds
 
     kind = kinds.of_dir(Path(run_dir))
     if kind.name != "analyze":
@@ -214,7 +223,6 @@ class SweepResult:
 
     def table(self) -> list[dict]:
         """results.csv's rows as dicts (rebuilt from the store): the swept values, status and metrics."""
-        from gradrank.sweeps import store as sweeps
 
         return sweeps.table_rows(sweeps.Store(self.directory))[1]
 
@@ -239,10 +247,6 @@ def sweep(
     path) with `grid` ({dotted key: list of values}) and `seeds` added, run on `executor`
     (local, dask, slurm) and resumable like `gradrank sweep`. The report is written when the
     config's output.report or output.pdf asks."""
-    from gradrank import config as config_mod
-    from gradrank.sweeps import executors
-    from gradrank.sweeps import spec as sw
-    from gradrank.sweeps import store as sweeps
 
     spec = sw.read_spec(config)[1] if isinstance(config, (str, Path)) else sw.SweepSpec()
     raw = resolve_raw(config, overrides)
@@ -267,8 +271,6 @@ def sweep(
     failed = sw.run(store, pts, spec.command, ex, sweeps.run_point)
     formats = (["html"] if base.output.report else []) + (["pdf"] if base.output.pdf else [])
     if formats:
-        from gradrank.report import render
-
         render.render_dir(target, formats)
     return SweepResult(target, {p.hash: p.values for p in pts}, [p.hash for p in failed])
 
@@ -285,8 +287,6 @@ def onestep(
 ):
     """The one-step protocol (docs/onestep.md): for each eta (default onestep.eta) and seed (seed ..
     seed + seeds - 1), W1 = W0 - eta * scale * G, a ridge readout, the test error and alignments."""
-    from gradrank.studies import onestep as onestep_mod
-    from gradrank.sweeps.spec import MAX_POINTS
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_POINTS:
         raise InputError(f"seeds must be an integer from 1 to {MAX_POINTS}, got {seeds!r}")
@@ -319,8 +319,6 @@ def layers(
     keyword tensors), with `loss(outputs, targets)` the mean loss; or `batches`, a list of
     (inputs, targets) whose factors accumulate; or a SPEC string (mlp, minilm, path/file.py:function)
     resolved with the config. layers: fnmatch patterns over module names (default: every linear layer)."""
-    from gradrank.models import registry as spec
-    from gradrank.studies import layers as layers_mod
 
     cfg = resolve_config(config, overrides, seed)
     if isinstance(model, str):
@@ -341,7 +339,6 @@ def layers(
 
 def layers_from_config(cfg: Config, force: bool = False, on_layer=None):
     """`gradrank layers`: the SPEC in cfg.layers.model, with the memory guard unless forced."""
-    from gradrank.studies import layers as layers_mod
 
     return layers_mod.run(cfg, force=force, on_layer=on_layer)
 
@@ -360,8 +357,6 @@ def advise(
 ):
     """Captured gradient energy of rank-r projectors refreshed every T steps, per layer, a
     recommended (r, T), validated against GaLore (docs/advisor.md). Returns an Advice."""
-    from gradrank.results.advice import Advice
-    from gradrank.studies import advise as advisor
 
     cfg = resolve_config(
         config, {**(overrides or {}), **advise_overrides(model, ranks, intervals, target, projectors, validate)}, seed
@@ -372,7 +367,6 @@ def advise(
 
 def advise_overrides(model=None, ranks=None, intervals=None, target=None, projectors=None, validate=None) -> dict:
     """The advise.* config keys for the options given; '1,2,4' strings (the CLI's) become lists."""
-    from gradrank.core.projectors import parse_list
 
     out = {
         "advise.model": model,
@@ -389,7 +383,6 @@ def save(result, target: str | Path) -> Path:
     """Write a result's run directory (refusing any path gradrank does not own), then its report
     as the result's config asks (output.report, output.pdf). The writer is the result kind's
     (gradrank.results.kinds)."""
-    from gradrank.results import kinds
 
     kind = kinds.of_result(result)
     if getattr(getattr(result, "metrics", None), "kind", None) == "train":
@@ -397,7 +390,5 @@ def save(result, target: str | Path) -> Path:
     target, cfg = kind.write(Path(target), result), kind.config(result)
     formats = (["html"] if cfg.output.report else []) + (["pdf"] if cfg.output.pdf else [])
     if formats:
-        from gradrank.report.render import render_dir
-
         render_dir(target, formats)
     return Path(target)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import hashlib
+import importlib.metadata as md
 import json
 import math
 import os
 import platform
 import re
 import shutil
+import stat
 import tempfile
 import time
+import uuid
 import zipfile
 import zlib
 from io import BytesIO
@@ -18,7 +23,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from numpy.lib import format as npf
 
+from gradrank._version import __version__
 from gradrank.errors import InputError
 
 _UMASK = os.umask(0o022)
@@ -96,7 +103,6 @@ def _one_line(exc: Exception) -> str:
 def _check_header(name: str, key: str, fh, total: int, numeric: bool = True) -> tuple[tuple, int]:
     """(shape, bytes of the float64 working copy plus the stored array) of an .npy stream whose
     header must declare a numeric dtype (when `numeric`) and no more data than the stream holds."""
-    from numpy.lib import format as npf
 
     readers = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0, (3, 0): npf.read_array_header_2_0}
     try:
@@ -137,7 +143,6 @@ def _check_total(name: str, sizes: dict[str, tuple[tuple, int]], max_bytes: floa
 @contextlib.contextmanager
 def _reading(path: Path) -> Iterator[None]:
     """Turn every way a user file can be missing, corrupt or unsafe into one InputError line."""
-    import stat
 
     name = _show(path)
     try:
@@ -203,7 +208,6 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells) of every row: UTF-8 (a byte-order mark allowed), comma-separated, cells
     stripped; trailing blank lines end the file, a blank line between rows is an error."""
-    import csv
 
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
@@ -316,8 +320,6 @@ MARKER_FORMAT = "gradrank-output/1"
 
 def sha256_file(path: Path, what: str = "file") -> str:
     """Content hash of a regular file (a FIFO, a device or a directory is refused, never read)."""
-    import hashlib
-    import stat
 
     path = Path(path)
     try:
@@ -384,7 +386,6 @@ def _marker(root: Path) -> dict | None:
 
 def seal(root: Path, kind: str) -> None:
     """Write root's ownership marker: the hash of every file gradrank put there."""
-    import uuid
 
     old = _marker(root) or {}
     write_json(
@@ -504,8 +505,6 @@ def add_files(root: Path, files: dict[str, bytes], kind: str = "report") -> list
 
 
 def sha256_bytes(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
@@ -553,15 +552,12 @@ def safe_name(text: str, fallback: str = "run") -> str:
 def versions(extra: tuple[str, ...] = ()) -> dict:
     """Python's and the packages' versions from their metadata (imports none of them); gradrank's own
     from the source tree when it is not installed."""
-    import importlib.metadata as md
 
     out = {"python": platform.python_version()}
     for pkg in ("gradrank", "numpy", "scipy", "torch", *extra):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
-            from gradrank._version import __version__
-
             out[pkg] = __version__ if pkg == "gradrank" else "absent"
     return out
 

@@ -7,12 +7,15 @@ import contextlib
 import errno
 import io
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
 
+from gradrank._version import __version__
 from gradrank.errors import InputError
+from gradrank.io import check_output_dir, safe_name
 from gradrank.io import printable as one_line
 
 app = typer.Typer(
@@ -34,8 +37,6 @@ ForceOpt = typer.Option(False, "--force", help="run even when the memory estimat
 
 def _version(value: bool) -> None:
     if value:
-        from gradrank._version import __version__
-
         typer.echo(f"gradrank {__version__}")
         raise typer.Exit(0)
 
@@ -65,7 +66,6 @@ def example(*lines: str) -> str:
 def console():
     """The rich console for summaries: a terminal's width on a terminal; in batch jobs (no
     terminal) lines are never wrapped and carry no trailing padding."""
-    import sys
 
     from rich.console import Console
 
@@ -106,8 +106,6 @@ def run_guarded(fn: Callable[[], int | None]) -> None:
         code = fn()
     except InputError as exc:
         if _state["debug"] and exc.__cause__ is not None:  # the user's own code raised: its traceback
-            import traceback
-
             traceback.print_exception(exc.__cause__)
         typer.echo(f"error: {one_line(str(exc))}", err=True)
         raise typer.Exit(2)
@@ -168,7 +166,6 @@ def load_config(
 
 def output_dir(out: Optional[Path], cfg, kind: str) -> Path:
     """-o DIR, or runs/<name>-<config hash>; checked before any work: new, empty or gradrank's own."""
-    from gradrank.io import check_output_dir, safe_name
 
     target = out if out is not None else Path("runs") / f"{safe_name(cfg.output.name, kind)}-{cfg.hash()[:8]}"
     check_output_dir(target)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from gradrank.cli.common import (
@@ -22,6 +23,7 @@ from gradrank.cli.common import (
     run_guarded,
 )
 from gradrank.errors import InputError
+from gradrank.io import check_new_file
 
 
 @app.command(
@@ -74,11 +76,9 @@ def generate(
     def go():
         if out.suffix != ".npz":
             raise InputError(f"output file {out} must end in .npz")
-        from gradrank.io import check_new_file
 
         check_new_file(out)
         cfg = load_config(config, set_, seed)
-        import numpy as np
 
         from gradrank import config as config_mod
         from gradrank import io

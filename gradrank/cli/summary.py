@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gradrank.cli.common import console
+
 
 def print_summary(result, target: Path | None = None, command: str = "analyze") -> None:
     """A compact rich summary: sizes, term norms, top singular values with alignments, regime."""
     from rich.markup import escape
     from rich.table import Table
-
-    from gradrank.cli.common import console
 
     m = result.metrics
     con = console()

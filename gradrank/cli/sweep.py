@@ -24,7 +24,10 @@ MetricsOpt = typer.Option(
     help="sweep report: comma-separated results.csv columns or ratios a/b, e.g. norms.S1/norms.E,rank.outliers "
     "(default: the config's output.metrics, else norms.S2/norms.S1,rank.outliers)",
 )
+import signal
+
 from gradrank.errors import InputError
+from gradrank.io import safe_name
 
 
 def _sweep_status(root: Path) -> int:
@@ -92,9 +95,7 @@ def sweep(
     def go():
         if status is not None:
             return _sweep_status(status)
-        import signal
 
-        from gradrank.io import safe_name
         from gradrank.sweeps import executors
         from gradrank.sweeps import spec as sw
         from gradrank.sweeps import store as sws

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from gradrank.cli.common import (
     SeedOpt,
     SetOpt,
     app,
+    console,
     example,
     load_config,
     output_dir,
@@ -36,8 +38,6 @@ def theory(
     """Predicted regime and growth exponents in n of ||S1||, ||S12||, ||S2||, ||E|| (docs/theory.md)."""
 
     def go():
-        import json
-
         from gradrank.studies import theory as th
 
         cfg = load_config(config, set_, seed)
@@ -49,8 +49,6 @@ def theory(
             return
         from rich.markup import escape
         from rich.table import Table
-
-        from gradrank.cli.common import console
 
         con = console()
         i = pred.inputs

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from gradrank.config import Config
 from gradrank.errors import InputError
-from gradrank.io import available_bytes
+from gradrank.io import available_bytes, declared_shapes
 
 
 def estimate_bytes(n: int, d: int, m: int, dtype: str) -> int:
@@ -35,7 +35,6 @@ def check_bytes(cfg: Config, need: int, what: str) -> int:
 def sizes(cfg: Config, n: int | None = None, d: int | None = None, m: int | None = None) -> tuple[int, int, int, int]:
     """(n, d as the network sees it, m, test rows): from the arguments, else the input files' headers
     (data.path for source = file, model.weights), else the config keys."""
-    from gradrank.io import declared_shapes
 
     dc, n_test = cfg.data, cfg.data.n_test
     if dc.source == "file" and dc.path and (n is None or d is None):

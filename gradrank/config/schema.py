@@ -11,12 +11,15 @@ import difflib
 import hashlib
 import json
 import math
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gradrank.errors import InputError
+from gradrank.io import sha256_file
 
 
 def _f(default, *, choices=None, lo=None, hi=None, lo_open=False, optional=False, item=None, doc=""):
@@ -375,9 +378,6 @@ _HASHES: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: a sweep resolve
 def _input_file(key: str, path: str, hash_key: str, expected: str) -> dict:
     """{key: absolute path, hash_key: sha256 of its content}; a recorded hash that no longer
     matches the file is an error (the saved config would not reproduce the run)."""
-    import os
-
-    from gradrank.io import sha256_file
 
     p = os.path.abspath(path)
     try:
@@ -459,8 +459,6 @@ MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred lines; anything far larg
 def read_toml(path: str | Path) -> dict:
     """A TOML config file: a regular file (a FIFO or a device would hang or never end) of at most
     MAX_CONFIG_BYTES, UTF-8, nested no deeper than the parser can follow."""
-    import os
-    import stat
 
     path = Path(path)
     try:

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from gradrank.errors import InputError
+
 Fn = Callable[..., "torch.Tensor"]  # noqa: F821 - torch is imported where the functions are built
 _SQRT2 = math.sqrt(2.0)
 _SQRT_PI = math.sqrt(math.pi)
@@ -56,8 +58,6 @@ class Activation:
 def traits(name: str) -> Traits:
     """The theory traits of a named activation."""
     if name not in TRAITS:
-        from gradrank.errors import InputError
-
         raise InputError(f"unknown activation '{name}'; choose from {', '.join(TRAITS)}")
     return TRAITS[name]
 

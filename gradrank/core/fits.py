@@ -7,6 +7,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import torch
+from scipy import stats
+
 from gradrank.core.records import Record
 
 
@@ -27,7 +31,6 @@ class Fit(Record):
 def _line(n, values):
     """Least squares log(values) = c + slope log(n) over the positive finite points: (x, resid, coef,
     R^2), None when fewer than 3 such points or a single n."""
-    import numpy as np
 
     n, v = np.asarray(n, dtype=float), np.asarray(values, dtype=float)
     keep = (v > 0) & np.isfinite(v)
@@ -51,7 +54,6 @@ def loglog_slope(n, values) -> tuple[float, float] | None:
 
 def fit_loglog(n, values, level: float = 0.95) -> Fit | None:
     """Fit log(values) = c + slope log(n); None when fewer than 3 positive points or one n."""
-    from scipy import stats
 
     line = _line(n, values)
     if line is None:
@@ -80,9 +82,6 @@ class Correlation(Record):
 def bootstrap_correlation(x, y, generator, resamples: int = 2000, level: float = 0.95) -> Correlation:
     """Pearson r over the finite pairs (x_i, y_i), its CI from `resamples` resamples of the pairs with
     replacement (torch `generator`: a named stream), and Spearman's rho; NaN with fewer than 3 pairs."""
-    import numpy as np
-    import torch
-    from scipy import stats
 
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 NORM_FLOOR = 1e-300
 """Denominator floor for a norm that may be exactly zero (a ratio of zeros reads 0, not NaN); far
 below any norm a float64 computation of this package resolves, so it never changes a nonzero ratio."""
@@ -12,7 +14,6 @@ SCALE_SAFE = (1e-100, 1e100)
 
 def eps(dtype) -> float:
     """Machine epsilon of a torch or numpy float dtype (or its name)."""
-    import numpy as np
 
     name = str(dtype).removeprefix("torch.")
     return float(np.finfo(name).eps)
@@ -26,6 +27,5 @@ def resolution(dtype) -> float:
 
 def tiny(dtype) -> float:
     """The smallest normal number of the dtype: the floor of a singular value one divides by."""
-    import numpy as np
 
     return float(np.finfo(str(dtype).removeprefix("torch.")).tiny)

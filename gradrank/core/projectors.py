@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 
 from gradrank.core.measures import max_principal_angle
-from gradrank.core.spectra import top_k
+from gradrank.core.spectra import Spectrum, top_k
 from gradrank.errors import InputError
 from gradrank.rng import generator
 
@@ -245,8 +245,6 @@ class EnergyRecorder:
             A = g.dense
 
             def exact():
-                from gradrank.core.spectra import Spectrum
-
                 _, s, Vh = torch.linalg.svd(A, full_matrices=False)
                 return Spectrum(s, Vh.T, s, None, float((s * s).sum()))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from gradrank.core import records as R
 from gradrank.core.floors import resolution
 
@@ -70,7 +72,6 @@ def signal(dtype: str, singular_values: list[float], n: int, bound: float, round
     """Why G is at rounding level, or None when it is not. `bound` = coef ||X||_F ||D||_F >= ||G_loss||_F:
     a gradient within n eps of it (cancellation), zero, near underflow, or data that centring reduced
     to rounding error (`rounding`, from the data) is noise, not structure."""
-    import numpy as np
 
     fi = np.finfo(dtype)
     s1 = float(singular_values[0]) if len(singular_values) else 0.0

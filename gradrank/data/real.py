@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import torch
 
 from gradrank.config import DataConfig
 from gradrank.errors import InputError
@@ -26,7 +27,6 @@ def _labels(dc: DataConfig, labels: np.ndarray) -> np.ndarray:
 
 def _split(dc: DataConfig, seed: int, X: np.ndarray, y: np.ndarray):
     """A seeded permutation: the first data.n rows train, the next data.n_test rows test."""
-    import torch
 
     n, n_test = dc.n, dc.n_test
     if n + n_test > X.shape[0]:
@@ -71,7 +71,6 @@ def _photographs() -> tuple[np.ndarray, ...]:
 
 def patches(dc: DataConfig, seed: int):
     """data.n + data.n_test gray p x p patches, half from each photograph, at seeded places."""
-    import torch
 
     p = dc.patch_size
     total = dc.n + dc.n_test

@@ -16,10 +16,13 @@ import torch
 
 from gradrank.config import DataConfig
 from gradrank.core import spike as spike_rule
+from gradrank.core.activations import get
 from gradrank.core.fits import loglog_slope
 from gradrank.core.floors import NORM_FLOOR
 from gradrank.core.spectra import data_spectrum
+from gradrank.data import real as realdata
 from gradrank.errors import InputError
+from gradrank.io import load_arrays
 from gradrank.rng import generator
 
 
@@ -173,8 +176,6 @@ def make_targets(
         ds.index_directions = B
         u = (inputs @ B.T) / _index_scale(ds, B, dc.index_sees_spike)
         if dc.target == "teacher":
-            from gradrank.core.activations import get
-
             c = torch.randint(0, 2, (dc.teacher_width,), generator=g, dtype=torch.float64) * 2 - 1
             y = get(dc.teacher_activation).f(u) @ c / math.sqrt(dc.teacher_width)
         else:
@@ -322,7 +323,6 @@ def check_shapes(p: Path, shapes: dict[str, tuple]) -> None:
 
 def load_file(dc: DataConfig, seed: int, loss: str, path: str) -> Dataset:
     """A user data file: .npz (X, y, optional q, X_test, y_test), .npy (X only) or .csv (X only)."""
-    from gradrank.io import load_arrays
 
     p = Path(path)
     arrays = load_arrays(p, required=("X",), optional=("y", "q", "X_test", "y_test"), check=lambda s: check_shapes(p, s))
@@ -340,7 +340,6 @@ def load(dc: DataConfig, seed: int, loss: str) -> Dataset:
         return spiked(dc, seed, loss)
     if src == "file":
         return load_file(dc, seed, loss, dc.path)
-    from gradrank.data import real as realdata
 
     X, y, X_test, y_test = realdata.load(dc, seed)
     return from_matrix(dc, seed, loss, X, y, None, X_test, y_test, name=src)

@@ -15,12 +15,14 @@ The same backward pass also returns autograd's weight gradient, kept as the refe
 from __future__ import annotations
 
 import math
+import time
 import weakref
 from dataclasses import dataclass, field
 
 import torch
 
 from gradrank.core.factors import Factors
+from gradrank.core.spectra import factored_route
 from gradrank.errors import InputError
 from gradrank.models.registry import Problem, backward, forward, is_conv1d
 
@@ -204,7 +206,6 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
     """H, D (and J, r for scalar outputs or up to MAX_OUTPUTS outputs) of every layer in `layers`, over all the problem's batches.
     guard(bytes), when given, sees the estimated peak after the first forward pass (and may refuse),
     counting `workers` layers analysed at once."""
-    import time
 
     sizes = [batch_size(inputs) for inputs, _ in problem.batches]
     N = sum(sizes)
@@ -336,7 +337,6 @@ def _cat(parts: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
 
 def _dense_route(calls: list[tuple], n_0: int, N: int, mask) -> bool:
     """Whether a layer's spectrum will come from the dense G (its estimated rows n >= min(d_in, d_out))."""
-    from gradrank.core.spectra import factored_route
 
     lead = [s[:-1] for s, _, _ in calls]
     masked = mask is not None and all(tuple(mask.shape) == tuple(x[:2]) for x in lead)

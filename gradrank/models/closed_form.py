@@ -8,16 +8,44 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+from gradrank.core.activations import Activation
 from gradrank.core.factors import Factors
 from gradrank.errors import InputError
 
-if TYPE_CHECKING:  # twolayer.TwoLayer.factors delegates here: a type-only import, no circle
-    from gradrank.models.twolayer import Network
+
+def output(Z: torch.Tensor, a: torch.Tensor, gamma: float, act: Activation) -> torch.Tensor:
+    """f = gamma_m sigma(Z) a (n) from the pre-activations Z = X W^T (n x m): the one forward pass."""
+    return gamma * (act.f(Z) @ a)
+
+
+@dataclass
+class Network:
+    W: torch.Tensor  # m x d inner weights
+    a: torch.Tensor  # m outer weights in {+-1}
+    gamma: float  # c/sqrt(m) (NTK) or c/m (mean field)
+    act: Activation
+
+    @property
+    def m(self) -> int:
+        return self.W.shape[0]
+
+    def preactivations(self, X: torch.Tensor) -> torch.Tensor:
+        """Z = X W^T (n x m)."""
+        return X @ self.W.T
+
+    def output(self, Z: torch.Tensor) -> torch.Tensor:
+        """f = gamma_m sigma(Z) a from the pre-activations (`output`)."""
+        return output(Z, self.a, self.gamma, self.act)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        return self.output(self.preactivations(X))
+
+    def to(self, device, dtype) -> Network:
+        return Network(self.W.to(device=device, dtype=dtype), self.a.to(device=device, dtype=dtype), self.gamma, self.act)
 
 
 def loss_and_residue(kind: str, f: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

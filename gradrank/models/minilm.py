@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from pydoc_data.topics import topics
 
 import torch
 
@@ -91,7 +92,6 @@ def topic_sentences(text: str) -> list[str]:
 
 def sentence_pairs(count: int, seed: int) -> list[tuple[str, str]]:
     """`count` pairs of consecutive sentences, each pair from one topic, drawn without replacement."""
-    from pydoc_data.topics import topics
 
     pairs = []
     for key in sorted(topics):

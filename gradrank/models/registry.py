@@ -12,14 +12,18 @@ this one); a user file is hashed (`file_digest`) into the run identity.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from gradrank import config as config_mod
 from gradrank.config import ComputeConfig, Config
 from gradrank.errors import InputError
 from gradrank.io import sha256_file
@@ -83,8 +87,6 @@ def _describe(exc: BaseException) -> str:
 def resolve(spec: str, cfg: Config | None = None) -> Problem:
     """The Problem a SPEC names; InputError (one line naming it) for every misuse."""
     if cfg is None:
-        from gradrank import config as config_mod
-
         cfg = config_mod.load()
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(f"--model: empty SPEC (use {_NAMES} or path/to/file.py:function)")
@@ -142,10 +144,6 @@ def _user_problem(spec: str, cfg: Config) -> Problem:
 
 
 def _load_function(path: Path, fn_name: str, spec: str):
-    import hashlib
-    import importlib.util
-    import sys
-
     name = "gradrank_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:

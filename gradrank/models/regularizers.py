@@ -17,6 +17,7 @@ import torch
 
 from gradrank.config import RegularizerConfig
 from gradrank.data.spiked import Dataset
+from gradrank.models.closed_form import loss_and_residue
 from gradrank.models.twolayer import Network
 from gradrank.rng import generator
 
@@ -65,8 +66,6 @@ def _laplacian(net: Network, Z: torch.Tensor) -> torch.Tensor:
 
 
 def surrogate_value(net: Network, X: torch.Tensor, y: torch.Tensor, kind: str, tau: float) -> float:
-    from gradrank.models.closed_form import loss_and_residue
-
     Z = net.preactivations(X)
     f = net.output(Z)
     _, r = loss_and_residue(kind, f, y)
@@ -81,7 +80,6 @@ def surrogate_gradient(net: Network, X: torch.Tensor, y: torch.Tensor, kind: str
     dP = (tau^2/2n) sum_i [(l''' J_i + l'' Lap_i) df_i + l'' dJ_i + l' dLap_i], where
     sum_i c_i df_i -> gamma X^T ((c a^T) o sigma'(Z)) (the loss gradient with residue c) and
     sum_i r_i dLap_i -> gamma [X^T ((r (a o |w|^2)^T) o sigma'''(Z)) + 2 W^T diag(a o sigma''(Z)^T r)]."""
-    from gradrank.models.closed_form import loss_and_residue
 
     n = X.shape[0]
     Z = net.preactivations(X)

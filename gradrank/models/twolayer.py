@@ -1,15 +1,14 @@
 """The two-layer network f(x) = gamma_m * a^T sigma(W x) with fixed outer weights (docs/model.md, the network).
 
 Two views of one network: `Network`, its weights as plain tensors for the closed-form gradient
-(Prop. 2.1 of arXiv 2510.01303, gradrank.models.closed_form), and `TwoLayer`, the nn.Module that
-torch.optim trains and autograd differentiates, registered as the SPEC `twolayer` (`problem`).
-Both compute f through `output`, the one forward pass.
+(Prop. 2.1 of arXiv 2510.01303; it lives in gradrank.models.closed_form, with `output`, so that
+the closed form imports nothing from here), and `TwoLayer`, the nn.Module that torch.optim trains
+and autograd differentiates, registered as the SPEC `twolayer` (`problem`). Both compute f through `output`, the one forward pass.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
@@ -19,39 +18,9 @@ from gradrank.data import spiked as data_mod
 from gradrank.data.spiked import Dataset
 from gradrank.errors import InputError
 from gradrank.models import closed_form
+from gradrank.models.closed_form import Network, output
 from gradrank.models.registry import DataSpike, Problem, device
 from gradrank.rng import generator
-
-
-def output(Z: torch.Tensor, a: torch.Tensor, gamma: float, act: Activation) -> torch.Tensor:
-    """f = gamma_m sigma(Z) a (n) from the pre-activations Z = X W^T (n x m): the one forward pass."""
-    return gamma * (act.f(Z) @ a)
-
-
-@dataclass
-class Network:
-    W: torch.Tensor  # m x d inner weights
-    a: torch.Tensor  # m outer weights in {+-1}
-    gamma: float  # c/sqrt(m) (NTK) or c/m (mean field)
-    act: Activation
-
-    @property
-    def m(self) -> int:
-        return self.W.shape[0]
-
-    def preactivations(self, X: torch.Tensor) -> torch.Tensor:
-        """Z = X W^T (n x m)."""
-        return X @ self.W.T
-
-    def output(self, Z: torch.Tensor) -> torch.Tensor:
-        """f = gamma_m sigma(Z) a from the pre-activations (`output`)."""
-        return output(Z, self.a, self.gamma, self.act)
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        return self.output(self.preactivations(X))
-
-    def to(self, device, dtype) -> "Network":
-        return Network(self.W.to(device=device, dtype=dtype), self.a.to(device=device, dtype=dtype), self.gamma, self.act)
 
 
 class TwoLayer(torch.nn.Module):

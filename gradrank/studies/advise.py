@@ -15,9 +15,12 @@ The result is a plain payload (the dict behind advice.json); gradrank.results.ad
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io as _io
 import math
 import time
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -182,9 +185,6 @@ def record_module(problem, cfg: Config, record: bool = True) -> dict:
 
 def _galore():
     """galore-torch's AdamW (its import prints an optional-kernel notice of bitsandbytes on stderr: kept quiet)."""
-    import contextlib
-    import io as _io
-    import warnings
 
     try:
         with contextlib.redirect_stderr(_io.StringIO()), contextlib.redirect_stdout(_io.StringIO()), warnings.catch_warnings():
@@ -212,7 +212,6 @@ def validate(
 
     weights: layer name -> the dotted name of its weight parameter in `model`. adam: the full AdamW
     run of an earlier call with the same model, lr and steps (it does not depend on the GaLore scale)."""
-    import warnings
 
     ac, steps = cfg.advise, cfg.train.steps
     GaLoreAdamW = _galore()

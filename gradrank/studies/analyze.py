@@ -16,6 +16,7 @@ import torch
 from gradrank.config import ComputeConfig, Config, ModelConfig
 from gradrank.config.resources import blame
 from gradrank.core import engine
+from gradrank.core.activations import get
 from gradrank.core.records import DataFacts, Metrics, Sizes
 from gradrank.core.spike import Spike
 from gradrank.core.split import Terms
@@ -23,6 +24,7 @@ from gradrank.core.trust import signal, trust
 from gradrank.data import spiked as data_mod
 from gradrank.data.spiked import Dataset
 from gradrank.errors import InputError
+from gradrank.io import load_arrays
 from gradrank.models import regularizers
 from gradrank.models import twolayer as network
 from gradrank.models.closed_form import RangeError, _fro, gradient
@@ -152,7 +154,6 @@ def prepare(cfg: Config) -> tuple[Config, Dataset, Network]:
 
 def load_weights(mc: ModelConfig, path, d: int) -> Network:
     """W (m x d) and a (m) from an .npz file."""
-    from gradrank.io import load_arrays
 
     def check(shapes):  # from the headers, before anything is read
         W, a = tuple(shapes["W"]), tuple(shapes["a"])
@@ -167,7 +168,6 @@ def load_weights(mc: ModelConfig, path, d: int) -> Network:
 
 def network_from_arrays(mc: ModelConfig, W: np.ndarray, a: np.ndarray) -> Network:
     """The paper's network with given W (m x d) and a (m), scaling and activation from the config."""
-    from gradrank.core.activations import get
 
     m = W.shape[0]
     return Network(torch.as_tensor(W), torch.as_tensor(a), network.gamma_m(mc, m), get(mc.activation, mc.leaky_slope))

@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradrank import config as config_mod
 from gradrank.config import Config
+from gradrank.config.resources import check_bytes
 from gradrank.core import engine
 from gradrank.core import records as R
 from gradrank.core import spike as spike_rule
@@ -28,7 +30,7 @@ from gradrank.core.spectra import Spectrum, one_thread_each
 from gradrank.core.spike import Spike
 from gradrank.errors import InputError
 from gradrank.models import capture as capture_mod
-from gradrank.models.registry import DataSpike, Problem, linear_layers
+from gradrank.models.registry import DataSpike, Problem, linear_layers, resolve
 
 SCHEMA = 1
 
@@ -106,8 +108,6 @@ class LayersResult:
 
     @classmethod
     def from_dict(cls, d: dict, arrays: dict | None = None) -> "LayersResult":
-        from gradrank import config as config_mod
-
         if d.get("schema") != SCHEMA or d.get("kind") != "layers":
             raise InputError(f"not a layers.json of schema {SCHEMA} (schema {d.get('schema')!r}, kind {d.get('kind')!r})")
         return cls(
@@ -245,8 +245,6 @@ def analyze_capture(cap, cfg: Config, problem: Problem, on_layer=None) -> Layers
 
 def run(cfg: Config, force: bool = False, on_layer=None) -> LayersResult:
     """The SPEC in cfg.layers.model resolved and analysed, the memory guard applied unless forced."""
-    from gradrank.config.resources import check_bytes
-    from gradrank.models.registry import resolve
 
     problem = resolve(cfg.layers.model, cfg)
     guard = None if force else (lambda need: check_bytes(cfg, need, f"--model {problem.name}: capturing every chosen layer"))

@@ -36,11 +36,19 @@ import math
 import time
 from typing import Callable
 
+import numpy as np
+import torch
+
 from gradrank.config import Config, OnestepConfig
 from gradrank.core.fits import Correlation, bootstrap_correlation
+from gradrank.core.measures import abs_cos
 from gradrank.core.onestep_records import EtaSummary, OnestepPoint, OnestepResult
+from gradrank.core.spectra import dense_spectrum
+from gradrank.data.spiked import fresh
 from gradrank.errors import InputError
 from gradrank.models.twolayer import Network, TwoLayer
+from gradrank.rng import generator
+from gradrank.studies import analyze as analysis
 from gradrank.studies import loop
 from gradrank.studies import train as training
 
@@ -96,7 +104,6 @@ def ridge(Phi, y, lams):
     a = Phi^T (Phi Phi^T + n lambda I)^-1 y when n <= m, else (Phi^T Phi + n lambda I)^-1 Phi^T y.
     One lambda: a Cholesky solve; several (or a kernel Cholesky refuses, e.g. from huge features):
     one eigendecomposition serves them all."""
-    import torch
 
     n, m = Phi.shape
     wide = n <= m
@@ -120,7 +127,6 @@ def features(net, X):
 
 def readout(oc: OnestepConfig, net, X, y, X_test, y_test, holdout_idx) -> tuple[float, float, float]:
     """(test error, train error, lambda) of the ridge readout fitted on net's features of (X, y)."""
-    import torch
 
     Phi = features(net, X)
     if oc.ridge_select == "fixed":
@@ -172,7 +178,6 @@ def step(cfg: Config, ds, net0, eta: float, mult: float, G0=None):
 
 def alignments(U, B, q, residue_dir) -> dict[str, float]:
     """|cos| of the columns u_1, u_2 of U with q and X_B^T r, and ||P_B u_k|| (B: index directions)."""
-    from gradrank.core.measures import abs_cos
 
     out = {}
     for k, suffix in ((0, ""), (1, "_2")):
@@ -191,12 +196,6 @@ def alignments(U, B, q, residue_dir) -> dict[str, float]:
 
 def run_seed(cfg: Config, on_point: Callable[[OnestepPoint], None] | None = None) -> tuple[list[OnestepPoint], float, dict]:
     """Every eta of cfg.onestep at cfg's seed: (points, mult, timings)."""
-    import torch
-
-    from gradrank.core.spectra import dense_spectrum
-    from gradrank.data.spiked import fresh
-    from gradrank.rng import generator
-    from gradrank.studies import analyze as analysis
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -294,8 +293,6 @@ def study(cfg: Config, seeds: list[int] | None = None, on_point: Callable[[Onest
 
 
 def _mean_sd(values) -> tuple[float, float]:
-    import numpy as np
-
     v = np.array([x for x in values if x is not None and math.isfinite(x)], float)
     if not v.size:
         return math.nan, math.nan
@@ -325,7 +322,6 @@ def summarize(points: list[OnestepPoint]) -> list[EtaSummary]:
 
 def correlations(points: list[OnestepPoint], seed: int) -> dict[str, Correlation]:
     """Test error against each alignment over every point with an update (eta > 0)."""
-    from gradrank.rng import generator
 
     moved = [p for p in points if p.eta > 0]
     return {

@@ -21,6 +21,8 @@ import numpy as np
 from gradrank.config import Config
 from gradrank.core.floors import NORM_FLOOR
 from gradrank.errors import InputError
+from gradrank.studies import analyze as analysis
+from gradrank.studies import train
 
 KEYS = {"weight_decay": "regularizer.weight_decay", "jacobian": "regularizer.jacobian", "input_noise": "regularizer.input_noise"}
 GRIDS = {"weight_decay": [0.0, 0.01, 0.1, 1.0], "jacobian": [0.0, 0.1, 1.0, 10.0], "input_noise": [0.0, 0.03, 0.1, 0.3]}
@@ -75,11 +77,9 @@ def parse_grid(items: list[str]) -> dict[str, list[float]]:
 
 def point(cfg: Config, steps: int):
     """The decomposition metrics for one config: at initialisation or after `steps` training steps."""
-    from gradrank.studies import analyze as analysis
 
     if steps == 0:
         return analysis.analyze(cfg).metrics
-    from gradrank.studies import train as train
 
     tc = {"train.steps": steps, "train.record_every": steps, "train.checkpoint_every": steps}
     tr = train.train(cfg.replace(**tc))

@@ -7,11 +7,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 from gradrank.config import Config
 from gradrank.core.activations import traits
 from gradrank.core.fits import Fit, fit_loglog, loglog_slope
 from gradrank.core.records import Record, check_kind, check_schema
 from gradrank.errors import InputError
+from gradrank.studies import analyze as analysis
 from gradrank.studies.theory import QUANTITIES, Prediction, predict
 
 
@@ -104,9 +107,6 @@ def sized(cfg: Config, n: int) -> Config:
 
 def study(cfg: Config, ns: list[int], seeds: int, progress: Callable[[int, int, str], None] | None = None) -> ScalingResult:
     """Analyse every (n, seed) through the shared pipeline and fit each quantity's slope in n."""
-    import numpy as np
-
-    from gradrank.studies import analyze as analysis
 
     if cfg.data.source != "spiked":
         raise InputError("config key 'data.source' must be spiked for a scaling study (n must be free)")

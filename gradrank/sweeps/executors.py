@@ -11,13 +11,25 @@ stores a point twice. Engines are imported only when used.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing as mp
 import os
 import queue
+import re
+import shutil
+import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+from threadpoolctl import threadpool_limits
 
 from gradrank.errors import InputError
 from gradrank.io import printable
@@ -55,7 +67,6 @@ SCHEDULER_ADDRESS = r"(tcp|tls)://[A-Za-z0-9.-]{1,253}:\d{1,5}|(tcp|tls)://\[[0-
 def check_scheduler_options(kind: str, table: dict, where: str) -> dict:
     """Validate the [sweep.slurm] or [sweep.dask] table (or the flags standing for it) against a
     strict grammar; the error names the key (`where` + name) and never echoes a control character."""
-    import re
 
     rules = SCHEDULER_OPTIONS[kind]
     if not isinstance(table, dict):
@@ -79,8 +90,6 @@ def check_scheduler_options(kind: str, table: dict, where: str) -> dict:
 
 
 def check_scheduler_address(address: str, where: str = "--scheduler") -> str:
-    import re
-
     if not isinstance(address, str) or not re.fullmatch(SCHEDULER_ADDRESS, address):
         raise InputError(f"{where}: {_printable(address)} is not a scheduler address tcp://HOST:PORT")
     return address
@@ -97,8 +106,6 @@ class Unavailable(InputError):
 
 
 def _need(*commands: str) -> None:
-    import shutil
-
     for c in commands:
         if shutil.which(c) is None:
             raise Unavailable(f"--executor: '{c}' is not on PATH (no scheduler to submit to); nothing was started")
@@ -116,7 +123,6 @@ def _answers(cmd: list[str], what: str) -> None:
 
 def _reachable(address: str, where: str = "--scheduler") -> None:
     """A TCP connection to tcp://HOST:PORT opens within 5 s."""
-    import socket
 
     host, _, port = address.split("://", 1)[1].rpartition(":")
     try:
@@ -179,15 +185,10 @@ def limit_threads(threads: int) -> None:
     """Use `threads` threads in torch and in every BLAS/OpenMP library, those loaded already
     (threadpoolctl) and those loaded later (environment, e.g. scipy's own OpenBLAS): workers
     that run side by side must not each spin one thread per core."""
-    import torch
 
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     torch.set_num_threads(threads)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # scikit-learn's dependency; without it only torch is limited
-        return
     _limits.append(threadpool_limits(threads))
 
 
@@ -227,8 +228,6 @@ class LocalExecutor:
     def start(self):
         """Start the workers (from a fork server that imports torch once) and wait until they
         answer; run() calls it, callers may call it early to keep start-up out of a timing."""
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
 
         if self._pool is None:
             ctx = mp.get_context("forkserver")
@@ -242,9 +241,6 @@ class LocalExecutor:
         return self._pool
 
     def run(self, fn, tasks, store):
-        from concurrent.futures import FIRST_COMPLETED, wait
-        from concurrent.futures.process import BrokenProcessPool
-
         self._clean = False
         pending, lost = list(tasks), {}
         while pending:
@@ -361,8 +357,6 @@ class DaskExecutor:
         return Client(self._cluster)
 
     def run(self, fn, tasks, store):
-        import uuid
-
         from distributed import as_completed
 
         with isolated_children():
@@ -582,8 +576,6 @@ class SlurmExecutor:
 def _captured_stderr():
     """File descriptor 2 (where sbatch, run by submitit, writes) into a temporary file; yields a
     function returning what was written."""
-    import sys
-    import tempfile
 
     text: list[str] = []
     with tempfile.TemporaryFile() as tmp:

@@ -5,8 +5,7 @@ cartesian product ("product") or element-wise ("zip"), times an optional seed ax
 always multiply: they are repetitions). Each point is one full `analyze` (or `train`, or `onestep`: every eta at the point's seed) run of
 the shared backend, stored as a normal run directory under DIR/points/<config hash>/, or as
 DIR/points/<config hash>.failed.json with the error text. DIR/sweep.json is the manifest and
-DIR/results.csv the table rebuilt from the store (columns in docs/sweeps.md). Pure Python at
-import: torch is imported only inside a point's run.
+DIR/results.csv the table rebuilt from the store (columns in docs/sweeps.md).
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from gradrank import config as config_mod
 from gradrank.config import Config
 from gradrank.core.records import SCHEMA, Record, check_schema
 from gradrank.errors import InputError
+from gradrank.studies import onestep, train
 from gradrank.sweeps.executors import Outcome, check_scheduler_options
 
 MANIFEST = "sweep.json"
@@ -217,7 +218,6 @@ def check_spec(spec: SweepSpec) -> SweepSpec:
 
 def grid_size(spec: SweepSpec) -> int:
     """The number of points, from the axes' lengths (nothing is expanded)."""
-    import math
 
     lengths = [len(v) for v in spec.axes.values()]
     combos = (min(lengths) if spec.mode == "zip" else math.prod(lengths)) if lengths else 1
@@ -264,12 +264,8 @@ def points(base: Config, spec: SweepSpec) -> list[Point]:
                 values["seed"] = s
             cfg = config_mod.resolve(base.replace(**values, **{"output.report": False, "output.pdf": False}))
             if spec.command == "train":  # what `gradrank train` resolves, so the hashes agree
-                from gradrank.studies import train as train
-
                 cfg = train.resolve(cfg)
             elif spec.command == "onestep":  # each point: every eta of onestep.eta at the point's seed
-                from gradrank.studies import onestep
-
                 cfg = onestep.resolve(cfg)
             h = cfg.hash()
             if h in seen:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -15,38 +16,31 @@ from typing import Any, Callable
 from gradrank import config as config_mod
 from gradrank import io
 from gradrank.config import Config
+from gradrank.config.resources import check_memory
 from gradrank.core.records import SCHEMA
 from gradrank.errors import InputError
+from gradrank.results import onestep as onestep_out
+from gradrank.results import runs as outputs
 from gradrank.results.files import read_json
-from gradrank.results.runs import metrics_from_dict
+from gradrank.results.runs import metrics_from_dict, write_train
 from gradrank.results.tables import csv_text
+from gradrank.studies import analyze as analysis
+from gradrank.studies import onestep, train
 from gradrank.sweeps.executors import Outcome, limit_threads
 from gradrank.sweeps.spec import FORMAT, MANIFEST, MAX_LIST, TABLE, Point, PointTask, SweepManifest, SweepSpec
 
 
 def _run_analyze(cfg: Config, target: Path) -> None:
-    from gradrank.config.resources import check_memory
-    from gradrank.results import runs as outputs
-    from gradrank.studies import analyze as analysis
-
     check_memory(cfg)
     outputs.write_run(target, analysis.analyze(cfg))
 
 
 def _run_train(cfg: Config, target: Path) -> None:
-    from gradrank.config.resources import check_memory
-    from gradrank.results.runs import write_train
-    from gradrank.studies import train as train
-
     check_memory(cfg)
     write_train(target, train.train(cfg))
 
 
 def _run_onestep(cfg: Config, target: Path) -> None:
-    from gradrank.config.resources import check_memory
-    from gradrank.results import onestep as onestep_out
-    from gradrank.studies import onestep
-
     check_memory(cfg)
     onestep_out.write(target, onestep.study(cfg))
 
@@ -210,7 +204,6 @@ def open_store(root: Path, base: Config, spec: SweepSpec, pts: list[Point], exec
 def remove_new_store(root: Path, keep_root: bool) -> None:
     """Undo open_store for a sweep that never started: only a store with no point stored (every
     entry then is one this command wrote into an empty or absent directory)."""
-    import shutil
 
     points = root / "points"
     if points.is_dir() and any(points.iterdir()):
