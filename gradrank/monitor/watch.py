@@ -143,7 +143,7 @@ class Monitor:
         if not err <= capture.check_tolerance(G_auto.dtype):
             return None, (
                 f"its captured factors disagree with its .grad (relative error {err:.2g} on random probes): "
-                "a gradient not from this step's backwards (zero_grad missing?), a penalty, or a wrapped forward"
+                "a gradient not from this step's backwards (zero_grad missing?), clipping, a penalty, or a wrapped forward"
             )
         H, D = torch.cat(H_rows), torch.cat(D_rows)
         n, d_in, d_out = H.shape[0], H.shape[1], D.shape[1]
