@@ -78,14 +78,16 @@ class Monitor:
     def __enter__(self) -> Monitor:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *_) -> None:
+        self._finish(exc_type is None)  # an exception leaves watch.json marked unfinished, its records kept
 
     def step(self, loss=None) -> None:
         """Close optimiser step `count` (call after backward, before optimizer.step): record it when it
         is a multiple of `every`, and arm the capture for the next step when that one is."""
         if self.closed:
             raise InputError("watch: mon.step() called after mon.close()")
+        if all(m.weight.grad is None for m in self.layers.values()):
+            raise InputError(f"watch: mon.step() at step {self.count} called before any backward (no watched weight has a .grad)")
         if self.recorder is not None:
             rec, self.recorder = self.recorder, None
             rec.close()
@@ -96,13 +98,16 @@ class Monitor:
 
     def close(self) -> None:
         """Remove the hooks and mark the run directory finished."""
+        self._finish(True)
+
+    def _finish(self, finished: bool) -> None:
         if self.closed:
             return
         self.closed = True
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
-        self.record.finished = True
+        self.record.finished = finished
         self._write()
 
     @staticmethod

@@ -155,3 +155,27 @@ def test_gradrank_report_renders_a_watch_directory_with_one_table_row_per_record
     text = html.read_text()
     assert text.count('<tr><td class="num">') == len(rec.rows)
     assert gradrank.load(tmp_path / "w").rows == rec.rows  # the report added a file gradrank owns, nothing else
+
+
+def test_step_before_any_backward_on_an_unrecorded_step_is_an_input_error(tmp_path):
+    model = _mlp()
+    mon = gradrank.watch(model, out=tmp_path / "w", every=5)
+    x, y = _batch(0)
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    mon.step()  # step 0, recorded
+    model.zero_grad(set_to_none=True)
+    with pytest.raises(InputError, match="step 1 called before any backward"):
+        mon.step()
+
+
+def test_an_exception_in_the_with_block_keeps_the_records_and_marks_the_run_unfinished(tmp_path):
+    model = _mlp()
+    with pytest.raises(RuntimeError, match="user's bug"):
+        with gradrank.watch(model, out=tmp_path / "w", every=1) as mon:
+            x, y = _batch(0)
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            mon.step()
+            raise RuntimeError("user's bug")
+    rec = gradrank.load(tmp_path / "w")
+    assert rec.steps == [0] and len(rec.rows) == 3 and not rec.finished
+    assert mon.recorder is None and mon.closed  # the hooks are removed
