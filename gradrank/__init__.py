@@ -13,6 +13,10 @@ _API = ("analyze", "decompose", "train", "layers", "advise", "onestep", "sweep",
 
 
 def __getattr__(name):
+    if name == "watch":  # the monitor for the user's own loop (docs/watch.md)
+        from gradrank.monitor import watch
+
+        return watch
     if name in _API:
         from gradrank import api
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gradrank.report import advice, layers, onestep, regpath, run, scaling, sweep
+from gradrank.report import advice, layers, onestep, regpath, run, scaling, sweep, watch
 from gradrank.results.files import kind_of_dir
 
 # result kind -> render_dir(dir, formats, out_dir, paper, **options); a new kind adds one line
@@ -19,6 +19,7 @@ RENDERERS = {
     "advise": advice.render_dir,
     "analyze": run.render_dir,
     "train": run.render_dir,
+    "watch": watch.render_dir,
 }
 
 

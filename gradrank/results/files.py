@@ -40,6 +40,7 @@ MAIN_FILES = {
     "layers": "layers.json",
     "advise": "advice.json",
     "analyze": "metrics.json",  # a training run's too (its "kind" says which)
+    "watch": "watch.json",
 }
 """Each result kind's main JSON file, in the order a directory is recognised by them."""
 

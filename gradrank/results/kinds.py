@@ -12,6 +12,7 @@ from gradrank.config import Config
 from gradrank.core.onestep_records import OnestepResult
 from gradrank.core.records import Metrics, TrainSummary
 from gradrank.errors import InputError
+from gradrank.monitor import records as watch
 from gradrank.results import advice, layers, onestep, regpath, runs, scaling
 from gradrank.results.files import MAIN_FILES, kind_of_dir
 from gradrank.studies.analyze import Analysis
@@ -44,6 +45,7 @@ KINDS = {
         Kind(
             "train", MAIN_FILES["analyze"], TrainSummary, Trajectory, runs.write_train, runs.read_run, lambda tr: tr.result.config
         ),
+        Kind("watch", MAIN_FILES["watch"], watch.WatchRecord, watch.WatchRecord, watch.write, watch.read),
     )
 }
 

@@ -1,0 +1,1 @@
+"""Thin adapters of the gradient monitor (gradrank.monitor) to training libraries (docs/watch.md)."""
