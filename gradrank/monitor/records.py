@@ -5,6 +5,7 @@ every recorded step, each atomically, into a directory gradrank owns (io.add_fil
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from gradrank import io
 from gradrank.config import Config
 from gradrank.core import records as R
 from gradrank.core.records import SCHEMA
+from gradrank.errors import InputError
 
 WATCH_FILE = "watch.json"
 CSV_FILE = "layers.csv"
@@ -82,8 +84,6 @@ def csv_text(rows: list[LayerStep]) -> str:
 
 def files(record: WatchRecord) -> dict[str, bytes]:
     """The run directory's files, as bytes."""
-    import json
-
     doc = {"schema": SCHEMA, **record.to_dict()}
     return {
         WATCH_FILE: (json.dumps(doc, indent=2, allow_nan=True) + "\n").encode(),
@@ -101,14 +101,10 @@ def write(target: Path, record: WatchRecord) -> Path:
 
 def read(directory: Path) -> WatchRecord:
     """watch.json read back through its record (InputError naming the file and field)."""
-    import json
-
     path = Path(directory) / WATCH_FILE
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
-        from gradrank.errors import InputError
-
         raise InputError(f"{directory}: not a gradrank watch directory (no readable {WATCH_FILE})") from None
     R.check_schema(doc, str(path))
     return R.check_kind(WatchRecord.from_dict(doc, str(path)), "watch", str(path))
