@@ -219,8 +219,8 @@ def compute(
     )
     return Measures(
         norms=norms,
-        shares=R.Shares(
-            *(getattr(norms, k) * getattr(norms, k) / fro2 for k in ("S1", "S12", "S2")),
+        shares=R.Shares(  # ||term||_F^2 / ||G||_F^2: S1 has rank <= C with C outputs (docs/deep.md, section 2)
+            *(f * f / fro2 for f in (dec.S1.fro(), dec.S12.fro(), dec.S2.fro())),
             E=spec_E.fro2 / fro2,  # inf, not OverflowError
             reg=None if reg is None else reg.share,
         ),

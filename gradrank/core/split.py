@@ -35,6 +35,14 @@ class RankOne:
         R_l, R_r = torch.linalg.qr(self.left, mode="r")[1], torch.linalg.qr(self.right, mode="r")[1]
         return abs(self.scale) * float(torch.linalg.svdvals(R_l @ R_r.T)[0])
 
+    def fro(self) -> float:
+        """Frobenius norm: the operator norm for a rank-one term (the same number); for matrix factors
+        (rank <= C) ||R_l R_r^T||_F from their R factors, every singular value counted."""
+        if self.left.ndim == 1:
+            return self.norm()
+        R_l, R_r = torch.linalg.qr(self.left, mode="r")[1], torch.linalg.qr(self.right, mode="r")[1]
+        return abs(self.scale) * float(torch.linalg.matrix_norm(R_l @ R_r.T))
+
     def dense(self) -> torch.Tensor:
         if self.left.ndim == 1:
             return self.scale * torch.outer(self.left, self.right)

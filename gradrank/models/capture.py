@@ -20,6 +20,7 @@ import weakref
 from dataclasses import dataclass, field
 
 import torch
+from torch.nn.utils import parametrize
 
 from gradrank.core.factors import Factors
 from gradrank.core.spectra import factored_route
@@ -100,6 +101,30 @@ def probe_error(H_rows: list[torch.Tensor], D_rows: list[torch.Tensor], G: torch
     return diff / scale
 
 
+FROZEN = "its weight is frozen (requires_grad = False): it has no gradient of its own; not analysed"
+REAL = (torch.float32, torch.float64)
+
+
+def check_model(problem: Problem, layers: dict[str, torch.nn.Module]) -> None:
+    """InputError naming the model and the tensor for what cannot be analysed: complex parameters,
+    parameters holding inf or NaN, chosen layers whose weights are not float32 or float64 (float16 and
+    bfloat16 are refused, not cast: the user converts the model and its inputs, e.g. model.float())."""
+    with torch.no_grad():
+        for name, p in problem.model.named_parameters():
+            if p.is_complex():
+                raise InputError(
+                    f"--model {problem.name}: parameter '{name}' is complex ({str(p.dtype).removeprefix('torch.')}); gradrank analyses real models"
+                )
+            if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+                raise InputError(f"--model {problem.name}: parameter '{name}' holds inf or NaN")
+    for name, m in layers.items():
+        if m.weight.dtype not in REAL:
+            raise InputError(
+                f"--model {problem.name}: layer '{name}' has {str(m.weight.dtype).removeprefix('torch.')} weights; gradrank "
+                "analyses float32 and float64 models (convert the model and its inputs, e.g. model.float())"
+            )
+
+
 MAX_OUTPUTS = 16  # C outputs cost C backward passes and C copies of J: beyond this, the general form only
 
 
@@ -117,6 +142,10 @@ def _loss_value(problem: Problem, outputs, targets) -> torch.Tensor:
         raise InputError(f"--model {problem.name}: the loss returned {type(loss).__name__}, not a tensor")
     if loss.numel() != 1:
         raise InputError(f"--model {problem.name}: the loss is not a scalar (shape {tuple(loss.shape)}); return the mean loss")
+    if loss.is_complex():
+        raise InputError(
+            f"--model {problem.name}: the loss is complex ({str(loss.dtype).removeprefix('torch.')}); return a real mean loss"
+        )
     if not loss.requires_grad:
         raise InputError(f"--model {problem.name}: the loss does not depend on the model's parameters")
     if not math.isfinite(float(loss.detach())):
@@ -132,9 +161,8 @@ class _Recorder:
     def __init__(self, layers: dict[str, torch.nn.Module], n_b: int, mask, scale: float):
         self.shapes: dict[str, list[tuple]] = {n: [] for n in layers}  # (input shape, d_out, item size) per call
         self.rows: dict[str, dict[int, dict]] = {n: {} for n in layers}  # call -> H, D, keep, sample (and J)
-        self.outputs: list[torch.Tensor] = []  # kept only when no chosen weight takes a gradient
         self.inputs: dict[tuple[int, bool], tuple] = {}  # (id(h), unmasked) -> (weak reference to h, its kept rows)
-        self.n_b, self.mask, self.scale, self.mode, self.keep_outputs = n_b, mask, scale, "D", False
+        self.n_b, self.mask, self.scale, self.mode = n_b, mask, scale, "D"
         self.output = 0  # which output's J the J pass records
         self.handles = [m.register_forward_hook(self._hook(n), with_kwargs=True) for n, m in layers.items()]
 
@@ -147,8 +175,6 @@ class _Recorder:
             self.shapes[name].append((tuple(h.shape), output.shape[-1], h.element_size()))
             if output.requires_grad:
                 output.register_hook(lambda g: self._grad(name, call, h, g))
-                if self.keep_outputs:
-                    self.outputs.append(output)
 
         return hook
 
@@ -207,6 +233,13 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
     guard(bytes), when given, sees the estimated peak after the first forward pass (and may refuse),
     counting `workers` layers analysed at once."""
 
+    check_model(problem, layers)
+    chosen, frozen = layers, [n for n, m in layers.items() if not m.weight.requires_grad]
+    layers = {n: m for n, m in chosen.items() if n not in frozen}
+    if not layers:
+        raise InputError(
+            f"--model {problem.name}: every chosen linear layer is frozen (requires_grad = False): no weight gradient"
+        )
     sizes = [batch_size(inputs) for inputs, _ in problem.batches]
     N = sum(sizes)
     parts: dict[str, dict[str, list]] = {n: {"H": [], "D": [], "J": [], "r": [], "sample": []} for n in layers}
@@ -214,88 +247,100 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
     weight_grad: dict[str, torch.Tensor] = {}
     checked: dict[str, float] = {}  # layer -> largest probe error against autograd so far
     wrong: dict[str, float] = {}  # layers whose factors disagree with autograd's weight gradient
-    trainable = [n for n, m in layers.items() if m.weight.requires_grad]
+    trainable = list(layers)
     scalar_all, loss_sum, offset = True, 0.0, 0
     timings = {"forward": 0.0, "backward": 0.0}
     for b, ((inputs, targets), n_b) in enumerate(zip(problem.batches, sizes)):
-        mask = problem.token_masks[b] if problem.token_masks else None
-        rec = _Recorder(layers, n_b, mask, n_b / N)
-        rec.keep_outputs = not trainable
-        clock = time.perf_counter()
-        try:
-            outputs = forward(problem, inputs)
-        finally:
-            rec.close()
-        loss = _loss_value(problem, outputs, targets)
-        timings["forward"] += time.perf_counter() - clock
-        clock = time.perf_counter()
-        loss_sum += float(loss.detach()) * n_b
-        C = _outputs(outputs, n_b) if want_J else 0  # 0: no J (the general form only)
-        scalar = C > 0
-        if b == 0 and guard is not None:
-            guard(estimate_bytes(rec.shapes, n_b, N, mask, C, workers))
-        scalar_all &= C == 1
-        if b == 0:  # autograd's G is kept where the spectrum will come from the dense matrix (n >= min(d_in, d_out))
-            dense = {n for n in trainable if rec.shapes[n] and _dense_route(rec.shapes[n], n_b, N, mask)}
-        weights = [(n, layers[n].weight) for n in trainable if rec.shapes[n]]
-        wanted = [w for _, w in weights] + rec.outputs + ([outputs] if scalar else [])
-        if not wanted:
-            raise InputError(f"--model {problem.name}: no gradient reaches any chosen linear layer")
-        grads = list(
-            backward(problem, torch.autograd.grad, loss, wanted, retain_graph=scalar, allow_unused=True)
-        )  # every hook fires
-        for (name, w), g in zip(weights, grads):
-            if name in wrong:
-                continue
-            rows = [rec.rows[name][c] for c in sorted(rec.rows[name])]
-            auto = (g.detach() if is_conv1d(layers[name]) else g.detach().T) * (n_b / N) if g is not None else None
-            if rows and auto is not None:
-                err = probe_error([e["H"] for e in rows], [e["D"] for e in rows], auto)
-                checked[name] = max(checked.get(name, 0.0), err)
-                if not err <= check_tolerance(auto.dtype):
-                    wrong[name] = err
-            elif rows and any(bool(e["D"].any()) for e in rows):  # factors but no autograd gradient: not this weight's
-                wrong[name] = math.inf
-            if g is not None and name in dense:  # autograd's own weight gradient, accumulated like D (the independent reference)
-                g = (g.detach() if is_conv1d(layers[name]) else g.detach().T) * (n_b / N)
-                weight_grad[name] = g if name not in weight_grad else weight_grad[name] + g
-        grads[: len(weights)] = [None] * len(weights)  # the factored-route layers' G is not kept
-        r = None
-        if scalar:
-            r = n_b * grads[-1].detach().reshape(n_b, *([C] if outputs.ndim == 2 and C > 1 else []))
-            rec.mode = "J"
-            for c in range(C):  # one backward pass per output
-                rec.output = c
-                f_c = outputs.sum() if C == 1 else outputs[:, c].sum()
-                backward(
-                    problem,
-                    torch.autograd.grad,
-                    f_c,
-                    [w for _, w in weights] + rec.outputs,
-                    allow_unused=True,
-                    retain_graph=c < C - 1,
-                )
-        for name in layers:
-            if b == 0:
-                calls[name] = len(rec.shapes[name])
-            p = parts[name]
-            for call in sorted(rec.rows[name]):
-                e = rec.rows[name][call]
-                p["H"].append(e["H"])
-                p["D"].append(e["D"])
-                p["sample"].append(None if e["sample"] is None else e["sample"] + offset)
-                if scalar and e["sample"] is not None:
-                    J = [e.get("J", {}).get(c, None) for c in range(C)]
-                    J = [torch.zeros_like(e["D"]) if j is None else j for j in J]  # an output this call does not reach
-                    p["J"].append(J[0].div_(N) if C == 1 else torch.stack(J).div_(N))
-                    p["r"].append(r[e["sample"]])
-                else:
-                    p["J"].append(None)
-        offset += n_b
-        timings["backward"] += time.perf_counter() - clock
-        del outputs, loss, grads, rec
+        with parametrize.cached():  # a parametrised weight (weight_norm) is one tensor per batch: autograd's reference
+            mask = problem.token_masks[b] if problem.token_masks else None
+            rec = _Recorder(layers, n_b, mask, n_b / N)
+            clock = time.perf_counter()
+            try:
+                outputs = forward(problem, inputs)
+            finally:
+                rec.close()
+            loss = _loss_value(problem, outputs, targets)
+            timings["forward"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            loss_sum += float(loss.detach()) * n_b
+            C = _outputs(outputs, n_b) if want_J else 0  # 0: no J (the general form only)
+            scalar = C > 0
+            if b == 0 and guard is not None:
+                guard(estimate_bytes(rec.shapes, n_b, N, mask, C, workers))
+            scalar_all &= C == 1
+            if b == 0:  # autograd's G is kept where the spectrum will come from the dense matrix (n >= min(d_in, d_out))
+                dense = {n for n in trainable if rec.shapes[n] and _dense_route(rec.shapes[n], n_b, N, mask)}
+            weights = [(n, layers[n].weight) for n in trainable if rec.shapes[n]]
+            wanted = [w for _, w in weights] + ([outputs] if scalar else [])
+            if not wanted:
+                raise InputError(f"--model {problem.name}: no gradient reaches any chosen linear layer")
+            grads = list(
+                backward(problem, torch.autograd.grad, loss, wanted, retain_graph=scalar, allow_unused=True)
+            )  # every hook fires
+            for (name, w), g in zip(weights, grads):
+                rows = [rec.rows[name][c] for c in sorted(rec.rows[name])]
+                if (g is not None and not bool(torch.isfinite(g).all())) or not all(
+                    bool(torch.isfinite(e["D"]).all()) for e in rows
+                ):
+                    raise InputError(
+                        f"--model {problem.name}: the gradient of layer '{name}' holds NaN or inf under a finite loss "
+                        f"({float(loss.detach()):.6g}): an overflow or a non-differentiable point in the model"
+                    )
+                if name in wrong:
+                    continue
+                auto = (g.detach() if is_conv1d(layers[name]) else g.detach().T) * (n_b / N) if g is not None else None
+                if rows and auto is not None:
+                    err = probe_error([e["H"] for e in rows], [e["D"] for e in rows], auto)
+                    checked[name] = max(checked.get(name, 0.0), err)
+                    if not err <= check_tolerance(auto.dtype):
+                        wrong[name] = err
+                elif rows and any(bool(e["D"].any()) for e in rows):  # factors but no autograd gradient: not this weight's
+                    wrong[name] = math.inf
+                if (
+                    g is not None and name in dense
+                ):  # autograd's own weight gradient, accumulated like D (the independent reference)
+                    g = (g.detach() if is_conv1d(layers[name]) else g.detach().T) * (n_b / N)
+                    weight_grad[name] = g if name not in weight_grad else weight_grad[name] + g
+            grads[: len(weights)] = [None] * len(weights)  # the factored-route layers' G is not kept
+            r = None
+            if scalar:
+                r = n_b * grads[-1].detach().reshape(n_b, *([C] if outputs.ndim == 2 and C > 1 else []))
+                rec.mode = "J"
+                for c in range(C):  # one backward pass per output
+                    rec.output = c
+                    f_c = outputs.sum() if C == 1 else outputs[:, c].sum()
+                    backward(
+                        problem,
+                        torch.autograd.grad,
+                        f_c,
+                        [w for _, w in weights],
+                        allow_unused=True,
+                        retain_graph=c < C - 1,
+                    )
+            for name in layers:
+                if b == 0:
+                    calls[name] = len(rec.shapes[name])
+                p = parts[name]
+                for call in sorted(rec.rows[name]):
+                    e = rec.rows[name][call]
+                    p["H"].append(e["H"])
+                    p["D"].append(e["D"])
+                    p["sample"].append(None if e["sample"] is None else e["sample"] + offset)
+                    if scalar and e["sample"] is not None:
+                        J = [e.get("J", {}).get(c, None) for c in range(C)]
+                        J = [torch.zeros_like(e["D"]) if j is None else j for j in J]  # an output this call does not reach
+                        p["J"].append(J[0].div_(N) if C == 1 else torch.stack(J).div_(N))
+                        p["r"].append(r[e["sample"]])
+                    else:
+                        p["J"].append(None)
+            offset += n_b
+            timings["backward"] += time.perf_counter() - clock
+            del outputs, loss, grads, rec
     out, skipped = {}, {}
-    for name, module in layers.items():
+    for name, module in chosen.items():
+        if name in frozen:
+            skipped[name] = FROZEN
+            continue
         if name in wrong:
             skipped[name] = (
                 f"its captured factors disagree with autograd's weight gradient (relative error {wrong[name]:.2g} on random "
