@@ -338,8 +338,11 @@ def layers(
 
 
 def layers_from_config(cfg: Config, force: bool = False, on_layer=None):
-    """`gradrank layers`: the SPEC in cfg.layers.model, with the memory guard unless forced."""
+    """`gradrank layers`: the SPEC in cfg.layers.model, with the memory guard unless forced (a built-in
+    spiked model's data checked before it is generated, every model's capture before it accumulates)."""
 
+    if not force and cfg.layers.model in ("twolayer", "mlp"):
+        check_generated(cfg)
     return layers_mod.run(cfg, force=force, on_layer=on_layer)
 
 
@@ -370,6 +373,7 @@ def advise_overrides(model=None, ranks=None, intervals=None, target=None, projec
 
     out = {
         "advise.model": model,
+        "advise.model_sha256": None if model is None else "",  # a new SPEC's file is hashed afresh
         "advise.ranks": None if ranks is None else parse_list(ranks, "--ranks"),
         "advise.intervals": None if intervals is None else parse_list(intervals, "--intervals"),
         "advise.target": target,

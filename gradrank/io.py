@@ -474,7 +474,8 @@ def staged_dir(final: Path, kind: str = "run") -> Iterator[Path]:
 def add_files(root: Path, files: dict[str, bytes], kind: str = "report") -> list[Path]:
     """Write files into a directory gradrank owns (or a new or empty one), each atomically; a file
     already there is replaced only if gradrank wrote it (its hash is in the marker). A sweep
-    store (its manifest) counts as gradrank's."""
+    store (its manifest) counts as gradrank's: the files added to it are recorded in a marker of
+    their own, so a file there that gradrank did not write (no marker, or not in it) is never replaced."""
     if str(root) == "":
         raise InputError("output path is empty (an unset variable?)")
     root = Path(os.path.abspath(root))
@@ -485,7 +486,7 @@ def add_files(root: Path, files: dict[str, bytes], kind: str = "report") -> list
     sweep = (root / "sweep.json").is_file() and m is None
     for name in files:
         p = root / name
-        if p.is_symlink() or (p.exists() and not sweep and (not p.is_file() or mine.get(name) != sha256_file(p))):
+        if p.is_symlink() or (p.exists() and (not p.is_file() or mine.get(name) != sha256_file(p))):
             raise InputError(f"{_show(p)}: exists and was not written by gradrank (refusing to replace it)")
     if m is None and not sweep and root.is_dir() and any(root.iterdir()):
         raise InputError(f"{_show(root)}: exists and is not a gradrank output directory (refusing to write into it)")
@@ -497,10 +498,9 @@ def add_files(root: Path, files: dict[str, bytes], kind: str = "report") -> list
             written.append(root / name)
     except OSError as exc:
         raise InputError(f"{_show(root)}: cannot write ({exc.strerror or exc.__class__.__name__})") from None
-    if not sweep:
-        old = _marker(root)
-        files_now = {**(old or {}).get("files", {}), **{n: sha256_bytes(d) for n, d in files.items()}}
-        write_json(root / MARKER, {**(old or {"format": MARKER_FORMAT, "kind": kind}), "files": files_now})
+    old = _marker(root)
+    files_now = {**(old or {}).get("files", {}), **{n: sha256_bytes(d) for n, d in files.items()}}
+    write_json(root / MARKER, {**(old or {"format": MARKER_FORMAT, "kind": "sweep" if sweep else kind}), "files": files_now})
     return written
 
 

@@ -21,15 +21,37 @@ def limit_bytes(cfg: Config) -> float:
     return cfg.compute.max_memory_gb * 2**30 if cfg.compute.max_memory_gb else 0.8 * available_bytes()
 
 
-def check_bytes(cfg: Config, need: int, what: str) -> int:
-    """Refuse (InputError) `what` when its estimated `need` exceeds the limit."""
+def check_bytes(cfg: Config, need: int, what: str, force: bool = True) -> int:
+    """Refuse (InputError) `what` when its estimated `need` exceeds the limit (`force`: the command
+    has a --force to name)."""
     limit = limit_bytes(cfg)
     if need > limit:
         raise InputError(
             f"{what} needs about {need / 2**30:.2f} GiB, more than the {limit / 2**30:.2f} GiB allowed "
-            "(pass --force or raise compute.max_memory_gb)"
+            f"({'pass --force or ' if force else ''}raise compute.max_memory_gb)"
         )
     return need
+
+
+MAX_RESULT_FILE_BYTES = 256 * 2**20
+"""The largest result JSON file gradrank reads (its own are kilobytes to a few megabytes: arrays go
+to .npz files); parsing takes several times the file's size in memory."""
+
+
+def check_result_file(path, limit: int = MAX_RESULT_FILE_BYTES) -> int:
+    """Refuse (InputError naming the file) a result file above `limit` bytes, before reading it."""
+    import os
+
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return 0  # a missing file is the reader's error to name
+    if size > limit:
+        raise InputError(
+            f"{path}: {size / 2**30:.2f} GiB, larger than any result file gradrank writes "
+            f"(limit {limit / 2**20:.0f} MiB); not read"
+        )
+    return size
 
 
 def sizes(cfg: Config, n: int | None = None, d: int | None = None, m: int | None = None) -> tuple[int, int, int, int]:
@@ -98,6 +120,12 @@ def check_memory(cfg: Config, n: int | None = None, d: int | None = None, m: int
             f"more than the {limit / 2**30:.3g} GiB allowed (pass --force or raise compute.max_memory_gb)"
         )
     return need
+
+
+def check_generated(cfg: Config, train: bool = False) -> int:
+    """check_memory for the built-in `twolayer` and `mlp` models of `layers`/`advise`, before their data
+    is generated: data.n x data.d rows and the widest hidden layer (model.hidden, else model.width)."""
+    return check_memory(cfg, m=max(cfg.model.hidden or [cfg.model.width]), train=train)
 
 
 def check_files(cfg: Config, data_path=None, weights_path=None) -> int:

@@ -364,18 +364,20 @@ def resolve(cfg: Config) -> Config:
         files |= _input_file("data.path", cfg.data.path, "data.sha256", cfg.data.sha256)
     if cfg.model.weights:
         files |= _input_file("model.weights", cfg.model.weights, "model.weights_sha256", cfg.model.weights_sha256)
-    spec = cfg.layers.model
-    if ":" in spec:  # the user's path/to/file.py:function (no built-in SPEC name has a colon), hashed into the run identity
-        path, _, function = spec.rpartition(":")
-        got = _input_file("layers.model", path, "layers.model_sha256", cfg.layers.model_sha256)
-        files |= {"layers.model": f"{got['layers.model']}:{function}", "layers.model_sha256": got["layers.model_sha256"]}
+    for section in ("layers", "advise"):  # `gradrank layers` and `gradrank advise` take the same SPEC
+        spec = getattr(cfg, section).model
+        if ":" in spec:  # the user's path/to/file.py:function (no built-in SPEC name has a colon), hashed into the run identity
+            key, hash_key = f"{section}.model", f"{section}.model_sha256"
+            path, _, function = spec.rpartition(":")
+            got = _input_file(key, path, hash_key, getattr(cfg, section).model_sha256, "model file")
+            files |= {key: f"{got[key]}:{function}", hash_key: got[hash_key]}
     return cfg.replace(**{"analysis.mu": mu}, **files)
 
 
 _HASHES: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: a sweep resolves the same file per point
 
 
-def _input_file(key: str, path: str, hash_key: str, expected: str) -> dict:
+def _input_file(key: str, path: str, hash_key: str, expected: str, what: str = "file") -> dict:
     """{key: absolute path, hash_key: sha256 of its content}; a recorded hash that no longer
     matches the file is an error (the saved config would not reproduce the run)."""
 
@@ -388,7 +390,7 @@ def _input_file(key: str, path: str, hash_key: str, expected: str) -> dict:
     digest = _HASHES.get(ident) if ident else None
     if digest is None:
         try:
-            digest = sha256_file(Path(p), "file")
+            digest = sha256_file(Path(p), what)
         except InputError as exc:
             raise InputError(f"config key '{key}': {exc}") from None
         if ident:

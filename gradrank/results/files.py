@@ -12,6 +12,7 @@ import numpy as np
 
 from gradrank import io
 from gradrank.config import Config, to_toml
+from gradrank.config.resources import check_result_file
 from gradrank.core.records import SCHEMA, check_schema
 from gradrank.errors import InputError
 
@@ -64,6 +65,7 @@ def read_json(path: Path, what: str = "result directory") -> dict:
     """A gradrank JSON file as a dict of the current schema (exit 2 naming the file otherwise; a file
     nested too deeply for Python's parser is refused too)."""
     path = Path(path)
+    check_result_file(path)  # a huge file is refused before it is read
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import torch
 
 from gradrank.config import Config
+from gradrank.config.resources import check_bytes, check_generated
 from gradrank.core.projectors import (
     PROJECTORS,
     EnergyRecorder,
@@ -39,6 +40,7 @@ from gradrank.core.projectors import (
 from gradrank.errors import InputError
 from gradrank.models import registry
 from gradrank.models import twolayer as twolayer_mod
+from gradrank.models.capture import batch_size
 from gradrank.models.mu import compute_mu, decompose
 from gradrank.studies import analyze as analysis
 from gradrank.studies import loop
@@ -332,6 +334,8 @@ def prepare(cfg: Config):
     cfg = resolve(cfg)
     if cfg.train.steps < 1:
         raise InputError("config key 'train.steps' must be >= 1 for advise")
+    if cfg.advise.model in (TWOLAYER, "mlp"):  # the memory guard before the data is generated
+        check_generated(cfg, train=cfg.advise.model == TWOLAYER)
     if cfg.advise.model == TWOLAYER:  # recorded through `gradrank train`; the SPEC's Problem serves the validation
         grid(cfg, [min(cfg.model.width, cfg.data.d)], True)
         _, ds, net = analysis.prepare(cfg)  # honours model.weights
@@ -342,7 +346,28 @@ def prepare(cfg: Config):
         raise InputError(f"--model {cfg.advise.model}: the model has no linear layer to advise on")
     grid(cfg, [min(mod.weight.shape) for mod in layers.values()], False)
     _check_full_batch(cfg)
+    check_bytes(
+        cfg, training_bytes(problem, layers), f"--model {problem.name}: training and recording every chosen layer", force=False
+    )
     return cfg, problem
+
+
+def training_bytes(problem, layers: dict[str, torch.nn.Module]) -> int:
+    """Estimated peak of advising on a SPEC's model, for the memory guard: its parameters six times
+    (weights, gradients, two Adam states, the initial copy, one validation copy), every chosen layer's
+    rows over the full batch (its input; its output, the activation after it and the output's gradient
+    in the backward pass) and four d_out x d_in matrices per layer (the step's gradient, its SVD's
+    factors, the recorder's projector)."""
+    params = sum(p.numel() * p.element_size() for p in problem.model.parameters())
+    if problem.token_masks:  # a sequence model: one row per (sample, token)
+        rows = sum(mask.numel() for mask in problem.token_masks)
+    else:
+        rows = sum(batch_size(inputs) for inputs, _ in problem.batches)
+    per_layer = 0
+    for mod in layers.values():
+        d_out, d_in = mod.weight.shape
+        per_layer += mod.weight.element_size() * (rows * (d_in + 3 * d_out) + 4 * d_out * d_in)
+    return 6 * params + per_layer
 
 
 def advise(cfg: Config, progress: Callable[[str], None] | None = None, problem=None) -> dict:

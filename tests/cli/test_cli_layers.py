@@ -96,7 +96,7 @@ def test_bad_user_models_exit_2_one_line_nothing_written(tmp_path, user_file, su
         (["--model", "bert"], "not twolayer, mlp, minilm or path/to/file.py:function"),
         (["--model", "mlp", "--layers", "layers.9*"], "'layers.9*' matches no linear layer"),
         (["--model", "mlp", "--set", "model.hidden=[3]"], "model.hidden"),
-        (["--model", "mlp", "--set", "compute.max_memory_gb=1e-6"], "needs about"),
+        (["--model", "mlp", "--set", "compute.max_memory_gb=1e-6"], "GiB allowed"),  # refused before the data is generated
     ],
 )
 def test_bad_specs_exit_2(tmp_path, args, needle):
