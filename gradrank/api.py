@@ -16,7 +16,7 @@ import numpy as np
 
 from gradrank import config as config_mod
 from gradrank.config import Config
-from gradrank.config.resources import check_memory
+from gradrank.config.resources import check_generated, check_memory
 from gradrank.core.projectors import parse_list
 from gradrank.data import spiked as data_mod
 from gradrank.errors import InputError
