@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 from gradrank.config import Config
 from gradrank.errors import InputError
 from gradrank.io import available_bytes, declared_shapes
@@ -40,8 +42,6 @@ to .npz files); parsing takes several times the file's size in memory."""
 
 def check_result_file(path, limit: int = MAX_RESULT_FILE_BYTES) -> int:
     """Refuse (InputError naming the file) a result file above `limit` bytes, before reading it."""
-    import os
-
     try:
         size = os.stat(path).st_size
     except OSError:
