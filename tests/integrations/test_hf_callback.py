@@ -1,13 +1,12 @@
 """GradrankCallback inside transformers' Trainer, offline: a tiny BERT built from a local config."""
 
+import accelerate  # noqa: F401  (the Trainer needs it; the test extra installs gradrank[hf])
 import pytest
 import torch
+import transformers
 
-pytest.importorskip("accelerate")
-transformers = pytest.importorskip("transformers")
-
-import gradrank  # noqa: E402
-from gradrank.integrations.hf import GradrankCallback  # noqa: E402
+import gradrank
+from gradrank.integrations.hf import GradrankCallback
 
 
 class _Grads(transformers.TrainerCallback):
