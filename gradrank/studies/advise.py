@@ -40,7 +40,7 @@ from gradrank.core.projectors import (
 from gradrank.errors import InputError
 from gradrank.models import registry
 from gradrank.models import twolayer as twolayer_mod
-from gradrank.models.capture import batch_size
+from gradrank.models.capture import batch_size, check_model
 from gradrank.models.mu import compute_mu, decompose
 from gradrank.studies import analyze as analysis
 from gradrank.studies import loop
@@ -344,6 +344,7 @@ def prepare(cfg: Config):
     layers = registry.linear_layers(problem.model, _patterns(problem, cfg))
     if not layers:
         raise InputError(f"--model {cfg.advise.model}: the model has no linear layer to advise on")
+    check_model(problem, layers)  # float16/bfloat16, complex or non-finite weights: exit 2, as in `layers`
     grid(cfg, [min(mod.weight.shape) for mod in layers.values()], False)
     _check_full_batch(cfg)
     check_bytes(

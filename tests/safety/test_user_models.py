@@ -142,3 +142,39 @@ def test_a_model_gradrank_cannot_analyse_is_exit_2_naming_the_model_file_and_not
     error = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
     assert len(error) == 1 and f"user_model.py:build: {MESSAGES[case]}" in error[0], res.output
     assert not out.exists()
+
+
+ADVISE_MODELS = """
+import torch
+
+def _problem(m):
+    dtype = next(m.parameters()).dtype
+    x = torch.randn(8, 3).to(dtype)
+    return {"model": m, "inputs": x, "targets": torch.zeros(8).to(dtype), "loss": lambda o, t: ((o[:, 0] - t) ** 2).mean()}
+
+def half():
+    torch.manual_seed(0)
+    return _problem(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).half())
+
+def inf_weight():
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    with torch.no_grad():
+        m[0].weight[0, 0] = float("inf")
+    return _problem(m)
+"""
+
+
+@pytest.mark.parametrize("fn, message", [("half", "float16 weights"), ("inf_weight", "holds inf or NaN")])
+def test_advise_refuses_the_models_layers_refuses(tmp_path, fn, message):
+    from typer.testing import CliRunner
+
+    from gradrank.cli.app import app
+
+    f = tmp_path / "models.py"
+    f.write_text(ADVISE_MODELS)
+    for command in ("layers", "advise"):
+        extra = ["--set", "train.steps=2", "--set", "advise.validate=false"] if command == "advise" else []
+        res = CliRunner().invoke(app, [command, "--model", f"{f}:{fn}", *extra, "-o", str(tmp_path / command)])
+        assert res.exit_code == 2 and message in res.output, (command, res.output)
+        assert not (tmp_path / command).exists()
