@@ -153,7 +153,7 @@ def _loss_value(problem: Problem, outputs, targets) -> torch.Tensor:
     return loss.reshape(())
 
 
-class _Recorder:
+class Recorder:
     """Forward hooks on the chosen layers. Each call's output gets a tensor hook that, when the
     backward pass reaches it, keeps the call's rows of H and of the error (D pass) or of J (J pass)
     and lets autograd free the full-size error at once: the capture adds little beyond the factors."""
@@ -253,7 +253,7 @@ def capture(problem: Problem, layers: dict[str, torch.nn.Module], want_J: bool =
     for b, ((inputs, targets), n_b) in enumerate(zip(problem.batches, sizes)):
         with parametrize.cached():  # a parametrised weight (weight_norm) is one tensor per batch: autograd's reference
             mask = problem.token_masks[b] if problem.token_masks else None
-            rec = _Recorder(layers, n_b, mask, n_b / N)
+            rec = Recorder(layers, n_b, mask, n_b / N)
             clock = time.perf_counter()
             try:
                 outputs = forward(problem, inputs)

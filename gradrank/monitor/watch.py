@@ -73,7 +73,7 @@ class Monitor:
 
     def _arm(self) -> None:
         """Forward hooks for the step about to run (it is a recorded one)."""
-        self.recorder = capture._Recorder(self.layers, 0, None, 1.0)  # n_b = 0: rows are not laid out per sample
+        self.recorder = capture.Recorder(self.layers, 0, None, 1.0)  # n_b = 0: rows are not laid out per sample
 
     def __enter__(self) -> Monitor:
         return self
